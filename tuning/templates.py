@@ -1,0 +1,69 @@
+"""Kaito's default training_config.yaml templates (lora-params-template / qlora-params-template).
+
+Kept as Python strings, not package data, so they ship with any install of the package.
+"""
+
+LORA = """\
+training_config:
+  ModelConfig:
+    torch_dtype: "bfloat16"
+    local_files_only: true
+    device_map: "auto"
+    # chat_template: "/workspace/chat_templates/llama-3-instruct.jinja"
+
+  QuantizationConfig:
+    load_in_4bit: false
+
+  LoraConfig:
+    r: 8
+    lora_alpha: 8
+    lora_dropout: 0.0
+    # target_modules: default per model family (e.g. Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj)
+
+  TrainingArguments:
+    output_dir: "/mnt/results"
+    ddp_find_unused_parameters: false
+    save_strategy: "no"
+    per_device_train_batch_size: 1
+
+  DataCollator:
+    mlm: true
+
+  DatasetConfig:
+    shuffle_dataset: true
+    train_test_split: 1
+"""
+
+QLORA = """\
+training_config:
+  ModelConfig:
+    torch_dtype: "bfloat16"
+    local_files_only: true
+    device_map: "auto"
+    # chat_template: "/workspace/chat_templates/llama-3-instruct.jinja"
+
+  QuantizationConfig:
+    load_in_4bit: true
+    bnb_4bit_quant_type: "nf4"
+    bnb_4bit_compute_dtype: "bfloat16"
+    bnb_4bit_use_double_quant: true
+
+  LoraConfig:
+    r: 8
+    lora_alpha: 8
+    lora_dropout: 0.0
+    # target_modules: default per model family (e.g. Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj)
+
+  TrainingArguments:
+    output_dir: "/mnt/results"
+    ddp_find_unused_parameters: false
+    save_strategy: "no"
+    per_device_train_batch_size: 1
+
+  DataCollator:
+    mlm: true
+
+  DatasetConfig:
+    shuffle_dataset: true
+    train_test_split: 1
+"""

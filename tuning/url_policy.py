@@ -1,0 +1,148 @@
+"""Which URLs the tuning input downloader may fetch (stdlib only; the workspace hook imports this).
+
+Two layers: `url_problem` is the static check (no DNS) the hook runs on `tuning.input.urls`;
+`vetted_addresses` resolves a host and refuses it when any address it resolves to is not public, and
+the downloader then connects to exactly those addresses (so a DNS answer cannot change in between).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import urlsplit
+
+ALLOWED_SCHEMES = ("http", "https")
+
+# Names that reach the node, the cluster or a cloud metadata service without being IP literals.
+_FORBIDDEN_NAMES = frozenset(
+    {
+        "localhost",
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.com",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "kubernetes",
+        "kubernetes.default",
+    }
+)
+_FORBIDDEN_SUFFIXES = (".localhost", ".local", ".internal", ".svc", ".cluster.local", ".home.arpa")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+
+
+class UrlRefused(ValueError):
+    """A URL (or what its host resolves to) is not allowed as a tuning input."""
+
+
+def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a connection to `ip` is refused, or None for a public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_problem(ip.ipv4_mapped)
+        if ip.scope_id:
+            return f"address {ip} has an IPv6 zone (a link-local address)"
+    if ip in _METADATA_ADDRESSES:
+        return f"address {ip} is the cloud instance metadata service"
+    if ip.is_unspecified:
+        return f"address {ip} is unspecified"
+    if ip.is_loopback:
+        return f"address {ip} is a loopback address"
+    if ip.is_link_local:
+        return f"address {ip} is link-local (169.254.0.0/16, fe80::/10; cloud metadata lives there)"
+    if ip.is_multicast:
+        return f"address {ip} is multicast"
+    if ip.is_private:
+        return f"address {ip} is in a private range"
+    if not ip.is_global:
+        return f"address {ip} is not a public address (reserved or shared range)"
+    return None
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    # Legacy IPv4 spellings ("127.1", "2130706433", "0x7f.0.0.1") that the resolver would accept.
+    if re.fullmatch(r"[0-9a-fx.]+", host) and not re.search(r"[g-wyz]", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def host_problem(host: str) -> str | None:
+    """Static judgement of a URL host (already lower-cased, without brackets or port)."""
+    ip = _ip_literal(host)
+    if ip is not None:
+        return address_problem(ip)
+    name = host[:-1] if host.endswith(".") else host
+    if not name:
+        return "the URL has no host"
+    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        return f"host {host!r} is not a valid DNS name"
+    if name in _FORBIDDEN_NAMES:
+        return f"host {host!r} names the local machine, the cluster or a metadata service"
+    if name.endswith(_FORBIDDEN_SUFFIXES):
+        return f"host {host!r} is a local/cluster-internal name"
+    if "." not in name:
+        return f"host {host!r} is a single-label (cluster-internal) name; use a public fully qualified name"
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """The static check (no DNS): None when `url` may be downloaded, else a message naming the problem."""
+    if not isinstance(url, str) or not url:
+        return "the URL is empty"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "the URL contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"the URL cannot be parsed ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        shown = scheme or "(none)"
+        return f"scheme {shown!r} is not allowed; only http and https URLs can be downloaded"
+    host = parts.hostname
+    if not host:
+        return "the URL has no host"
+    if port == 0:
+        return "port 0 is not a valid port"
+    return host_problem(host)
+
+
+def url_host_port(url: str) -> tuple[str, int]:
+    """Host and port (scheme default) of a URL that passed `url_problem`."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme.lower() == "https" else 80
+    return parts.hostname or "", parts.port or default
+
+
+def vetted_addresses(host: str, port: int, resolver=socket.getaddrinfo) -> list[tuple]:
+    """Resolve `host` and return getaddrinfo entries (family, type, proto, canonname, sockaddr).
+
+    Raises UrlRefused when the name does not resolve or when ANY resolved address is not public: a name
+    that mixes public and internal answers is refused outright (DNS rebinding).
+    """
+    problem = host_problem(host)
+    if problem:
+        raise UrlRefused(problem)
+    try:
+        infos = resolver(host, port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UrlRefused(f"host {host!r} does not resolve ({exc})") from exc
+    if not infos:
+        raise UrlRefused(f"host {host!r} does not resolve")
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        problem = address_problem(ip)
+        if problem:
+            raise UrlRefused(f"host {host!r} resolves to a forbidden address: {problem}")
+    return infos
