@@ -1,0 +1,1 @@
+"""Metacontroller hooks for Kaito-compatible Workspaces and AKS GPU Machines."""

@@ -1,0 +1,45 @@
+"""Names of everything derived from a Workspace, and the Kubernetes name rules they obey."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MACHINE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+
+# The StatefulSet controller labels each pod `controller-revision-hash: <name>-<hash up to 10>`,
+# and a label value is at most 63 characters: so the workspace name may have at most 52.
+MAX_WORKSPACE_NAME = 52
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+MACHINE_LABEL = "kaito.sh/machine"
+MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
+
+
+def is_dns_label(value: str, max_len: int = 63) -> bool:
+    return len(value) <= max_len and bool(DNS1123_LABEL.match(value))
+
+
+def is_dns_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(DNS1123_SUBDOMAIN.match(value))
+
+
+def headless_service(workspace: str) -> str:
+    return f"{workspace}-headless"
+
+
+def tuning_config_map(workspace: str) -> str:
+    return f"{workspace}-tuning-config"
+
+
+def machine_name(namespace: str, workspace: str, index: int) -> str:
+    """The Machine (and AKS agent pool) name: `ws` + 10 hex chars, stable for (namespace, workspace, index)."""
+    digest = hashlib.sha256(f"{namespace}/{workspace}/{index}".encode()).hexdigest()
+    return "ws" + digest[:10]
+
+
+def rank0_address(workspace: str, namespace: str, port: int = 29500) -> str:
+    return f"{workspace}-0.{headless_service(workspace)}.{namespace}.svc:{port}"

@@ -1,0 +1,122 @@
+"""Which GPU nodes a Workspace runs on: existing nodes first, Machines only for the shortfall."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hooks import naming
+from hooks.api import Workspace
+from hooks.settings import Settings
+
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+
+
+@dataclass(frozen=True)
+class MachineState:
+    name: str
+    ready: bool
+    failed: bool
+    node_name: str | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    target: int
+    existing: tuple[str, ...]  # names of ready, matching nodes we did not provision
+    machines: tuple[str, ...]  # Machine names to keep or create, in index order
+    machine_states: tuple[MachineState, ...] = field(default_factory=tuple)
+    byo: bool = False
+
+    @property
+    def ready_count(self) -> int:
+        return len(self.existing) + sum(1 for m in self.machine_states if m.ready and m.name in self.machines)
+
+    @property
+    def worker_nodes(self) -> list[str]:
+        names = list(self.existing)
+        names += [m.node_name for m in self.machine_states if m.ready and m.node_name and m.name in self.machines]
+        return sorted(names)
+
+    @property
+    def failed_machines(self) -> list[MachineState]:
+        return [m for m in self.machine_states if m.failed and m.name in self.machines]
+
+
+def _condition(obj: dict, kind: str) -> dict | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return c
+    return None
+
+
+def node_is_ready(node: dict) -> bool:
+    cond = _condition(node, "Ready")
+    return bool(cond and cond.get("status") == "True") and not node["metadata"].get("deletionTimestamp")
+
+
+def _matches(labels: dict[str, str], ws: Workspace) -> bool:
+    sel = ws.resource.labelSelector
+    if any(labels.get(k) != v for k, v in (sel.matchLabels or {}).items()):
+        return False
+    for req in sel.matchExpressions or []:
+        has, value = req.key in labels, labels.get(req.key)
+        if req.operator == "In" and value not in (req.values or []):
+            return False
+        if req.operator == "NotIn" and has and value in (req.values or []):
+            return False
+        if req.operator == "Exists" and not has:
+            return False
+        if req.operator == "DoesNotExist" and has:
+            return False
+    return True
+
+
+def machine_state(machine: dict) -> MachineState:
+    ready = _condition(machine, "Ready") or {}
+    launched = _condition(machine, "Launched") or {}
+    failing = next((c for c in (ready, launched) if c.get("status") == "False" and c.get("message")), None)
+    latest = failing or ready or launched
+    return MachineState(
+        name=machine["metadata"]["name"],
+        ready=ready.get("status") == "True",
+        failed=failing is not None,
+        node_name=(machine.get("status") or {}).get("nodeName"),
+        reason=latest.get("reason", "Provisioning"),
+        message=latest.get("message", "waiting for the AKS agent pool"),
+    )
+
+
+def plan_nodes(
+    ws: Workspace, target: int, nodes: dict[str, dict], machines: dict[str, dict], settings: Settings
+) -> NodePlan:
+    """`nodes`: related Node objects by name; `machines`: observed Machine children by name."""
+    byo = settings.node_provisioning == "byo"
+    preferred = list(ws.resource.preferredNodes or [])
+    candidates = []
+    for name, node in nodes.items():
+        labels = node["metadata"].get("labels") or {}
+        if naming.MACHINE_LABEL in labels or not node_is_ready(node) or not _matches(labels, ws):
+            continue
+        # With auto-provisioning, a node must also be of the requested size (or named in preferredNodes);
+        # bring-your-own clusters choose their nodes by the labelSelector alone.
+        if not byo and name not in preferred and labels.get(INSTANCE_TYPE_LABEL, "").lower() != ws.resource.instanceType.lower():
+            continue
+        candidates.append(name)
+    candidates.sort(key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
+    existing = tuple(candidates[:target])
+    if byo:
+        return NodePlan(target, existing, (), (), byo=True)
+
+    shortfall = target - len(existing)
+    observed = sorted((machine_state(m) for m in machines.values()), key=lambda m: m.name)
+    # Keep observed Machines (ready ones first) up to the shortfall, then add new names by index.
+    keep = [m.name for m in sorted(observed, key=lambda m: (not m.ready, m.name))][: max(shortfall, 0)]
+    index = 0
+    while len(keep) < shortfall:
+        name = naming.machine_name(ws.namespace, ws.name, index)
+        if name not in keep:
+            keep.append(name)
+        index += 1
+    return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed))

@@ -1,0 +1,192 @@
+"""What a valid Workspace needs: which preset, which SKU, how many nodes, which runtime.
+
+Everything here is decided from the Workspace and the catalogues; problems name the field to change
+and a value that would work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hooks import catalog
+from hooks.api import Workspace
+from hooks.validation import Problem
+
+RUNTIME_ANNOTATION = "kaito.sh/runtime"
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    kind: str  # "inference" | "template" | "tuning"
+    sku: catalog.Sku
+    nodes: int
+    preset: catalog.Preset | None = None
+    runtime: str | None = None  # "sglang" | "transformers" for preset inference
+    runtime_reason: str = ""
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.sku.gpus
+
+
+def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
+    name = ws.resource.instanceType
+    sku = catalog.find_sku(name)
+    if sku is None:
+        if not name.startswith("Standard_"):
+            return None, [
+                Problem(
+                    "resource.instanceType",
+                    f"{name!r} is not an Azure VM size; this operator provisions AKS GPU nodes, "
+                    "e.g. Standard_NC24ads_A100_v4",
+                )
+            ]
+        near = catalog.close_matches(name, list(catalog.skus()))
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        return None, [
+            Problem(
+                "resource.instanceType",
+                f"{name!r} is not a known Azure GPU VM size{hint} (known sizes are in hooks/data/skus.yaml)",
+            )
+        ]
+    if not sku.nvidia:
+        return None, [
+            Problem("resource.instanceType", f"{sku.name} has {sku.gpu} GPUs; only NVIDIA GPUs are supported, e.g. Standard_NC24ads_A100_v4")
+        ]
+    return sku, []
+
+
+def _preset(ws: Workspace, path: str) -> tuple[catalog.Preset | None, list[Problem]]:
+    spec = ws.preset
+    preset = catalog.presets().get(spec.name)
+    if preset is None:
+        near = catalog.close_matches(spec.name, list(catalog.presets()))
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see the preset table in the README"
+        return None, [Problem(f"{path}.name", f"unknown preset {spec.name!r}{hint}")]
+    problems = []
+    opts = spec.presetOptions
+    if preset.weights_source == "private" and not (opts and opts.image):
+        problems.append(
+            Problem(
+                f"{path}.presetOptions.image",
+                f"preset {preset.name} has no public weights; set accessMode: private and presetOptions.image "
+                "to an image holding the HuggingFace-format weights under /data",
+            )
+        )
+    if spec.accessMode == "private" and not (opts and opts.image):
+        problems.append(Problem(f"{path}.presetOptions.image", "accessMode: private needs presetOptions.image"))
+    if preset.weights_source == "hf-gated" and not (opts and opts.image) and not (opts and opts.modelAccessSecret):
+        problems.append(
+            Problem(
+                f"{path}.presetOptions.modelAccessSecret",
+                f"{preset.hf_repo} is a gated HuggingFace model; create a Secret with key HF_TOKEN and name it here",
+            )
+        )
+    return preset, problems
+
+
+def _fit_problem(need: catalog.Need, sku: catalog.Sku, nodes: int, what: str, *, sglang_only: bool) -> Problem | None:
+    """None when `need` fits `nodes` x `sku`; otherwise a problem naming what to change."""
+    has_total = sku.total_gpu_memory * nodes
+    if sku.gpu_memory >= need.per_gpu_memory and has_total >= need.gpu_memory and sku.gpus * nodes >= need.gpus:
+        return None
+    fits = catalog.skus_that_fit(need, nodes=1, sglang_only=sglang_only)
+    suggestion = f"; {fits[0].name} ({fits[0].gpus} x {fits[0].gpu} {fits[0].gpu_memory:g} GiB) would fit" if fits else ""
+    return Problem(
+        "resource.instanceType",
+        f"{what} needs {need.gpu_memory:g} GiB of GPU memory"
+        + (f" ({need.per_gpu_memory:g} GiB per GPU)" if need.per_gpu_memory else "")
+        + (f" on at least {need.gpus} GPUs" if need.gpus > 1 else "")
+        + f", but {nodes} x {sku.name} has {has_total:g} GiB on {sku.gpus * nodes} x {sku.gpu} {sku.gpu_memory:g} GiB"
+        + suggestion,
+    )
+
+
+def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[str | None, str, list[Problem]]:
+    asked = ws.annotations.get(RUNTIME_ANNOTATION, "").strip().lower()
+    if asked not in ("", "sglang", "vllm", "transformers"):
+        return None, "", [
+            Problem(f"metadata.annotations[{RUNTIME_ANNOTATION}]", f"{asked!r} is not a runtime; use sglang or transformers")
+        ]
+    if asked == "transformers":
+        return "transformers", "the kaito.sh/runtime annotation asks for transformers", []
+    if sku.runs_sglang:
+        why = f"{sku.gpu} has compute capability {sku.compute_capability:.1f} (SGLang needs 8.0 or newer)"
+        if asked == "vllm":
+            why += "; kaito.sh/runtime: vllm is served by SGLang here"
+        return "sglang", why, []
+    if asked in ("sglang", "vllm"):
+        ampere = catalog.skus_that_fit(catalog.Need(0, 0, 1), sglang_only=True)
+        return None, "", [
+            Problem(
+                "resource.instanceType",
+                f"kaito.sh/runtime: {asked} needs an Ampere or newer GPU, but {sku.name} has {sku.gpu} "
+                f"(compute capability {sku.compute_capability:.1f}); use e.g. {ampere[0].name}, or drop the annotation "
+                "to use the transformers runtime",
+            )
+        ]
+    return (
+        "transformers",
+        f"{sku.gpu} has compute capability {sku.compute_capability:.1f}, below the 8.0 SGLang needs; "
+        "serving with the transformers runtime (same endpoints, single node)",
+        [],
+    )
+
+
+def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
+    sku, problems = _sku_problems(ws)
+    if ws.tuning is not None:
+        preset, p = _preset(ws, "tuning.preset")
+        problems += p
+        if preset is None or sku is None:
+            return None, problems
+        if not preset.supports_tuning:
+            tunable = sorted(n for n, pr in catalog.presets().items() if pr.supports_tuning)
+            problems.append(Problem("tuning.preset.name", f"preset {preset.name} does not support tuning; presets that do: {', '.join(tunable)}"))
+            return None, problems
+        need = catalog.tuning_need(preset, ws.tuning.method)
+        if fit := _fit_problem(need, sku, 1, f"{ws.tuning.method} tuning of {preset.name}", sglang_only=False):
+            problems.append(fit)
+        return (None if problems else WorkloadPlan("tuning", sku, 1, preset)), problems
+
+    inf = ws.inference
+    if inf.template is not None:
+        return (None if problems else WorkloadPlan("template", sku, ws.resource.count)), problems
+
+    preset, p = _preset(ws, "inference.preset")
+    problems += p
+    if preset is None or sku is None:
+        return None, problems
+    runtime, why, p = _choose_runtime(ws, sku)
+    problems += p
+    if runtime is None:
+        return None, problems
+
+    need = catalog.serving_need(preset)
+    count = ws.resource.count
+    nodes = max(count, catalog.nodes_needed(need, sku))
+    if nodes > 1 and not preset.distributed:
+        if count > 1 and catalog.nodes_needed(need, sku) == 1:
+            problems.append(Problem("resource.count", f"preset {preset.name} is served from one node; set resource.count: 1"))
+        else:
+            problems.append(_fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"))
+    elif nodes > 1 and runtime == "transformers":
+        problems.append(
+            Problem(
+                "resource.instanceType",
+                f"{preset.name} needs {nodes} nodes of {sku.name}, and the transformers runtime serves from one node; "
+                + _larger_sku_hint(need),
+            )
+        )
+    elif fit := _fit_problem(need, sku, nodes, preset.name, sglang_only=runtime == "sglang"):
+        problems.append(fit)
+    if problems:
+        return None, problems
+    if nodes > count:
+        why += f"; {preset.name} needs {nodes} nodes of {sku.name}, so it runs across {nodes} nodes"
+    return WorkloadPlan("inference", sku, nodes, preset, runtime, why), []
+
+
+def _larger_sku_hint(need: catalog.Need) -> str:
+    fits = catalog.skus_that_fit(need, sglang_only=True)
+    return f"use e.g. {fits[0].name}" if fits else "use a larger GPU VM size"

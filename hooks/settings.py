@@ -1,0 +1,40 @@
+"""Settings of the hook server, read once from the environment.
+
+Hooks are pure functions of (request, settings); nothing else about the environment reaches them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/kaito-sglang/runtime:0.1.0"
+DEFAULT_TUNING_IMAGE = "ghcr.io/kaito-sglang/tuning:0.1.0"
+
+NodeProvisioning = Literal["aks", "byo"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    tuning_image: str = DEFAULT_TUNING_IMAGE
+    # "aks": create a Machine (an AKS agent pool) for every missing node.
+    # "byo": bring your own nodes; never create Machines, use labelled nodes only.
+    node_provisioning: NodeProvisioning = "aks"
+    # How soon Metacontroller should call again while something is still converging.
+    resync_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        mode = env.get("KAITO_NODE_PROVISIONING", "aks").strip().lower()
+        if mode not in ("aks", "byo"):
+            raise ValueError(f"KAITO_NODE_PROVISIONING must be 'aks' or 'byo', not {mode!r}")
+        return cls(
+            runtime_image=env.get("KAITO_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
+            tuning_image=env.get("KAITO_TUNING_IMAGE", DEFAULT_TUNING_IMAGE),
+            node_provisioning=mode,  # type: ignore[arg-type]
+            resync_seconds=float(env.get("KAITO_RESYNC_SECONDS", "30")),
+        )

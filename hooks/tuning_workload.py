@@ -1,0 +1,156 @@
+"""The tuning Job: fetch the data, train on the GPU node, push the adapter as an image.
+
+Init containers run in order (input, then the trainer); the pusher is the main container, so it
+starts only after training succeeded, and it alone sees the push secret.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from hooks import manifests as m
+from hooks import naming
+from hooks.api import Workspace
+from hooks.planning import WorkloadPlan
+from hooks.settings import Settings
+
+DATA_DIR = "/mnt/data"
+RESULTS_DIR = "/mnt/results"
+CONFIG_DIR = "/mnt/config"
+WEIGHTS_DIR = "/workspace/weights"
+DOCKER_CONFIG = "/root/.docker/config.json"
+
+
+def config_map(ws: Workspace) -> dict | None:
+    """The effective training config, when the user named no ConfigMap of their own."""
+    if ws.tuning.config:
+        return None
+    from tuning.config import default_training_config  # stdlib + pyyaml only
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": naming.tuning_config_map(ws.name),
+            "namespace": ws.namespace,
+            "labels": m.workspace_labels(ws),
+        },
+        "data": {"training_config.yaml": default_training_config(ws.tuning.method)},
+    }
+
+
+def _input_containers(ws: Workspace, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """(init containers, extra volumes) that put the training data into /mnt/data."""
+    src = ws.tuning.input
+    mount = {"name": "data", "mountPath": DATA_DIR}
+    if src.urls:
+        return [
+            {
+                "name": "data-download",
+                "image": settings.tuning_image,
+                "command": ["python", "-m", "tuning.download", "--dest", DATA_DIR, *src.urls],
+                "volumeMounts": [mount],
+            }
+        ], []
+    if src.image:
+        return [
+            m.copier_init_container(settings.tuning_image),
+            m.copy_from_image("data-input", src.image, "data", DATA_DIR, DATA_DIR),
+        ], [m.tools_volume()]
+    return [], []
+
+
+def job(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
+    t = ws.tuning
+    shm, shm_mount = m.shm_volume()
+    data_volume = {"name": "data", **copy.deepcopy(t.input.volumeSource)} if t.input.volumeSource else {"name": "data", "emptyDir": {}}
+    results_volume = (
+        {"name": "results", **copy.deepcopy(t.output.volumeSource)} if t.output.volumeSource else {"name": "results", "emptyDir": {}}
+    )
+    config_name = t.config or naming.tuning_config_map(ws.name)
+    volumes = [
+        shm,
+        data_volume,
+        results_volume,
+        {"name": "config", "configMap": {"name": config_name}},
+        {"name": "model-weights", "emptyDir": {}},
+    ]
+    init, extra_volumes = _input_containers(ws, settings)
+    volumes += extra_volumes
+
+    env = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
+    opts = t.preset.presetOptions
+    if opts and opts.modelAccessSecret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.modelAccessSecret, "key": "HF_TOKEN"}}})
+    trainer = {
+        "name": "trainer",
+        "image": settings.tuning_image,
+        "command": [
+            "python", "-m", "tuning.train",
+            "--config", f"{CONFIG_DIR}/training_config.yaml",
+            "--model", WEIGHTS_DIR,
+            "--model-repo", plan.preset.hf_repo,
+            "--data", DATA_DIR,
+            "--output", RESULTS_DIR,
+        ],
+        "env": env,
+        "resources": m.gpu_resources(plan),
+        "volumeMounts": [
+            shm_mount,
+            {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
+            {"name": "results", "mountPath": RESULTS_DIR},
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "model-weights", "mountPath": WEIGHTS_DIR},
+        ],
+    }
+    if t.output.image:
+        volumes.append(
+            {
+                "name": "docker-config",
+                "secret": {
+                    "secretName": t.output.imagePushSecret,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        )
+        pusher = {
+            "name": "pusher",
+            "image": settings.tuning_image,
+            "command": [
+                "python", "-m", "tuning.push",
+                "--source", RESULTS_DIR,
+                "--image", t.output.image,
+                "--docker-config", DOCKER_CONFIG,
+                "--preset", plan.preset.name,
+            ],
+            "volumeMounts": [
+                {"name": "results", "mountPath": RESULTS_DIR, "readOnly": True},
+                {"name": "docker-config", "mountPath": "/root/.docker", "readOnly": True},
+            ],
+        }
+        init.append(trainer)
+        containers = [pusher]
+    else:
+        containers = [trainer]
+
+    pod = {
+        "restartPolicy": "Never",
+        "affinity": m.node_affinity(ws),
+        "tolerations": m.tolerations(),
+        "initContainers": init,
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if not init:
+        del pod["initContainers"]
+    if t.input.imagePullSecrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in m.unique(t.input.imagePullSecrets)]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": m.workspace_labels(ws)}, "spec": pod},
+        },
+    }

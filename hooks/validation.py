@@ -1,0 +1,208 @@
+"""Checks on a Workspace that need no catalogue: names, image references, secrets, adapters, URLs.
+
+Each problem names the field path and says how to fix it. The same rules that the CRD states
+in CEL are checked here again, because `render` runs without an API server.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from hooks.api import MAX_ADAPTERS, DataSource, Workspace, field_path
+from hooks.naming import MAX_WORKSPACE_NAME, is_dns_label, is_dns_subdomain
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+# The docker/OCI reference grammar (distribution/reference), written out.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = re.compile(rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$")
+_PLACEHOLDER = re.compile(r"[<>]|_HERE\b|\bYOUR[_ ]|ACR_REPO|REGISTRY_NAME", re.IGNORECASE)
+
+
+def image_problem(ref: str) -> str | None:
+    if _PLACEHOLDER.search(ref):
+        return f"{ref!r} is a placeholder from the Kaito docs; put the image you built or pushed here"
+    if len(ref) > 255 or not IMAGE_REFERENCE.match(ref):
+        return (
+            f"{ref!r} is not a valid image reference; expected registry/repository[:tag][@digest] "
+            "with a lowercase repository, e.g. myregistry.azurecr.io/adapters/phi-3:0.0.1"
+        )
+    return None
+
+
+def _secret_problems(names: list[str] | None, path: str) -> list[Problem]:
+    out = []
+    for i, name in enumerate(names or []):
+        if not is_dns_subdomain(name):
+            out.append(Problem(f"{path}[{i}]", f"{name!r} is not a valid Secret name (lowercase DNS-1123 subdomain)"))
+    return out
+
+
+def shape_problems(obj: dict) -> tuple[Workspace | None, list[Problem]]:
+    """Parse a Workspace object; on failure return one problem per pydantic error, field-named."""
+    try:
+        return Workspace.model_validate(obj), []
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            msg = e["msg"]
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (check its spelling against the Workspace reference)"
+            elif e["type"] == "too_long" and loc and loc[-1] == "adapters":
+                msg = f"at most {MAX_ADAPTERS} adapters are allowed"
+            problems.append(Problem(field_path(loc) or "(workspace)", msg))
+        return None, sorted(set(problems))
+
+
+def field_problems(ws: Workspace) -> list[Problem]:
+    problems: list[Problem] = []
+    name = ws.metadata.name
+    if not is_dns_label(name):
+        problems.append(Problem("metadata.name", f"{name!r} must be a DNS-1123 label (lowercase letters, digits, '-')"))
+    elif len(name) > MAX_WORKSPACE_NAME:
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"{name!r} is {len(name)} characters; at most {MAX_WORKSPACE_NAME} are allowed so that the "
+                "StatefulSet, its pods and the '<name>-headless' Service get valid names",
+            )
+        )
+
+    if (ws.inference is None) == (ws.tuning is None):
+        which = "neither" if ws.inference is None else "both"
+        problems.append(Problem("inference", f"exactly one of inference or tuning must be set, not {which}"))
+
+    problems += _resource_problems(ws)
+    if ws.inference is not None:
+        problems += _inference_problems(ws)
+    if ws.tuning is not None:
+        problems += _tuning_problems(ws)
+    return problems
+
+
+def _resource_problems(ws: Workspace) -> list[Problem]:
+    out = []
+    sel = ws.resource.labelSelector
+    if not sel.matchLabels and not sel.matchExpressions:
+        out.append(Problem("resource.labelSelector", "must select the GPU nodes, e.g. matchLabels: {apps: my-model}"))
+    for i, node in enumerate(ws.resource.preferredNodes or []):
+        if not is_dns_subdomain(node):
+            out.append(Problem(f"resource.preferredNodes[{i}]", f"{node!r} is not a valid node name"))
+    return out
+
+
+def _preset_option_problems(preset, path: str) -> list[Problem]:
+    out = []
+    opts = preset.presetOptions
+    if opts is None:
+        return out
+    if opts.image is not None and (p := image_problem(opts.image)):
+        out.append(Problem(f"{path}.presetOptions.image", p))
+    out += _secret_problems(opts.imagePullSecrets, f"{path}.presetOptions.imagePullSecrets")
+    if opts.modelAccessSecret is not None and not is_dns_subdomain(opts.modelAccessSecret):
+        out.append(
+            Problem(f"{path}.presetOptions.modelAccessSecret", f"{opts.modelAccessSecret!r} is not a valid Secret name")
+        )
+    return out
+
+
+def _inference_problems(ws: Workspace) -> list[Problem]:
+    inf = ws.inference
+    out: list[Problem] = []
+    if (inf.preset is None) == (inf.template is None):
+        which = "neither" if inf.preset is None else "both"
+        out.append(Problem("inference.preset", f"exactly one of inference.preset or inference.template must be set, not {which}"))
+    if inf.preset is not None:
+        out += _preset_option_problems(inf.preset, "inference.preset")
+    if inf.template is not None and not (inf.template.get("spec") or {}).get("containers"):
+        out.append(Problem("inference.template.spec.containers", "a pod template needs at least one container"))
+    if inf.config is not None and not is_dns_subdomain(inf.config):
+        out.append(Problem("inference.config", f"{inf.config!r} is not a valid ConfigMap name"))
+
+    seen: dict[str, int] = {}
+    for i, adapter in enumerate(ws.adapters):
+        path = f"inference.adapters[{i}]"
+        src = adapter.source
+        if src is None or not src.name:
+            out.append(Problem(f"{path}.source.name", "every adapter needs a source with a name"))
+            continue
+        # The name becomes an init container name `adapter-<name>`: a DNS-1123 label of at most 63.
+        if not is_dns_label(src.name, max_len=55):
+            out.append(
+                Problem(f"{path}.source.name", f"{src.name!r} must be a DNS-1123 label of at most 55 characters")
+            )
+        if src.name in seen:
+            out.append(Problem(f"{path}.source.name", f"duplicate adapter name {src.name!r} (also adapters[{seen[src.name]}])"))
+        seen.setdefault(src.name, i)
+        if src.urls:
+            out.append(Problem(f"{path}.source.urls", "adapters cannot be downloaded from URLs; use source.image"))
+        if (src.image is None) == (src.volumeSource is None):
+            out.append(Problem(f"{path}.source.image", "set exactly one of source.image or source.volumeSource"))
+        elif src.image is not None and (p := image_problem(src.image)):
+            out.append(Problem(f"{path}.source.image", p))
+        out += _secret_problems(src.imagePullSecrets, f"{path}.source.imagePullSecrets")
+        if adapter.strength is not None:
+            try:
+                strength = float(adapter.strength)
+            except ValueError:
+                strength = None
+            if strength is None or not 0.0 <= strength <= 1.0:
+                out.append(Problem(f"{path}.strength", f"{adapter.strength!r} must be a number between 0 and 1, e.g. \"0.5\""))
+    return out
+
+
+def _input_problems(src: DataSource, path: str) -> list[Problem]:
+    out: list[Problem] = []
+    given = [k for k in ("urls", "image", "volumeSource") if getattr(src, k)]
+    if len(given) != 1:
+        out.append(Problem(path, f"set exactly one of urls, image or volumeSource (found: {', '.join(given) or 'none'})"))
+    from tuning.url_policy import url_problem  # stdlib-only module shared with the downloader
+
+    for i, url in enumerate(src.urls or []):
+        if p := url_problem(url):
+            out.append(Problem(f"{path}.urls[{i}]", p))
+    if src.image is not None and (p := image_problem(src.image)):
+        out.append(Problem(f"{path}.image", p))
+    out += _secret_problems(src.imagePullSecrets, f"{path}.imagePullSecrets")
+    return out
+
+
+def _tuning_problems(ws: Workspace) -> list[Problem]:
+    t = ws.tuning
+    out = _preset_option_problems(t.preset, "tuning.preset")
+    if ws.resource.count > 1:
+        out.append(Problem("resource.count", "tuning runs on one node; set resource.count: 1"))
+    if t.config is not None and not is_dns_subdomain(t.config):
+        out.append(Problem("tuning.config", f"{t.config!r} is not a valid ConfigMap name"))
+    out += _input_problems(t.input, "tuning.input")
+    o = t.output
+    if (o.image is None) == (o.volumeSource is None):
+        out.append(Problem("tuning.output", "set exactly one of output.image or output.volumeSource"))
+    if o.image is not None:
+        if p := image_problem(o.image):
+            out.append(Problem("tuning.output.image", p))
+        if not o.imagePushSecret:
+            out.append(Problem("tuning.output.imagePushSecret", "output.image needs imagePushSecret, a docker-registry Secret with push rights"))
+    if o.imagePushSecret is not None:
+        if _PLACEHOLDER.search(o.imagePushSecret):
+            out.append(Problem("tuning.output.imagePushSecret", f"{o.imagePushSecret!r} is a placeholder from the Kaito docs; name your docker-registry Secret"))
+        elif not is_dns_subdomain(o.imagePushSecret):
+            out.append(Problem("tuning.output.imagePushSecret", f"{o.imagePushSecret!r} is not a valid Secret name"))
+    return out
