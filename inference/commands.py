@@ -1,0 +1,64 @@
+"""Pure builders of the argv lists the launcher execs / spawns."""
+
+from __future__ import annotations
+
+import sys
+
+from inference import UPSTREAM_HOST, UPSTREAM_PORT
+from inference.adapters import PreparedAdapter, max_rank, union_target_modules
+from inference.cli import LaunchConfig
+
+
+def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
+    argv = [
+        python, "-m", "sglang.launch_server",
+        "--model-path", cfg.weights_dir,
+        "--served-model-name", cfg.served_model_name,
+        "--host", UPSTREAM_HOST,
+        "--port", str(UPSTREAM_PORT),
+        "--tp-size", str(cfg.tp_size),
+        "--enable-metrics",
+    ]
+    if cfg.nnodes > 1:
+        argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank),
+                 "--dist-init-addr", cfg.dist_init_addr]
+    if adapters:
+        argv += ["--enable-lora", "--lora-strict-loading",
+                 "--max-lora-rank", str(max_rank(adapters)),
+                 "--lora-target-modules", *union_target_modules(adapters),
+                 "--lora-paths", *[f"{a.name}={a.path}" for a in adapters]]
+    return argv + list(cfg.extra_runtime_args)
+
+
+def transformers_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
+    argv = [
+        python, "-m", "inference.hf_server",
+        "--model-path", cfg.weights_dir,
+        "--served-model-name", cfg.served_model_name,
+        "--host", UPSTREAM_HOST,
+        "--port", str(UPSTREAM_PORT),
+    ]
+    for a in adapters:
+        argv += ["--lora", f"{a.name}={a.path}"]
+    return argv + list(cfg.extra_runtime_args)
+
+
+def runtime_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
+    if cfg.runtime == "sglang":
+        return sglang_argv(cfg, adapters, python)
+    return transformers_argv(cfg, adapters, python)
+
+
+def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executable) -> list[str]:
+    argv = [
+        python, "-m", "inference.gateway",
+        "--served-model-name", cfg.served_model_name,
+        "--upstream", f"http://{UPSTREAM_HOST}:{UPSTREAM_PORT}",
+        "--port", str(cfg.port),
+        "--runtime-pid", str(runtime_pid),
+    ]
+    if cfg.node_rank > 0:
+        argv.append("--worker")
+    for a in cfg.adapters:
+        argv += ["--adapter", a.name]
+    return argv

@@ -1,0 +1,188 @@
+"""Pure request/response translation for the gateway: model/adapter routing, Kaito /chat <-> OpenAI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RequestError(ValueError):
+    """A client error answered with HTTP 400 and {"detail": message}."""
+
+
+@dataclass(frozen=True)
+class Served:
+    preset: str
+    adapters: tuple[str, ...] = ()
+
+
+def resolve_model(model, served: Served) -> str:
+    """The `model` to send upstream: the preset, or "<preset>:<adapter>" for a known adapter.
+
+    Accepts the bare adapter name too (Kaito's vLLM runtime addresses adapters that way).
+    SGLang does not check adapter names itself, so unknown ones are refused here.
+    """
+    if model is None or model == "" or model == served.preset:
+        return served.preset
+    if not isinstance(model, str):
+        raise RequestError("`model` must be a string")
+    base, sep, adapter = model.partition(":")
+    if sep:
+        if base != served.preset:
+            raise RequestError(
+                f"unknown model {model!r}: this server serves {served.preset!r} "
+                f"(adapters as {served.preset!r}:<adapter>)"
+            )
+        return _adapter_model(adapter, served)
+    if model in served.adapters:
+        return f"{served.preset}:{model}"
+    raise RequestError(f"unknown model {model!r}: available: {', '.join(model_ids(served))}")
+
+
+def _adapter_model(adapter: str, served: Served) -> str:
+    if adapter not in served.adapters:
+        known = ", ".join(served.adapters) if served.adapters else "none"
+        raise RequestError(f"unknown adapter {adapter!r} for model {served.preset!r} (loaded adapters: {known})")
+    return f"{served.preset}:{adapter}"
+
+
+def check_lora_path(value, served: Served) -> None:
+    """SGLang's own `lora_path` field selects an adapter too; hold it to the same rule."""
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is not None and v not in served.adapters:
+            _adapter_model(str(v), served)
+
+
+def route_openai(body, served: Served) -> tuple[dict, bool]:
+    """Validate an OpenAI request body; return (body to forward, changed?)."""
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object")
+    model = resolve_model(body.get("model"), served)
+    if "lora_path" in body:
+        check_lora_path(body["lora_path"], served)
+    if body.get("model") == model:
+        return body, False
+    return {**body, "model": model}, True
+
+
+def model_ids(served: Served) -> list[str]:
+    return [served.preset] + [f"{served.preset}:{a}" for a in served.adapters]
+
+
+def models_listing(served: Served, created: int) -> dict:
+    data = [{"id": served.preset, "object": "model", "created": created, "owned_by": "kaito",
+             "root": served.preset, "parent": None}]
+    data += [{"id": f"{served.preset}:{a}", "object": "model", "created": created, "owned_by": "kaito",
+              "root": a, "parent": served.preset} for a in served.adapters]
+    return {"object": "list", "data": data}
+
+
+# Kaito's transformers runtime defaults for /chat (generate_kwargs), notes/kaito.md §3.
+KAITO_DEFAULTS = {"max_length": 200, "do_sample": True, "temperature": 1.0, "top_k": 10, "top_p": 1.0}
+_PASSTHROUGH = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                "frequency_penalty", "seed", "stop", "n")
+
+
+def generation_params(body: dict) -> dict:
+    """OpenAI/SGLang sampling fields from Kaito's generation parameters.
+
+    Parameters may sit at the top level or in `generate_kwargs` (which wins). HF-only knobs
+    without an SGLang equivalent (num_beams, typical_p, early_stopping, pad/eos ids) are ignored,
+    as Kaito's server ignores unknown keys. max_length counts prompt tokens in HF but is used here as
+    the new-token budget (the gateway has no tokenizer); max_new_tokens is exact.
+    """
+    gk = body.get("generate_kwargs") or {}
+    if not isinstance(gk, dict):
+        raise RequestError("`generate_kwargs` must be a JSON object")
+    p = {**KAITO_DEFAULTS, **{k: v for k, v in body.items() if k not in ("prompt", "messages", "generate_kwargs")}, **gk}
+    out = {k: p[k] for k in _PASSTHROUGH if p.get(k) is not None}
+    budget = p.get("max_new_tokens", p.get("max_tokens", p.get("max_length")))
+    if budget is not None:
+        out["max_tokens"] = _int(budget, "max_new_tokens/max_length")
+    minimum = p.get("min_new_tokens", p.get("min_tokens", p.get("min_length")))
+    if minimum:
+        out["min_tokens"] = _int(minimum, "min_new_tokens/min_length")
+    if p.get("do_sample") is False:
+        out["temperature"] = 0.0
+        out.pop("top_k", None)
+    return out
+
+
+def _int(value, name: str) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"`{name}` must be an integer, got {value!r}") from None
+    if v < 0:
+        raise RequestError(f"`{name}` must be >= 0")
+    return v
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    path: str           # upstream path
+    payload: dict       # upstream JSON body
+    prompt: str | None  # set for prompt mode (text completion)
+    return_full_text: bool
+
+
+def plan_chat(body, served: Served) -> ChatPlan:
+    """Kaito POST /chat -> one upstream OpenAI call.
+
+    `prompt` -> /v1/completions (Kaito's text-generation pipeline; return_full_text defaults to
+    true there, so the prompt is prefixed to the Result). `messages` -> /v1/chat/completions.
+    The adapter: `model` ("<preset>:<adapter>", bare adapter or preset) or `adapter`; by default the
+    first adapter when the Workspace has any (Kaito serves its adapters on /chat), else the base model.
+    """
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object")
+    prompt, messages = body.get("prompt"), body.get("messages")
+    if prompt is None and messages is None:
+        raise RequestError("either `prompt` (text generation) or `messages` (conversation) is required")
+    if "adapter" in body:
+        model = _adapter_model(str(body["adapter"]), served) if body["adapter"] else served.preset
+    elif "model" in body:
+        model = resolve_model(body["model"], served)
+    else:
+        model = f"{served.preset}:{served.adapters[0]}" if served.adapters else served.preset
+    params = generation_params({k: v for k, v in body.items()
+                                if k not in ("model", "adapter", "return_full_text", "stream")})
+    if messages is not None:
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise RequestError("`messages` must be a non-empty list of {role, content} objects")
+        return ChatPlan("/v1/chat/completions", {"model": model, "messages": messages, **params}, None, False)
+    if not isinstance(prompt, str):
+        raise RequestError("`prompt` must be a string")
+    full = body.get("return_full_text", True) is not False
+    return ChatPlan("/v1/completions", {"model": model, "prompt": prompt, **params}, prompt, full)
+
+
+def chat_result(plan: ChatPlan, upstream: dict) -> dict:
+    try:
+        choice = upstream["choices"][0]
+        text = choice["message"]["content"] if plan.prompt is None else choice["text"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"unexpected upstream answer: {str(upstream)[:200]}") from None
+    text = text or ""
+    if plan.prompt is not None and plan.return_full_text:
+        text = plan.prompt + text
+    return {"Result": text}
+
+
+def upstream_error_detail(status: int, body: bytes) -> str:
+    """SGLang answers errors as {"object":"error","message":...}; pass the message on."""
+    import json
+
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            for key in ("message", "detail", "error"):
+                v = data.get(key)
+                if isinstance(v, str):
+                    return v
+                if isinstance(v, dict) and isinstance(v.get("message"), str):
+                    return v["message"]
+    except ValueError:
+        pass
+    return f"model server answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}"

@@ -1,0 +1,214 @@
+"""The client port (5000): Kaito's POST /chat and the OpenAI API in front of the model server.
+
+A small aiohttp app: it checks `model` (unknown adapters get a 400; SGLang does not check), turns
+/chat into one OpenAI call, lists models, and passes everything else through; streamed answers are
+relayed chunk by chunk as they arrive. `--worker` (node-rank > 0 pods) serves only the health
+endpoints: those pods run a runtime worker, not the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+
+from inference import GATEWAY_PORT, UPSTREAM_HOST, UPSTREAM_PORT
+from inference.compat import (
+    RequestError,
+    Served,
+    chat_result,
+    models_listing,
+    plan_chat,
+    route_openai,
+    upstream_error_detail,
+)
+
+try:  # faster when present (it is in the SGLang image)
+    import orjson
+
+    def _loads(b: bytes):
+        return orjson.loads(b)
+
+    def _dumps(o) -> bytes:
+        return orjson.dumps(o)
+except ImportError:  # pragma: no cover
+    def _loads(b: bytes):
+        return json.loads(b)
+
+    def _dumps(o) -> bytes:
+        return json.dumps(o).encode()
+
+SERVED = web.AppKey("served", Served)
+UPSTREAM = web.AppKey("upstream", str)
+SESSION = web.AppKey("session", ClientSession)
+RUNTIME_PID = web.AppKey("runtime_pid", int)
+CREATED = web.AppKey("created", int)
+HEALTH_TIMEOUT_S = 25.0
+JSON = "application/json"
+
+
+def _json(obj, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(obj), status=status, content_type=JSON)
+
+
+def _detail(message: str, status: int) -> web.Response:
+    return _json({"detail": message}, status)
+
+
+async def _read_json(request: web.Request):
+    raw = await request.read()
+    try:
+        return raw, _loads(raw)
+    except ValueError:
+        raise RequestError("request body is not valid JSON") from None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    pid = request.app[RUNTIME_PID]
+    if pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return _detail(f"model runtime (pid {pid}) has exited", 503)
+        except PermissionError:
+            pass
+    return _json({"status": "alive"})
+
+
+async def health(request: web.Request) -> web.Response:
+    try:
+        async with request.app[SESSION].get(
+                request.app[UPSTREAM] + "/health", timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
+            await up.read()
+            if up.status == 200:
+                return _json({"status": "Healthy"})
+            return _detail(f"model runtime not ready (HTTP {up.status})", 503)
+    except (ClientError, TimeoutError) as e:
+        return _detail(f"model runtime not ready: {type(e).__name__}", 503)
+
+
+async def models(request: web.Request) -> web.Response:
+    return _json(models_listing(request.app[SERVED], request.app[CREATED]))
+
+
+async def _relay(request: web.Request, path: str, body: bytes, stream: bool) -> web.StreamResponse:
+    try:
+        up_cm = request.app[SESSION].post(request.app[UPSTREAM] + path, data=body,
+                                          headers={"Content-Type": JSON})
+        async with up_cm as up:
+            ctype = up.headers.get("Content-Type", JSON)
+            if not stream or up.status != 200:
+                return web.Response(body=await up.read(), status=up.status,
+                                    headers={"Content-Type": ctype})
+            resp = web.StreamResponse(status=200, headers={
+                "Content-Type": ctype, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except ClientError as e:
+        return _detail(f"model server unavailable: {type(e).__name__}: {e}", 503)
+
+
+def _openai_handler(path: str):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            raw, body = await _read_json(request)
+            forward, changed = route_openai(body, request.app[SERVED])
+        except RequestError as e:
+            return _openai_error(str(e))
+        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True)
+    return handler
+
+
+def _openai_error(message: str, status: int = 400) -> web.Response:
+    # OpenAI clients read error.message; Kaito-style clients read detail.
+    return _json({"object": "error", "error": {"message": message, "type": "invalid_request_error",
+                                               "code": status}, "message": message, "detail": message}, status)
+
+
+async def chat(request: web.Request) -> web.Response:
+    try:
+        _, body = await _read_json(request)
+        plan = plan_chat(body, request.app[SERVED])
+    except RequestError as e:
+        return _detail(str(e), 400)
+    try:
+        async with request.app[SESSION].post(request.app[UPSTREAM] + plan.path, data=_dumps(plan.payload),
+                                             headers={"Content-Type": JSON}) as up:
+            data = await up.read()
+            if up.status != 200:
+                return _detail(upstream_error_detail(up.status, data), up.status)
+    except ClientError as e:
+        return _detail(f"model server unavailable: {type(e).__name__}: {e}", 503)
+    try:
+        return _json(chat_result(plan, _loads(data)))
+    except ValueError as e:
+        return _detail(str(e), 502)
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    try:
+        async with request.app[SESSION].get(request.app[UPSTREAM] + request.path) as up:
+            return web.Response(body=await up.read(), status=up.status,
+                                headers={"Content-Type": up.headers.get("Content-Type", "text/plain")})
+    except ClientError as e:
+        return _detail(f"model server unavailable: {type(e).__name__}", 503)
+
+
+async def root(request: web.Request) -> web.Response:
+    return _json({"message": "Server is running"})
+
+
+async def worker_only(request: web.Request) -> web.Response:
+    return _detail("this pod runs a runtime worker (node-rank > 0); send requests to the workspace Service", 503)
+
+
+async def _session_ctx(app: web.Application):
+    app[SESSION] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=60),
+                                 timeout=ClientTimeout(total=None, sock_connect=5), auto_decompress=False)
+    yield
+    await app[SESSION].close()
+
+
+def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool = False) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SERVED] = served
+    app[UPSTREAM] = upstream.rstrip("/")
+    app[RUNTIME_PID] = runtime_pid
+    app[CREATED] = int(time.time())
+    app.cleanup_ctx.append(_session_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/health", health)
+    if worker:
+        app.router.add_route("*", "/{tail:.*}", worker_only)
+        return app
+    app.router.add_get("/", root)
+    app.router.add_post("/chat", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", _openai_handler("/v1/chat/completions"))
+    app.router.add_post("/v1/completions", _openai_handler("/v1/completions"))
+    app.router.add_get("/metrics", passthrough)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m inference.gateway")
+    p.add_argument("--served-model-name", required=True)
+    p.add_argument("--adapter", action="append", default=[])
+    p.add_argument("--upstream", default=f"http://{UPSTREAM_HOST}:{UPSTREAM_PORT}")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=GATEWAY_PORT)
+    p.add_argument("--runtime-pid", type=int, default=0, help="/healthz fails once this process is gone")
+    p.add_argument("--worker", action="store_true", help="node-rank > 0: health endpoints only")
+    ns = p.parse_args(argv)
+    app = make_app(Served(ns.served_model_name, tuple(ns.adapter)), ns.upstream, ns.runtime_pid, ns.worker)
+    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Start `python -m ...` servers from the repo as real processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from inference_support.stub_sglang import wait_http
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_module(args: list[str], health_url: str, timeout: float = 30.0, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO,
+                            env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(health_url, timeout)
+    except Exception:
+        proc.kill()
+        out = proc.communicate(timeout=5)[0].decode(errors="replace")
+        raise RuntimeError(f"{args[0]} did not come up:\n{out[-3000:]}") from None
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -1,0 +1,136 @@
+"""A stub of SGLang's OpenAI-compatible HTTP API, for tests and the gateway benchmark.
+
+It stands in for the GPU engine (the one boundary that cannot exist on a CPU-only machine). It
+answers the way SGLang 0.5.x does: `model` "<served>:<adapter>" selects the adapter (split after the
+served name, adapter names NOT checked), chat/completion JSON shapes, and SSE streaming with
+`data: {...}` chunks ending in `data: [DONE]`. Every request body is recorded in `requests`.
+If `release` is set, a streamed answer sends its first chunk and then waits for release.set().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StubSGLang:
+    def __init__(self, served: str):
+        self.served = served
+        self.requests: list[tuple[str, dict]] = []
+        self.release: threading.Event | None = None
+        self.release_timed_out = False
+        self.port = free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _adapter(self, model: str | None) -> str | None:
+        if model and model.startswith(self.served + ":"):
+            return model[len(self.served) + 1:] or None
+        return None
+
+    def _text(self, body: dict, prompt_text: str) -> str:
+        tag = self._adapter(body.get("model")) or body.get("lora_path") or "base"
+        return f"[{tag}] reply to: {prompt_text}"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(("/v1/chat/completions", body))
+        text = self._text(body, body["messages"][-1]["content"])
+        if body.get("stream"):
+            return await self._stream(request, body, text, chat=True)
+        return web.json_response({
+            "id": "cmpl-1", "object": "chat.completion", "created": 1, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(("/v1/completions", body))
+        text = self._text(body, body["prompt"])
+        if body.get("stream"):
+            return await self._stream(request, body, text, chat=False)
+        return web.json_response({
+            "id": "cmpl-2", "object": "text_completion", "created": 1, "model": body.get("model"),
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+
+    async def _stream(self, request, body, text, chat: bool) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, word in enumerate(text.split(" ")):
+            piece = word if i == 0 else " " + word
+            choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            chunk = {"id": "s", "object": "chat.completion.chunk" if chat else "text_completion",
+                     "model": body.get("model"), "choices": [choice]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if i == 0 and self.release is not None:
+                ok = await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
+                self.release_timed_out = not ok
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _health(self, request):
+        return web.Response(text="")
+
+    async def _metrics(self, request):
+        return web.Response(text="sglang:num_running_reqs 0\n", content_type="text/plain")
+
+    def start(self) -> "StubSGLang":
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        ready = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            self._runner = web.AppRunner(app, access_log=None)
+            self._loop.run_until_complete(self._runner.setup())
+            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
