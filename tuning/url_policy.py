@@ -38,11 +38,14 @@ class UrlRefused(ValueError):
     """A URL (or what its host resolves to) is not allowed as a tuning input."""
 
 
-def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """Why a connection to `ip` is refused, or None for a public unicast address."""
+def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool = False) -> str | None:
+    """Why a connection to `ip` is refused, or None for a public unicast address.
+
+    `allow_loopback` exists for tests that serve files from 127.0.0.1; no production caller sets it.
+    """
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
-            return address_problem(ip.ipv4_mapped)
+            return address_problem(ip.ipv4_mapped, allow_loopback=allow_loopback)
         if ip.scope_id:
             return f"address {ip} has an IPv6 zone (a link-local address)"
     if ip in _METADATA_ADDRESSES:
@@ -50,6 +53,8 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
     if ip.is_unspecified:
         return f"address {ip} is unspecified"
     if ip.is_loopback:
+        if allow_loopback:
+            return None
         return f"address {ip} is a loopback address"
     if ip.is_link_local:
         return f"address {ip} is link-local (169.254.0.0/16, fe80::/10; cloud metadata lives there)"
@@ -76,12 +81,14 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
     return None
 
 
-def host_problem(host: str) -> str | None:
+def host_problem(host: str, *, allow_loopback: bool = False) -> str | None:
     """Static judgement of a URL host (already lower-cased, without brackets or port)."""
     ip = _ip_literal(host)
     if ip is not None:
-        return address_problem(ip)
+        return address_problem(ip, allow_loopback=allow_loopback)
     name = host[:-1] if host.endswith(".") else host
+    if allow_loopback and name == "localhost":
+        return None  # still vetted after resolution: it must resolve to loopback only
     if not name:
         return "the URL has no host"
     if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
@@ -95,7 +102,7 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-def url_problem(url: str) -> str | None:
+def url_problem(url: str, *, allow_loopback: bool = False) -> str | None:
     """The static check (no DNS): None when `url` may be downloaded, else a message naming the problem."""
     if not isinstance(url, str) or not url:
         return "the URL is empty"
@@ -115,7 +122,7 @@ def url_problem(url: str) -> str | None:
         return "the URL has no host"
     if port == 0:
         return "port 0 is not a valid port"
-    return host_problem(host)
+    return host_problem(host, allow_loopback=allow_loopback)
 
 
 def url_host_port(url: str) -> tuple[str, int]:
@@ -125,24 +132,31 @@ def url_host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or default
 
 
-def vetted_addresses(host: str, port: int, resolver=socket.getaddrinfo) -> list[tuple]:
+def resolved_problem(host: str, infos: list[tuple], *, allow_loopback: bool = False) -> str | None:
+    """The DNS-time check: None when every resolved address of `host` is allowed."""
+    if not infos:
+        return f"host {host!r} does not resolve"
+    for info in infos:
+        problem = address_problem(ipaddress.ip_address(info[4][0]), allow_loopback=allow_loopback)
+        if problem:
+            return f"host {host!r} resolves to a forbidden address: {problem}"
+    return None
+
+
+def vetted_addresses(host: str, port: int, resolver=socket.getaddrinfo, *, allow_loopback: bool = False) -> list[tuple]:
     """Resolve `host` and return getaddrinfo entries (family, type, proto, canonname, sockaddr).
 
-    Raises UrlRefused when the name does not resolve or when ANY resolved address is not public: a name
-    that mixes public and internal answers is refused outright (DNS rebinding).
+    Raises UrlRefused when the host fails the static check, does not resolve, or when ANY resolved
+    address is not public: a name mixing public and internal answers is refused outright (DNS rebinding).
     """
-    problem = host_problem(host)
+    problem = host_problem(host, allow_loopback=allow_loopback)
     if problem:
         raise UrlRefused(problem)
     try:
         infos = resolver(host, port, 0, socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError) as exc:
         raise UrlRefused(f"host {host!r} does not resolve ({exc})") from exc
-    if not infos:
-        raise UrlRefused(f"host {host!r} does not resolve")
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        problem = address_problem(ip)
-        if problem:
-            raise UrlRefused(f"host {host!r} resolves to a forbidden address: {problem}")
+    problem = resolved_problem(host, infos, allow_loopback=allow_loopback)
+    if problem:
+        raise UrlRefused(problem)
     return infos
