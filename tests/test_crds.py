@@ -1,0 +1,224 @@
+"""Our CRDs and controller configs against the real schemas: apiextensions (Kubernetes 1.33 strict),
+Metacontroller v4.17.2's own CRDs, and the CEL rules evaluated by a CEL implementation (cel-python)."""
+
+from __future__ import annotations
+
+import copy
+
+import celpy
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from workspace_support import METACONTROLLER_CRDS, REPO, need_shared, workspace
+
+CRD_FILES = ["workspace-crd.yaml", "machine-crd.yaml"]
+
+
+def load_yaml(name: str) -> dict:
+    return yaml.safe_load((REPO / "metacontroller" / name).read_text())
+
+
+def strict(schema: dict) -> dict:
+    """The schema as the API server applies it with strict field validation: unknown fields are errors."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return
+        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for key in ("properties",):
+            for child in (node.get(key) or {}).values():
+                walk(child)
+        for key in ("items", "additionalProperties"):
+            walk(node.get(key))
+
+    walk(schema)
+    return schema
+
+
+def workspace_schema() -> dict:
+    crd = load_yaml("workspace-crd.yaml")
+    return strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("name", CRD_FILES)
+def test_crd_is_a_valid_apiextensions_v1_object(name):
+    kubernetes_validate.validate(load_yaml(name), "1.33.0", strict=True)
+
+
+def test_workspace_crd_identity_and_printer_columns():
+    crd = load_yaml("workspace-crd.yaml")
+    spec = crd["spec"]
+    assert (spec["group"], spec["scope"], spec["names"]["kind"]) == ("kaito.sh", "Namespaced", "Workspace")
+    assert spec["names"]["shortNames"] == ["wk", "wks"]
+    version = spec["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    cols = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
+    assert cols == [("Instance", 0), ("ResourceReady", 0), ("InferenceReady", 0), ("JobStarted", 1), ("WorkspaceReady", 0), ("Age", 0)]
+    adapters = version["schema"]["openAPIV3Schema"]["properties"]["inference"]["properties"]["adapters"]
+    assert adapters["maxItems"] == 10
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_our_examples_validate_against_our_crd_schema(path):
+    jsonschema.validate(yaml.safe_load(path.read_text()), workspace_schema())
+
+
+def test_schema_rejects_a_misspelt_field_and_too_many_adapters():
+    bad = workspace(resource={"instancetype": "x", "labelSelector": {"matchLabels": {"a": "b"}}})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, workspace_schema())
+    many = workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": f"a{i}", "image": "r.io/a:1"}} for i in range(11)]})
+    with pytest.raises(jsonschema.ValidationError, match="too long|maxItems|is too long"):
+        jsonschema.validate(many, workspace_schema())
+
+
+# --- CEL -----------------------------------------------------------------------------------------
+
+_env = celpy.Environment()
+
+
+def with_defaults(schema: dict, obj):
+    """Apply the schema's defaults as the API server does before it evaluates CEL rules."""
+    obj = copy.deepcopy(obj)
+    if isinstance(obj, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                obj[key] = with_defaults(sub, obj[key])
+    if isinstance(obj, list) and "items" in schema:
+        obj = [with_defaults(schema["items"], item) for item in obj]
+    return obj
+
+
+def cel_violations(schema: dict, obj, old=None, path: str = "") -> list[str]:
+    """Evaluate every x-kubernetes-validations rule that applies to `obj` (transition rules only with `old`)."""
+    if not path:
+        obj = with_defaults(schema, obj)
+        old = with_defaults(schema, old) if old is not None else None
+    out = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue
+        activation = {"self": celpy.json_to_cel(obj)}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(old)
+        result = _env.program(_env.compile(rule["rule"])).evaluate(activation)
+        if isinstance(result, celpy.CELEvalError):
+            raise AssertionError(f"rule at {path or '.'} failed to evaluate: {rule['rule']}: {result}")
+        if not result:
+            out.append(f"{path or '.'}: {rule['message']}")
+    if isinstance(obj, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in obj:
+                sub_old = old.get(key) if isinstance(old, dict) else None
+                out += cel_violations(sub, obj[key], sub_old, f"{path}.{key}")
+    if isinstance(obj, list) and "items" in schema:
+        for i, item in enumerate(obj):
+            out += cel_violations(schema["items"], item, None, f"{path}[{i}]")
+    return out
+
+
+def schema_root() -> dict:
+    return load_yaml("workspace-crd.yaml")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+TUNING = {
+    "preset": {"name": "phi-3-mini-128k-instruct"},
+    "method": "qlora",
+    "input": {"urls": ["https://example.com/d.parquet"]},
+    "output": {"image": "r.io/x:1", "imagePushSecret": "push"},
+}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_pass_every_cel_rule(path):
+    assert cel_violations(schema_root(), yaml.safe_load(path.read_text())) == []
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        (workspace(inference=None), "exactly one of inference or tuning"),
+        (workspace(tuning=TUNING), "exactly one of inference or tuning"),
+        (workspace(inference={"preset": {"name": "phi-2"}, "template": {"spec": {}}}), "inference.preset or inference.template"),
+        (workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": "a", "image": "r.io/a"}}, {"source": {"name": "a", "image": "r.io/b"}}]}), "must be unique"),
+        (workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": "a", "image": "r.io/a"}, "strength": "1.5"}]}), "between 0 and 1"),
+        (workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": "a", "image": "r.io/a"}, "strength": "strong"}]}), "between 0 and 1"),
+        (workspace(inference=None, tuning={**TUNING, "output": {"image": "r.io/x:1"}}), "needs imagePushSecret"),
+        (workspace(inference=None, tuning={**TUNING, "input": {"urls": ["https://e.com/a"], "image": "r.io/d:1"}}), "exactly one of tuning.input"),
+    ],
+)
+def test_cel_rules_reject_bad_objects(obj, message):
+    violations = cel_violations(schema_root(), obj)
+    assert any(message in v for v in violations), violations
+
+
+@pytest.mark.parametrize("strength", ["0", "0.5", "1", "1.0", ".25"])
+def test_cel_strength_accepts_numbers_in_range(strength):
+    obj = workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": "a", "image": "r.io/a"}, "strength": strength}]})
+    assert cel_violations(schema_root(), obj) == []
+
+
+def test_cel_valid_tuning_workspace_passes():
+    assert cel_violations(schema_root(), workspace(inference=None, tuning=TUNING)) == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda w: w["inference"]["preset"].update(name="phi-2"), "inference.preset.name is immutable"),
+        (lambda w: w["resource"].update(instanceType="Standard_NC48ads_A100_v4"), "instanceType is immutable"),
+        (lambda w: w["resource"].update(count=2), "count is immutable"),
+        (lambda w: w["resource"].update(labelSelector={"matchLabels": {"apps": "other"}}), "labelSelector is immutable"),
+    ],
+)
+def test_cel_transition_rules_make_fields_immutable(change, message):
+    old = workspace()
+    old["resource"]["count"] = 1
+    new = copy.deepcopy(old)
+    change(new)
+    assert any(message in v for v in cel_violations(schema_root(), new, old))
+    assert cel_violations(schema_root(), old, old) == []
+
+
+def test_cel_tuning_method_is_immutable_and_adapters_may_change():
+    old = workspace(inference=None, tuning=TUNING)
+    new = copy.deepcopy(old)
+    new["tuning"]["method"] = "lora"
+    assert any("tuning.method is immutable" in v for v in cel_violations(schema_root(), new, old))
+    inf_old = workspace()
+    inf_new = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]})
+    assert cel_violations(schema_root(), inf_new, inf_old) == []
+
+
+# --- Metacontroller controller configs -----------------------------------------------------------
+
+
+def metacontroller_schema(kind: str) -> dict:
+    docs = list(yaml.safe_load_all(need_shared(METACONTROLLER_CRDS).read_text()))
+    crd = next(d for d in docs if d and d["spec"]["names"]["kind"] == kind)
+    return strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def test_composite_controller_validates_against_metacontroller_schema():
+    cc = load_yaml("composite-controller.yaml")
+    jsonschema.validate(cc, metacontroller_schema("CompositeController"))
+    spec = cc["spec"]
+    assert spec["generateSelector"] is True and spec["resyncPeriodSeconds"] > 0
+    assert spec["parentResource"] == {"apiVersion": "kaito.sh/v1alpha1", "resource": "workspaces"}
+    children = {c["resource"]: c["updateStrategy"]["method"] for c in spec["childResources"]}
+    assert set(children) == {"machines", "statefulsets", "services", "jobs", "configmaps"}
+    assert {h: spec["hooks"][h]["version"] for h in spec["hooks"]} == {"sync": "v2", "customize": "v2"}
+
+
+def test_a_typo_in_the_controller_config_is_caught():
+    cc = load_yaml("composite-controller.yaml")
+    cc["spec"]["childResources"][0]["updateStrategy"]["method"] = "Inplace"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cc, metacontroller_schema("CompositeController"))
