@@ -1,0 +1,243 @@
+"""Thin adapter over the AKS agentPools API (azure-mgmt-containerservice).
+
+The Machine hook runs inside Metacontroller's 10 s webhook timeout, so every call here is a single
+HTTP round trip with short connect/read timeouts and no SDK retries, and no call waits on a
+long-running operation (``polling=False``): ARM's answer is handed back and the caller re-syncs.
+
+SDK errors are translated into four exception types so callers never touch azure.* themselves:
+``PoolNotFound`` (404), ``ArmThrottled`` (429, with ``retry_after`` seconds), ``ArmRefused`` (ARM
+answered with a 4xx error: code + message) and ``ArmUnreachable`` (connection failure, timeout or 5xx).
+
+The Azure SDK is imported lazily so that ``hooks`` stays light to import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# Connect/read timeouts (seconds) per HTTP request and an overall cap for one SDK call; kept well
+# under Metacontroller's default 10 s hook timeout.
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 5.0
+CALL_TIMEOUT_S = 8
+DEFAULT_RETRY_AFTER_S = 10
+
+
+class ArmError(Exception):
+    """Base class of everything this adapter raises."""
+
+
+class PoolNotFound(ArmError):
+    """ARM answered 404 for the agent pool."""
+
+
+class ArmThrottled(ArmError):
+    """ARM answered 429; ask again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ArmRefused(ArmError):
+    """ARM understood the request and refused it (quota, SKU not available, invalid name, auth...)."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ArmUnreachable(ArmError):
+    """No usable answer from ARM: connection refused, timeout, TLS failure or a 5xx."""
+
+
+class ArmSettingsError(ValueError):
+    """The environment lacks what ``AgentPools.from_env`` needs."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What the Machine hook needs to know about an existing agent pool (REST names)."""
+
+    name: str
+    provisioning_state: str
+    vm_size: str = ""
+    node_labels: dict[str, str] = field(default_factory=dict)
+    error_code: str = ""
+    error_message: str = ""
+    last_modified: str = ""
+
+    @classmethod
+    def from_rest(cls, body: dict[str, Any]) -> "Pool":
+        props = body.get("properties") or {}
+        error = (props.get("status") or {}).get("provisioningError") or {}
+        system = body.get("systemData") or {}
+        return cls(
+            name=str(body.get("name") or ""),
+            provisioning_state=str(props.get("provisioningState") or ""),
+            vm_size=str(props.get("vmSize") or ""),
+            node_labels=dict(props.get("nodeLabels") or {}),
+            error_code=str(error.get("code") or ""),
+            error_message=str(error.get("message") or ""),
+            last_modified=str(system.get("lastModifiedAt") or system.get("createdAt") or ""),
+        )
+
+
+def _retry_after_seconds(response: Any) -> int:
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return max(1, int(float(raw)))
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER_S
+
+
+def _arm_code_and_message(error: Any) -> tuple[str, str]:
+    """ARM's ``{"error": {"code", "message"}}`` from an HttpResponseError, falling back to text."""
+    model = getattr(error, "error", None)
+    code = getattr(model, "code", None) or ""
+    message = getattr(model, "message", None) or ""
+    if not code or not message:
+        response = getattr(error, "response", None)
+        try:
+            body = response.json() if response is not None else None
+        except Exception:  # not JSON: keep what the SDK gave us
+            body = None
+        inner = body.get("error") if isinstance(body, dict) else None
+        if isinstance(inner, dict):
+            code = code or str(inner.get("code") or "")
+            message = message or str(inner.get("message") or "")
+    status = getattr(error, "status_code", None)
+    return code or (f"HTTP{status}" if status else "Unknown"), message or str(getattr(error, "message", "") or error)
+
+
+def translate(error: Exception) -> ArmError:
+    """Map an azure-core / azure-identity exception to one of ours."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(error, ArmError):
+        return error
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        return ArmUnreachable(f"ARM unreachable: {error}")
+    if isinstance(error, HttpResponseError):
+        status = error.status_code
+        if status is None:
+            if isinstance(error, ClientAuthenticationError):
+                # Raised by the credential itself (no HTTP answer from ARM): a setup problem that
+                # must show on the Machine, not a transient outage.
+                return ArmRefused("AuthenticationFailed", str(error.message or error), None)
+            return ArmUnreachable(f"ARM unreachable: {error}")
+        code, message = _arm_code_and_message(error)
+        if status == 404:
+            return PoolNotFound(f"{code}: {message}")
+        if status == 429:
+            return ArmThrottled(f"ARM throttled the request ({code}: {message})", _retry_after_seconds(error.response))
+        if status >= 500:
+            return ArmUnreachable(f"ARM answered HTTP {status} ({code}: {message})")
+        return ArmRefused(code, message, status)
+    # azure-identity raises CredentialUnavailableError (a ClientAuthenticationError) and plain
+    # ValueErrors for missing settings; anything else unexpected is not ours to hide.
+    if isinstance(error, ValueError):
+        return ArmRefused("CredentialUnavailable", str(error), None)
+    raise error
+
+
+class AgentPools:
+    """Agent pools of one AKS cluster."""
+
+    def __init__(
+        self,
+        credential: Any,
+        subscription_id: str,
+        resource_group: str,
+        cluster_name: str,
+        *,
+        base_url: str | None = None,
+        **client_kwargs: Any,
+    ):
+        from azure.mgmt.containerservice import ContainerServiceClient
+
+        self.resource_group = resource_group
+        self.cluster_name = cluster_name
+        client_kwargs.setdefault("connection_timeout", CONNECT_TIMEOUT_S)
+        client_kwargs.setdefault("read_timeout", READ_TIMEOUT_S)
+        # Metacontroller retries for us (and honours our 429 Retry-After); SDK retries would only
+        # push a call past the hook timeout.
+        client_kwargs.setdefault("retry_total", 0)
+        client_kwargs.setdefault("timeout", CALL_TIMEOUT_S)
+        if base_url:
+            client_kwargs.setdefault("credential_scopes", [base_url.rstrip("/") + "/.default"])
+        self._client = ContainerServiceClient(credential, subscription_id, base_url=base_url, **client_kwargs)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "AgentPools":
+        """Production construction: settings from the environment, DefaultAzureCredential.
+
+        ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP`` (the cluster's group, not ``MC_*``),
+        ``AZURE_CLUSTER_NAME``; optional ``ARM_ENDPOINT`` for clouds other than Azure public.
+        """
+        env = os.environ if environ is None else environ
+        names = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_CLUSTER_NAME")
+        missing = [name for name in names if not env.get(name)]
+        if missing:
+            raise ArmSettingsError("the Machine hook needs ARM settings; missing: " + ", ".join(missing))
+        from azure.identity import DefaultAzureCredential
+
+        return cls(
+            DefaultAzureCredential(),
+            env["AZURE_SUBSCRIPTION_ID"],
+            env["AZURE_RESOURCE_GROUP"],
+            env["AZURE_CLUSTER_NAME"],
+            base_url=env.get("ARM_ENDPOINT") or None,
+        )
+
+    def get(self, name: str) -> Pool | None:
+        """The pool, or None when ARM answers 404."""
+        try:
+            pool = self._client.agent_pools.get(self.resource_group, self.cluster_name, name)
+        except Exception as error:  # translated below; anything unknown is re-raised
+            translated = translate(error)
+            if isinstance(translated, PoolNotFound):
+                return None
+            raise translated from error
+        return Pool.from_rest(pool.as_dict())
+
+    def create(self, name: str, body: dict[str, Any]) -> None:
+        """PUT the pool (REST-shaped ``{"properties": {...}}`` body) without waiting for it."""
+        try:
+            self._client.agent_pools.begin_create_or_update(
+                self.resource_group, self.cluster_name, name, body, polling=False
+            )
+        except Exception as error:
+            raise translate(error) from error
+
+    def delete(self, name: str) -> bool:
+        """DELETE the pool without waiting. True when ARM accepted a deletion, False when gone."""
+        try:
+            poller = self._client.agent_pools.begin_delete(
+                self.resource_group,
+                self.cluster_name,
+                name,
+                polling=False,
+                cls=lambda pipeline_response, _body, _headers: pipeline_response.http_response.status_code,
+            )
+            # With polling=False, result() only hands the initial response to ``cls``: no waiting.
+            status = poller.result()
+        except Exception as error:
+            translated = translate(error)
+            if isinstance(translated, PoolNotFound):
+                return False
+            raise translated from error
+        return status != 204
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,313 @@
+"""A local HTTPS server speaking the documented ARM agentPools contract, for tests.
+
+It stands in for Azure's servers, the one boundary that cannot exist on this machine. Behaviour
+(learn.microsoft.com "Agent Pools" REST reference and "Track asynchronous Azure operations"):
+  PUT    .../agentPools/{name}  201 + Azure-AsyncOperation + Retry-After (create), 200 (update);
+                                400 {"error": {code, message}} when the test refuses the vmSize.
+  GET    .../agentPools/{name}  200 with the pool, 404 {"error": {"code": "NotFound", ...}}.
+  DELETE .../agentPools/{name}  202 + Azure-AsyncOperation + Location (pool goes Deleting), 204 if absent.
+  Any call: 401 without the expected bearer token; 429 + Retry-After while throttling is switched on.
+State changes that real ARM makes over minutes (Creating -> Succeeded, Deleting -> gone) are made by
+the test calling set_state() / finish_delete().
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "fake-arm-token"
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
+RESOURCE_GROUP = "rg-kaito"
+CLUSTER = "aks-kaito"
+
+_POOL_PATH = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerService"
+    r"/managedClusters/(?P<cluster>[^/]+)/agentPools/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+_OPERATION_PATH = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.ContainerService/locations/[^/]+/operations/")
+_POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+
+
+class StaticTokenCredential:
+    """A TokenCredential with a fixed token, defined here so no test reads a real credential."""
+
+    def __init__(self, token: str = TOKEN):
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **_kwargs: Any):
+        from azure.core.credentials import AccessToken
+
+        self.scopes.append(scopes)
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _State:
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    refused_vm_sizes: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    hang_seconds: float = 0.0
+    clock: datetime.datetime = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    operations: int = 0
+
+
+def _make_certificate(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-arm.localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class FakeArm:
+    """Start with ``with FakeArm() as arm:``; ``arm.base_url`` is the endpoint to hand the SDK."""
+
+    def __init__(self, token: str = TOKEN):
+        self.token = token
+        self.state = _State()
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
+        cert, key = _make_certificate(Path(self._tmp.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.base_url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> "FakeArm":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._tmp.cleanup()
+
+    # ---- test controls -------------------------------------------------------------------
+    def refuse_vm_size(self, vm_size: str, code: str, message: str, status: int = 400) -> None:
+        self.state.refused_vm_sizes[vm_size] = (status, code, message)
+
+    def fail_next(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, count: int = 1):
+        """Answer the next ``count`` requests (after authentication) with this ARM error."""
+        self.state.failures.extend([(status, dict(headers or {}), _err(code, message))] * count)
+
+    def throttle(self, count: int = 1, retry_after: int = 7) -> None:
+        self.fail_next(
+            429,
+            "TooManyRequests",
+            "The request is being throttled as the limit has been reached for operation type.",
+            {"Retry-After": str(retry_after)},
+            count,
+        )
+
+    def hang(self, seconds: float) -> None:
+        self.state.hang_seconds = seconds
+
+    def tick(self, minutes: int = 1) -> None:
+        self.state.clock += datetime.timedelta(minutes=minutes)
+
+    def set_state(self, name: str, provisioning_state: str, error: tuple[str, str] | None = None) -> None:
+        with self._lock:
+            pool = self.state.pools[name]
+            pool["properties"]["provisioningState"] = provisioning_state
+            if error:
+                pool["properties"]["status"] = {"provisioningError": {"code": error[0], "message": error[1]}}
+            self._touch(pool)
+
+    def add_foreign_pool(self, name: str, vm_size: str = "Standard_D4s_v5") -> None:
+        """A pool this operator did not create (e.g. the cluster's own system pool)."""
+        with self._lock:
+            self.state.pools[name] = self._pool(name, {"vmSize": vm_size, "count": 3, "mode": "System"}, "Succeeded")
+
+    def finish_delete(self, name: str) -> None:
+        with self._lock:
+            self.state.pools.pop(name, None)
+
+    def calls(self, method: str, name: str | None = None) -> list[Recorded]:
+        return [
+            r for r in self.state.requests
+            if r.method == method and (name is None or r.path.rstrip("/").endswith("/agentPools/" + name))
+        ]
+
+    # ---- internals -----------------------------------------------------------------------
+    def _now(self) -> str:
+        return self.state.clock.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+    def _touch(self, pool: dict[str, Any]) -> None:
+        pool["systemData"]["lastModifiedAt"] = self._now()
+
+    def _pool(self, name: str, properties: dict[str, Any], provisioning_state: str) -> dict[str, Any]:
+        props = dict(properties)
+        props["provisioningState"] = provisioning_state
+        props.setdefault("powerState", {"code": "Running"})
+        return {
+            "id": (
+                f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                f"Microsoft.ContainerService/managedClusters/{CLUSTER}/agentPools/{name}"
+            ),
+            "name": name,
+            "type": "Microsoft.ContainerService/managedClusters/agentPools",
+            "systemData": {"createdAt": self._now(), "lastModifiedAt": self._now()},
+            "properties": props,
+        }
+
+    def _operation_url(self) -> str:
+        self.state.operations += 1
+        return (
+            f"{self.base_url}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.ContainerService/locations/"
+            f"eastus/operations/op{self.state.operations}?api-version=2026-08-01"
+        )
+
+    def answer(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: Any):
+        """(status, headers, json body or None) for one request."""
+        with self._lock:
+            self.state.requests.append(Recorded(method, path, query, headers, body))
+            if headers.get("authorization") != f"Bearer {self.token}":
+                return 401, {}, _err("AuthenticationFailed", "Authentication failed: missing or wrong bearer token.")
+            if not query.get("api-version"):
+                return 400, {}, _err("MissingApiVersionParameter", "The api-version query parameter is required.")
+            if self.state.failures:
+                return self.state.failures.pop(0)
+            if _OPERATION_PATH.match(path) and method == "GET":
+                return 200, {}, {"status": "InProgress"}
+            match = _POOL_PATH.match(path)
+            if not match or (match["sub"], match["rg"].lower(), match["cluster"]) != (
+                SUBSCRIPTION, RESOURCE_GROUP.lower(), CLUSTER,
+            ):
+                return 404, {}, _err("ResourceNotFound", f"The resource at {path} was not found.")
+            name = match["name"]
+            pool = self.state.pools.get(name)
+            if method == "GET":
+                if pool is None:
+                    return 404, {}, _err("NotFound", f"Agent Pool not found: {name}")
+                return 200, {}, pool
+            if method == "DELETE":
+                if pool is None:
+                    return 204, {}, None
+                pool["properties"]["provisioningState"] = "Deleting"
+                self._touch(pool)
+                url = self._operation_url()
+                return 202, {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "10"}, None
+            if method == "PUT":
+                return self._put(name, pool, body)
+            return 405, {}, _err("MethodNotAllowed", f"{method} is not supported")
+
+    def _put(self, name: str, pool: dict[str, Any] | None, body: Any):
+        if not _POOL_NAME.match(name):
+            return 400, {}, _err(
+                "InvalidParameter", f"Agent pool name {name!r} is invalid: lowercase letters and digits, 1-12 characters."
+            )
+        props = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict) or not props.get("vmSize"):
+            return 400, {}, _err("InvalidParameter", "properties.vmSize is required.")
+        refused = self.state.refused_vm_sizes.get(props["vmSize"])
+        if refused:
+            status, code, message = refused
+            return status, {}, _err(code, message)
+        if pool is not None:
+            pool["properties"].update(props)
+            pool["properties"]["provisioningState"] = "Updating"
+            self._touch(pool)
+            return 200, {}, pool
+        self.state.pools[name] = created = self._pool(name, props, "Creating")
+        return 201, {"Azure-AsyncOperation": self._operation_url(), "Retry-After": "10"}, created
+
+
+def _err(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _handler_for(arm: FakeArm):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_args: Any) -> None:  # keep pytest output clean
+            pass
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+            if arm.state.hang_seconds:
+                time.sleep(arm.state.hang_seconds)
+            url = urlsplit(self.path)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, extra, payload = arm.answer(self.command, url.path, parse_qs(url.query), headers, body)
+            data = json.dumps(payload).encode() if payload is not None else b""
+            self.send_response(status)
+            for key, value in extra.items():
+                self.send_header(key, value)
+            if payload is not None:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-ms-request-id", f"req-{len(arm.state.requests)}")
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_DELETE = do_POST = _serve
+
+    return Handler
+
+
+def unused_port() -> int:
+    """A loopback port with nothing listening (for 'ARM unreachable')."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,44 @@
+"""Gunicorn app factory for tests/test_machine_http.py: `gunicorn 'tests.machine_app:make_app()'`.
+
+With FAKE_ARM_URL set, the Machine hook talks to that fake ARM (tests/fake_arm.py) through the
+real SDK with a static test token; without it, the production provider AgentPools.from_env is used
+(so a missing Azure setting shows up as the hook's 500, not as a crash at start).
+"""
+
+import os
+import warnings
+
+from hooks.aks import AgentPools
+
+
+def _pools_provider():
+    base_url = os.environ.get("FAKE_ARM_URL")
+    if not base_url:
+        return AgentPools.from_env
+    from tests.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+
+    def provider():
+        return AgentPools(
+            StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=base_url, connection_verify=False
+        )
+
+    return provider
+
+
+def make_app():
+    provider = _pools_provider()
+    try:
+        from hooks.app import create_app
+    except ModuleNotFoundError as missing:  # hooks/app.py (the lead's) not written yet
+        if missing.name != "hooks.app":
+            raise
+        from flask import Flask
+
+        from hooks.machine_routes import machine_blueprint
+
+        app = Flask("machine-hook-test")
+        app.register_blueprint(machine_blueprint(provider))
+        return app
+    return create_app(pools_provider=provider)
