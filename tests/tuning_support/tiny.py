@@ -1,0 +1,115 @@
+"""Tiny random models, a locally trained tokenizer and small datasets for the tuning tests (no downloads)."""
+from __future__ import annotations
+
+import json
+import os
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Kubernetes schedules pods onto nodes with GPUs.",
+    "Fine tuning with low rank adapters trains a small number of parameters.",
+    "Say hello to the operator. Hello operator!",
+    "One two three four five six seven eight nine ten.",
+]
+SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def make_tokenizer(directory: str):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL, show_progress=False))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(directory)
+    return fast
+
+
+def make_model(directory: str, family: str = "llama"):
+    """Save a random 2-layer model of `family` ("llama" or "phi3") plus the tokenizer into `directory`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+
+    tokenizer = make_tokenizer(directory)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    if family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif family == "phi3":
+        model = Phi3ForCausalLM(Phi3Config(**common))
+    else:
+        raise ValueError(family)
+    model.save_pretrained(directory)
+    return model, tokenizer
+
+
+def chat_rows(n: int = 8) -> list[dict]:
+    rows = []
+    for i in range(n):
+        s = SENTENCES[i % len(SENTENCES)]
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": f"Repeat: {s}"},
+                    {"role": "assistant", "content": s},
+                ]
+            }
+        )
+    return rows
+
+
+def write_parquet(path: str, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def training_yaml(method: str, **overrides) -> str:
+    """A small training_config.yaml: few steps, high learning rate so the adapter moves."""
+    import yaml
+
+    quant = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16",
+             "bnb_4bit_use_double_quant": True} if method == "qlora" else {"load_in_4bit": False}
+    cfg = {
+        "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
+        "QuantizationConfig": quant,
+        "LoraConfig": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+        "TrainingArguments": {"output_dir": "/mnt/results", "max_steps": 3, "per_device_train_batch_size": 4,
+                              "learning_rate": 0.01, "logging_steps": 1, "save_strategy": "no"},
+        "DataCollator": {"mlm": True},
+        "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1, "max_seq_length": 64},
+    }
+    for section, values in overrides.items():
+        cfg[section].update(values)
+    return yaml.safe_dump({"training_config": cfg})
