@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from inference import GATEWAY_PORT
+from inference import GATEWAY_PORT, UPSTREAM_PORT
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class LaunchConfig:
     node_rank: int = 0
     dist_init_addr: str | None = None
     port: int = GATEWAY_PORT
+    runtime_port: int = UPSTREAM_PORT
     work_dir: str = "/tmp/adapters"
     dry_run: bool = False
     extra_runtime_args: tuple[str, ...] = field(default=())
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--dist-init-addr", default=None, metavar="HOST:PORT")
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
+    p.add_argument("--runtime-port", type=int, default=UPSTREAM_PORT, help="loopback port of the model server")
     p.add_argument("--work-dir", default="/tmp/adapters", help="writable dir for strength-scaled adapter copies")
     p.add_argument("--dry-run", action="store_true", help="print the runtime argv as JSON (last line) and exit")
     p.add_argument("runtime_args", nargs="*", help="after `--`: extra flags passed to the runtime verbatim")
@@ -107,6 +109,7 @@ def parse_launch_args(argv: list[str]) -> LaunchConfig:
         node_rank=ns.node_rank,
         dist_init_addr=ns.dist_init_addr,
         port=ns.port,
+        runtime_port=ns.runtime_port,
         work_dir=ns.work_dir,
         dry_run=ns.dry_run,
         extra_runtime_args=tuple(ns.runtime_args),

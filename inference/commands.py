@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from inference import UPSTREAM_HOST, UPSTREAM_PORT
+from inference import UPSTREAM_HOST
 from inference.adapters import PreparedAdapter, max_rank, union_target_modules
 from inference.cli import LaunchConfig
 
@@ -15,7 +15,7 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
         "--model-path", cfg.weights_dir,
         "--served-model-name", cfg.served_model_name,
         "--host", UPSTREAM_HOST,
-        "--port", str(UPSTREAM_PORT),
+        "--port", str(cfg.runtime_port),
         "--tp-size", str(cfg.tp_size),
         "--enable-metrics",
     ]
@@ -36,7 +36,7 @@ def transformers_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python
         "--model-path", cfg.weights_dir,
         "--served-model-name", cfg.served_model_name,
         "--host", UPSTREAM_HOST,
-        "--port", str(UPSTREAM_PORT),
+        "--port", str(cfg.runtime_port),
     ]
     for a in adapters:
         argv += ["--lora", f"{a.name}={a.path}"]
@@ -53,7 +53,7 @@ def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executab
     argv = [
         python, "-m", "inference.gateway",
         "--served-model-name", cfg.served_model_name,
-        "--upstream", f"http://{UPSTREAM_HOST}:{UPSTREAM_PORT}",
+        "--upstream", f"http://{UPSTREAM_HOST}:{cfg.runtime_port}",
         "--port", str(cfg.port),
         "--runtime-pid", str(runtime_pid),
     ]

@@ -1,0 +1,227 @@
+"""`python -m inference.launch --dry-run`: the exact runtime argv, checked against SGLang's own parser.
+
+Dry runs execute with torch and sglang made unimportable and sockets disabled, proving the dry run
+needs neither and touches no network. The SGLang checks import `sglang.srt.server_args` from the venv
+(installed with --no-deps) and skip when it is absent.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = "phi-3-mini-128k-instruct"
+PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+_GUARD = """
+import runpy, socket, sys
+for name in ("torch", "sglang", "transformers", "peft", "huggingface_hub"):
+    sys.modules[name] = None
+def _no_network(*a, **k):
+    raise OSError("network use in --dry-run")
+socket.socket = _no_network
+socket.create_connection = _no_network
+sys.argv = ["inference.launch"] + sys.argv[1:]
+runpy.run_module("inference.launch", run_name="__main__")
+"""
+
+
+def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
+    p = subprocess.run([sys.executable, "-c", _GUARD, *args, "--dry-run"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    lines = p.stdout.strip().splitlines()
+    return p.returncode, (json.loads(lines[-1]) if p.returncode == 0 else None), p.stderr
+
+
+def make_adapter(root: Path, name: str, r: int, targets) -> None:
+    (root / name).mkdir(parents=True)
+    (root / name / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": targets}))
+
+
+def flag(argv: list[str], name: str, n: int = 1):
+    i = argv.index(name)
+    return argv[i + 1] if n == 1 else argv[i + 1:i + 1 + n]
+
+
+def base_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--runtime", "sglang", "--served-model-name", PRESET, "--model", "microsoft/Phi-3-mini-128k-instruct",
+            "--weights-dir", str(tmp_path / "weights"), "--adapters-dir", str(tmp_path / "adapters"),
+            "--work-dir", str(tmp_path / "work"), "--port", "5000", *extra]
+
+
+def sglang_prefix(argv):
+    assert argv[0] == sys.executable and argv[1:3] == ["-m", "sglang.launch_server"]
+    return argv[3:]
+
+
+def test_single_node_no_adapters(tmp_path):
+    rc, argv, err = dry_run(base_args(tmp_path, "--gpus-per-node", "1", "--nnodes", "1", "--node-rank", "0"))
+    assert rc == 0, err
+    args = sglang_prefix(argv)
+    assert flag(args, "--model-path") == str(tmp_path / "weights")
+    assert flag(args, "--served-model-name") == PRESET
+    assert flag(args, "--tp-size") == "1"
+    assert (flag(args, "--host"), flag(args, "--port")) == ("127.0.0.1", "30000")
+    for absent in ("--enable-lora", "--lora-paths", "--nnodes", "--dist-init-addr"):
+        assert absent not in args
+
+
+def test_two_adapters(tmp_path):
+    make_adapter(tmp_path / "adapters", "support", 8, PHI3_TARGETS)
+    make_adapter(tmp_path / "adapters", "dolly", 16, ["qkv_proj", "o_proj"])
+    rc, argv, err = dry_run(base_args(tmp_path, "--adapter", "support=1.0", "--adapter", "dolly=0.5"))
+    assert rc == 0, err
+    args = sglang_prefix(argv)
+    assert "--enable-lora" in args
+    assert flag(args, "--lora-paths", 2) == [f"support={tmp_path}/adapters/support", f"dolly={tmp_path}/work/dolly"]
+    assert flag(args, "--max-lora-rank") == "16"
+    assert flag(args, "--lora-target-modules", 4) == sorted(PHI3_TARGETS)
+    assert not (tmp_path / "work").exists()  # a dry run writes nothing
+
+
+def test_two_nodes_pod0_and_pod1(tmp_path):
+    addr = "ws-0.ws-headless.team.svc:29500"
+    out = {}
+    for rank in (0, 1):
+        rc, argv, err = dry_run(base_args(tmp_path, "--gpus-per-node", "2", "--nnodes", "2", "--node-rank", str(rank),
+                                          "--dist-init-addr", addr))
+        assert rc == 0, err
+        out[rank] = sglang_prefix(argv)
+        assert flag(out[rank], "--tp-size") == "4"
+        assert flag(out[rank], "--nnodes") == "2" and flag(out[rank], "--node-rank") == str(rank)
+        assert flag(out[rank], "--dist-init-addr") == addr
+    # identical apart from the rank
+    i = out[0].index("--node-rank")
+    assert out[0][:i + 1] + out[0][i + 2:] == out[1][:i + 1] + out[1][i + 2:]
+
+
+def test_transformers_runtime(tmp_path):
+    make_adapter(tmp_path / "adapters", "a", 4, ["q_proj"])
+    args = base_args(tmp_path, "--adapter", "a=0.25")
+    args[args.index("--runtime") + 1] = "transformers"
+    rc, argv, err = dry_run(args)
+    assert rc == 0, err
+    assert argv[1:3] == ["-m", "inference.hf_server"]
+    assert flag(argv, "--lora") == f"a={tmp_path}/work/a"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--adapter", "missing"], "adapter_config.json not found"),
+    (["--nnodes", "2", "--node-rank", "1"], "--dist-init-addr"),
+    (["--nnodes", "2", "--node-rank", "2", "--dist-init-addr", "x:1"], "--node-rank"),
+    (["--adapter", "a=strong"], "not a number"),
+])
+def test_bad_arguments_exit_2_with_message(tmp_path, extra, message):
+    rc, _, err = dry_run(base_args(tmp_path, *extra))
+    assert rc == 2 and message in err
+
+
+# --- SGLang's own parser -------------------------------------------------------------------------
+
+def sglang_parse(args: list[str]):
+    server_args = pytest.importorskip("sglang.srt.server_args",
+                                      reason="sglang is not installed (pip install --no-deps sglang==0.5.23 ...)")
+    return server_args.prepare_server_args(args)
+
+
+def check_lora(sa, names):
+    assert sa.enable_lora is True
+    loaded = [str(p).split("=", 1)[0] if isinstance(p, str) else getattr(p, "lora_name", None) for p in sa.lora_paths]
+    assert loaded == names
+
+
+def test_sglang_accepts_two_adapter_command(tmp_path):
+    make_adapter(tmp_path / "adapters", "support", 8, PHI3_TARGETS)
+    make_adapter(tmp_path / "adapters", "dolly", 16, ["qkv_proj", "o_proj"])
+    (tmp_path / "weights").mkdir()
+    rc, argv, err = dry_run(base_args(tmp_path, "--adapter", "support", "--adapter", "dolly=0.5"))
+    assert rc == 0, err
+    sa = sglang_parse(sglang_prefix(argv))
+    check_lora(sa, ["support", "dolly"])
+    assert sa.max_lora_rank == 16 and sorted(sa.lora_target_modules) == sorted(PHI3_TARGETS)
+    assert sa.served_model_name == PRESET and sa.tp_size == 1 and sa.nnodes == 1
+    assert sa.lora_strict_loading is True and sa.enable_metrics is True
+
+
+def test_sglang_accepts_two_node_commands(tmp_path):
+    make_adapter(tmp_path / "adapters", "a", 8, ["q_proj", "v_proj"])
+    make_adapter(tmp_path / "adapters", "b", 4, ["k_proj"])
+    (tmp_path / "weights").mkdir()
+    for rank in (0, 1):
+        rc, argv, err = dry_run(base_args(tmp_path, "--adapter", "a", "--adapter", "b=0.3", "--gpus-per-node", "4",
+                                          "--nnodes", "2", "--node-rank", str(rank),
+                                          "--dist-init-addr", "ws-0.ws-headless.team.svc:29500"))
+        assert rc == 0, err
+        sa = sglang_parse(sglang_prefix(argv))
+        check_lora(sa, ["a", "b"])
+        assert (sa.tp_size, sa.nnodes, sa.node_rank) == (8, 2, rank)
+        assert sa.dist_init_addr == "ws-0.ws-headless.team.svc:29500"
+
+
+# --- the lead's renderer -> our launcher -> SGLang's parser ---------------------------------------
+
+def rendered_main_container(workspace_yaml: Path) -> dict:
+    p = subprocess.run([sys.executable, "-m", "hooks", "render", str(workspace_yaml)], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0 and "No module named hooks" in p.stderr:
+        pytest.skip("`python -m hooks render` is not available")
+    assert p.returncode == 0, p.stderr
+    sts = [d for d in yaml.safe_load_all(p.stdout) if d and d.get("kind") == "StatefulSet"]
+    assert len(sts) == 1
+    name = sts[0]["metadata"]["name"]
+    [main] = [c for c in sts[0]["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    return main
+
+
+def localize(args: list[str], tmp_path: Path, rank: int) -> list[str]:
+    """Run the rendered args here: the pod's mount paths become temp dirs; $(POD_INDEX) as the kubelet expands it."""
+    out, it = [], iter(args)
+    for a in it:
+        if a in ("--weights-dir", "--adapters-dir"):
+            out += [a, str(tmp_path / a.strip("-"))]
+            next(it)
+        else:
+            out.append(a.replace("$(POD_INDEX)", str(rank)))
+    return out + ["--work-dir", str(tmp_path / "work")]
+
+
+def test_rendered_two_adapter_example_on_a100(tmp_path):
+    example = REPO / "examples" / "inference-phi-3-with-adapters.yaml"
+    if not example.exists():
+        pytest.skip("examples/inference-phi-3-with-adapters.yaml is not there")
+    main = rendered_main_container(example)
+    assert main["command"] == ["python", "-m", "inference.launch"]
+    adapters = [main["args"][i + 1].split("=")[0] for i, a in enumerate(main["args"]) if a == "--adapter"]
+    assert len(adapters) == 2
+    for name in adapters:
+        make_adapter(tmp_path / "adapters-dir", name, 16, PHI3_TARGETS)
+    (tmp_path / "weights-dir").mkdir()
+    rc, argv, err = dry_run(localize(main["args"], tmp_path, 0))
+    assert rc == 0, err
+    sa = sglang_parse(sglang_prefix(argv))
+    check_lora(sa, adapters)
+    assert sa.served_model_name == "phi-3-mini-128k-instruct" and sa.tp_size == 1
+
+
+def test_rendered_two_node_workspace(tmp_path):
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(yaml.safe_dump({
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": "ws-llama70", "namespace": "team"},
+        "resource": {"count": 2, "instanceType": "Standard_NC48ads_A100_v4",
+                     "labelSelector": {"matchLabels": {"apps": "llama"}}},
+        "inference": {"preset": {"name": "llama-3.3-70b-instruct",
+                                 "presetOptions": {"modelAccessSecret": "hf-token"}}}}))
+    main = rendered_main_container(ws)
+    (tmp_path / "weights-dir").mkdir()
+    for rank in (0, 1):
+        rc, argv, err = dry_run(localize(main["args"], tmp_path, rank))
+        assert rc == 0, err
+        sa = sglang_parse(sglang_prefix(argv))
+        assert (sa.nnodes, sa.node_rank, sa.tp_size) == (2, rank, 4)
+        assert sa.dist_init_addr == "ws-llama70-0.ws-llama70-headless.team.svc:29500"
