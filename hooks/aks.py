@@ -32,6 +32,11 @@ class ArmError(Exception):
 class PoolNotFound(ArmError):
     """ARM answered 404 for the agent pool."""
 
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
 
 class ArmThrottled(ArmError):
     """ARM answered 429; ask again after ``retry_after`` seconds."""
@@ -116,7 +121,7 @@ def _arm_code_and_message(error: Any) -> tuple[str, str]:
 
 
 def translate(error: Exception) -> ArmError:
-    """Map an azure-core / azure-identity exception to one of ours."""
+    """Map an azure-core / azure-identity exception to one of ours; re-raise anything else."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -138,16 +143,12 @@ def translate(error: Exception) -> ArmError:
             return ArmUnreachable(f"ARM unreachable: {error}")
         code, message = _arm_code_and_message(error)
         if status == 404:
-            return PoolNotFound(f"{code}: {message}")
+            return PoolNotFound(code, message)
         if status == 429:
             return ArmThrottled(f"ARM throttled the request ({code}: {message})", _retry_after_seconds(error.response))
         if status >= 500:
             return ArmUnreachable(f"ARM answered HTTP {status} ({code}: {message})")
         return ArmRefused(code, message, status)
-    # azure-identity raises CredentialUnavailableError (a ClientAuthenticationError) and plain
-    # ValueErrors for missing settings; anything else unexpected is not ours to hide.
-    if isinstance(error, ValueError):
-        return ArmRefused("CredentialUnavailable", str(error), None)
     raise error
 
 
@@ -218,7 +219,11 @@ class AgentPools:
                 self.resource_group, self.cluster_name, name, body, polling=False
             )
         except Exception as error:
-            raise translate(error) from error
+            translated = translate(error)
+            if isinstance(translated, PoolNotFound):
+                # A 404 on PUT means the cluster or resource group is not there: a refusal to show.
+                raise ArmRefused(translated.code, translated.message, 404) from error
+            raise translated from error
 
     def delete(self, name: str) -> bool:
         """DELETE the pool without waiting. True when ARM accepted a deletion, False when gone."""

@@ -101,6 +101,16 @@ def test_quota_refusal_keeps_code_and_message(arm):
     assert "ws0000000001" not in arm.state.pools
 
 
+def test_put_into_a_missing_cluster_is_a_refusal(arm):
+    pools = AgentPools(
+        StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, "no-such-cluster", base_url=arm.base_url,
+        connection_verify=False,
+    )
+    with pytest.raises(ArmRefused) as caught:
+        pools.create("ws0000000001", BODY)
+    assert (caught.value.status, caught.value.code) == (404, "ResourceNotFound")
+
+
 def test_throttling_is_reported_with_retry_after_and_not_retried(arm):
     arm.throttle(count=1, retry_after=42)
     with pytest.raises(ArmThrottled) as caught:
@@ -119,6 +129,20 @@ def test_wrong_token_is_a_refusal_not_an_outage(arm):
     with pytest.raises(ArmRefused) as caught:
         pools_for(arm.base_url, StaticTokenCredential("stale")).get("ws0000000001")
     assert (caught.value.status, caught.value.code) == (401, "AuthenticationFailed")
+
+
+def test_credential_failure_is_a_refusal_and_sends_nothing(arm):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class NoIdentity:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("WorkloadIdentityCredential: no federated token file")
+
+    with pytest.raises(ArmRefused) as caught:
+        pools_for(arm.base_url, NoIdentity()).get("ws0000000001")
+    assert caught.value.code == "AuthenticationFailed"
+    assert "no federated token file" in caught.value.message
+    assert arm.state.requests == []
 
 
 def test_delete_lifecycle(arm):
