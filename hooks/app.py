@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from flask import Flask, Response, g, request
 
 from hooks import workspace_sync
+from hooks.machine_routes import machine_blueprint
 from hooks.metrics import Metrics
 from hooks.settings import Settings
 
@@ -135,10 +136,6 @@ def create_app(settings: Settings | None = None, *, pools_provider: Callable | N
 
 
 def _register_machine_routes(app: Flask, pools_provider: Callable | None) -> None:
-    try:
-        from hooks.machine_routes import machine_blueprint
-    except ImportError:  # the Machine hook is optional until it lands
-        return
     if pools_provider is None:
         def pools_provider():
             from hooks.aks import AgentPools
