@@ -1,0 +1,216 @@
+"""Fallback runtime for GPUs SGLang does not support (before Ampere: V100, T4): transformers + peft
+behind the same OpenAI-style API SGLang offers (the gateway in front adds /chat). Single node.
+
+`model` "<served>:<adapter>" selects a LoRA adapter loaded with peft (strengths are already baked
+into the adapter copies by the launcher); the served name alone means the base model. One request
+generates at a time: peft switches adapters on the shared model, which is not safe concurrently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+import uuid
+
+from aiohttp import web
+
+from inference import UPSTREAM_HOST, UPSTREAM_PORT
+
+
+class BadRequest(ValueError):
+    pass
+
+
+class Engine:
+    def __init__(self, model_path: str, served: str, loras: list[tuple[str, str]]):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.served = served
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        cuda = torch.cuda.is_available()
+        dtype = torch.float16 if cuda else torch.float32  # pre-Ampere GPUs have no fast bf16
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, device_map="auto" if cuda else None)
+        self.adapters = [name for name, _ in loras]
+        # peft turns adapter names into module attributes: a user's name such as "half" or "to"
+        # would collide with torch.nn.Module's, so peft sees index-based names.
+        self._peft_name = {name: f"kaito_adapter_{i}" for i, (name, _) in enumerate(loras)}
+        if loras:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, loras[0][1], adapter_name=self._peft_name[loras[0][0]])
+            for name, path in loras[1:]:
+                model.load_adapter(path, adapter_name=self._peft_name[name])
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.lock = threading.Lock()
+
+    def adapter_for(self, model: str | None) -> str | None:
+        if not model or model == self.served:
+            return None
+        base, _, adapter = model.partition(":")
+        if base != self.served or adapter not in self.adapters:
+            raise BadRequest(f"unknown model {model!r}; served: {self.served!r} and adapters {self.adapters}")
+        return adapter
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+    def _gen_kwargs(self, body: dict, default_max: int) -> dict:
+        kw = {"max_new_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or default_max)}
+        temperature = body.get("temperature", 1.0)
+        if temperature is not None and float(temperature) <= 0.0:
+            kw["do_sample"] = False
+        else:
+            kw["do_sample"] = True
+            kw["temperature"] = float(temperature or 1.0)
+            for k in ("top_p", "top_k"):
+                if body.get(k) is not None and body[k] != -1:
+                    kw[k] = body[k]
+        if body.get("repetition_penalty") is not None:
+            kw["repetition_penalty"] = float(body["repetition_penalty"])
+        if body.get("min_tokens"):
+            kw["min_new_tokens"] = int(body["min_tokens"])
+        pad = self.tokenizer.pad_token_id
+        kw["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+        return kw
+
+    def _run(self, adapter: str | None, prompt: str, kw: dict, seed, streamer=None):
+        torch = self.torch
+        enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        with self.lock, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            if adapter is None and self.adapters:
+                with self.model.disable_adapter():
+                    out = self.model.generate(**enc, **kw, streamer=streamer)
+            else:
+                if adapter is not None:
+                    self.model.set_adapter(self._peft_name[adapter])
+                out = self.model.generate(**enc, **kw, streamer=streamer)
+        new = out[0][enc["input_ids"].shape[1]:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return text, int(enc["input_ids"].shape[1]), int(new.shape[0])
+
+    def generate(self, adapter, prompt, body, default_max):
+        return self._run(adapter, prompt, self._gen_kwargs(body, default_max), body.get("seed"))
+
+    def stream(self, adapter, prompt, body, default_max):
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kw = self._gen_kwargs(body, default_max)
+        threading.Thread(target=self._run, args=(adapter, prompt, kw, body.get("seed"), streamer),
+                         daemon=True).start()
+        return streamer
+
+
+ENGINE = web.AppKey("engine", Engine)
+
+
+def _error(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"object": "error", "message": message, "type": "BadRequestError", "code": status},
+                             status=status)
+
+
+async def _body(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _handler(chat: bool):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        engine = request.app[ENGINE]
+        try:
+            body = await _body(request)
+            adapter = engine.adapter_for(body.get("model"))
+            if chat:
+                messages = body.get("messages")
+                if not isinstance(messages, list) or not messages:
+                    raise BadRequest("`messages` must be a non-empty list")
+                prompt = engine.chat_prompt(messages)
+            else:
+                prompt = body.get("prompt")
+                if not isinstance(prompt, str):
+                    raise BadRequest("`prompt` must be a string")
+        except BadRequest as e:
+            return _error(str(e))
+        model = body.get("model") or engine.served
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        default_max = 256 if chat else 16
+        loop = asyncio.get_running_loop()
+        if body.get("stream"):
+            streamer = engine.stream(adapter, prompt, body, default_max)
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            it = iter(streamer)
+            while True:
+                piece = await loop.run_in_executor(None, next, it, None)
+                if piece is None:
+                    break
+                if not piece:
+                    continue
+                choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                chunk = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                         "created": created, "model": model, "choices": [choice]}
+                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        text, n_in, n_out = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
+        usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": model,
+                                      "choices": [choice], "usage": usage})
+        return web.json_response({"id": rid, "object": "text_completion", "created": created, "model": model,
+                                  "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
+    return handler
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="")
+
+
+async def models(request: web.Request) -> web.Response:
+    e = request.app[ENGINE]
+    ids = [e.served] + [f"{e.served}:{a}" for a in e.adapters]
+    return web.json_response({"object": "list", "data": [{"id": i, "object": "model", "owned_by": "kaito"} for i in ids]})
+
+
+def make_app(engine: Engine) -> web.Application:
+    app = web.Application()
+    app[ENGINE] = engine
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", _handler(chat=True))
+    app.router.add_post("/v1/completions", _handler(chat=False))
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m inference.hf_server")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--served-model-name", required=True)
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--host", default=UPSTREAM_HOST)
+    p.add_argument("--port", type=int, default=UPSTREAM_PORT)
+    ns = p.parse_args(argv)
+    loras = [tuple(x.split("=", 1)) for x in ns.lora]
+    engine = Engine(ns.model_path, ns.served_model_name, loras)  # load first: /health answers only once ready
+    web.run_app(make_app(engine), host=ns.host, port=ns.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

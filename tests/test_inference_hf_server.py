@@ -1,0 +1,155 @@
+"""The pre-Ampere fallback end to end on CPU: `python -m inference.launch --runtime transformers` with a
+tiny random Llama and a tokenizer trained here (no downloads), two LoRA adapters (one at strength 0.5).
+The launcher scales the adapter, starts the gateway on its port and execs `inference.hf_server`; the
+test talks to the gateway over real HTTP. Nothing is mocked (CPU stands in for the pre-Ampere GPU)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from inference_support.stub_sglang import free_port, wait_http  # noqa: E402
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+REPO = Path(__file__).resolve().parents[1]
+SERVED = "tiny-llama"
+CORPUS = ["the quick brown fox jumps over the lazy dog", "kubernetes runs gpu nodes for language models",
+          "adapters change what the model says", "hello world how are you today"] * 4
+TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = __import__("tokenizers").decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>", unk_token="<unk>")
+    fast.chat_template = TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                   pad_token_id=tok.pad_token_id)
+    model = transformers.LlamaForCausalLM(cfg)
+    model.generation_config.eos_token_id = None  # never stop early: a fixed number of tokens
+    model.save_pretrained(root / "weights")
+    tok.save_pretrained(root / "weights")
+    for i, name in enumerate(["fin", "half"]):
+        torch.manual_seed(10 + i)
+        pm = peft.get_peft_model(transformers.LlamaForCausalLM(cfg), peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.5)
+        pm.save_pretrained(root / "adapters" / name)
+    port, rport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference.launch", "--runtime", "transformers", "--served-model-name", SERVED,
+         "--weights-dir", str(root / "weights"), "--adapters-dir", str(root / "adapters"),
+         "--adapter", "fin", "--adapter", "half=0.5", "--gpus-per-node", "1", "--nnodes", "1", "--node-rank", "0",
+         "--port", str(port), "--runtime-port", str(rport), "--work-dir", str(root / "work")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", 90)
+    except Exception:
+        proc.kill()
+        raise RuntimeError(proc.communicate(timeout=5)[0].decode(errors="replace")[-3000:]) from None
+    yield url, proc, root, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def chat(url, model, content="hello world", **kw):
+    r = requests.post(f"{url}/v1/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8, "temperature": 0, **kw},
+        timeout=60)
+    return r
+
+
+def test_scaled_copy_made_for_strength(stack):
+    _, _, root, _ = stack
+    assert (root / "work" / "half" / "adapter_model.safetensors").exists()
+    assert not (root / "work" / "fin").exists()
+
+
+def test_kaito_chat_answers(stack):
+    url = stack[0]
+    r = requests.post(f"{url}/chat", json={"prompt": "hello world", "generate_kwargs": {"max_length": 6, "do_sample": False}},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["Result"].startswith("hello world") and len(r.json()["Result"]) > len("hello world")
+    r = requests.post(f"{url}/chat", json={"messages": [{"role": "user", "content": "hi"}], "model": SERVED,
+                                          "max_new_tokens": 5, "do_sample": False}, timeout=60)
+    assert r.status_code == 200 and r.json()["Result"]
+
+
+def test_openai_chat_and_adapters_change_output(stack):
+    url = stack[0]
+    base = chat(url, SERVED)
+    assert base.status_code == 200, base.text
+    body = base.json()
+    assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 8
+    texts = {m: chat(url, m).json()["choices"][0]["message"]["content"] for m in (SERVED, f"{SERVED}:fin", f"{SERVED}:half")}
+    assert texts[SERVED] == body["choices"][0]["message"]["content"]  # greedy: deterministic
+    assert len(set(texts.values())) == 3, texts
+    assert chat(url, f"{SERVED}:fin").json()["choices"][0]["message"]["content"] == texts[f"{SERVED}:fin"]
+
+
+def test_unknown_adapter_is_400(stack):
+    r = chat(stack[0], f"{SERVED}:nope")
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+
+
+def test_models_and_streaming(stack):
+    url = stack[0]
+    ids = [m["id"] for m in requests.get(f"{url}/v1/models").json()["data"]]
+    assert ids == [SERVED, f"{SERVED}:fin", f"{SERVED}:half"]
+    full = requests.post(f"{url}/v1/completions", json={"model": f"{SERVED}:fin", "prompt": "hello", "max_tokens": 6,
+                                                       "temperature": 0}, timeout=60).json()["choices"][0]["text"]
+    with requests.post(f"{url}/v1/completions", json={"model": f"{SERVED}:fin", "prompt": "hello", "max_tokens": 6,
+                                                     "temperature": 0, "stream": True}, stream=True, timeout=60) as r:
+        events = [line for line in r.iter_lines() if line]
+    assert events[-1] == b"data: [DONE]"
+    streamed = "".join(json.loads(e[6:])["choices"][0]["text"] for e in events[:-1])
+    assert streamed == full and len(events) > 2
+
+
+def test_gateway_goes_when_runtime_goes(stack):
+    """Runs last in this module: the runtime (the exec'd launcher) is stopped; the gateway must follow."""
+    url, proc, _, port = stack
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+    pytest.fail("gateway still listening after the runtime exited")
