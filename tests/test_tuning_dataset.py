@@ -114,3 +114,18 @@ def test_padding():
     assert out["input_ids"] == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert out["labels"] == [[IGNORE, 6, 7, IGNORE], [8, IGNORE, IGNORE, IGNORE]]
     assert out["attention_mask"] == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+def test_system_turn_is_folded_for_templates_without_a_system_role(tokenizer):
+    import copy
+
+    strict = copy.deepcopy(tokenizer)
+    strict.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    ex = row_to_example(tiny.chat_rows(1)[0], "r")
+    prompt, completion = render(ex, strict)
+    assert prompt == f"<|user|>\nBe brief.\n\nRepeat: {tiny.SENTENCES[0]}<|end|>\n<|assistant|>\n"
+    assert completion == tiny.SENTENCES[0] + "<|end|>\n"

@@ -21,13 +21,35 @@ def render(example: Example, tokenizer: Any) -> tuple[str, str]:
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in example.prompt)
         completion = "".join(f"{m['role']}: {m['content']}\n" for m in example.completion)
         return prompt, completion
-    full = tokenizer.apply_chat_template(example.prompt + example.completion, tokenize=False)
-    if not example.prompt:
+    messages = example.prompt + example.completion
+    try:
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:
+        # Some templates (e.g. Gemma's) raise on a system turn: fold it into the first user turn.
+        if not any(m["role"] == "system" for m in messages):
+            raise
+        messages = fold_system(messages)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt_messages = messages[: len(messages) - len(example.completion)]
+    if not prompt_messages:
         return "", full
-    prompt = tokenizer.apply_chat_template(example.prompt, tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
     if full.startswith(prompt):
         return prompt, full[len(prompt):]
     return "", full  # a template that rewrites earlier turns: train on the whole conversation
+
+
+def fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Merge system turns into the following user turn (for templates without a system role)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}" if system else m["content"]
+            break
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
 
 
 def features(example: Example, tokenizer: Any, max_length: int) -> dict[str, list[int]] | None:

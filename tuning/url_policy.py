@@ -34,6 +34,9 @@ _METADATA_ADDRESSES = frozenset(
 )
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 class UrlRefused(ValueError):
     """A URL (or what its host resolves to) is not allowed as a tuning input."""
 
@@ -44,8 +47,11 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_
     `allow_loopback` exists for tests that serve files from 127.0.0.1; no production caller sets it.
     """
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return address_problem(ip.ipv4_mapped, allow_loopback=allow_loopback)
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_problem(embedded, allow_loopback=allow_loopback)
         if ip.scope_id:
             return f"address {ip} has an IPv6 zone (a link-local address)"
     if ip in _METADATA_ADDRESSES:
@@ -68,12 +74,13 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_
 
 
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    host = host[:-1] if host.endswith(".") else host
     try:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
     # Legacy IPv4 spellings ("127.1", "2130706433", "0x7f.0.0.1") that the resolver would accept.
-    if re.fullmatch(r"[0-9a-fx.]+", host) and not re.search(r"[g-wyz]", host):
+    if re.fullmatch(r"[0-9a-fx.]+", host):
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
