@@ -1,0 +1,52 @@
+# Two commands (README): `make run` sets up and runs the main job; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# SGLang's own argument parser checks the command we generate. The serving image installs SGLang
+# with all its CUDA dependencies; tests need only its pure-Python `server_args` module, so it is
+# installed without dependencies, plus the few light packages that module imports.
+SGLANG_VERSION := 0.5.23
+SGLANG_LIGHT_DEPS :=
+EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
+BIND ?= 127.0.0.1:8080
+
+.PHONY: run setup test test-setup system-packages e2e bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+setup: $(PY)
+	$(PIP) install --quiet -e .
+
+# The main job: show what the hook creates for an example Workspace, then serve the hooks locally.
+run: setup
+	$(PY) -m hooks render $(EXAMPLE)
+	@echo "--- serving the hooks on http://$(BIND) (POST /sync/workspace, GET /healthz, GET /metrics); Ctrl-C stops"
+	$(PY) -m hooks serve --bind $(BIND) --workers 2
+
+# Debian packages the tests use for real: an OCI registry and a registry client.
+system-packages:
+	@if command -v docker-registry >/dev/null && command -v skopeo >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo >/dev/null; \
+	else echo "note: docker-registry/skopeo missing and not root: the registry tests will skip"; fi
+
+test-setup: $(PY) system-packages
+	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --no-deps sglang==$(SGLANG_VERSION) $(SGLANG_LIGHT_DEPS)
+
+test: test-setup
+	$(PY) -m pytest
+
+# The kind-based end-to-end test (needs Docker and kind; skips otherwise).
+e2e: test-setup
+	$(PY) -m pytest tests/e2e -m e2e -v
+
+bench: test-setup
+	$(PY) benchmarks/bench_sync.py
+	@for b in benchmarks/bench_*.py; do [ "$$b" = benchmarks/bench_sync.py ] || $(PY) $$b; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
