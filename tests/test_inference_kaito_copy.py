@@ -1,0 +1,125 @@
+"""kaito-copy (inference/copy/kaito-copy.c) compiled here with `gcc -static` and run on real trees."""
+
+import os
+import shutil
+import stat
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "inference" / "copy" / "kaito-copy.c"
+
+
+@pytest.fixture(scope="module")
+def kaito_copy(tmp_path_factory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    out = tmp_path_factory.mktemp("bin") / "kaito-copy"
+    p = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SRC)],
+                       capture_output=True, text=True)
+    if p.returncode != 0 and ("cannot find -lc" in p.stderr or "crt1.o" in p.stderr):
+        pytest.skip(f"static libc is missing (apt-get install libc6-dev): {p.stderr.strip()[:200]}")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def has_interpreter(path: Path) -> bool:
+    """True when the ELF file asks for a dynamic loader (a PT_INTERP program header)."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2  # 64-bit
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return any(struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3 for i in range(phnum))
+
+
+def run(binary, *args, **kw):
+    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.lstat().st_mode)
+
+
+def make_tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "adapter_config.json").write_text('{"r": 8}')
+    (root / "adapter_config.json").chmod(0o640)
+    big = os.urandom(3 * 1024 * 1024 + 17)  # larger than the copy buffer
+    (root / "sub" / "adapter_model.safetensors").write_bytes(big)
+    (root / "sub" / "deeper" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "sub" / "deeper" / "run.sh").chmod(0o755)
+    (root / "sub" / "deeper" / "secret").write_text("s")
+    (root / "sub" / "deeper" / "secret").chmod(0o600)
+    (root / "empty").write_bytes(b"")
+    (root / "sub" / "deeper").chmod(0o750)
+    os.symlink("sub/adapter_model.safetensors", root / "link")
+
+
+def test_binary_is_static(kaito_copy):
+    assert not has_interpreter(kaito_copy)
+
+
+def test_copies_directory_contents_recursively(kaito_copy, tmp_path):
+    src, dest = tmp_path / "data", tmp_path / "mnt" / "adapter" / "fin"
+    make_tree(src)
+    p = run(kaito_copy, src, dest)
+    assert p.returncode == 0, p.stderr
+    files = sorted(str(q.relative_to(src)) for q in src.rglob("*"))
+    assert sorted(str(q.relative_to(dest)) for q in dest.rglob("*")) == files
+    for rel in files:
+        a, b = src / rel, dest / rel
+        assert mode(a) == mode(b), rel
+        if a.is_symlink():
+            assert b.is_symlink() and os.readlink(b) == os.readlink(a)
+        elif a.is_file():
+            assert a.read_bytes() == b.read_bytes(), rel
+
+
+def test_copy_into_existing_dir_overwrites(kaito_copy, tmp_path):
+    src, dest = tmp_path / "data", tmp_path / "dest"
+    make_tree(src)
+    dest.mkdir()
+    (dest / "adapter_config.json").write_text("old and longer than the new content")
+    (dest / "keep").write_text("k")
+    assert run(kaito_copy, src, dest).returncode == 0
+    assert (dest / "adapter_config.json").read_text() == '{"r": 8}'
+    assert (dest / "keep").read_text() == "k"
+
+
+def test_single_file_install_creates_parents_and_keeps_mode(kaito_copy, tmp_path):
+    dest = tmp_path / "kaito-tools" / "nested" / "kaito-copy"
+    p = run(kaito_copy, kaito_copy, dest)
+    assert p.returncode == 0, p.stderr
+    assert dest.read_bytes() == kaito_copy.read_bytes()
+    assert mode(dest) == mode(kaito_copy) and mode(dest) & 0o111
+    # the installed copy works
+    (tmp_path / "f").write_text("x")
+    assert run(dest, tmp_path / "f", tmp_path / "g").returncode == 0 and (tmp_path / "g").read_text() == "x"
+
+
+def test_errors_exit_nonzero_with_message(kaito_copy, tmp_path):
+    p = run(kaito_copy, tmp_path / "missing", tmp_path / "x")
+    assert p.returncode == 1 and "missing" in p.stderr
+    p = run(kaito_copy, tmp_path)
+    assert p.returncode == 2 and "usage" in p.stderr
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_text("a")
+    p = run(kaito_copy, tmp_path / "d", tmp_path / "file" / "sub")
+    assert p.returncode == 1 and "kaito-copy:" in p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+def test_runs_in_an_empty_root_like_a_scratch_image(kaito_copy, tmp_path):
+    """An adapter image FROM scratch has only /data; the copier arrives via the shared emptyDir."""
+    root = tmp_path / "scratch"
+    make_tree(root / "data")
+    (root / "kaito-tools").mkdir()
+    shutil.copy2(kaito_copy, root / "kaito-tools" / "kaito-copy")
+    p = subprocess.run(["/kaito-tools/kaito-copy", "/data", "/mnt/adapter/fin"], capture_output=True, text=True,
+                       preexec_fn=lambda: (os.chroot(root), os.chdir("/")), env={})
+    assert p.returncode == 0, p.stderr
+    assert (root / "mnt" / "adapter" / "fin" / "sub" / "adapter_model.safetensors").read_bytes() == \
+        (root / "data" / "sub" / "adapter_model.safetensors").read_bytes()
