@@ -178,3 +178,27 @@ def test_static_refusals_name_the_problem(url, why):
 )
 def test_public_urls_pass(url):
     assert url_problem(url) is None
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+import ipaddress  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_url_problem_never_raises_on_arbitrary_input(text):
+    for url in (text, "http://" + text, "https://" + text + "/f.csv"):
+        result = url_problem(url)
+        assert result is None or isinstance(result, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses())
+def test_ip_literals_pass_only_when_public_unicast(ip):
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    problem = url_problem(f"http://{host}/data.parquet")
+    embedded = ip.version == 6 and (ip.ipv4_mapped or ip.sixtofour or ip.teredo or ip in ipaddress.ip_network("64:ff9b::/96"))
+    if not ip.is_global or ip.is_multicast:
+        assert problem is not None
+    elif not embedded:
+        assert problem is None, problem

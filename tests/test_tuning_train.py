@@ -144,7 +144,7 @@ def test_unknown_training_argument_is_a_config_error(models, chat_data, tmp_path
         _run("lora", models["llama"], chat_data, tmp_path / "out", TrainingArguments={"not_an_argument": 1})
 
 
-def test_model_is_fetched_only_when_missing(models, tmp_path):
+def test_model_is_fetched_only_when_missing(models, tmp_path, monkeypatch):
     with pytest.raises(train.TrainError, match="no --model-repo"):
         train.ensure_model(str(tmp_path / "empty"), None)
     calls = []
@@ -153,11 +153,8 @@ def test_model_is_fetched_only_when_missing(models, tmp_path):
         calls.append(kwargs)
         tiny.make_model(kwargs["local_dir"], "llama")
 
-    os.environ["HF_TOKEN"] = "hf_test_token"
-    try:
-        train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
-    finally:
-        del os.environ["HF_TOKEN"]
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
     assert calls[0]["repo_id"] == "org/model" and calls[0]["token"] == "hf_test_token"
     train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
     assert len(calls) == 1  # config.json present: no second download
@@ -178,3 +175,9 @@ def test_target_modules_per_family():
     assert choices.default_target_modules("llama") == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert choices.default_target_modules("falcon") == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
     assert choices.default_target_modules("somethingnew") == "all-linear"
+
+
+def test_target_modules_precedence():
+    assert choices.target_modules({"target_modules": ["q_proj"]}, "phi3", "k_proj,v_proj") == ["q_proj"]
+    assert choices.target_modules({}, "phi3", " k_proj, v_proj ,") == ["k_proj", "v_proj"]
+    assert choices.target_modules({"target_modules": None}, "phi3", "") == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]

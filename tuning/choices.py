@@ -22,6 +22,15 @@ def default_target_modules(model_type: str | None) -> list[str] | str:
     return list(TARGET_MODULES.get((model_type or "").lower(), [])) or "all-linear"
 
 
+def target_modules(lora_config: dict, model_type: str | None, env_value: str | None) -> list[str] | str:
+    """LoraConfig.target_modules when set, else Kaito's DEFAULT_TARGET_MODULES env (comma-separated), else
+    the family default."""
+    if lora_config.get("target_modules"):
+        return lora_config["target_modules"]
+    from_env = [m.strip() for m in (env_value or "").split(",") if m.strip()]
+    return from_env or default_target_modules(model_type)
+
+
 def compute_dtype(requested: str | None, capability: tuple[int, int] | None) -> str:
     """The dtype name to compute in: float32 on CPU (capability None), float16 below compute
     capability 8.0 (no bfloat16, e.g. V100), otherwise what the config asks for (bfloat16 by default)."""

@@ -193,7 +193,9 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
         elif checkpointing:
             model.enable_input_require_grads()
         lora_section = dict(config.get("LoraConfig") or {})
-        lora_section.setdefault("target_modules", choices.default_target_modules(getattr(model.config, "model_type", None)))
+        lora_section["target_modules"] = choices.target_modules(
+            lora_section, getattr(model.config, "model_type", None), os.environ.get("DEFAULT_TARGET_MODULES")
+        )
         lora_section.setdefault("bias", "none")
         lora_section["task_type"] = "CAUSAL_LM"
         try:
