@@ -159,6 +159,12 @@ def test_model_is_fetched_only_when_missing(models, tmp_path, monkeypatch):
     train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
     assert len(calls) == 1  # config.json present: no second download
 
+    def gated(**kwargs):
+        raise PermissionError("401 Client Error: gated repo")
+
+    with pytest.raises(train.TrainError, match="downloading org/gated failed: PermissionError"):
+        train.ensure_model(str(tmp_path / "g"), "org/gated", downloader=gated)
+
 
 @pytest.mark.parametrize(
     "requested, capability, expected",

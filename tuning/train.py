@@ -22,7 +22,6 @@ from tuning.render import features, pad_batch
 
 log = logging.getLogger("tuning.train")
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MARKER = "fine_tuning_completed.txt"
 _MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 # ModelConfig keys that the trainer interprets itself instead of passing to from_pretrained.
@@ -43,12 +42,15 @@ def ensure_model(model_dir: str, model_repo: str | None, downloader=None) -> Non
         from huggingface_hub import snapshot_download as downloader
     log.info("downloading %s into %s", model_repo, model_dir)
     os.makedirs(model_dir, exist_ok=True)
-    downloader(
-        repo_id=model_repo,
-        local_dir=model_dir,
-        token=os.environ.get("HF_TOKEN") or None,
-        allow_patterns=_MODEL_PATTERNS,
-    )
+    try:
+        downloader(
+            repo_id=model_repo,
+            local_dir=model_dir,
+            token=os.environ.get("HF_TOKEN") or None,
+            allow_patterns=_MODEL_PATTERNS,
+        )
+    except Exception as exc:  # hub errors come in many types; the message is what the user needs
+        raise TrainError(f"downloading {model_repo} failed: {type(exc).__name__}: {exc}") from exc
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise TrainError(f"download of {model_repo} left no config.json in {model_dir}")
 
