@@ -162,6 +162,8 @@ def _check_with_skopeo(ref, adapter, tmp_path, creds):
 
 @needs_registry
 def test_push_with_basic_auth_from_docker_config(adapter, tmp_path):
+    if reg_support.HTPASSWD_BIN is None:
+        pytest.importorskip("bcrypt", reason="neither htpasswd (apache2-utils) nor python bcrypt to hash the password")
     (tmp_path / "reg").mkdir()
     with reg_support.running_registry(str(tmp_path / "reg"), auth="basic") as reg:
         ref = f"{reg['host']}/adapters/llama-lora:1"
