@@ -48,7 +48,8 @@ def _input_containers(ws: Workspace, settings: Settings) -> tuple[list[dict], li
             {
                 "name": "data-download",
                 "image": settings.tuning_image,
-                "command": ["python", "-m", "tuning.download", "--dest", DATA_DIR, *src.urls],
+                # `$$` keeps the kubelet from expanding `$(VAR)` inside a URL: the downloader gets it verbatim.
+                "command": ["python", "-m", "tuning.download", "--dest", DATA_DIR, *(u.replace("$", "$$") for u in src.urls)],
                 "volumeMounts": [mount],
             }
         ], []

@@ -176,12 +176,22 @@ def _input_problems(src: DataSource, path: str) -> list[Problem]:
     from tuning.url_policy import url_problem  # stdlib-only module shared with the downloader
 
     for i, url in enumerate(src.urls or []):
-        if p := url_problem(url):
+        if p := url_problem(url) or _shell_syntax(url):
             out.append(Problem(f"{path}.urls[{i}]", p))
     if src.image is not None and (p := image_problem(src.image)):
         out.append(Problem(f"{path}.image", p))
     out += _secret_problems(src.imagePullSecrets, f"{path}.imagePullSecrets")
     return out
+
+
+_SHELL_SYNTAX = re.compile(r"`|\$\(|\$\{")
+
+
+def _shell_syntax(url: str) -> str | None:
+    """No shell ever sees a URL, but one carrying command substitution is an attack, not a dataset."""
+    if _SHELL_SYNTAX.search(url):
+        return "the URL contains shell command substitution (`...`, $(...) or ${...}); give the plain dataset URL"
+    return None
 
 
 def _tuning_problems(ws: Workspace) -> list[Problem]:

@@ -431,3 +431,118 @@ def test_customize_relates_selected_nodes_and_the_workspace_pods():
             {"apiVersion": "v1", "resource": "pods", "namespace": "team", "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws1"}}},
         ]
     }
+
+
+# --- tuning -------------------------------------------------------------------------------------
+
+TUNING = {
+    "preset": {"name": "phi-3-mini-128k-instruct"},
+    "method": "qlora",
+    "input": {"urls": ["https://example.com/data/train.parquet?download=true"]},
+    "output": {"image": "myregistry.azurecr.io/adapters/phi-3:0.0.1", "imagePushSecret": "push-secret"},
+}
+
+
+def tuning_ws(**tuning):
+    return workspace(
+        resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"app": "tune"}}},
+        inference=None,
+        tuning={**TUNING, **tuning},
+    )
+
+
+def test_tuning_builds_config_map_and_job_with_download_train_push():
+    resp = run(tuning_ws())
+    assert [(c["kind"], c["metadata"]["name"]) for c in resp["children"]][1:] == [("ConfigMap", "ws1-tuning-config"), ("Job", "ws1")]
+    cm = find(resp["children"], "ConfigMap")
+    assert "load_in_4bit: true" in cm["data"]["training_config.yaml"]
+    job = find(resp["children"], "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert [c["name"] for c in pod["initContainers"]] == ["data-download", "trainer"]
+    assert pod["initContainers"][0]["command"][-1] == "https://example.com/data/train.parquet?download=true"
+    trainer = pod["initContainers"][1]
+    assert trainer["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert "--model-repo" in trainer["command"] and "microsoft/Phi-3-mini-128k-instruct" in trainer["command"]
+    pusher = pod["containers"][0]
+    assert pusher["name"] == "pusher"
+    assert pusher["command"][pusher["command"].index("--image") + 1] == "myregistry.azurecr.io/adapters/phi-3:0.0.1"
+    # The push secret is mounted into the pusher alone, as a docker config.
+    secret_volume = next(v for v in pod["volumes"] if v["name"] == "docker-config")
+    assert secret_volume["secret"] == {"secretName": "push-secret", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    assert not any(m["name"] == "docker-config" for c in pod["initContainers"] for m in c.get("volumeMounts", []))
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in trainer["volumeMounts"]
+
+
+def test_tuning_from_an_image_copies_its_data_with_the_static_copier():
+    job = find(run(tuning_ws(input={"image": "r.example.com/data:1", "imagePullSecrets": ["data-pull"]}))["children"], "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["install-copier", "data-input", "trainer"]
+    assert pod["initContainers"][1]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/data"]
+    assert pod["imagePullSecrets"] == [{"name": "data-pull"}]
+
+
+def test_user_training_config_is_mounted_instead_of_the_template():
+    resp = run(tuning_ws(config="my-training-config"))
+    assert not [c for c in resp["children"] if c["kind"] == "ConfigMap"]
+    pod = find(resp["children"], "Job")["spec"]["template"]["spec"]
+    assert {"name": "config", "configMap": {"name": "my-training-config"}} in pod["volumes"]
+
+
+def test_dollar_in_a_url_is_escaped_for_the_kubelet():
+    # The kubelet expands $(VAR) and turns $$ into $ in container commands: escaping every $ hands
+    # the downloader the URL verbatim.
+    url = "https://example.com/data/$latest.parquet"
+    pod = find(run(tuning_ws(input={"urls": [url]}))["children"], "Job")["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["command"][-1] == "https://example.com/data/$$latest.parquet"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam",
+        "https://127.0.0.1/x",
+        "https://10.1.2.3/data.parquet",
+        "file:///etc/passwd",
+        "https://example.com/`reboot`",
+        "https://example.com/x;rm -rf /",
+    ],
+)
+def test_unsafe_input_urls_are_refused_without_a_job(url):
+    msg = refusal(tuning_ws(input={"urls": [url]}))
+    assert "tuning.input.urls[0]" in msg
+
+
+def test_tuning_status_follows_the_job():
+    first = run(tuning_ws())
+    job = find(first["children"], "Job")
+    machine = {**find(first["children"], "Machine"), "status": {"nodeName": "n", "conditions": [{"type": "Ready", "status": "True"}]}}
+    base = {MACHINES: [machine]}
+
+    def with_job(status, pods=None):
+        return run(tuning_ws(), children={**base, "Job.batch/v1": [{**job, "status": status}]}, pods=pods)
+
+    running = with_job({"active": 1})
+    assert condition(running, "JobStarted")["status"] == "True"
+    assert condition(running, "WorkspaceReady")["status"] == "False"
+    done = with_job({"succeeded": 1})
+    assert condition(done, "WorkspaceReady")["status"] == "True"
+    assert done["resyncAfterSeconds"] == 0
+    oom = {
+        "metadata": {"name": "ws1-abcde", "namespace": "team"},
+        "status": {"initContainerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]},
+    }
+    failed = with_job({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}, pods=[oom])
+    c = condition(failed, "WorkspaceReady")
+    assert c["status"] == "False" and "trainer" in c["message"] and "OOMKilled" in c["message"]
+
+
+def test_tuning_on_more_than_one_node_is_refused():
+    ws = tuning_ws()
+    ws["resource"]["count"] = 2
+    assert "resource.count" in refusal(ws)
+
+
+def test_tuning_a_preset_without_tuning_support_lists_those_with_it():
+    msg = refusal(tuning_ws(preset={"name": "falcon-7b-instruct"}))
+    assert "tuning.preset.name" in msg and "phi-3-mini-4k-instruct" in msg
