@@ -16,7 +16,7 @@ import sys
 from inference.adapters import AdapterError, prepare_adapters
 from inference.cli import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
-from inference.weights import ensure_weights
+from inference.weights import ensure_weights, needs_download
 
 
 def _die_with_parent() -> None:
@@ -33,10 +33,9 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_launch_args(sys.argv[1:] if argv is None else argv)
-        adapters = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=not cfg.dry_run)
+        adapters = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=False)
     except (UsageError, AdapterError) as e:
-        print(f"inference.launch: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e, 2)
     run = runtime_argv(cfg, adapters)
     gateway = gateway_argv(cfg, os.getpid())
     if cfg.dry_run:
@@ -44,18 +43,36 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run))
         return 0
 
+    # The gateway first: /healthz answers during a long download; /health stays 503 until the model is up.
+    subprocess.Popen(gateway, preexec_fn=_die_with_parent)
     try:
+        if needs_download(cfg.model, cfg.weights_dir):
+            _log(f"downloading {cfg.model} into {cfg.weights_dir}")
         ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None)
+        prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=True)
     except FileNotFoundError as e:
-        print(f"inference.launch: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e, 2)
+    except AdapterError as e:
+        return _fail(e, 2)
+    except Exception as e:  # the download: network, auth (gated model without HF_TOKEN), disk
+        return _fail(f"cannot fetch model {cfg.model!r} into {cfg.weights_dir}: {type(e).__name__}: {e}", 1)
     env = dict(os.environ)
     # Everything is local now: a wrong adapter path must fail fast instead of SGLang trying the Hub.
     env["HF_HUB_OFFLINE"] = "1"
+    _log("exec " + " ".join(run))
     sys.stdout.flush()
-    subprocess.Popen(gateway, preexec_fn=_die_with_parent)
+    sys.stderr.flush()
     os.execvpe(run[0], run, env)
     return 1  # not reached
+
+
+def _log(message: str) -> None:
+    print(f"inference.launch: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(error, code: int) -> int:
+    _log(f"error: {error}")
+    return code
 
 
 if __name__ == "__main__":

@@ -225,3 +225,64 @@ def test_rendered_two_node_workspace(tmp_path):
         sa = sglang_parse(sglang_prefix(argv))
         assert (sa.nnodes, sa.node_rank, sa.tp_size) == (2, rank, 4)
         assert sa.dist_init_addr == "ws-llama70-0.ws-llama70-headless.team.svc:29500"
+
+
+# --- real (not dry) runs that stop before the runtime --------------------------------------------
+
+def launch(args: list[str], env_extra: dict) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "inference.launch", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env_extra})
+
+
+def port_closed(port: int) -> bool:
+    import socket
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def test_missing_weights_without_model_is_a_clear_error(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from inference_support.stub_sglang import free_port
+
+    port = free_port()
+    args = base_args(tmp_path)
+    i = args.index("--model")
+    del args[i:i + 2]
+    args[args.index("--port") + 1] = str(port)
+    p = launch(args, {})
+    assert p.returncode == 2
+    assert "config.json not found" in p.stderr and "presetOptions.image" in p.stderr
+    assert port_closed(port)  # the gateway it started went with it
+
+
+def test_download_failure_names_the_model(tmp_path):
+    """HF_HUB_OFFLINE=1 makes huggingface_hub refuse the network: the real download path, failing."""
+    pytest.importorskip("huggingface_hub")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from inference_support.stub_sglang import free_port
+
+    args = base_args(tmp_path)
+    args[args.index("--port") + 1] = str(free_port())
+    p = launch(args, {"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""})
+    assert p.returncode == 1
+    assert "cannot fetch model 'microsoft/Phi-3-mini-128k-instruct'" in p.stderr
+
+
+def test_weights_decisions(tmp_path):
+    from inference.weights import ignore_patterns, needs_download
+
+    assert needs_download("org/m", str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert not needs_download("org/m", str(tmp_path)) and not needs_download(None, str(tmp_path))
+    st = ignore_patterns(["config.json", "model-00001.safetensors", "pytorch_model.bin", "original/consolidated.pth"])
+    assert "*.bin" in st and "original/*" in st
+    assert "*.bin" not in ignore_patterns(["config.json", "pytorch_model.bin"])
