@@ -26,11 +26,11 @@ run: setup
 	@echo "--- serving the hooks on http://$(BIND) (POST /sync/workspace, GET /healthz, GET /metrics); Ctrl-C stops"
 	$(PY) -m hooks serve --bind $(BIND) --workers 2
 
-# Debian packages the tests use for real: an OCI registry and a registry client.
+# Debian packages the tests use for real: an OCI registry, a registry client, htpasswd for its auth.
 system-packages:
-	@if command -v docker-registry >/dev/null && command -v skopeo >/dev/null; then :; \
+	@if command -v docker-registry >/dev/null && command -v skopeo >/dev/null && command -v htpasswd >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null; \
 	else echo "note: docker-registry/skopeo missing and not root: the registry tests will skip"; fi
 
 test-setup: $(PY) system-packages
