@@ -77,6 +77,10 @@ class Engine:
             kw["repetition_penalty"] = float(body["repetition_penalty"])
         if body.get("min_tokens"):
             kw["min_new_tokens"] = int(body["min_tokens"])
+        stop = body.get("stop")
+        if stop:
+            kw["stop_strings"] = [stop] if isinstance(stop, str) else [str(x) for x in stop]
+            kw["tokenizer"] = self.tokenizer
         pad = self.tokenizer.pad_token_id
         kw["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
         return kw
@@ -96,6 +100,9 @@ class Engine:
                 out = self.model.generate(**enc, **kw, streamer=streamer)
         new = out[0][enc["input_ids"].shape[1]:]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
+        cut = [text.find(x) for x in kw.get("stop_strings", ()) if x in text]
+        if cut:  # OpenAI semantics: the stop string is not part of the answer
+            text = text[:min(cut)]
         return text, int(enc["input_ids"].shape[1]), int(new.shape[0])
 
     def generate(self, adapter, prompt, body, default_max):
@@ -106,8 +113,14 @@ class Engine:
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kw = self._gen_kwargs(body, default_max)
-        threading.Thread(target=self._run, args=(adapter, prompt, kw, body.get("seed"), streamer),
-                         daemon=True).start()
+        def work():
+            try:
+                self._run(adapter, prompt, kw, body.get("seed"), streamer)
+            except Exception as e:  # end the stream instead of leaving the reader waiting
+                print(f"hf_server: generation failed: {type(e).__name__}: {e}", flush=True)
+                streamer.end()
+
+        threading.Thread(target=work, daemon=True).start()
         return streamer
 
 

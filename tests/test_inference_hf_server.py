@@ -122,6 +122,16 @@ def test_openai_chat_and_adapters_change_output(stack):
     assert chat(url, f"{SERVED}:fin").json()["choices"][0]["message"]["content"] == texts[f"{SERVED}:fin"]
 
 
+def test_stop_string_ends_and_is_cut(stack):
+    url = stack[0]
+    text = chat(url, SERVED, max_tokens=12).json()["choices"][0]["message"]["content"]
+    windows = [text[i:i + 2] for i in range(len(text) // 3, len(text) - 1) if text[i:i + 2].strip()]
+    assert windows, text
+    stop = windows[0]
+    cut = chat(url, SERVED, max_tokens=12, stop=[stop]).json()["choices"][0]["message"]["content"]
+    assert cut == text[:text.index(stop)]
+
+
 def test_unknown_adapter_is_400(stack):
     r = chat(stack[0], f"{SERVED}:nope")
     assert r.status_code == 400 and "nope" in r.json()["error"]["message"]

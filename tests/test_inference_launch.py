@@ -286,3 +286,18 @@ def test_weights_decisions(tmp_path):
     st = ignore_patterns(["config.json", "model-00001.safetensors", "pytorch_model.bin", "original/consolidated.pth"])
     assert "*.bin" in st and "original/*" in st
     assert "*.bin" not in ignore_patterns(["config.json", "pytorch_model.bin"])
+
+
+def test_rendered_v100_quick_start_uses_the_transformers_fallback(tmp_path):
+    example = REPO / "examples" / "inference-phi-3.yaml"
+    if not example.exists():
+        pytest.skip("examples/inference-phi-3.yaml is not there")
+    main = rendered_main_container(example)
+    (tmp_path / "weights-dir").mkdir()
+    rc, argv, err = dry_run(localize(main["args"], tmp_path, 0))
+    assert rc == 0, err
+    if flag(main["args"], "--runtime") != "transformers":
+        pytest.skip("the hook no longer picks the transformers runtime for this example")
+    assert argv[1:3] == ["-m", "inference.hf_server"]
+    assert flag(argv, "--model-path") == str(tmp_path / "weights-dir")
+    assert flag(argv, "--served-model-name") == "phi-3-mini-4k-instruct"
