@@ -196,3 +196,19 @@ def test_worker_pod_serves_health_only(stub):
         assert r.status_code == 503 and "worker" in r.json()["detail"]
     finally:
         stop(proc)
+
+
+def test_concurrent_requests_keep_their_adapters(gw, stub):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        model = [PRESET, f"{PRESET}:fin", f"{PRESET}:legal"][i % 3]
+        r = requests.post(f"{gw}/v1/chat/completions",
+                          json={"model": model, "messages": [{"role": "user", "content": f"q{i}"}]}, timeout=30)
+        return model, r.json()["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(90)))
+    for i, (model, text) in enumerate(results):
+        tag = model.split(":")[1] if ":" in model else "base"
+        assert text == f"[{tag}] reply to: q{i}"
