@@ -4,7 +4,6 @@ The launcher scales the adapter, starts the gateway on its port and execs `infer
 test talks to the gateway over real HTTP. Nothing is mocked (CPU stands in for the pre-Ampere GPU)."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,11 +31,11 @@ TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% end
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = __import__("tokenizers").decoders.ByteLevel()
+    tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
