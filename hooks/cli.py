@@ -105,7 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the hook server under gunicorn")
     s.add_argument("--bind", default=os.environ.get("KAITO_HOOKS_BIND", "0.0.0.0:8080"))
     s.add_argument("--workers", type=int, default=int(os.environ.get("KAITO_HOOKS_WORKERS", "2")))
+    d = sub.add_parser("docs", help="regenerate README.md's generated sections (--check: only compare)")
+    d.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date, change nothing")
+    d.add_argument("--readme", default="README.md")
+    d.add_argument("--crd", default="metacontroller/workspace-crd.yaml")
     args = parser.parse_args(argv)
+
+    if args.command == "docs":
+        from hooks.docs import run
+
+        return run(args.readme, args.crd, check=args.check)
 
     if args.command == "render":
         settings = Settings.from_env()
