@@ -7,7 +7,8 @@ PIP := $(VENV)/bin/pip
 # with all its CUDA dependencies; tests need only its pure-Python `server_args` module, so it is
 # installed without dependencies, plus the few light packages that module imports.
 SGLANG_VERSION := 0.5.23
-SGLANG_LIGHT_DEPS :=
+SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0 starlette==1.10.0 \
+	msgspec==0.22.0 pyzmq==27.3.0 ipython==9.18.1 traitlets==5.16.1 psutil
 EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
 BIND ?= 127.0.0.1:8080
 

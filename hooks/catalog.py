@@ -40,6 +40,7 @@ class Preset:
     lora_target_modules: tuple[str, ...]
     tuning: dict[str, TuningNeed] = field(default_factory=dict)
     readiness_timeout_minutes: int = 30
+    sglang_lora: bool = True
 
     @property
     def supports_tuning(self) -> bool:
@@ -79,6 +80,7 @@ def presets() -> dict[str, Preset]:
         out[name] = Preset(
             name=name,
             lora_target_modules=tuple(families[p["family"]]["lora_target_modules"]),
+            sglang_lora=families[p["family"]].get("sglang_lora", True),
             tuning=tuning,
             **fields,
         )

@@ -36,8 +36,13 @@ def launcher_args(ws: Workspace, plan: WorkloadPlan) -> list[str]:
     return args
 
 
+def runtime_image(plan: WorkloadPlan, settings: Settings) -> str:
+    return settings.runtime_image if plan.runtime == "sglang" else settings.transformers_runtime_image
+
+
 def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
     opts = ws.inference.preset.presetOptions
+    image = runtime_image(plan, settings)
     shm, shm_mount = m.shm_volume()
     volumes = [shm, {"name": "model-weights", "emptyDir": {}}]
     mounts = [shm_mount, {"name": "model-weights", "mountPath": WEIGHTS_DIR}]
@@ -47,7 +52,7 @@ def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
     needs_copier = bool(opts and opts.image) or any(a.source.image for a in ws.adapters)
     if needs_copier:
         volumes.append(m.tools_volume())
-        init.append(m.copier_init_container(settings.runtime_image))
+        init.append(m.copier_init_container(image))
     if opts and opts.image:
         init.append(m.copy_from_image("model-weights", opts.image, "model-weights", WEIGHTS_DIR, WEIGHTS_DIR))
         pull_secrets += opts.imagePullSecrets or []
@@ -81,7 +86,7 @@ def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
     startup_failures = math.ceil(plan.preset.readiness_timeout_minutes * 60 / PROBE_PERIOD_SECONDS)
     container = {
         "name": ws.name,
-        "image": settings.runtime_image,
+        "image": image,
         "command": ["python", "-m", "inference.launch"],
         "args": launcher_args(ws, plan),
         "env": env,

@@ -162,6 +162,14 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     if runtime is None:
         return None, problems
 
+    if runtime == "sglang" and ws.adapters and not preset.sglang_lora:
+        problems.append(
+            Problem(
+                "inference.adapters",
+                f"SGLang serves {preset.name} through its transformers backend, which cannot apply LoRA adapters; "
+                f"add the annotation {RUNTIME_ANNOTATION}: transformers to serve it with adapters, or remove the adapters",
+            )
+        )
     need = catalog.serving_need(preset)
     count = ws.resource.count
     nodes = max(count, catalog.nodes_needed(need, sku))

@@ -12,6 +12,8 @@ from typing import Literal
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/kaito-sglang/runtime:0.1.0"
 DEFAULT_TUNING_IMAGE = "ghcr.io/kaito-sglang/tuning:0.1.0"
+# The transformers runtime runs where SGLang's CUDA 13 build cannot (V100, T4): a CUDA 12 image.
+DEFAULT_TRANSFORMERS_RUNTIME_IMAGE = "ghcr.io/kaito-sglang/runtime-legacy:0.1.0"
 
 NodeProvisioning = Literal["aks", "byo"]
 
@@ -19,6 +21,7 @@ NodeProvisioning = Literal["aks", "byo"]
 @dataclass(frozen=True)
 class Settings:
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    transformers_runtime_image: str = DEFAULT_TRANSFORMERS_RUNTIME_IMAGE
     tuning_image: str = DEFAULT_TUNING_IMAGE
     # "aks": create a Machine (an AKS agent pool) for every missing node.
     # "byo": bring your own nodes; never create Machines, use labelled nodes only.
@@ -34,6 +37,7 @@ class Settings:
             raise ValueError(f"KAITO_NODE_PROVISIONING must be 'aks' or 'byo', not {mode!r}")
         return cls(
             runtime_image=env.get("KAITO_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
+            transformers_runtime_image=env.get("KAITO_TRANSFORMERS_RUNTIME_IMAGE", DEFAULT_TRANSFORMERS_RUNTIME_IMAGE),
             tuning_image=env.get("KAITO_TUNING_IMAGE", DEFAULT_TUNING_IMAGE),
             node_provisioning=mode,  # type: ignore[arg-type]
             resync_seconds=float(env.get("KAITO_RESYNC_SECONDS", "30")),

@@ -546,3 +546,22 @@ def test_tuning_on_more_than_one_node_is_refused():
 def test_tuning_a_preset_without_tuning_support_lists_those_with_it():
     msg = refusal(tuning_ws(preset={"name": "falcon-7b-instruct"}))
     assert "tuning.preset.name" in msg and "phi-3-mini-4k-instruct" in msg
+
+
+def test_transformers_runtime_pods_use_the_cuda12_image():
+    ws = workspace(resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
+                   inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]})
+    pod = find(run(ws)["children"], "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == AKS.transformers_runtime_image
+    assert pod["initContainers"][0]["image"] == AKS.transformers_runtime_image
+    a100 = find(run(workspace())["children"], "StatefulSet")["spec"]["template"]["spec"]
+    assert a100["containers"][0]["image"] == AKS.runtime_image
+
+
+def test_falcon_adapters_on_sglang_are_refused_with_the_runtime_that_serves_them():
+    inference = {"preset": {"name": "falcon-7b"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]}
+    msg = refusal(workspace(inference=inference))
+    assert "inference.adapters" in msg and "kaito.sh/runtime: transformers" in msg
+    ws = workspace(inference=inference)
+    ws["metadata"]["annotations"] = {"kaito.sh/runtime": "transformers"}
+    assert arg(args_of(find(run(ws)["children"], "StatefulSet")), "--runtime") == "transformers"
