@@ -146,3 +146,11 @@ def test_the_commands_and_paths_the_readme_names_exist():
     for path in ("metacontroller/aks.env", "hooks/Dockerfile", "inference/Dockerfile", "tuning/Dockerfile"):
         assert path in text and (REPO / path).exists(), path
     assert "?ref=v4.17.2" in (REPO / "metacontroller" / "kustomization.yaml").read_text()
+
+
+def test_every_setting_the_hook_server_reads_is_documented():
+    source = (REPO / "hooks" / "settings.py").read_text()
+    names = set(re.findall(r'env\.get\("(KAITO_[A-Z_]+)"', source))
+    assert names
+    for name in names:
+        assert f"`{name}`" in readme(), f"{name} is not in README.md"
