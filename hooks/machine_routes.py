@@ -68,6 +68,8 @@ def machine_blueprint(pools_provider: Callable[[], Any]) -> Blueprint:
             return _error(500, str(error))
         except ArmSettingsError as error:
             log.error("machine hook: %s", error)
+            if hook is machine_sync.sync and (answer := machine_sync.settings_missing(body, str(error))):
+                return _json(answer)
             return _error(500, str(error))
         except Exception as error:  # never let Flask answer an HTML 500 Metacontroller cannot read
             log.exception("machine hook failed")

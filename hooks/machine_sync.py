@@ -456,6 +456,19 @@ def sync(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
     return response
 
 
+def settings_missing(request: dict[str, Any], problem: str) -> dict[str, Any] | None:
+    """The hook server cannot reach ARM at all (its AKS settings are incomplete). A Machine that was never
+    launched says so in its status, which the Workspace shows; for one that was, nothing new is known,
+    so the caller answers 500 and the status stays as it was."""
+    obj = machine_object(request)
+    machine = read_machine(obj)
+    if machine.observed_conditions.get("Launched", {}).get("status") == "True":
+        return None
+    message = f"the hook server cannot provision nodes: {problem}; fill in metacontroller/aks.env and re-apply"
+    conditions = _all("False", "ArmSettingsMissing", message)
+    return {"status": _status(conditions, machine, observed_time(obj, None, None)), "resyncAfterSeconds": 300}
+
+
 def finalize(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
     obj = machine_object(request)
     machine = read_machine(obj)

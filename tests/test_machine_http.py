@@ -194,7 +194,16 @@ def test_unreachable_arm_is_500_and_missing_settings_do_not_stop_the_app():
     try:
         # The app started without Azure settings; customize needs none.
         assert unconfigured.post("/customize/machine", {"parent": make_machine()}).status_code == 200
+        # A Machine never launched says on its status why nothing happens (the Workspace shows it) ...
         response = unconfigured.post("/sync/machine", hook_request(make_machine()))
+        assert response.status_code == 200
+        ready = {c["type"]: c for c in response.json()["status"]["conditions"]}["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "ArmSettingsMissing")
+        assert "AZURE_SUBSCRIPTION_ID" in ready["message"]
+        # ... while one already launched keeps its status: nothing new is known, so the answer is 500.
+        launched = make_machine()
+        launched["status"] = {"conditions": [{"type": "Launched", "status": "True", "reason": "Provisioned", "message": "ok", "lastTransitionTime": "2026-11-26T10:00:00Z"}]}
+        response = unconfigured.post("/sync/machine", hook_request(launched))
         assert response.status_code == 500
         assert "AZURE_SUBSCRIPTION_ID" in response.json()["error"]
     finally:
