@@ -34,36 +34,11 @@ training_config:
     train_test_split: 1
 """
 
-QLORA = """\
-training_config:
-  ModelConfig:
-    torch_dtype: "bfloat16"
-    local_files_only: true
-    device_map: "auto"
-    # chat_template: "/workspace/chat_templates/llama-3-instruct.jinja"
-
-  QuantizationConfig:
-    load_in_4bit: true
-    bnb_4bit_quant_type: "nf4"
-    bnb_4bit_compute_dtype: "bfloat16"
-    bnb_4bit_use_double_quant: true
-
-  LoraConfig:
-    r: 8
-    lora_alpha: 8
-    lora_dropout: 0.0
-    # target_modules: default per model family (e.g. Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj)
-
-  TrainingArguments:
-    output_dir: "/mnt/results"
-    ddp_find_unused_parameters: false
-    save_strategy: "no"
-    per_device_train_batch_size: 1
-
-  DataCollator:
-    mlm: true
-
-  DatasetConfig:
-    shuffle_dataset: true
-    train_test_split: 1
-"""
+# The QLoRA template differs only in its QuantizationConfig: the base model loads as 4-bit NF4.
+QLORA = LORA.replace(
+    "    load_in_4bit: false\n",
+    "    load_in_4bit: true\n"
+    '    bnb_4bit_quant_type: "nf4"\n'
+    '    bnb_4bit_compute_dtype: "bfloat16"\n'
+    "    bnb_4bit_use_double_quant: true\n",
+)
