@@ -13,6 +13,7 @@ from hooks.settings import Settings
 
 WEIGHTS_DIR = "/workspace/weights"
 ADAPTERS_DIR = "/mnt/adapter"
+CONFIG_DIR = "/mnt/config"
 PROBE_PERIOD_SECONDS = 10
 
 
@@ -32,6 +33,8 @@ def launcher_args(ws: Workspace, plan: WorkloadPlan) -> list[str]:
     args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes), "--node-rank", "$(POD_INDEX)"]
     if plan.nodes > 1:
         args += ["--dist-init-addr", naming.rank0_address(ws.name, ws.namespace, m.DIST_PORT)]
+    if ws.inference.config:
+        args += ["--config-file", f"{CONFIG_DIR}/inference_config.yaml"]
     args += ["--port", str(m.HTTP_PORT)]
     return args
 
@@ -73,7 +76,7 @@ def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
             mounts.append({"name": f"adapter-{src.name}", "mountPath": f"{ADAPTERS_DIR}/{src.name}", "readOnly": True})
     if ws.inference.config:
         volumes.append({"name": "config-volume", "configMap": {"name": ws.inference.config}})
-        mounts.append({"name": "config-volume", "mountPath": "/mnt/config", "readOnly": True})
+        mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR, "readOnly": True})
 
     env = [
         {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},

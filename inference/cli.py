@@ -30,6 +30,7 @@ class LaunchConfig:
     runtime_port: int = UPSTREAM_PORT
     work_dir: str = "/tmp/adapters"
     dry_run: bool = False
+    config_file: str | None = None
     extra_runtime_args: tuple[str, ...] = field(default=())
 
     @property
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
     p.add_argument("--runtime-port", type=int, default=UPSTREAM_PORT, help="loopback port of the model server")
     p.add_argument("--work-dir", default="/tmp/adapters", help="writable dir for strength-scaled adapter copies")
+    p.add_argument("--config-file", default=None, help="inference_config.yaml: its `sglang:` map becomes extra SGLang flags")
     p.add_argument("--dry-run", action="store_true", help="print the runtime argv as JSON (last line) and exit")
     p.add_argument("runtime_args", nargs="*", help="after `--`: extra flags passed to the runtime verbatim")
     return p
@@ -112,5 +114,6 @@ def parse_launch_args(argv: list[str]) -> LaunchConfig:
         runtime_port=ns.runtime_port,
         work_dir=ns.work_dir,
         dry_run=ns.dry_run,
+        config_file=ns.config_file,
         extra_runtime_args=tuple(ns.runtime_args),
     )

@@ -16,6 +16,7 @@ import sys
 from inference.adapters import AdapterError, prepare_adapters
 from inference.cli import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
+from inference.runtime_config import RuntimeConfigError, flags_from_config
 from inference.weights import ensure_weights, needs_download
 
 
@@ -34,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_launch_args(sys.argv[1:] if argv is None else argv)
         adapters = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=False)
-    except (UsageError, AdapterError) as e:
+        config_flags = flags_from_config(cfg.config_file, cfg.runtime) if cfg.config_file else []
+    except (UsageError, AdapterError, RuntimeConfigError) as e:
         return _fail(e, 2)
-    run = runtime_argv(cfg, adapters)
+    run = runtime_argv(cfg, adapters) + config_flags
     gateway = gateway_argv(cfg, os.getpid())
     if cfg.dry_run:
         print("gateway: " + json.dumps(gateway))
