@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jsonschema
 from hypothesis import HealthCheck, assume, given, settings
@@ -120,7 +121,14 @@ def related_nodes(ws: dict) -> list[dict]:
     return [node("existing-1", labels)]
 
 
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+# CI replays the same examples every run (derandomize); elsewhere each run explores new ones, and
+# KAITO_PROPERTY_EXAMPLES=2000 explores more.
+PROPERTY_SETTINGS = settings(
+    max_examples=int(os.environ.get("KAITO_PROPERTY_EXAMPLES", "150")),
+    derandomize=os.environ.get("CI") == "true",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @PROPERTY_SETTINGS
