@@ -19,18 +19,11 @@ from flask import Flask, Response, g, request
 from hooks import workspace_sync
 from hooks.machine_routes import machine_blueprint
 from hooks.metrics import Metrics
+from hooks.responses import json_error, json_response
 from hooks.settings import Settings
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("kaito.hooks")
-
-
-def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers)
-
-
-def error(status: int, message: str, headers: dict | None = None) -> Response:
-    return _json({"error": message}, status, headers)
 
 
 def now_rfc3339() -> str:
@@ -90,20 +83,20 @@ def create_app(settings: Settings | None = None, *, pools_provider: Callable | N
 
     @app.errorhandler(413)
     def _too_large(_err) -> Response:
-        return error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return json_error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
 
     @app.errorhandler(404)
     def _not_found(_err) -> Response:
-        return error(404, f"no route {request.path}")
+        return json_error(404, f"no route {request.path}")
 
     @app.errorhandler(405)
     def _bad_method(_err) -> Response:
-        return error(405, f"{request.method} not allowed on {request.path}")
+        return json_error(405, f"{request.method} not allowed on {request.path}")
 
     @app.errorhandler(Exception)
     def _internal(err: Exception) -> Response:
         log.exception("hook failed")
-        return error(500, f"internal error: {type(err).__name__}: {err}")
+        return json_error(500, f"internal error: {type(err).__name__}: {err}")
 
     def _hook(fn: Callable[[dict], dict]) -> Response:
         try:
@@ -111,9 +104,9 @@ def create_app(settings: Settings | None = None, *, pools_provider: Callable | N
             if isinstance(body, dict) and isinstance(body.get("parent"), dict):
                 meta = body["parent"].get("metadata") or {}
                 g.object = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-            return _json(fn(body))
+            return json_response(fn(body))
         except workspace_sync.BadRequest as err:
-            return error(400, str(err))
+            return json_error(400, str(err))
 
     @app.post("/sync/workspace")
     def sync_workspace() -> Response:
@@ -125,7 +118,7 @@ def create_app(settings: Settings | None = None, *, pools_provider: Callable | N
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/metrics")
     def prometheus() -> Response:

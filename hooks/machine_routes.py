@@ -8,7 +8,6 @@ goes wrong, so that no status is written that would lose what is known.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, Callable
@@ -17,17 +16,9 @@ from flask import Blueprint, Response, request
 
 from hooks import machine_sync
 from hooks.aks import ArmSettingsError, ArmThrottled, ArmUnreachable
+from hooks.responses import json_error, json_response
 
 log = logging.getLogger(__name__)
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return Response(text, status=status, mimetype="application/json", headers=headers)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": message}, status, headers)
 
 
 class _LazyPools:
@@ -52,7 +43,7 @@ def machine_blueprint(pools_provider: Callable[[], Any]) -> Blueprint:
     def handle(hook: Callable[..., dict[str, Any]], needs_arm: bool) -> Response:
         body = request.get_json(silent=True)
         if body is None:
-            return _error(400, "request body must be JSON (a Metacontroller hook request)")
+            return json_error(400, "request body must be JSON (a Metacontroller hook request)")
         try:
             if needs_arm:
                 machine_sync.machine_object(body)  # reject malformed bodies before touching ARM
@@ -60,21 +51,21 @@ def machine_blueprint(pools_provider: Callable[[], Any]) -> Blueprint:
             else:
                 result = hook(body)
         except machine_sync.InvalidRequest as error:
-            return _error(400, str(error))
+            return json_error(400, str(error))
         except ArmThrottled as error:
-            return _error(429, str(error), {"Retry-After": str(error.retry_after)})
+            return json_error(429, str(error), {"Retry-After": str(error.retry_after)})
         except ArmUnreachable as error:
             log.warning("machine hook: %s", error)
-            return _error(500, str(error))
+            return json_error(500, str(error))
         except ArmSettingsError as error:
             log.error("machine hook: %s", error)
             if hook is machine_sync.sync and (answer := machine_sync.settings_missing(body, str(error))):
-                return _json(answer)
-            return _error(500, str(error))
+                return json_response(answer)
+            return json_error(500, str(error))
         except Exception as error:  # never let Flask answer an HTML 500 Metacontroller cannot read
             log.exception("machine hook failed")
-            return _error(500, f"internal error: {type(error).__name__}: {error}")
-        return _json(result)
+            return json_error(500, f"internal error: {type(error).__name__}: {error}")
+        return json_response(result)
 
     @blueprint.post("/sync/machine")
     def sync_machine() -> Response:

@@ -13,6 +13,7 @@ from hooks import naming
 from hooks.api import Workspace
 from hooks.planning import WorkloadPlan
 from hooks.settings import Settings
+from tuning.config import default_training_config  # stdlib + pyyaml only
 
 DATA_DIR = "/mnt/data"
 RESULTS_DIR = "/mnt/results"
@@ -25,8 +26,6 @@ def config_map(ws: Workspace) -> dict | None:
     """The effective training config, when the user named no ConfigMap of their own."""
     if ws.tuning.config:
         return None
-    from tuning.config import default_training_config  # stdlib + pyyaml only
-
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -13,6 +13,9 @@ from pydantic import ValidationError
 
 from hooks.api import MAX_ADAPTERS, DataSource, Workspace, field_path
 from hooks.naming import MAX_WORKSPACE_NAME, is_dns_label, is_dns_subdomain
+from tuning.url_policy import (
+    url_problem,  # stdlib only; the downloader applies the same policy
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -173,8 +176,6 @@ def _input_problems(src: DataSource, path: str) -> list[Problem]:
     given = [k for k in ("urls", "image", "volumeSource") if getattr(src, k)]
     if len(given) != 1:
         out.append(Problem(path, f"set exactly one of urls, image or volumeSource (found: {', '.join(given) or 'none'})"))
-    from tuning.url_policy import url_problem  # stdlib-only module shared with the downloader
-
     for i, url in enumerate(src.urls or []):
         if p := url_problem(url) or _shell_syntax(url):
             out.append(Problem(f"{path}.urls[{i}]", p))

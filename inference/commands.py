@@ -9,16 +9,19 @@ from inference.adapters import PreparedAdapter, max_rank, union_target_modules
 from inference.cli import LaunchConfig
 
 
-def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
-    argv = [
-        python, "-m", "sglang.launch_server",
+def _server(module: str, cfg: LaunchConfig, python: str) -> list[str]:
+    """Both runtimes serve the local weights under the preset's name on the loopback port."""
+    return [
+        python, "-m", module,
         "--model-path", cfg.weights_dir,
         "--served-model-name", cfg.served_model_name,
         "--host", UPSTREAM_HOST,
         "--port", str(cfg.runtime_port),
-        "--tp-size", str(cfg.tp_size),
-        "--enable-metrics",
     ]
+
+
+def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
+    argv = _server("sglang.launch_server", cfg, python) + ["--tp-size", str(cfg.tp_size), "--enable-metrics"]
     if cfg.nnodes > 1:
         argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank),
                  "--dist-init-addr", cfg.dist_init_addr]
@@ -31,13 +34,7 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
 
 
 def transformers_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
-    argv = [
-        python, "-m", "inference.hf_server",
-        "--model-path", cfg.weights_dir,
-        "--served-model-name", cfg.served_model_name,
-        "--host", UPSTREAM_HOST,
-        "--port", str(cfg.runtime_port),
-    ]
+    argv = _server("inference.hf_server", cfg, python)
     for a in adapters:
         argv += ["--lora", f"{a.name}={a.path}"]
     return argv + list(cfg.extra_runtime_args)
