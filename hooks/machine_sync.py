@@ -299,6 +299,10 @@ def sync_conditions(
             text = f"AKS agent pool {name} is {state}: {pool.error_code}: {pool.error_message}"
         else:
             text = f"AKS agent pool {name} is {state} (ARM gave no error details)"
+        # A failed pool is never replaced behind the user's back (each try costs VM time and may hit the
+        # same capacity error); deleting the Machine is the retry: finalize removes the pool and the
+        # workspace hook creates the Machine again.
+        text += f"; to retry, delete the Machine (kubectl delete machine {name} -n {machine.namespace})"
         return [
             _cond("Launched", "False", reason, text),
             _cond("Registered", "False", "NotLaunched", f"agent pool {name} is {state}"),

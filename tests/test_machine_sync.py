@@ -306,10 +306,21 @@ def test_failed_pool_reports_arm_error_without_recreating(arm, pools, machine_sc
     assert c["Ready"]["message"] == (
         f"AKS agent pool {NAME} is Failed: OverconstrainedAllocationRequest: "
         "Allocation failed. VM(s) with the following constraints cannot be allocated."
+        f"; to retry, delete the Machine (kubectl delete machine {NAME} -n default)"
     )
     assert response["resyncAfterSeconds"] == machine_sync.RESYNC_REFUSED_S
     mc.sync()
     assert len(arm.calls("PUT")) == 1
+
+    # The retry the message names: deleting the Machine finalizes (DELETE of the failed pool, held until
+    # ARM answers 404), then the recreated Machine (same name) creates the pool afresh.
+    assert mc.finalize()["finalized"] is False
+    assert len(arm.calls("DELETE", NAME)) == 1
+    arm.finish_delete(NAME)
+    assert mc.finalize()["finalized"] is True
+    recreated = Metacontroller(pools, machine_schema)
+    assert conditions(recreated.sync())["Launched"]["reason"] == "Creating"
+    assert len(arm.calls("PUT", NAME)) == 2
 
 
 def test_throttling_and_outage_escape_to_the_http_layer(arm, pools, machine_schema):
