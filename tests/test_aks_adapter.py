@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, FakeArm, StaticTokenCredential, unused_port  # noqa: E402
+from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
 
 from hooks.aks import (  # noqa: E402
     AgentPools,
@@ -34,19 +33,6 @@ POOL_PREFIX = (
     f"Microsoft.ContainerService/managedClusters/{CLUSTER}/agentPools/"
 )
 BODY = {"properties": {"vmSize": "Standard_NC24ads_A100_v4", "count": 1, "mode": "User", "osType": "Linux"}}
-
-
-@pytest.fixture(autouse=True)
-def _quiet_tls_warning():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        yield
-
-
-@pytest.fixture
-def arm():
-    with FakeArm() as server:
-        yield server
 
 
 def pools_for(base_url, credential=None, **kwargs):

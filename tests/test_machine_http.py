@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,6 @@ from test_machine_sync import NAME, hook_request, make_machine, make_node  # noq
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 METACONTROLLER_CRDS = SHARED / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _quiet_tls_warning():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        yield
 
 
 class Gunicorn:

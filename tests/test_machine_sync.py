@@ -9,7 +9,6 @@ import copy
 import json
 import re
 import sys
-import warnings
 from pathlib import Path
 
 import jsonschema
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, FakeArm, StaticTokenCredential, unused_port  # noqa: E402
+from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
 
 from hooks import machine_sync  # noqa: E402
 from hooks.aks import AgentPools, ArmThrottled, ArmUnreachable  # noqa: E402
@@ -29,19 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 NAME = "ws3f9a0c12d4"
 VM = "Standard_NC24ads_A100_v4"
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_tls_warning():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        yield
-
-
-@pytest.fixture
-def arm():
-    with FakeArm() as server:
-        yield server
 
 
 @pytest.fixture
