@@ -77,9 +77,8 @@ class TokenIssuer:
 
         access = []
         for scope in scopes:
-            kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
-            access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+            kind, name, actions = parse_scope(scope)
+            access.append({"type": kind, "name": name, "actions": actions})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
         claims = {"iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
@@ -87,6 +86,13 @@ class TokenIssuer:
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(sig)}"
+
+
+def parse_scope(scope: str) -> tuple[str, str, list[str]]:
+    """`repository:team/adapters:pull,push` -> ("repository", "team/adapters", ["pull", "push"])."""
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    return kind, name, [a for a in actions.split(",") if a]
 
 
 def _token_server(issuer: TokenIssuer, user: str, password: str, requests_seen: list):
