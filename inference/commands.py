@@ -6,7 +6,7 @@ import sys
 
 from inference import UPSTREAM_HOST
 from inference.adapters import PreparedAdapter, max_rank, union_target_modules
-from inference.cli import LaunchConfig
+from inference.launch_args import LaunchConfig
 
 
 def _server(module: str, cfg: LaunchConfig, python: str) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from inference import GATEWAY_PORT, UPSTREAM_HOST, UPSTREAM_PORT
-from inference.compat import (
+from inference.gateway_translation import (
     RequestError,
     Served,
     chat_result,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from inference.adapters import AdapterError, prepare_adapters
-from inference.cli import UsageError, parse_launch_args
+from inference.launch_args import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
 from inference.runtime_config import RuntimeConfigError, flags_from_config
 from inference.weights import ensure_weights, needs_download

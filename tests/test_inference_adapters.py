@@ -19,7 +19,7 @@ from inference.adapters import (  # noqa: E402
     read_adapter_info,
     union_target_modules,
 )
-from inference.cli import AdapterSpec  # noqa: E402
+from inference.launch_args import AdapterSpec  # noqa: E402
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")

@@ -1,10 +1,10 @@
-"""Pure translation rules of the gateway (inference/compat.py)."""
+"""Pure translation rules of the gateway (inference/gateway_translation.py)."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference.compat import (
+from inference.gateway_translation import (
     RequestError,
     Served,
     chat_result,
