@@ -1,0 +1,165 @@
+"""Releases: the install rendered for a version names every image by that version (or pins it by digest),
+nothing says `latest`, and the repository's own install and the hook server's defaults agree with
+pyproject.toml's version (the one source of truth).
+
+The install is built with kubectl's own kustomize, as `kubectl apply -k` would. Its one remote resource
+(Metacontroller's upstream manifests) cannot be fetched offline, so the build runs on the rendered copy
+with that line removed; Metacontroller's own image is upstream's, pinned by its release in that URL.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hooks.settings import Settings
+from release import render_install, tag
+from release.images import IMAGES, REPO, image_ref, project_version
+
+KUBECTL = shutil.which("kubectl")
+REMOTE_RESOURCE = re.compile(r"^  - https://\S+\n", re.MULTILINE)
+REGISTRY = "ghcr.io/acme-corp"
+VERSION = "7.8.9"
+DIGESTS = {image.name: "sha256:" + f"{n:x}" * 64 for n, image in enumerate(IMAGES, start=1)}
+TARGETS = ["metacontroller", "overlays/byo"]
+
+
+def build(root: Path, target: str) -> list[dict]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (its built-in kustomize builds the install)")
+    kfile = root / "metacontroller" / "kustomization.yaml"
+    text, removed = REMOTE_RESOURCE.subn("", kfile.read_text())
+    assert removed == 1, "the install has exactly one remote resource (Metacontroller upstream)"
+    kfile.write_text(text)
+    out = subprocess.run([KUBECTL, "kustomize", str(root / target)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def image_refs(objs: list[dict]) -> dict[str, str]:
+    """Every image the install makes a cluster pull: container images, and the hook server's KAITO_*_IMAGE."""
+    refs: dict[str, str] = {}
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "image" and isinstance(value, str):
+                    refs[where] = value
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+
+    for obj in objs:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        walk(obj.get("spec"), name)
+        if obj["kind"] == "ConfigMap":
+            refs.update({f"{name}:{k}": v for k, v in (obj.get("data") or {}).items() if k.endswith("_IMAGE")})
+    return refs
+
+
+def hook_server_env(objs: list[dict]) -> dict[str, str]:
+    """The KAITO_*_IMAGE settings the hook Deployment's containers get from the ConfigMaps it names."""
+    configmaps = {o["metadata"]["name"]: o.get("data") or {} for o in objs if o["kind"] == "ConfigMap"}
+    (deploy,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "kaito-hooks"]
+    env: dict[str, str] = {}
+    for source in deploy["spec"]["template"]["spec"]["containers"][0].get("envFrom") or []:
+        name = source["configMapRef"]["name"]
+        assert name in configmaps, f"the hook Deployment reads a ConfigMap that is not installed: {name}"
+        env.update(configmaps[name])
+    return env
+
+
+def expected(digests: dict[str, str] | None) -> set[str]:
+    return {image_ref(i.name, VERSION, REGISTRY, (digests or {}).get(i.name)) for i in IMAGES}
+
+
+@pytest.mark.parametrize("digests", [None, DIGESTS], ids=["tags", "digests"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_rendered_install_names_every_image_by_the_release(tmp_path, target, digests):
+    root = render_install.render(tmp_path / "install", VERSION, REGISTRY, digests)
+    objs = build(root, target)
+    refs = image_refs(objs)
+    assert set(refs.values()) == expected(digests), refs
+    for where, ref in refs.items():
+        assert "latest" not in ref, f"{where}: {ref}"
+        name_and_tag, _, digest = ref.partition("@")
+        assert name_and_tag.endswith(f":{VERSION}"), f"{where}: {ref} is not the {VERSION} release"
+        if digests:
+            assert digest == DIGESTS[name_and_tag.rsplit("/", 1)[1].split(":")[0]], f"{where}: {ref}"
+    # The hook server really gets the pod images (the BYO overlay rewrites its env; envFrom must survive).
+    settings = Settings.from_env(hook_server_env(objs))
+    runtime, legacy, tuning = (image_ref(n, VERSION, REGISTRY, (digests or {}).get(n)) for n in ("runtime", "runtime-legacy", "tuning"))
+    assert (settings.runtime_image, settings.transformers_runtime_image, settings.tuning_image) == (runtime, legacy, tuning)
+
+
+def test_the_repository_install_is_the_release_install_by_tag():
+    """`kubectl apply -k` of the repository at a tag installs that version's images (pyproject.toml's)."""
+    version = project_version()
+    shipped_env = (REPO / render_install.IMAGES_ENV).read_text()
+    assert shipped_env == render_install.images_env(version), (
+        f"{render_install.IMAGES_ENV} does not name pyproject.toml's version {version}; it should read:\n"
+        + render_install.images_env(version)
+    )
+    deployment = yaml.safe_load((REPO / "metacontroller/hooks/deployment.yaml").read_text())
+    hook_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert hook_image == image_ref("hooks", version), f"metacontroller/hooks/deployment.yaml: image {hook_image}"
+    assert "\nimages:" not in "\n" + (REPO / render_install.HOOKS_KUSTOMIZATION).read_text()
+
+
+def test_hook_server_defaults_name_the_images_of_its_version():
+    version = project_version()
+    defaults = Settings.from_env({})
+    assert defaults.runtime_image == image_ref("runtime", version)
+    assert defaults.transformers_runtime_image == image_ref("runtime-legacy", version)
+    assert defaults.tuning_image == image_ref("tuning", version)
+    assert Settings.from_env({}) == Settings.from_env(dict(line.split("=", 1) for line in render_install.images_env(version).split()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"version": "latest"}, "version 'latest' is not a release version"),
+        ({"version": "v1.2.3"}, "is not a release version"),
+        ({"digests": {"hooks": "sha256:abc"}}, "digest of image 'hooks' must look like sha256:<64 hex digits>"),
+        ({"digests": {"gateway": DIGESTS["hooks"]}}, "digests for unknown images ['gateway']"),
+        ({"registry": "GHCR.io/Acme"}, "must be host/path in lower case"),
+    ],
+)
+def test_render_refuses_bad_input_naming_it(tmp_path, kwargs, message):
+    args = {"version": VERSION, "registry": REGISTRY, "digests": None} | kwargs
+    with pytest.raises(ValueError) as err:
+        render_install.render(tmp_path / "out", **args)
+    assert message in str(err.value)
+    assert not (tmp_path / "out").exists(), "nothing is written when the input is bad"
+
+
+def test_render_cli_reads_the_digests_the_build_jobs_recorded(tmp_path, capsys):
+    digests = tmp_path / "digests"
+    digests.mkdir()
+    for name, digest in DIGESTS.items():
+        (digests / name).write_text(digest + "\n")
+    out = tmp_path / "install"
+    args = ["--out", str(out), "--version", VERSION, "--registry", REGISTRY, "--digests-dir", str(digests), "--require-digests"]
+    assert render_install.main(args) == 0
+    assert "pinned by digest" in capsys.readouterr().out
+    assert (out / render_install.IMAGES_ENV).read_text() == render_install.images_env(VERSION, REGISTRY, DIGESTS)
+    (digests / "tuning").unlink()
+    assert render_install.main([*args[:1], str(tmp_path / "again"), *args[2:]]) == 2
+    assert "--require-digests: no digest for ['tuning']" in capsys.readouterr().err
+    (digests / "tuning").write_text(DIGESTS["tuning"])
+    assert render_install.main(args) == 2  # out is not empty any more
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_a_tag_releases_only_pyprojects_version(capsys):
+    version = project_version()
+    assert tag.main([f"v{version}", "--owner", "Kaito-SGLang"]) == 0
+    assert capsys.readouterr().out.split() == [f"version={version}", "registry=ghcr.io/kaito-sglang"]
+    assert tag.main(["v999.0.0", "--owner", "kaito-sglang"]) == 2
+    assert f"does not match pyproject.toml's version '{version}'" in capsys.readouterr().err
