@@ -55,9 +55,10 @@ def test_workspace_crd_identity_and_printer_columns():
     assert (spec["group"], spec["scope"], spec["names"]["kind"]) == ("kaito.sh", "Namespaced", "Workspace")
     assert spec["names"]["shortNames"] == ["wk", "wks"]
     version = spec["versions"][0]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert version["name"] == "v1alpha1" and set(version["subresources"]) == {"status", "scale"}
     cols = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
-    assert cols == [("Instance", 0), ("ResourceReady", 0), ("InferenceReady", 0), ("JobStarted", 1), ("WorkspaceReady", 0), ("Age", 0)]
+    assert cols == [("Instance", 0), ("ResourceReady", 0), ("InferenceReady", 0), ("JobStarted", 1), ("WorkspaceReady", 0),
+                    ("Replicas", 1), ("Ready", 1), ("Age", 0)]
     adapters = version["schema"]["openAPIV3Schema"]["properties"]["inference"]["properties"]["adapters"]
     assert adapters["maxItems"] == 10
 
@@ -222,3 +223,37 @@ def test_a_typo_in_the_controller_config_is_caught():
     cc["spec"]["childResources"][0]["updateStrategy"]["method"] = "Inplace"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(cc, metacontroller_schema("CompositeController"))
+
+
+# --- replicas and the scale subresource ------------------------------------------------------------
+
+def _schema_at(path: str) -> dict:
+    node = schema_root()
+    for part in path.strip(".").split("."):
+        node = node["properties"][part]
+    return node
+
+
+def test_scale_subresource_points_at_replica_fields_of_the_right_types():
+    """The API server serves /scale from these paths: spec under .spec (it insists), an int32 count, a string selector."""
+    scale = load_yaml("workspace-crd.yaml")["spec"]["versions"][0]["subresources"]["scale"]
+    assert scale["specReplicasPath"].startswith(".spec.") and scale["statusReplicasPath"].startswith(".status.")
+    assert _schema_at(scale["specReplicasPath"])["type"] == "integer"
+    assert _schema_at(scale["statusReplicasPath"])["type"] == "integer"
+    assert _schema_at(scale["labelSelectorPath"])["type"] == "string"
+    assert _schema_at(".status.readyReplicas")["type"] == "integer"
+
+
+def test_spec_replicas_is_mutable_and_positive():
+    old = workspace(spec={"replicas": 1})
+    new = workspace(spec={"replicas": 4})
+    assert cel_violations(schema_root(), new, old) == []
+    jsonschema.validate(new, workspace_schema())
+    with pytest.raises(jsonschema.ValidationError, match="minimum"):
+        jsonschema.validate(workspace(spec={"replicas": 0}), workspace_schema())
+
+
+def test_a_tuning_workspace_cannot_be_scaled():
+    assert cel_violations(schema_root(), workspace(inference=None, tuning=TUNING, spec={"replicas": 1})) == []
+    violations = cel_violations(schema_root(), workspace(inference=None, tuning=TUNING, spec={"replicas": 2}))
+    assert any("a tuning Workspace runs one Job: spec.replicas must be 1" in v for v in violations), violations
