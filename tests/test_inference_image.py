@@ -25,3 +25,11 @@ def test_venv_sglang_is_the_pinned_release():
     """The parser tests in test_inference_launch.py are only meaningful against the pinned release."""
     sglang_version = pytest.importorskip("sglang.version", reason="sglang is not installed in this venv")
     assert sglang_version.__version__ == SGLANG_VERSION
+
+
+def test_router_target_pins_the_sglang_router_release():
+    from inference import SGLANG_ROUTER_VERSION
+
+    stage = DOCKERFILE.read_text().split("AS router\n", 1)[1].split("\nFROM ", 1)[0]
+    assert f'"sglang-router=={SGLANG_ROUTER_VERSION}"' in stage
+    assert "COPY inference/ /opt/kaito/inference/" in stage and "USER 65532:65532" in stage
