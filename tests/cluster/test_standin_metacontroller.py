@@ -15,15 +15,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from standin_metacontroller import children as kids  # noqa: E402
-from standin_metacontroller import hookwire, objectmaps, related, webhook  # noqa: E402
-from standin_metacontroller import labelselectors as selectors  # noqa: E402
-from standin_metacontroller.workqueue import WorkQueue  # noqa: E402
+from standin_metacontroller import children as kids
+from standin_metacontroller import hookwire, objectmaps, related, webhook
+from standin_metacontroller import labelselectors as selectors
+from standin_metacontroller.workqueue import WorkQueue
 
 
 def obj(kind, name, namespace=None, api_version="v1", labels=None, uid=None, owner=None, **extra):
@@ -322,10 +323,10 @@ def test_missing_secret_is_a_config_error():
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
-    replies: list = []
-    seen: list = []
+    replies: ClassVar[list] = []
+    seen: ClassVar[list] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen.append((self.path, dict(self.headers), json.loads(body)))
         status, headers, payload, delay = type(self).replies.pop(0)
@@ -356,7 +357,7 @@ def test_post_success_429_error_and_timeout(hook_server):
     _Hook.replies = [(200, {}, '{"status": {}}', 0), (429, {"Retry-After": "3"}, "slow down", 0),
                      (500, {}, '{"error": "boom"}', 0), (200, {}, "{}", 1.5)]
     assert json.loads(webhook.post(conn, {"parent": {}})) == {"status": {}}
-    path, headers, body = _Hook.seen[0]
+    path, headers, _ = _Hook.seen[0]
     assert path == "/sync" and headers["Authorization"] == "Bearer t" and headers["Content-Type"] == "application/json"
     with pytest.raises(webhook.HookRetryLater) as later:
         webhook.post(conn, {})

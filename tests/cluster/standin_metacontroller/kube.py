@@ -27,7 +27,7 @@ from kubernetes.dynamic.exceptions import (
 
 FIELD_MANAGER = "metacontroller"
 
-__all__ = ["Kube", "ResourceInfo", "ConflictError", "DynamicApiError", "NotFoundError", "ResourceNotFoundError"]
+__all__ = ["ConflictError", "DynamicApiError", "Kube", "NotFoundError", "ResourceInfo", "ResourceNotFoundError"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Any
 from . import children as kids
 from . import labelselectors as selectors
 from . import related
-from .controllers import API_VERSION, COMPOSITE, DECORATOR, PLURALS, Controller, ControllerConfigError, load
+from .controllers import (
+    API_VERSION,
+    COMPOSITE,
+    DECORATOR,
+    PLURALS,
+    Controller,
+    ControllerConfigError,
+    load,
+)
 from .kube import DynamicApiError, Kube, ResourceNotFoundError
 from .reconcile import Reconciler, SyncError
 from .watches import Watches
@@ -47,7 +55,7 @@ class Manager:
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
-        for kind, plural in PLURALS.items():
+        for plural in PLURALS.values():
             self.watches.ensure(API_VERSION, plural)
         resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
         resync.start()
@@ -87,7 +95,7 @@ class Manager:
             delay = self.queue.add_rate_limited(key)
             log.info("sync failed %s (retry in %.2fs): %s", _describe_key(key), delay,
                      str(err).splitlines()[0][:500])
-        except Exception:  # noqa: BLE001 - keep the worker alive; retry with backoff
+        except Exception:
             delay = self.queue.add_rate_limited(key)
             log.exception("sync crashed %s (retry in %.2fs)", _describe_key(key), delay)
 

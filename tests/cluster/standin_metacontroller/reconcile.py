@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import children as kids
@@ -230,7 +230,7 @@ class Reconciler:
             raise SyncError(f"can't find resource for {kind}.{api_version}: {err}") from None
 
     def _execute(self, action: kids.ChildAction, parent: dict[str, Any]) -> None:
-        group, namespace, name = action.ident
+        _, namespace, name = action.ident
         source = action.desired or action.observed
         info = self._info_for_kind(source["apiVersion"], source["kind"])
         what = f"{kids.describe(action.ident)} (parent {describe(parent)})"
@@ -401,7 +401,7 @@ class Reconciler:
         if last and last[0] == message and time.monotonic() - last[1] < 30:
             return
         self._last_event[ident] = (message, time.monotonic())
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{m.get('name')}.", "namespace": m.get("namespace") or "default"},
@@ -419,10 +419,11 @@ class Reconciler:
 
 
 def _api_message(err: Exception) -> str:
-    summary = getattr(err, "summary", None)
-    if callable(summary):
+    """The apiserver's message for an API error (its Status), else the exception's text."""
+    body = getattr(err, "body", None)
+    if body:
         try:
-            return summary()
-        except Exception:  # noqa: BLE001
-            pass
-    return str(err)
+            return json.loads(body).get("message") or str(err)
+        except (ValueError, AttributeError):
+            return str(body)[:500]
+    return str(err).splitlines()[0][:500] if str(err) else type(err).__name__
