@@ -181,7 +181,7 @@ def test_public_urls_pass(url):
 
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
-import ipaddress  # noqa: E402
+from tuning.url_policy import INTERNAL_RANGES  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)
@@ -197,8 +197,8 @@ def test_url_problem_never_raises_on_arbitrary_input(text):
 def test_ip_literals_pass_only_when_public_unicast(ip):
     host = f"[{ip}]" if ip.version == 6 else str(ip)
     problem = url_problem(f"http://{host}/data.parquet")
-    embedded = ip.version == 6 and (ip.ipv4_mapped or ip.sixtofour or ip.teredo or ip in ipaddress.ip_network("64:ff9b::/96"))
-    if not ip.is_global or ip.is_multicast:
+    embedded = ip.version == 6 and (ip.ipv4_mapped or ip.sixtofour or ip.teredo)
+    if not ip.is_global or ip.is_multicast or any(ip in net for net, _ in INTERNAL_RANGES):
         assert problem is not None
     elif not embedded:
         assert problem is None, problem

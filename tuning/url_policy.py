@@ -34,7 +34,18 @@ _METADATA_ADDRESSES = frozenset(
 )
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Addresses that look public (Python calls them global) but reach the node, the VNet or an internal
+# translator. The IPv6 ranges carry an IPv4 address in their low 32 bits: that address is judged
+# first so the message names e.g. the metadata service, and the range is refused even when it is public.
+INTERNAL_RANGES = (
+    (ipaddress.ip_network("168.63.129.16/32"), "is Azure's WireServer / host DNS (168.63.129.16)"),
+    (ipaddress.ip_network("::/96"), "is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated; hosts may route it to IPv4)"),
+    (ipaddress.ip_network("::ffff:0:0:0/96"), "is an IPv4-translated IPv6 address (::ffff:0:a.b.c.d, SIIT)"),
+    (ipaddress.ip_network("64:ff9b::/96"), "is in the NAT64 prefix 64:ff9b::/96 (an in-network translator reaches IPv4 with it)"),
+    (ipaddress.ip_network("64:ff9b:1::/48"), "is in the local-use NAT64 prefix 64:ff9b:1::/48"),
+    (ipaddress.ip_network("fec0::/10"), "is site-local (fec0::/10, deprecated but still routed inside networks)"),
+)
+_EMBEDS_IPV4_LOW_BITS = tuple(net for net, _ in INTERNAL_RANGES[1:5])
 
 
 class UrlRefused(ValueError):
@@ -46,14 +57,21 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_
 
     `allow_loopback` exists for tests that serve files from 127.0.0.1; no production caller sets it.
     """
-    if isinstance(ip, ipaddress.IPv6Address):
+    if isinstance(ip, ipaddress.IPv6Address) and not (ip.is_unspecified or ip.is_loopback):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return address_problem(embedded, allow_loopback=allow_loopback)
+        if any(ip in net for net in _EMBEDS_IPV4_LOW_BITS):
+            problem = address_problem(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), allow_loopback=allow_loopback)
+            if problem:
+                return f"{problem} (embedded in {ip})"
         if ip.scope_id:
             return f"address {ip} has an IPv6 zone (a link-local address)"
+        for net, why in INTERNAL_RANGES:
+            if ip in net:
+                return f"address {ip} {why}"
+    elif ip in INTERNAL_RANGES[0][0]:
+        return f"address {ip} {INTERNAL_RANGES[0][1]}"
     if ip in _METADATA_ADDRESSES:
         return f"address {ip} is the cloud instance metadata service"
     if ip.is_unspecified:
