@@ -123,3 +123,121 @@ def test_runs_in_an_empty_root_like_a_scratch_image(kaito_copy, tmp_path):
     assert p.returncode == 0, p.stderr
     assert (root / "mnt" / "adapter" / "fin" / "sub" / "adapter_model.safetensors").read_bytes() == \
         (root / "data" / "sub" / "adapter_model.safetensors").read_bytes()
+
+
+# --- an untrusted source image and a pre-populated destination (issue 11, item 5) ---
+
+@pytest.mark.parametrize("descriptors", [None, 32])
+def test_a_deep_tree_is_copied_without_overflowing_the_stack_or_the_fd_limit(kaito_copy, tmp_path, descriptors):
+    """1500 levels took ~18 MiB of stack when the copy recursed (8 MiB is the default): SIGSEGV.
+
+    With 32 descriptors: the walk keeps a constant number open, whatever the depth."""
+    import resource
+
+    src, dest = tmp_path / "data", tmp_path / "dest"
+    deep = os.path.join(*["d"] * 1500)  # Python's own makedirs/rmtree recurse: build and remove with a loop
+    src.mkdir()
+    make_chain(src, 1500)
+    (src / deep / "leaf").write_text("bottom")
+
+    def few_descriptors():
+        if descriptors:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+    try:
+        p = run(kaito_copy, src, dest, timeout=120, preexec_fn=few_descriptors)
+        assert p.returncode == 0, (p.returncode, p.stderr[-500:])
+        assert (dest / deep / "leaf").read_text() == "bottom"
+    finally:
+        for root in (src, dest):
+            remove_chain(root)
+
+
+def make_chain(root: Path, depth: int) -> None:
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def remove_chain(root: Path) -> None:
+    """Remove root/d/.../d bottom-up, holding one descriptor and climbing with '..'."""
+    if not root.is_dir():
+        return
+    fd, depth = os.open(root, os.O_RDONLY), 0
+    while os.path.isdir(f"/proc/self/fd/{fd}/d"):
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd, depth = child, depth + 1
+    for name in os.listdir(fd):
+        os.unlink(name, dir_fd=fd)
+    for _ in range(depth):
+        parent = os.open("..", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = parent
+        os.rmdir("d", dir_fd=fd)
+    os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["nested path", "source symlink to an ancestor"])
+def test_a_destination_inside_the_source_is_refused(kaito_copy, tmp_path, how):
+    (tmp_path / "weights.bin").write_text("w")
+    if how == "nested path":
+        src, dest = tmp_path, tmp_path / "mnt" / "adapter"
+    else:  # an image whose /data is a symlink to "/" while the destination is /mnt/adapter
+        os.symlink(tmp_path, tmp_path / "data")
+        src, dest = tmp_path / "data", tmp_path / "mnt" / "adapter"
+    p = run(kaito_copy, src, dest, timeout=60)
+    assert p.returncode == 1 and "inside the source" in p.stderr, (p.returncode, p.stderr[-500:])
+    assert not (dest / "mnt").exists()
+
+
+def test_symlinks_and_hard_links_in_the_destination_are_replaced_not_written_through(kaito_copy, tmp_path):
+    src, dest, outside = tmp_path / "data", tmp_path / "dest", tmp_path / "outside"
+    make_tree(src)
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("precious")
+    dest.mkdir()
+    os.symlink(victim, dest / "adapter_config.json")  # file entry: a symlink to a file elsewhere
+    os.symlink(outside, dest / "sub")  # directory entry: a symlink to a directory elsewhere
+    os.link(victim, dest / "empty")  # a hard link to the victim
+    p = run(kaito_copy, src, dest)
+    assert p.returncode == 0, p.stderr
+    assert victim.read_text() == "precious"
+    assert sorted(q.name for q in outside.iterdir()) == ["victim"]
+    assert not (dest / "adapter_config.json").is_symlink()
+    assert (dest / "adapter_config.json").read_text() == '{"r": 8}'
+    assert not (dest / "sub").is_symlink() and (dest / "sub").is_dir()
+    assert (dest / "sub" / "adapter_model.safetensors").read_bytes() == (src / "sub" / "adapter_model.safetensors").read_bytes()
+    assert (dest / "empty").read_bytes() == b"" and (dest / "empty").stat().st_ino != victim.stat().st_ino
+
+
+def test_a_single_file_destination_symlink_is_replaced(kaito_copy, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "f").write_text("new")
+    os.symlink(victim, tmp_path / "g")
+    assert run(kaito_copy, tmp_path / "f", tmp_path / "g").returncode == 0
+    assert victim.read_text() == "precious" and not (tmp_path / "g").is_symlink() and (tmp_path / "g").read_text() == "new"
+
+
+def test_setuid_setgid_and_sticky_bits_are_dropped(kaito_copy, tmp_path):
+    src, dest = tmp_path / "data", tmp_path / "dest"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "tool").write_text("#!/bin/sh\n")
+    (src / "bin" / "tool").chmod(0o6755)
+    (src / "bin").chmod(0o3775)
+    (src / "one").write_text("x")
+    (src / "one").chmod(0o4700)
+    assert mode(src / "bin" / "tool") == 0o6755  # the bits really are set on the source
+    p = run(kaito_copy, src, dest)
+    assert p.returncode == 0, p.stderr
+    assert mode(dest / "bin" / "tool") == 0o755
+    assert mode(dest / "bin") == 0o775
+    assert mode(dest / "one") == 0o700
+    assert run(kaito_copy, src / "one", tmp_path / "single").returncode == 0
+    assert mode(tmp_path / "single") == 0o700
