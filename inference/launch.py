@@ -1,6 +1,6 @@
 """Entry point of the inference pod's main container: `python -m inference.launch ...`.
 
-Order: weights (download unless present) -> adapters (scaled copies for strength != 1) -> start the
+Order: weights (from the node-local cache, downloaded there first if needed) -> adapters (scaled copies for strength != 1) -> start the
 gateway on --port as a child -> exec the runtime, which thus becomes the container's main process.
 The gateway dies with it (PR_SET_PDEATHSIG), and the runtime's exit ends the container.
 `--dry-run` only reads adapter configs and prints the runtime argv as JSON on the last line.
@@ -8,6 +8,7 @@ The gateway dies with it (PR_SET_PDEATHSIG), and the runtime's exit ends the con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from inference.adapters import AdapterError, prepare_adapters
 from inference.launch_args import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
 from inference.runtime_config import RuntimeConfigError, flags_from_config
-from inference.weights import ensure_weights, needs_download
+from inference.weights import ensure_weights
 
 
 def _die_with_parent() -> None:
@@ -48,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     # The gateway first: /healthz answers during a long download; /health stays 503 until the model is up.
     subprocess.Popen(gateway, preexec_fn=_die_with_parent)
     try:
-        if needs_download(cfg.model, cfg.weights_dir):
-            _log(f"downloading {cfg.model} into {cfg.weights_dir}")
-        ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None)
+        model_path, weights_entry = ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None,
+                                                   cfg.weights_cache, cfg.revision, log=_log)
         prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=True)
     except FileNotFoundError as e:
         return _fail(e, 2)
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, 2)
     except Exception as e:  # the download: network, auth (gated model without HF_TOKEN), disk
         return _fail(f"cannot fetch model {cfg.model!r} into {cfg.weights_dir}: {type(e).__name__}: {e}", 1)
+    if weights_entry is not None:
+        weights_entry.keep_across_exec()  # the model server holds the entry's `use` lock: no eviction under it
+        run = runtime_argv(dataclasses.replace(cfg, weights_dir=model_path), adapters) + config_flags
     env = dict(os.environ)
     # Everything is local now: a wrong adapter path must fail fast instead of SGLang trying the Hub.
     env["HF_HUB_OFFLINE"] = "1"

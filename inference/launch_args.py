@@ -32,6 +32,8 @@ class LaunchConfig:
     dry_run: bool = False
     config_file: str | None = None
     extra_runtime_args: tuple[str, ...] = field(default=())
+    weights_cache: str | None = None
+    revision: str = "main"
 
     @property
     def tp_size(self) -> int:
@@ -65,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runtime", choices=["sglang", "transformers"], required=True)
     p.add_argument("--served-model-name", required=True, help="the preset name; clients use it as `model`")
-    p.add_argument("--model", default=None, help="HF repo id; downloaded into --weights-dir unless it holds config.json")
-    p.add_argument("--weights-dir", required=True)
+    p.add_argument("--model", default=None, help="HF repo id, fetched into the weights cache and served from there")
+    p.add_argument("--revision", default="main", help="branch, tag or commit of --model")
+    p.add_argument("--weights-dir", required=True,
+                   help="the weights when no --model is given; else the pod-local cache when no --weights-cache")
+    p.add_argument("--weights-cache", default=None, help="the node-local weights cache (see inference.weights_cache)")
     p.add_argument("--adapters-dir", required=True, help="init containers put each adapter in <dir>/<name>")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME[=STRENGTH]")
     p.add_argument("--gpus-per-node", type=int, default=1)
@@ -116,4 +121,6 @@ def parse_launch_args(argv: list[str]) -> LaunchConfig:
         dry_run=ns.dry_run,
         config_file=ns.config_file,
         extra_runtime_args=tuple(ns.runtime_args),
+        weights_cache=ns.weights_cache,
+        revision=ns.revision,
     )
