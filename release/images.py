@@ -30,6 +30,8 @@ IMAGES = (
     Image("runtime", "inference/Dockerfile", "runtime", ("linux/amd64",), "KAITO_RUNTIME_IMAGE"),
     Image("runtime-legacy", "inference/Dockerfile", "runtime-legacy", ("linux/amd64",), "KAITO_TRANSFORMERS_RUNTIME_IMAGE"),
     Image("tuning", "tuning/Dockerfile", None, ("linux/amd64",), "KAITO_TUNING_IMAGE"),
+    # sglang-router + our gateway in front of a Workspace's replicas (no CUDA).
+    Image("router", "inference/Dockerfile", "router", ("linux/amd64",), "KAITO_ROUTER_IMAGE"),
 )
 
 
@@ -68,3 +70,7 @@ def version_of_tag(tag: str, version: str) -> str:
     if tag != f"v{version}":
         raise ValueError(f"tag {tag!r} does not match pyproject.toml's version {version!r}: tag v{version}, or change the version")
     return version
+
+
+if __name__ == "__main__":  # `python -m release.images` prints the version, for shell commands
+    print(project_version())
