@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hooks.settings import Settings
-from release import render_install, tag
+from release import render_install, sync_version, tag
 from release.images import IMAGES, REPO, image_ref, project_version
 
 KUBECTL = shutil.which("kubectl")
@@ -101,15 +101,27 @@ def test_rendered_install_names_every_image_by_the_release(tmp_path, target, dig
 def test_the_repository_install_is_the_release_install_by_tag():
     """`kubectl apply -k` of the repository at a tag installs that version's images (pyproject.toml's)."""
     version = project_version()
-    shipped_env = (REPO / render_install.IMAGES_ENV).read_text()
-    assert shipped_env == render_install.images_env(version), (
-        f"{render_install.IMAGES_ENV} does not name pyproject.toml's version {version}; it should read:\n"
-        + render_install.images_env(version)
-    )
-    deployment = yaml.safe_load((REPO / "metacontroller/hooks/deployment.yaml").read_text())
+    for path, text in sync_version.synced(REPO, version).items():
+        assert (REPO / path).read_text() == text, f"{path} does not name version {version}: python -m release.sync_version"
+    deployment = yaml.safe_load((REPO / sync_version.DEPLOYMENT).read_text())
     hook_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert hook_image == image_ref("hooks", version), f"metacontroller/hooks/deployment.yaml: image {hook_image}"
+    assert hook_image == image_ref("hooks", version), f"{sync_version.DEPLOYMENT}: image {hook_image}"
     assert "\nimages:" not in "\n" + (REPO / render_install.HOOKS_KUSTOMIZATION).read_text()
+
+
+def test_sync_version_makes_the_install_follow_a_new_version(tmp_path, capsys):
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(REPO / "metacontroller", tmp_path / "metacontroller")
+    pyproject = tmp_path / "pyproject.toml"
+    old = project_version(pyproject)
+    pyproject.write_text(pyproject.read_text().replace(f'version = "{old}"', 'version = "0.42.0"', 1))
+    assert sync_version.main(["--check"], tmp_path) == 1
+    assert "metacontroller/hooks/images.env does not name version 0.42.0" in capsys.readouterr().err
+    assert sync_version.main([], tmp_path) == 0
+    assert sync_version.main(["--check"], tmp_path) == 0
+    assert (tmp_path / render_install.IMAGES_ENV).read_text() == render_install.images_env("0.42.0")
+    deployment = yaml.safe_load((tmp_path / sync_version.DEPLOYMENT).read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image_ref("hooks", "0.42.0")
 
 
 def test_hook_server_defaults_name_the_images_of_its_version():
