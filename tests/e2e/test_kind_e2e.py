@@ -30,10 +30,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from release.images import image_ref, project_version
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-HOOK_IMAGE = "ghcr.io/kaito-sglang/hooks:0.1.0"
+# The tag the install names (pyproject.toml's version), so the loaded image is the one it runs.
+HOOK_IMAGE = image_ref("hooks", project_version())
 EXAMPLE = REPO / "examples" / "inference-phi-3.yaml"
 GROUP, VERSION, PLURAL = "kaito.sh", "v1alpha1", "workspaces"
 
