@@ -7,7 +7,9 @@ import re
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A Machine's name is its AKS agent pool's name: 1-12 lowercase letters and digits, a letter first.
 MACHINE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # The StatefulSet controller labels each pod `controller-revision-hash: <name>-<hash up to 10>`,
 # and a label value is at most 63 characters: so the workspace name may have at most 52.
@@ -17,6 +19,10 @@ WORKSPACE_LABEL = "kaito.sh/workspace"
 WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 MACHINE_LABEL = "kaito.sh/machine"
 MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
+# Set by AKS on every node of an agent pool: the pool's name.
+AGENTPOOL_LABEL = "agentpool"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def is_dns_label(value: str, max_len: int = 63) -> bool:

@@ -8,7 +8,7 @@ real SDK with a static test token; without it, the production provider AgentPool
 import os
 import warnings
 
-from hooks.aks import AgentPools
+from hooks.adapters.aks import AgentPools
 
 
 def _pools_provider():
@@ -28,17 +28,6 @@ def _pools_provider():
 
 
 def make_app():
-    provider = _pools_provider()
-    try:
-        from hooks.app import create_app
-    except ModuleNotFoundError as missing:  # hooks/app.py (the lead's) not written yet
-        if missing.name != "hooks.app":
-            raise
-        from flask import Flask
+    from hooks.server.app import create_app
 
-        from hooks.machine_routes import machine_blueprint
-
-        app = Flask("machine-hook-test")
-        app.register_blueprint(machine_blueprint(provider))
-        return app
-    return create_app(pools_provider=provider)
+    return create_app(pools_provider=_pools_provider())

@@ -1,4 +1,4 @@
-"""hooks.aks against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
+"""hooks/adapters/aks.py against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
 
 Azure's servers cannot exist here, so tests/fake_arm.py plays ARM's documented agentPools
 contract; everything between our adapter and the socket is the real SDK.
@@ -18,7 +18,7 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
 
-from hooks.aks import (  # noqa: E402
+from hooks.adapters.aks import (  # noqa: E402
     AgentPools,
     ArmRefused,
     ArmSettingsError,
@@ -170,7 +170,7 @@ def test_from_env_requires_settings_and_reads_no_credential():
 
 def test_hook_modules_do_not_import_azure_at_module_level():
     code = (
-        "import sys, hooks.aks, hooks.machine_sync, hooks.machine_routes\n"
+        "import sys, hooks.adapters.aks, hooks.machine_sync, hooks.server.machine_routes\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'torch', 'transformers', 'peft', 'sglang'))\n"
         "assert not heavy, heavy\n"
     )

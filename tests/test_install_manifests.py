@@ -224,7 +224,7 @@ def test_service_selects_the_hook_pods_and_controllers_call_it(build, request):
     assert ports[80]["targetPort"] in ("http", 8080)
     assert _selects(one(objs, "PodDisruptionBudget", HOOK_NAME)["spec"]["selector"]["matchLabels"], pod_labels)
 
-    from hooks.app import create_app
+    from hooks.server.app import create_app
 
     routes = {rule.rule for rule in create_app(Settings()).url_map.iter_rules() if "POST" in rule.methods}
     hooks = [
@@ -302,7 +302,7 @@ def test_aks_install_wires_workload_identity_and_arm_settings(tmp_path, monkeypa
     assert Settings.from_env(env).node_provisioning == "aks"
     assert "AZURE_CLIENT_ID" not in env, "the workload identity webhook injects it from the ServiceAccount"
     # The hook's own reader accepts the resolved environment (no network: nothing is called).
-    from hooks.aks import AgentPools
+    from hooks.adapters.aks import AgentPools
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

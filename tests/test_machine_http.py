@@ -265,7 +265,7 @@ def test_decorator_controller_matches_metacontroller_schema():
 def test_routes_named_by_the_controller_are_served():
     from flask import Flask
 
-    from hooks.machine_routes import machine_blueprint
+    from hooks.server.machine_routes import machine_blueprint
 
     app = Flask("routes")
     app.register_blueprint(machine_blueprint(lambda: None))

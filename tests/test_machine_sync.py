@@ -22,7 +22,9 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
 
 from hooks import machine_sync  # noqa: E402
-from hooks.aks import AgentPools, ArmThrottled, ArmUnreachable  # noqa: E402
+from hooks.adapters.aks import AgentPools, ArmThrottled, ArmUnreachable  # noqa: E402
+from hooks.machine import conditions as machine_conditions  # noqa: E402
+from hooks.machine.request import InvalidRequest, machine_object, storage_gib  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ws3f9a0c12d4"
@@ -190,7 +192,7 @@ def test_full_lifecycle(arm, pools, machine_schema):
     c = conditions(first)
     assert (c["Launched"]["status"], c["Launched"]["reason"]) == ("Unknown", "Creating")
     assert c["Ready"]["status"] == "Unknown"
-    assert first["resyncAfterSeconds"] == machine_sync.RESYNC_PROGRESS_S
+    assert first["resyncAfterSeconds"] == machine_conditions.RESYNC_PROGRESS_S
     assert "finalized" not in first
 
     # Still creating: reported, never PUT again.
@@ -241,7 +243,7 @@ def test_full_lifecycle(arm, pools, machine_schema):
 
     # Finalize: DELETE once, wait through Deleting, finalized only after GET answers 404.
     gone = mc.finalize()
-    assert gone["finalized"] is False and gone["resyncAfterSeconds"] == machine_sync.RESYNC_FINALIZE_S
+    assert gone["finalized"] is False and gone["resyncAfterSeconds"] == machine_conditions.RESYNC_FINALIZE_S
     assert len(arm.calls("DELETE", NAME)) == 1
     assert conditions(gone)["Ready"]["reason"] == "Deleting"
     still = mc.finalize()
@@ -267,7 +269,7 @@ def test_quota_refusal_is_visible_and_retried_later(arm, pools, machine_schema):
     assert (ready["status"], ready["reason"]) == ("False", "ProvisioningRefused")
     assert ready["message"] == f"ARM refused to create AKS agent pool {NAME}: QuotaExceeded: {message}"
     assert conditions(response)["Launched"]["status"] == "False"
-    assert response["resyncAfterSeconds"] == machine_sync.RESYNC_REFUSED_S
+    assert response["resyncAfterSeconds"] == machine_conditions.RESYNC_REFUSED_S
     assert NAME not in arm.state.pools
 
     # Quota granted: the next resync creates the pool.
@@ -294,7 +296,7 @@ def test_failed_pool_reports_arm_error_without_recreating(arm, pools, machine_sc
         "Allocation failed. VM(s) with the following constraints cannot be allocated."
         f"; to retry, delete the Machine (kubectl delete machine {NAME} -n default)"
     )
-    assert response["resyncAfterSeconds"] == machine_sync.RESYNC_REFUSED_S
+    assert response["resyncAfterSeconds"] == machine_conditions.RESYNC_REFUSED_S
     mc.sync()
     assert len(arm.calls("PUT")) == 1
 
@@ -390,7 +392,7 @@ def test_delete_refused_keeps_the_finalizer(arm, pools, machine_schema):
         "DeletionRefused",
         f"ARM refused to delete AKS agent pool {NAME}: OperationNotAllowed: Another operation is in progress.",
     )
-    assert response["resyncAfterSeconds"] == machine_sync.RESYNC_DELETE_REFUSED_S
+    assert response["resyncAfterSeconds"] == machine_conditions.RESYNC_DELETE_REFUSED_S
 
 
 def test_transition_times_are_deterministic_and_stable():
@@ -416,13 +418,13 @@ def test_transition_times_are_deterministic_and_stable():
 
 
 def test_storage_quantities():
-    assert machine_sync.storage_gib("120Gi") == 120
-    assert machine_sync.storage_gib("1.5Gi") == 1
-    assert machine_sync.storage_gib("128849018880") == 120
-    assert machine_sync.storage_gib(128849018880) == 120
-    assert machine_sync.storage_gib("100G") == 93
-    assert machine_sync.storage_gib("1Ti") == 1024
-    assert machine_sync.storage_gib("lots") is None
+    assert storage_gib("120Gi") == 120
+    assert storage_gib("1.5Gi") == 1
+    assert storage_gib("128849018880") == 120
+    assert storage_gib(128849018880) == 120
+    assert storage_gib("100G") == 93
+    assert storage_gib("1Ti") == 1024
+    assert storage_gib("lots") is None
 
 
 def test_customize_relates_the_pool_node():
@@ -432,12 +434,12 @@ def test_customize_relates_the_pool_node():
             {"apiVersion": "v1", "resource": "nodes", "labelSelector": {"matchLabels": {"agentpool": NAME}}}
         ]
     }
-    with pytest.raises(machine_sync.InvalidRequest):
+    with pytest.raises(InvalidRequest):
         machine_sync.customize({"object": make_machine()})
 
 
 def test_requests_that_are_not_metacontroller_requests_are_rejected():
     for body in (None, [], {}, {"object": {}}, {"object": {"kind": "Pod", "metadata": {"name": "x"}}},
                  {"object": make_machine(), "related": []}):
-        with pytest.raises(machine_sync.InvalidRequest):
-            machine_sync.machine_object(body)
+        with pytest.raises(InvalidRequest):
+            machine_object(body)

@@ -9,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from hooks import catalog, docs
+from hooks.cli import docs
+from hooks.workspace import catalog
 from workspace_support import REPO
 
 README = REPO / "README.md"

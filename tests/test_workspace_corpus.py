@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from hooks.settings import Settings
-from hooks.workspace_sync import parse_workspace, sync
-from hooks.cli import metacontroller_request
-from hooks.planning import plan
+from hooks.workspace.planning import parse_and_plan
+from hooks.workspace.request import new_workspace_request
+from hooks.workspace_sync import sync
 from workspace_support import KAITO_EXAMPLES, NOW, REPO, need_shared
 
 K8S_VERSION = "1.33.0"
@@ -35,12 +35,10 @@ def validate_child(child: dict) -> None:
 
 
 def render(doc: dict, settings: Settings = Settings()) -> tuple[list[dict], list[str]]:
-    ws, problems = parse_workspace(doc)
-    if ws is not None:
-        _, problems = plan(ws)
+    _, problems = parse_and_plan(doc)
     if problems:
         return [], [str(p) for p in problems]
-    return sync(metacontroller_request(doc), settings, NOW)["children"], []
+    return sync(new_workspace_request(doc), settings, NOW)["children"], []
 
 
 @pytest.mark.parametrize("path", OUR_EXAMPLES, ids=lambda p: p.name)

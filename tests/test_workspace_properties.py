@@ -9,7 +9,7 @@ import jsonschema
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hooks import catalog
+from hooks.workspace import catalog
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
 from test_crds import cel_violations, schema_root, workspace_schema

@@ -4,7 +4,8 @@ The Machine hook runs inside Metacontroller's 10 s webhook timeout, so every cal
 HTTP round trip with short connect/read timeouts and no SDK retries, and no call waits on a
 long-running operation (``polling=False``): ARM's answer is handed back and the caller re-syncs.
 
-SDK errors are translated into four exception types so callers never touch azure.* themselves:
+This is the only module that talks to ARM. It returns and raises the Machine side's types
+(hooks/machine/pools.py); SDK errors are translated into four of them so callers never touch azure.*:
 ``PoolNotFound`` (404), ``ArmThrottled`` (429, with ``retry_after`` seconds), ``ArmRefused`` (ARM
 answered with a 4xx error: code + message) and ``ArmUnreachable`` (connection failure, timeout or 5xx).
 
@@ -14,8 +15,17 @@ The Azure SDK is imported lazily so that ``hooks`` stays light to import.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
+
+from hooks.machine.pools import (
+    ArmError,
+    ArmRefused,
+    ArmSettingsError,
+    ArmThrottled,
+    ArmUnreachable,
+    Pool,
+    PoolNotFound,
+)
 
 # Connect/read timeouts (seconds) per HTTP request and an overall cap for one SDK call; kept well
 # under Metacontroller's default 10 s hook timeout.
@@ -25,71 +35,20 @@ CALL_TIMEOUT_S = 8
 DEFAULT_RETRY_AFTER_S = 10
 
 
-class ArmError(Exception):
-    """Base class of everything this adapter raises."""
-
-
-class PoolNotFound(ArmError):
-    """ARM answered 404 for the agent pool."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ArmThrottled(ArmError):
-    """ARM answered 429; ask again after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ArmRefused(ArmError):
-    """ARM understood the request and refused it (quota, SKU not available, invalid name, auth...)."""
-
-    def __init__(self, code: str, message: str, status: int | None = None):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-class ArmUnreachable(ArmError):
-    """No usable answer from ARM: connection refused, timeout, TLS failure or a 5xx."""
-
-
-class ArmSettingsError(ValueError):
-    """The environment lacks what ``AgentPools.from_env`` needs."""
-
-
-@dataclass(frozen=True)
-class Pool:
-    """What the Machine hook needs to know about an existing agent pool (REST names)."""
-
-    name: str
-    provisioning_state: str
-    vm_size: str = ""
-    node_labels: dict[str, str] = field(default_factory=dict)
-    error_code: str = ""
-    error_message: str = ""
-    last_modified: str = ""
-
-    @classmethod
-    def from_rest(cls, body: dict[str, Any]) -> "Pool":
-        props = body.get("properties") or {}
-        error = (props.get("status") or {}).get("provisioningError") or {}
-        system = body.get("systemData") or {}
-        return cls(
-            name=str(body.get("name") or ""),
-            provisioning_state=str(props.get("provisioningState") or ""),
-            vm_size=str(props.get("vmSize") or ""),
-            node_labels=dict(props.get("nodeLabels") or {}),
-            error_code=str(error.get("code") or ""),
-            error_message=str(error.get("message") or ""),
-            last_modified=str(system.get("lastModifiedAt") or system.get("createdAt") or ""),
-        )
+def pool_from_rest(body: dict[str, Any]) -> Pool:
+    """The Pool in an agentPools REST body (the SDK model's ``as_dict()``)."""
+    props = body.get("properties") or {}
+    error = (props.get("status") or {}).get("provisioningError") or {}
+    system = body.get("systemData") or {}
+    return Pool(
+        name=str(body.get("name") or ""),
+        provisioning_state=str(props.get("provisioningState") or ""),
+        vm_size=str(props.get("vmSize") or ""),
+        node_labels=dict(props.get("nodeLabels") or {}),
+        error_code=str(error.get("code") or ""),
+        error_message=str(error.get("message") or ""),
+        last_modified=str(system.get("lastModifiedAt") or system.get("createdAt") or ""),
+    )
 
 
 def _retry_after_seconds(response: Any) -> int:
@@ -210,7 +169,7 @@ class AgentPools:
             if isinstance(translated, PoolNotFound):
                 return None
             raise translated from error
-        return Pool.from_rest(pool.as_dict())
+        return pool_from_rest(pool.as_dict())
 
     def create(self, name: str, body: dict[str, Any]) -> None:
         """PUT the pool (REST-shaped ``{"properties": {...}}`` body) without waiting for it."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from hooks import catalog
+from hooks.workspace import catalog
 
 BEGIN = "<!-- BEGIN GENERATED: {} -->"
 END = "<!-- END GENERATED: {} -->"

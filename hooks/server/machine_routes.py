@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from hooks import machine_sync
-from hooks.aks import ArmSettingsError, ArmThrottled, ArmUnreachable
-from hooks.responses import json_error, json_response
+from hooks.machine.pools import ArmSettingsError, ArmThrottled, ArmUnreachable, PoolsAPI
+from hooks.machine.request import machine_object
+from hooks.server.handling import run_hook
+from hooks.server.responses import json_error, json_response
 
 log = logging.getLogger(__name__)
 
@@ -24,59 +27,57 @@ log = logging.getLogger(__name__)
 class _LazyPools:
     """Calls ``pools_provider`` once, on first use, so the app starts without Azure settings."""
 
-    def __init__(self, provider: Callable[[], Any]):
+    def __init__(self, provider: Callable[[], PoolsAPI]):
         self._provider = provider
-        self._pools: Any = None
+        self._pools: PoolsAPI | None = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> Any:
+    def __call__(self) -> PoolsAPI:
         with self._lock:
             if self._pools is None:
                 self._pools = self._provider()
             return self._pools
 
 
-def machine_blueprint(pools_provider: Callable[[], Any]) -> Blueprint:
+def _arm_errors(error: Exception, body: Any) -> Response | None:
+    if isinstance(error, ArmThrottled):
+        return json_error(429, str(error), {"Retry-After": str(error.retry_after)})
+    if isinstance(error, ArmUnreachable):
+        log.warning("machine hook: %s", error)
+        return json_error(500, str(error))
+    if isinstance(error, ArmSettingsError):
+        log.error("machine hook: %s", error)
+        return json_error(500, str(error))
+    return None
+
+
+def machine_blueprint(pools_provider: Callable[[], PoolsAPI]) -> Blueprint:
     blueprint = Blueprint("machine", __name__)
     pools = _LazyPools(pools_provider)
 
-    def handle(hook: Callable[..., dict[str, Any]], needs_arm: bool) -> Response:
-        body = request.get_json(silent=True)
-        if body is None:
-            return json_error(400, "request body must be JSON (a Metacontroller hook request)")
-        try:
-            if needs_arm:
-                machine_sync.machine_object(body)  # reject malformed bodies before touching ARM
-                result = hook(body, pools())
-            else:
-                result = hook(body)
-        except machine_sync.InvalidRequest as error:
-            return json_error(400, str(error))
-        except ArmThrottled as error:
-            return json_error(429, str(error), {"Retry-After": str(error.retry_after)})
-        except ArmUnreachable as error:
-            log.warning("machine hook: %s", error)
-            return json_error(500, str(error))
-        except ArmSettingsError as error:
+    def with_pools(hook: Callable[[dict[str, Any], PoolsAPI], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        def call(body: Any) -> dict[str, Any]:
+            machine_object(body)  # reject malformed bodies before touching ARM
+            return hook(body, pools())
+
+        return call
+
+    def settings_missing(error: Exception, body: Any) -> Response | None:
+        if isinstance(error, ArmSettingsError) and (answer := machine_sync.settings_missing(body, str(error))):
             log.error("machine hook: %s", error)
-            if hook is machine_sync.sync and (answer := machine_sync.settings_missing(body, str(error))):
-                return json_response(answer)
-            return json_error(500, str(error))
-        except Exception as error:  # never let Flask answer an HTML 500 Metacontroller cannot read
-            log.exception("machine hook failed")
-            return json_error(500, f"internal error: {type(error).__name__}: {error}")
-        return json_response(result)
+            return json_response(answer)
+        return _arm_errors(error, body)
 
     @blueprint.post("/sync/machine")
     def sync_machine() -> Response:
-        return handle(machine_sync.sync, True)
+        return run_hook(with_pools(machine_sync.sync), settings_missing)
 
     @blueprint.post("/finalize/machine")
     def finalize_machine() -> Response:
-        return handle(machine_sync.finalize, True)
+        return run_hook(with_pools(machine_sync.finalize), _arm_errors)
 
     @blueprint.post("/customize/machine")
     def customize_machine() -> Response:
-        return handle(machine_sync.customize, False)
+        return run_hook(machine_sync.customize, _arm_errors)
 
     return blueprint

@@ -2,7 +2,7 @@
 
 Field names mirror Kaito's CRD exactly: there is no `spec` wrapper, `resource`, `inference` and
 `tuning` sit beside `metadata`. These models check shape and types (what the CRD schema checks);
-what needs the preset and SKU catalogues is judged in `hooks.validation`.
+what needs the preset and SKU catalogues is judged in hooks/workspace/validation.py and planning.py.
 """
 
 from __future__ import annotations

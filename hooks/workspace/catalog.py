@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-DATA_DIR = Path(__file__).parent / "data"
+# hooks/data: the package data beside the workspace/ folder.
+DATA_DIR = Path(__file__).parent.parent / "data"
 SGLANG_MIN_COMPUTE_CAPABILITY = 8.0
 
 

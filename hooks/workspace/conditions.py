@@ -1,11 +1,15 @@
-"""Workspace status conditions, computed from the observed children (and related pods) only."""
+"""The Workspace's status: conditions computed from the observed children (and related pods) only,
+and whether it is done (no resync needed)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from hooks.nodes import NodePlan
-from hooks.validation import Problem
+from hooks import kube
+from hooks.workspace.nodes import NodePlan
+from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
+from hooks.workspace.validation import Problem
 
 MAX_MESSAGE = 1024
 
@@ -28,22 +32,54 @@ def false(kind: str, reason: str, message: str) -> Condition:
 
 def render(conditions: list[Condition], observed: list[dict] | None, now: str, generation: int | None) -> list[dict]:
     """As metav1.Conditions; lastTransitionTime is kept from the observed condition while its status holds."""
-    before = {c.get("type"): c for c in observed or []}
-    out = []
-    for c in conditions:
-        prev = before.get(c.type) or {}
-        stamp = prev.get("lastTransitionTime") if prev.get("status") == c.status and prev.get("lastTransitionTime") else now
-        item = {
-            "type": c.type,
-            "status": c.status,
-            "reason": c.reason,
-            "message": c.message[:MAX_MESSAGE],
-            "lastTransitionTime": stamp,
-        }
-        if generation is not None:
+    items = [
+        {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message[:MAX_MESSAGE]} for c in conditions
+    ]
+    out = kube.stamp_transition_times(items, observed, now)
+    if generation is not None:
+        for item in out:
             item["observedGeneration"] = generation
-        out.append(item)
     return out
+
+
+def invalid_status(problems: list[Problem], tuning: bool, observed: list[dict] | None, now: str, generation: int | None) -> dict:
+    """The status of a Workspace that failed validation or planning: every problem, on ResourceReady."""
+    return {"conditions": render(invalid(problems, tuning), observed, now, generation)}
+
+
+def workspace_status(
+    plan: WorkloadPlan,
+    nodes: NodePlan,
+    workload: dict | None,
+    pods: list[dict],
+    observed: list[dict] | None,
+    now: str,
+    generation: int | None,
+) -> tuple[dict[str, Any], bool]:
+    """(status, done) of a planned Workspace; `workload` is its observed StatefulSet or Job.
+
+    Done means nothing will change without an event: served and ready, or tuning finished.
+    """
+    resource_ready = resource(nodes)
+    conds = [resource_ready]
+    if isinstance(plan, TuningPlan):
+        conds += tuning(workload, pods)
+        done = conds[-1].status == "True" or conds[1].reason == "TuningJobFailed"
+    else:
+        serving = inference(resource_ready.status == "True", workload, pods, runtime_note(plan))
+        reason = "WorkspaceReady" if serving.status == "True" else serving.reason
+        conds += [serving, Condition("WorkspaceReady", serving.status, reason, serving.message)]
+        done = serving.status == "True"
+    status: dict[str, Any] = {"conditions": render(conds, observed, now, generation), "workerNodes": nodes.worker_nodes}
+    if isinstance(plan, PresetServing):
+        status["runtime"] = plan.runtime
+    return status, done
+
+
+def runtime_note(plan: WorkloadPlan) -> str:
+    if isinstance(plan, PresetServing):
+        return f"runtime {plan.runtime}: {plan.runtime_reason}"
+    return "runtime: your pod template"
 
 
 def invalid(problems: list[Problem], tuning: bool) -> list[Condition]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hooks import naming
-from hooks.api import Workspace
+from hooks import kube, naming
 from hooks.settings import Settings
-
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+from hooks.workspace.api import Workspace
 
 
 @dataclass(frozen=True)
@@ -44,18 +42,6 @@ class NodePlan:
         return [m for m in self.machine_states if m.failed and m.name in self.machines]
 
 
-def _condition(obj: dict, kind: str) -> dict | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == kind:
-            return c
-    return None
-
-
-def node_is_ready(node: dict) -> bool:
-    cond = _condition(node, "Ready")
-    return bool(cond and cond.get("status") == "True") and not node["metadata"].get("deletionTimestamp")
-
-
 def _matches(labels: dict[str, str], ws: Workspace) -> bool:
     sel = ws.resource.labelSelector
     if any(labels.get(k) != v for k, v in (sel.matchLabels or {}).items()):
@@ -74,8 +60,8 @@ def _matches(labels: dict[str, str], ws: Workspace) -> bool:
 
 
 def machine_state(machine: dict) -> MachineState:
-    ready = _condition(machine, "Ready") or {}
-    launched = _condition(machine, "Launched") or {}
+    ready = kube.condition(machine, "Ready") or {}
+    launched = kube.condition(machine, "Launched") or {}
     failing = next((c for c in (ready, launched) if c.get("status") == "False" and c.get("message")), None)
     latest = failing or ready or launched
     return MachineState(
@@ -97,11 +83,11 @@ def plan_nodes(
     candidates = []
     for name, node in nodes.items():
         labels = node["metadata"].get("labels") or {}
-        if naming.MACHINE_LABEL in labels or not node_is_ready(node) or not _matches(labels, ws):
+        if naming.MACHINE_LABEL in labels or not kube.node_is_ready(node) or not _matches(labels, ws):
             continue
         # With auto-provisioning, a node must also be of the requested size (or named in preferredNodes);
         # bring-your-own clusters choose their nodes by the labelSelector alone.
-        if not byo and name not in preferred and labels.get(INSTANCE_TYPE_LABEL, "").lower() != ws.resource.instanceType.lower():
+        if not byo and name not in preferred and labels.get(naming.INSTANCE_TYPE_LABEL, "").lower() != ws.resource.instanceType.lower():
             continue
         candidates.append(name)
     candidates.sort(key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))

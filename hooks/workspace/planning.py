@@ -1,32 +1,109 @@
 """What a valid Workspace needs: which preset, which SKU, how many nodes, which runtime.
 
 Everything here is decided from the Workspace and the catalogues; problems name the field to change
-and a value that would work.
+and a value that would work. A Workspace that passes becomes one of three plans (preset serving,
+template serving, tuning) whose fields hold what validation proved, so nothing downstream has to
+check for None again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from hooks import catalog
-from hooks.api import Workspace
-from hooks.validation import Problem
+from hooks.workspace import catalog
+from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
+from hooks.workspace.validation import Problem, parse_workspace
 
 RUNTIME_ANNOTATION = "kaito.sh/runtime"
+# The OS disk of a node running the user's pod template: we do not know its model's size.
+TEMPLATE_DISK_GIB = 1024
+
+Runtime = Literal["sglang", "transformers"]
 
 
 @dataclass(frozen=True)
-class WorkloadPlan:
-    kind: str  # "inference" | "template" | "tuning"
+class Adapter:
+    """A LoRA adapter that passed validation: a name and exactly one of image or volume_source."""
+
+    name: str
+    strength: str
+    image: str | None
+    volume_source: dict[str, Any] | None
+    pull_secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
     sku: catalog.Sku
     nodes: int
-    preset: catalog.Preset | None = None
-    runtime: str | None = None  # "sglang" | "transformers" for preset inference
-    runtime_reason: str = ""
 
     @property
     def gpus_per_node(self) -> int:
         return self.sku.gpus
+
+
+@dataclass(frozen=True)
+class PresetServing(_Plan):
+    """Serve a catalogue preset with `python -m inference.launch` on `nodes` nodes."""
+
+    preset: catalog.Preset
+    options: PresetOptions
+    runtime: Runtime
+    runtime_reason: str
+    adapters: tuple[Adapter, ...]
+    config: str | None  # the user's inference ConfigMap, if any
+
+    @property
+    def disk_gib(self) -> int:
+        return self.preset.disk
+
+
+@dataclass(frozen=True)
+class TemplateServing(_Plan):
+    """Run the user's pod template on the workspace's GPU nodes."""
+
+    template: dict[str, Any]
+
+    @property
+    def disk_gib(self) -> int:
+        return TEMPLATE_DISK_GIB
+
+
+@dataclass(frozen=True)
+class TuningPlan(_Plan):
+    """Tune `preset` with LoRA or QLoRA on one node and push or store the adapter."""
+
+    preset: catalog.Preset
+    options: PresetOptions
+    tuning: TuningSpec
+
+    @property
+    def disk_gib(self) -> int:
+        return self.preset.disk
+
+
+WorkloadPlan = PresetServing | TemplateServing | TuningPlan
+
+
+@dataclass(frozen=True)
+class PlannedWorkspace:
+    workspace: Workspace
+    plan: WorkloadPlan
+
+
+def parse_and_plan(obj: dict[str, Any]) -> tuple[PlannedWorkspace | None, list[Problem]]:
+    """A Workspace object (as the API server holds it) checked and planned, or every problem found.
+
+    The one entry for the hook, `python -m hooks render` and the tests.
+    """
+    ws, problems = parse_workspace(obj)
+    if ws is None:
+        return None, problems
+    workload, problems = plan(ws)
+    if workload is None:
+        return None, problems
+    return PlannedWorkspace(ws, workload), []
 
 
 def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
@@ -58,6 +135,7 @@ def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
 
 def _preset(ws: Workspace, path: str) -> tuple[catalog.Preset | None, list[Problem]]:
     spec = ws.preset
+    assert spec is not None, "validation guarantees a preset here"
     preset = catalog.presets().get(spec.name)
     if preset is None:
         near = catalog.close_matches(spec.name, list(catalog.presets()))
@@ -102,7 +180,7 @@ def _fit_problem(need: catalog.Need, sku: catalog.Sku, nodes: int, what: str, *,
     )
 
 
-def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[str | None, str, list[Problem]]:
+def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, str, list[Problem]]:
     asked = ws.annotations.get(RUNTIME_ANNOTATION, "").strip().lower()
     if asked not in ("", "sglang", "vllm", "transformers"):
         return None, "", [
@@ -147,11 +225,16 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         need = catalog.tuning_need(preset, ws.tuning.method)
         if fit := _fit_problem(need, sku, 1, f"{ws.tuning.method} tuning of {preset.name}", sglang_only=False):
             problems.append(fit)
-        return (None if problems else WorkloadPlan("tuning", sku, 1, preset)), problems
+        if problems:
+            return None, problems
+        return TuningPlan(sku, 1, preset, ws.tuning.preset.presetOptions or PresetOptions(), ws.tuning), []
 
     inf = ws.inference
+    assert inf is not None, "validation guarantees inference or tuning"
     if inf.template is not None:
-        return (None if problems else WorkloadPlan("template", sku, ws.resource.count)), problems
+        if problems or sku is None:
+            return None, problems
+        return TemplateServing(sku, ws.resource.count, inf.template), []
 
     preset, p = _preset(ws, "inference.preset")
     problems += p
@@ -192,7 +275,21 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         return None, problems
     if nodes > count:
         why += f"; {preset.name} needs {nodes} nodes of {sku.name}, so it runs across {nodes} nodes"
-    return WorkloadPlan("inference", sku, nodes, preset, runtime, why), []
+    assert inf.preset is not None
+    return PresetServing(
+        sku, nodes, preset, inf.preset.presetOptions or PresetOptions(), runtime, why, _adapters(ws), inf.config
+    ), []
+
+
+def _adapters(ws: Workspace) -> tuple[Adapter, ...]:
+    out = []
+    for spec in ws.adapters:
+        src = spec.source
+        assert src is not None and src.name, "validation guarantees every adapter a named source"
+        out.append(
+            Adapter(src.name, spec.strength or "1.0", src.image, src.volumeSource, tuple(src.imagePullSecrets or ()))
+        )
+    return tuple(out)
 
 
 def _larger_sku_hint(need: catalog.Need) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from hooks.api import MAX_ADAPTERS, DataSource, Workspace, field_path
+from hooks.workspace.api import MAX_ADAPTERS, DataSource, Workspace, field_path
 from hooks.naming import MAX_WORKSPACE_NAME, is_dns_label, is_dns_subdomain
 from tuning.url_policy import (
     url_problem,  # stdlib only; the downloader applies the same policy
@@ -72,6 +73,17 @@ def shape_problems(obj: dict) -> tuple[Workspace | None, list[Problem]]:
                 msg = f"at most {MAX_ADAPTERS} adapters are allowed"
             problems.append(Problem(field_path(loc) or "(workspace)", msg))
         return None, sorted(set(problems))
+
+
+def parse_workspace(obj: dict[str, Any]) -> tuple[Workspace | None, list[Problem]]:
+    """Shape and field checks together: a Workspace ready to plan, or every problem found."""
+    ws, problems = shape_problems({k: v for k, v in obj.items() if k != "status"})
+    if ws is None:
+        return None, problems
+    problems = field_problems(ws)
+    if problems:
+        return None, problems
+    return ws, []
 
 
 def field_problems(ws: Workspace) -> list[Problem]:

@@ -1,10 +1,10 @@
-"""Manifest pieces shared by every workload: Machines, Services, scheduling onto GPU nodes, volumes."""
+"""Pod pieces shared by the StatefulSet and the tuning Job: scheduling onto GPU nodes, GPUs, volumes, copiers."""
 
 from __future__ import annotations
 
 from hooks import naming
-from hooks.api import Workspace
-from hooks.planning import WorkloadPlan
+from hooks.workspace.api import Workspace
+from hooks.workspace.planning import WorkloadPlan
 
 HTTP_PORT = 5000
 DIST_PORT = 29500
@@ -14,30 +14,6 @@ COPY_PROGRAM = f"{TOOLS_DIR}/kaito-copy"
 
 def workspace_labels(ws: Workspace) -> dict[str, str]:
     return {naming.WORKSPACE_LABEL: ws.name}
-
-
-def machine(ws: Workspace, name: str, plan: WorkloadPlan) -> dict:
-    labels = {
-        **ws.match_labels,
-        naming.WORKSPACE_LABEL: ws.name,
-        naming.WORKSPACE_NAMESPACE_LABEL: ws.namespace,
-        naming.MACHINE_TYPE_LABEL: "gpu",
-    }
-    disk = plan.preset.disk if plan.preset is not None else 1024
-    return {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Machine",
-        "metadata": {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))},
-        "spec": {
-            "requirements": [
-                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [plan.sku.name]},
-                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-            ],
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-            "resources": {"requests": {"storage": f"{disk}Gi"}},
-        },
-    }
 
 
 def tolerations() -> list[dict]:
@@ -64,7 +40,7 @@ def node_affinity(ws: Workspace) -> dict:
 
 def gpu_resources(plan: WorkloadPlan) -> dict:
     gpus = str(plan.gpus_per_node)
-    return {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}
+    return {"requests": {naming.GPU_RESOURCE: gpus}, "limits": {naming.GPU_RESOURCE: gpus}}
 
 
 def shm_volume() -> tuple[dict, dict]:
@@ -101,33 +77,3 @@ def copy_from_image(name: str, image: str, dest_volume: str, dest_mount: str, de
 
 def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def services(ws: Workspace) -> list[dict]:
-    labels = workspace_labels(ws)
-    lb = ws.annotations.get("kaito.sh/enablelb") == "True"
-    main = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": labels},
-        "spec": {
-            "type": "LoadBalancer" if lb else "ClusterIP",
-            "selector": {**labels, "statefulset.kubernetes.io/pod-name": f"{ws.name}-0"},
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"},
-                {"name": "torch-dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"},
-            ],
-        },
-    }
-    headless = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": naming.headless_service(ws.name), "namespace": ws.namespace, "labels": labels},
-        "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": labels,
-            "ports": [{"name": "torch-dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"}],
-        },
-    }
-    return [main, headless]

@@ -1,15 +1,16 @@
-"""The inference StatefulSet: one pod per node, running `python -m inference.launch` (or the user's template)."""
+"""Where a serving Workspace becomes a StatefulSet: one pod per node, running `python -m inference.launch`
+(the preset's launcher arguments are built here) or the user's pod template."""
 
 from __future__ import annotations
 
 import copy
 import math
 
-from hooks import manifests as m
 from hooks import naming
-from hooks.api import Workspace
-from hooks.planning import WorkloadPlan
 from hooks.settings import Settings
+from hooks.workspace.api import Workspace
+from hooks.workspace.children import pod_parts as m
+from hooks.workspace.planning import PresetServing, TemplateServing
 
 WEIGHTS_DIR = "/workspace/weights"
 ADAPTERS_DIR = "/mnt/adapter"
@@ -21,30 +22,29 @@ def _http_probe(path: str, **extra) -> dict:
     return {"httpGet": {"path": path, "port": m.HTTP_PORT}, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
 
 
-def launcher_args(ws: Workspace, plan: WorkloadPlan) -> list[str]:
+def launcher_args(ws: Workspace, plan: PresetServing) -> list[str]:
     preset = plan.preset
-    opts = ws.inference.preset.presetOptions
     args = ["--runtime", plan.runtime, "--served-model-name", preset.name]
-    if not (opts and opts.image):
+    if not plan.options.image:
         args += ["--model", preset.hf_repo]
     args += ["--weights-dir", WEIGHTS_DIR, "--adapters-dir", ADAPTERS_DIR]
-    for adapter in ws.adapters:
-        args += ["--adapter", f"{adapter.source.name}={adapter.strength or '1.0'}"]
+    for adapter in plan.adapters:
+        args += ["--adapter", f"{adapter.name}={adapter.strength}"]
     args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes), "--node-rank", "$(POD_INDEX)"]
     if plan.nodes > 1:
         args += ["--dist-init-addr", naming.rank0_address(ws.name, ws.namespace, m.DIST_PORT)]
-    if ws.inference.config:
+    if plan.config:
         args += ["--config-file", f"{CONFIG_DIR}/inference_config.yaml"]
     args += ["--port", str(m.HTTP_PORT)]
     return args
 
 
-def runtime_image(plan: WorkloadPlan, settings: Settings) -> str:
+def runtime_image(plan: PresetServing, settings: Settings) -> str:
     return settings.runtime_image if plan.runtime == "sglang" else settings.transformers_runtime_image
 
 
-def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
-    opts = ws.inference.preset.presetOptions
+def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
+    opts = plan.options
     image = runtime_image(plan, settings)
     shm, shm_mount = m.shm_volume()
     volumes = [shm, {"name": "model-weights", "emptyDir": {}}]
@@ -52,37 +52,35 @@ def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
     init: list[dict] = []
     pull_secrets: list[str] = []
 
-    needs_copier = bool(opts and opts.image) or any(a.source.image for a in ws.adapters)
+    needs_copier = bool(opts.image) or any(a.image for a in plan.adapters)
     if needs_copier:
         volumes.append(m.tools_volume())
         init.append(m.copier_init_container(image))
-    if opts and opts.image:
+    if opts.image:
         init.append(m.copy_from_image("model-weights", opts.image, "model-weights", WEIGHTS_DIR, WEIGHTS_DIR))
         pull_secrets += opts.imagePullSecrets or []
-    if ws.adapters:
+    if plan.adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
-    for adapter in ws.adapters:
-        src = adapter.source
-        if src.image:
+    for adapter in plan.adapters:
+        name = adapter.name
+        if adapter.image:
             init.append(
-                m.copy_from_image(
-                    f"adapter-{src.name}", src.image, "adapter-volume", ADAPTERS_DIR, f"{ADAPTERS_DIR}/{src.name}"
-                )
+                m.copy_from_image(f"adapter-{name}", adapter.image, "adapter-volume", ADAPTERS_DIR, f"{ADAPTERS_DIR}/{name}")
             )
-            pull_secrets += src.imagePullSecrets or []
+            pull_secrets += adapter.pull_secrets
         else:
-            volumes.append({"name": f"adapter-{src.name}", **copy.deepcopy(src.volumeSource)})
-            mounts.append({"name": f"adapter-{src.name}", "mountPath": f"{ADAPTERS_DIR}/{src.name}", "readOnly": True})
-    if ws.inference.config:
-        volumes.append({"name": "config-volume", "configMap": {"name": ws.inference.config}})
+            volumes.append({"name": f"adapter-{name}", **copy.deepcopy(adapter.volume_source or {})})
+            mounts.append({"name": f"adapter-{name}", "mountPath": f"{ADAPTERS_DIR}/{name}", "readOnly": True})
+    if plan.config:
+        volumes.append({"name": "config-volume", "configMap": {"name": plan.config}})
         mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR, "readOnly": True})
 
     env = [
         {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
     ]
-    if opts and opts.modelAccessSecret:
+    if opts.modelAccessSecret:
         env.append(
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.modelAccessSecret, "key": "HF_TOKEN"}}}
         )
@@ -123,9 +121,9 @@ def _preset_pod(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
     }
 
 
-def _template_pod(ws: Workspace) -> dict:
+def _template_pod(ws: Workspace, plan: TemplateServing) -> dict:
     """The user's pod template, scheduled onto the workspace's GPU nodes (affinity replaced, tolerations added)."""
-    template = copy.deepcopy(ws.inference.template)
+    template = copy.deepcopy(plan.template)
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **m.workspace_labels(ws)}
     spec = template.setdefault("spec", {})
@@ -135,8 +133,11 @@ def _template_pod(ws: Workspace) -> dict:
     return template
 
 
-def statefulset(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
-    template = _template_pod(ws) if plan.kind == "template" else _preset_pod(ws, plan, settings)
+def statefulset(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+    if isinstance(plan, TemplateServing):
+        template = _template_pod(ws, plan)
+    else:
+        template = _preset_pod(ws, plan, settings)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

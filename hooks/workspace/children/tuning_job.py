@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import copy
 
-from hooks import manifests as m
 from hooks import naming
-from hooks.api import Workspace
-from hooks.planning import WorkloadPlan
 from hooks.settings import Settings
+from hooks.workspace.api import Workspace
+from hooks.workspace.children import pod_parts as m
+from hooks.workspace.planning import TuningPlan
 from tuning.config import default_training_config  # stdlib + pyyaml only
 
 DATA_DIR = "/mnt/data"
@@ -22,9 +22,9 @@ WEIGHTS_DIR = "/workspace/weights"
 DOCKER_CONFIG = "/root/.docker/config.json"
 
 
-def config_map(ws: Workspace) -> dict | None:
+def config_map(ws: Workspace, plan: TuningPlan) -> dict | None:
     """The effective training config, when the user named no ConfigMap of their own."""
-    if ws.tuning.config:
+    if plan.tuning.config:
         return None
     return {
         "apiVersion": "v1",
@@ -34,13 +34,13 @@ def config_map(ws: Workspace) -> dict | None:
             "namespace": ws.namespace,
             "labels": m.workspace_labels(ws),
         },
-        "data": {"training_config.yaml": default_training_config(ws.tuning.method)},
+        "data": {"training_config.yaml": default_training_config(plan.tuning.method)},
     }
 
 
-def _input_containers(ws: Workspace, settings: Settings) -> tuple[list[dict], list[dict]]:
+def _input_containers(plan: TuningPlan, settings: Settings) -> tuple[list[dict], list[dict]]:
     """(init containers, extra volumes) that put the training data into /mnt/data."""
-    src = ws.tuning.input
+    src = plan.tuning.input
     mount = {"name": "data", "mountPath": DATA_DIR}
     if src.urls:
         return [
@@ -60,8 +60,8 @@ def _input_containers(ws: Workspace, settings: Settings) -> tuple[list[dict], li
     return [], []
 
 
-def job(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
-    t = ws.tuning
+def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
+    t = plan.tuning
     shm, shm_mount = m.shm_volume()
     data_volume = {"name": "data", **copy.deepcopy(t.input.volumeSource)} if t.input.volumeSource else {"name": "data", "emptyDir": {}}
     results_volume = (
@@ -75,13 +75,12 @@ def job(ws: Workspace, plan: WorkloadPlan, settings: Settings) -> dict:
         {"name": "config", "configMap": {"name": config_name}},
         {"name": "model-weights", "emptyDir": {}},
     ]
-    init, extra_volumes = _input_containers(ws, settings)
+    init, extra_volumes = _input_containers(plan, settings)
     volumes += extra_volumes
 
     env = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
-    opts = t.preset.presetOptions
-    if opts and opts.modelAccessSecret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.modelAccessSecret, "key": "HF_TOKEN"}}})
+    if plan.options.modelAccessSecret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}}})
     trainer = {
         "name": "trainer",
         "image": settings.tuning_image,

@@ -1,0 +1,1 @@
+"""`python -m hooks`: render a Workspace's children, serve the hooks, regenerate README tables."""

@@ -1,0 +1,163 @@
+"""A Machine's conditions (Launched, Registered, Ready, always all three, in that order).
+
+  status "True"    - done;
+  status "Unknown" - still on its way (pool creating, node joining, device plugin starting...);
+  status "False"   - will not get better without a change (ARM refused or failed, invalid Machine,
+                     name clash, deletion); the message quotes ARM's code and message.
+Ready reasons: Ready | Creating | Provisioning | NodeNotFound | NodeNotReady | GPUNotAllocatable |
+Deleting (Unknown or False) and InvalidMachine | ProvisioningRefused | ProvisioningFailed |
+ProvisioningCanceled | PoolNameConflict | DeletionRefused | Deleted | ArmSettingsMissing (False).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hooks import kube, naming
+from hooks.machine.pools import Pool, Refusal, pool_is_ours
+from hooks.machine.request import CONDITION_TYPES, Machine
+
+RESYNC_PROGRESS_S = 15
+RESYNC_REFUSED_S = 300
+RESYNC_FINALIZE_S = 10
+RESYNC_DELETE_REFUSED_S = 60
+RESYNC_SETTINGS_MISSING_S = 300
+
+Conditions = list[dict[str, str]]
+
+
+def _cond(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+def _all(status: str, reason: str, message: str) -> Conditions:
+    return [_cond(t, status, reason, message) for t in CONDITION_TYPES]
+
+
+def _gpu_count(node: dict[str, Any]) -> int:
+    raw = ((node.get("status") or {}).get("allocatable") or {}).get(naming.GPU_RESOURCE, "0")
+    try:
+        return int(str(raw))
+    except ValueError:
+        return 0
+
+
+def sync_conditions(
+    machine: Machine,
+    pool: Pool | None,
+    node: dict[str, Any] | None,
+    *,
+    created: bool = False,
+    refusal: Refusal | None = None,
+) -> tuple[Conditions, dict[str, str], int]:
+    """(conditions without timestamps, extra status fields, resync seconds; 0 = none)."""
+    name = machine.name
+    if machine.problem:
+        return _all("False", "InvalidMachine", f"Machine {name}: {machine.problem}"), {}, 0
+    if refusal is not None:
+        text = refusal.text(name)
+        return [
+            _cond("Launched", "False", "ProvisioningRefused", text),
+            _cond("Registered", "False", "NotLaunched", f"agent pool {name} was not created"),
+            _cond("Ready", "False", "ProvisioningRefused", text),
+        ], {}, RESYNC_REFUSED_S
+    if created or pool is None:
+        text = f"creating AKS agent pool {name} (vmSize {machine.vm_size}, 1 node)"
+        return [
+            _cond("Launched", "Unknown", "Creating", text),
+            _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
+            _cond("Ready", "Unknown", "Creating", text),
+        ], {}, RESYNC_PROGRESS_S
+    if not pool_is_ours(machine, pool):
+        text = (
+            f"an AKS agent pool named {name} already exists but was not created for this Machine "
+            f"(its nodeLabels lack {naming.MACHINE_LABEL}={name}); it is left untouched"
+        )
+        return _all("False", "PoolNameConflict", text), {}, RESYNC_REFUSED_S
+    state = pool.provisioning_state or "Unknown"
+    if state in ("Failed", "Canceled"):
+        reason = "ProvisioningFailed" if state == "Failed" else "ProvisioningCanceled"
+        if pool.error_code or pool.error_message:
+            text = f"AKS agent pool {name} is {state}: {pool.error_code}: {pool.error_message}"
+        else:
+            text = f"AKS agent pool {name} is {state} (ARM gave no error details)"
+        # A failed pool is never replaced behind the user's back (each try costs VM time and may hit the
+        # same capacity error); deleting the Machine is the retry: finalize removes the pool and the
+        # workspace hook creates the Machine again.
+        text += f"; to retry, delete the Machine (kubectl delete machine {name} -n {machine.namespace})"
+        return [
+            _cond("Launched", "False", reason, text),
+            _cond("Registered", "False", "NotLaunched", f"agent pool {name} is {state}"),
+            _cond("Ready", "False", reason, text),
+        ], {}, RESYNC_REFUSED_S
+    if state == "Deleting":
+        text = f"AKS agent pool {name} is being deleted; it will be created again once gone"
+        return _all("Unknown", "Deleting", text), {}, RESYNC_PROGRESS_S
+    was_launched = machine.observed_conditions.get("Launched", {}).get("status") == "True"
+    if state != "Succeeded" and (state == "Creating" or not was_launched):
+        text = f"AKS agent pool {name} is {state}"
+        return [
+            _cond("Launched", "Unknown", "Provisioning", text),
+            _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
+            _cond("Ready", "Unknown", "Provisioning", text),
+        ], {}, RESYNC_PROGRESS_S
+    launched = _cond("Launched", "True", "Launched", f"AKS agent pool {name} ({pool.vm_size or machine.vm_size}) is {state}")
+    if node is None:
+        text = f"no Node labelled {naming.AGENTPOOL_LABEL}={name} has joined yet"
+        return [launched, _cond("Registered", "Unknown", "NodeNotFound", text),
+                _cond("Ready", "Unknown", "NodeNotFound", text)], {}, RESYNC_PROGRESS_S
+    node_name = node["metadata"].get("name", "")
+    extra = {"nodeName": node_name}
+    provider_id = (node.get("spec") or {}).get("providerID")
+    if provider_id:
+        extra["providerID"] = provider_id
+    registered = _cond("Registered", "True", "Registered", f"node {node_name} joined the cluster")
+    ready, detail = kube.node_readiness(node)
+    if not ready:
+        ready_cond = _cond("Ready", "Unknown", "NodeNotReady", f"node {node_name} is not Ready yet ({detail})")
+        return [launched, registered, ready_cond], extra, RESYNC_PROGRESS_S
+    gpus = _gpu_count(node)
+    needs_gpu = machine.labels.get(naming.MACHINE_TYPE_LABEL, "gpu") != "cpu"
+    if needs_gpu and gpus <= 0:
+        text = (
+            f"node {node_name} is Ready but has no allocatable {naming.GPU_RESOURCE} "
+            "(is the NVIDIA device plugin running on it?)"
+        )
+        return [launched, registered, _cond("Ready", "Unknown", "GPUNotAllocatable", text)], extra, RESYNC_PROGRESS_S
+    text = f"node {node_name} is Ready" + (f" with {gpus} {naming.GPU_RESOURCE} allocatable" if needs_gpu else "")
+    return [launched, registered, _cond("Ready", "True", "Ready", text)], extra, 0
+
+
+def finalize_conditions(
+    machine: Machine,
+    pool: Pool | None,
+    *,
+    delete_started: bool = False,
+    refusal: Refusal | None = None,
+) -> tuple[Conditions, bool, int]:
+    """(conditions without timestamps, finalized, resync seconds) while removing the pool."""
+    name = machine.name
+    if machine.problem and pool is None and refusal is None:
+        return _all("False", "Deleted", f"Machine {name} never had an agent pool ({machine.problem})"), True, 0
+    if refusal is not None:
+        text = refusal.text(name)
+        return _all("False", "DeletionRefused", text), False, RESYNC_DELETE_REFUSED_S
+    if pool is None:
+        return _all("False", "Deleted", f"AKS agent pool {name} is deleted"), True, 0
+    if not pool_is_ours(machine, pool):
+        text = f"AKS agent pool {name} was not created for this Machine; left untouched"
+        return _all("False", "PoolNameConflict", text), True, 0
+    text = f"deleting AKS agent pool {name}" + ("" if delete_started else f" (state {pool.provisioning_state})")
+    return _all("False", "Deleting", text), False, RESYNC_FINALIZE_S
+
+
+def settings_missing_conditions(problem: str) -> Conditions:
+    message = f"the hook server cannot provision nodes: {problem}; fill in metacontroller/aks.env and re-apply"
+    return _all("False", "ArmSettingsMissing", message)
+
+
+def status(conditions: Conditions, machine: Machine, now: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Machine's status: extra fields, then the conditions with their transition times."""
+    result: dict[str, Any] = dict(extra or {})
+    result["conditions"] = kube.stamp_transition_times(conditions, machine.observed_conditions.values(), now)
+    return result

@@ -1,0 +1,133 @@
+"""The Machine and its Node, read from a DecoratorController request; problems a Machine can have."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hooks import kube, metacontroller, naming
+
+# The conditions a Machine's status always has, in this order.
+CONDITION_TYPES = ("Launched", "Registered", "Ready")
+
+
+class InvalidRequest(metacontroller.BadRequest):
+    """The body is not a Metacontroller DecoratorController request for a Machine."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    vm_size: str
+    os_disk_gb: int
+    taints: tuple[str, ...]
+    problem: str | None
+    observed_conditions: dict[str, dict[str, Any]]
+
+
+def machine_object(request: Any) -> dict[str, Any]:
+    """The Machine from a sync/finalize request, or InvalidRequest."""
+    if not isinstance(request, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    obj = request.get("object")
+    if not isinstance(obj, dict):
+        raise InvalidRequest("request has no 'object' (not a DecoratorController sync/finalize request)")
+    kind = obj.get("kind")
+    if kind not in (None, "Machine"):
+        raise InvalidRequest(f"object kind is {kind!r}, expected 'Machine'")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        raise InvalidRequest("object.metadata.name is missing")
+    for key in ("related", "attachments"):
+        if key in request and not isinstance(request[key], (dict, type(None))):
+            raise InvalidRequest(f"'{key}' must be an object")
+    if "finalizing" in request and not isinstance(request["finalizing"], bool):
+        raise InvalidRequest("'finalizing' must be a boolean")
+    return obj
+
+
+_QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|)$")
+_QUANTITY_FACTORS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def storage_gib(quantity: Any) -> int | None:
+    """Whole GiB in a Kubernetes quantity (truncated, as gpu-provisioner does); None if unparsable."""
+    if isinstance(quantity, int) and not isinstance(quantity, bool):
+        return quantity >> 30
+    match = _QUANTITY_RE.match(str(quantity).strip())
+    if not match:
+        return None
+    number, suffix = match.groups()
+    if "." in number:
+        whole, frac = number.split(".")
+        value = int(whole) * _QUANTITY_FACTORS[suffix] + int(frac) * _QUANTITY_FACTORS[suffix] // 10 ** len(frac)
+    else:
+        value = int(number) * _QUANTITY_FACTORS[suffix]
+    return value >> 30
+
+
+def read_machine(obj: dict[str, Any]) -> Machine:
+    metadata = obj.get("metadata") or {}
+    spec = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    name = metadata["name"]
+    labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+    problems: list[str] = []
+    if not naming.MACHINE_NAME.match(name):
+        problems.append(
+            f"name {name!r} cannot be an AKS agent pool name (1-12 lowercase letters and digits, starting with a letter)"
+        )
+    vm_size = ""
+    for requirement in spec.get("requirements") or []:
+        if isinstance(requirement, dict) and requirement.get("key") == naming.INSTANCE_TYPE_LABEL:
+            values = requirement.get("values") or []
+            if requirement.get("operator", "In") == "In" and values:
+                vm_size = str(values[0])
+            break
+    if not vm_size:
+        problems.append(f"spec.requirements has no '{naming.INSTANCE_TYPE_LABEL} In [<vm size>]' requirement")
+    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    disk = storage_gib(storage) if storage is not None else None
+    if storage is None:
+        problems.append("spec.resources.requests.storage is missing (it sets the node's OS disk size)")
+    elif disk is None or disk <= 0:
+        problems.append(f"spec.resources.requests.storage {storage!r} is not a size of at least 1Gi")
+    taints = []
+    for taint in spec.get("taints") or []:
+        if not isinstance(taint, dict) or not taint.get("key") or not taint.get("effect"):
+            problems.append(f"spec.taints entry {taint!r} needs key and effect")
+            continue
+        taints.append(f"{taint['key']}={taint.get('value', '')}:{taint['effect']}")
+    observed = {}
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") in CONDITION_TYPES:
+            observed[condition["type"]] = condition
+    return Machine(
+        name=name,
+        namespace=str(metadata.get("namespace") or ""),
+        labels=labels,
+        vm_size=vm_size,
+        os_disk_gb=disk or 0,
+        taints=tuple(taints),
+        problem="; ".join(problems) or None,
+        observed_conditions=observed,
+    )
+
+
+def related_node(request: dict[str, Any], pool_name: str) -> dict[str, Any] | None:
+    """The Node of this pool among the related objects (Ready first, then by name)."""
+    nodes = metacontroller.related(request, metacontroller.NODES).values()
+    mine = [
+        node
+        for node in nodes
+        if isinstance(node, dict)
+        and ((node.get("metadata") or {}).get("labels") or {}).get(naming.AGENTPOOL_LABEL) == pool_name
+        and not (node.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    mine.sort(key=lambda node: (not kube.node_is_ready(node), node["metadata"].get("name", "")))
+    return mine[0] if mine else None

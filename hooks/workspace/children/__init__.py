@@ -1,0 +1,22 @@
+"""The children a planned Workspace asks Metacontroller for, in a stable order."""
+
+from __future__ import annotations
+
+from hooks.settings import Settings
+from hooks.workspace.api import Workspace
+from hooks.workspace.children import machines, services, statefulset, tuning_job
+from hooks.workspace.planning import TuningPlan, WorkloadPlan
+
+
+def desired_children(ws: Workspace, plan: WorkloadPlan, machine_names: tuple[str, ...], settings: Settings) -> list[dict]:
+    """Machines for missing nodes, then the tuning ConfigMap and Job, or the StatefulSet and its Services."""
+    children = [machines.machine(ws, name, plan) for name in machine_names]
+    if isinstance(plan, TuningPlan):
+        cm = tuning_job.config_map(ws, plan)
+        if cm is not None:
+            children.append(cm)
+        children.append(tuning_job.job(ws, plan, settings))
+    else:
+        children.append(statefulset.statefulset(ws, plan, settings))
+        children += services.services(ws)
+    return children

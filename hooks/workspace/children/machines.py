@@ -1,0 +1,30 @@
+"""The Machines a Workspace asks for: one per missing GPU node (the Machine hook makes each an AKS agent pool)."""
+
+from __future__ import annotations
+
+from hooks import naming
+from hooks.workspace.api import Workspace
+from hooks.workspace.planning import WorkloadPlan
+
+
+def machine(ws: Workspace, name: str, plan: WorkloadPlan) -> dict:
+    labels = {
+        **ws.match_labels,
+        naming.WORKSPACE_LABEL: ws.name,
+        naming.WORKSPACE_NAMESPACE_LABEL: ws.namespace,
+        naming.MACHINE_TYPE_LABEL: "gpu",
+    }
+    return {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Machine",
+        "metadata": {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))},
+        "spec": {
+            "requirements": [
+                {"key": naming.INSTANCE_TYPE_LABEL, "operator": "In", "values": [plan.sku.name]},
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+            ],
+            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+            "resources": {"requests": {"storage": f"{plan.disk_gib}Gi"}},
+        },
+    }

@@ -1,0 +1,71 @@
+"""The Workspace hook's view of a Metacontroller CompositeController request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hooks.metacontroller import (
+    CONFIGMAPS,
+    JOBS,
+    LAST_APPLIED,
+    MACHINES,
+    NODES,
+    PODS,
+    SERVICES,
+    STATEFULSETS,
+    BadRequest,
+    observed,
+)
+
+CHILD_TYPES = (MACHINES, CONFIGMAPS, STATEFULSETS, JOBS, SERVICES)
+
+
+def require_parent(request: object) -> dict[str, Any]:
+    """The parent Workspace object of a sync/customize request, or BadRequest."""
+    if not isinstance(request, dict):
+        raise BadRequest(f"expected a JSON object, got {type(request).__name__}")
+    parent = request.get("parent")
+    if not isinstance(parent, dict) or not isinstance(parent.get("metadata"), dict) or not parent["metadata"].get("name"):
+        raise BadRequest("missing 'parent' with metadata.name: not a Metacontroller request")
+    for section in ("children", "related"):
+        if section in request and not isinstance(request[section] or {}, dict):
+            raise BadRequest(f"'{section}' must be an object keyed by Kind.apiVersion")
+    return parent
+
+
+def _as_previously_desired(child: dict) -> dict:
+    """What we last asked for: Metacontroller keeps it in an annotation; otherwise the object minus server fields."""
+    applied = ((child.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if applied:
+        try:
+            return json.loads(applied)
+        except ValueError:
+            pass
+    meta = child.get("metadata") or {}
+    keep = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    return {**{k: v for k, v in child.items() if k not in ("status", "metadata")}, "metadata": keep}
+
+
+def existing_children(request: dict) -> list[dict]:
+    """The observed children as we last desired them: what an invalid Workspace keeps."""
+    out = []
+    for kind in CHILD_TYPES:
+        for key in sorted(observed(request, kind)):
+            out.append(_as_previously_desired(observed(request, kind)[key]))
+    return out
+
+
+def new_workspace_request(workspace: dict) -> dict:
+    """A sync request as Metacontroller sends it for a new Workspace: no children, nothing related yet."""
+    parent = dict(workspace)
+    meta = dict(parent.get("metadata") or {})
+    meta.setdefault("namespace", "default")
+    parent["metadata"] = meta
+    return {
+        "controller": {"metadata": {"name": "workspace"}},
+        "parent": parent,
+        "children": {kind: {} for kind in CHILD_TYPES},
+        "related": {NODES: {}, PODS: {}},
+        "finalizing": False,
+    }
