@@ -12,7 +12,7 @@ SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0
 EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run setup test test-setup system-packages e2e bench clean
+.PHONY: run setup test test-setup system-packages e2e cluster cluster-down bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test: test-setup
 # The kind-based end-to-end test (needs Docker and kind; skips otherwise).
 e2e: test-setup
 	$(PY) -m pytest tests/e2e -m e2e -v
+
+# The local control plane (tests/cluster/) with the operator, in the background; README "Local control plane".
+cluster: test-setup
+	$(PY) tests/cluster/up.py start
+
+cluster-down:
+	$(PY) tests/cluster/up.py stop
 
 bench: test-setup
 	$(PY) benchmarks/bench_sync.py
