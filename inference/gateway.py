@@ -207,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker", action="store_true", help="node-rank > 0: health endpoints only")
     ns = p.parse_args(argv)
     app = make_app(Served(ns.served_model_name, tuple(ns.adapter)), ns.upstream, ns.runtime_pid, ns.worker)
-    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None)
+    # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
+    # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the
+    # handler, and so the generation, run to completion for nobody).
+    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ def route_openai(body, served: Served) -> tuple[dict, bool]:
     model = resolve_model(body.get("model"), served)
     if "lora_path" in body:
         check_lora_path(body["lora_path"], served)
+    for name in ("max_tokens", "max_completion_tokens", "min_tokens"):
+        if body.get(name) is not None:
+            token_count(body[name], name)
     if body.get("model") == model:
         return body, False
     return {**body, "model": model}, True
@@ -96,26 +99,34 @@ def generation_params(body: dict) -> dict:
         raise RequestError("`generate_kwargs` must be a JSON object")
     p = {**KAITO_DEFAULTS, **{k: v for k, v in body.items() if k not in ("prompt", "messages", "generate_kwargs")}, **gk}
     out = {k: p[k] for k in _PASSTHROUGH if p.get(k) is not None}
-    budget = p.get("max_new_tokens", p.get("max_tokens", p.get("max_length")))
+    budget = next((k for k in ("max_new_tokens", "max_tokens", "max_length") if p.get(k) is not None), None)
     if budget is not None:
-        out["max_tokens"] = _int(budget, "max_new_tokens/max_length")
-    minimum = p.get("min_new_tokens", p.get("min_tokens", p.get("min_length")))
-    if minimum:
-        out["min_tokens"] = _int(minimum, "min_new_tokens/min_length")
+        out["max_tokens"] = token_count(p[budget], budget)
+    minimum = next((k for k in ("min_new_tokens", "min_tokens", "min_length") if p.get(k)), None)
+    if minimum is not None:
+        out["min_tokens"] = token_count(p[minimum], minimum)
     if p.get("do_sample") is False:
         out["temperature"] = 0.0
         out.pop("top_k", None)
     return out
 
 
-def _int(value, name: str) -> int:
+MAX_TOKEN_COUNT = 2**31 - 1  # far above any context length; bigger numbers only break the server
+
+
+def token_count(value, name: str) -> int:
+    """A token budget: an integer (an integral float or a digit string too) in 0..MAX_TOKEN_COUNT."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RequestError(f"`{name}` must be an integer, got {value!r}")
     try:
-        v = int(value)
-    except (TypeError, ValueError):
+        number = float(value) if isinstance(value, float) else int(value)
+    except ValueError:
         raise RequestError(f"`{name}` must be an integer, got {value!r}") from None
-    if v < 0:
-        raise RequestError(f"`{name}` must be >= 0")
-    return v
+    if isinstance(number, float) and not number.is_integer():
+        raise RequestError(f"`{name}` must be an integer, got {value!r}")
+    if not 0 <= number <= MAX_TOKEN_COUNT:
+        raise RequestError(f"`{name}` must be between 0 and {MAX_TOKEN_COUNT}, got {value!r}")
+    return int(number)
 
 
 @dataclass(frozen=True)
