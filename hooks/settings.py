@@ -10,10 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-DEFAULT_RUNTIME_IMAGE = "ghcr.io/kaito-sglang/runtime:0.1.0"
-DEFAULT_TUNING_IMAGE = "ghcr.io/kaito-sglang/tuning:0.1.0"
+from hooks.version import VERSION
+
+IMAGE_REGISTRY = "ghcr.io/kaito-sglang"
+
+
+def release_image(name: str, version: str = VERSION) -> str:
+    """The image `name` of this release: the install (metacontroller/hooks/images.env) names the same."""
+    return f"{IMAGE_REGISTRY}/{name}:{version}"
+
+
+DEFAULT_RUNTIME_IMAGE = release_image("runtime")
+DEFAULT_TUNING_IMAGE = release_image("tuning")
 # The transformers runtime runs where SGLang's CUDA 13 build cannot (V100, T4): a CUDA 12 image.
-DEFAULT_TRANSFORMERS_RUNTIME_IMAGE = "ghcr.io/kaito-sglang/runtime-legacy:0.1.0"
+DEFAULT_TRANSFORMERS_RUNTIME_IMAGE = release_image("runtime-legacy")
 
 NodeProvisioning = Literal["aks", "byo"]
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import fields
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
 
+from hooks import version as hooks_version
 from hooks.settings import Settings
 from release import render_install, sync_version, tag
 from release.images import IMAGES, REPO, image_ref, project_version
@@ -124,13 +127,39 @@ def test_sync_version_makes_the_install_follow_a_new_version(tmp_path, capsys):
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image_ref("hooks", "0.42.0")
 
 
+def settings_field(env_name: str) -> str | None:
+    """The Settings field the hook server fills from the environment variable `env_name`, if any."""
+    sentinel = "registry.invalid/sentinel:1"
+    read = Settings.from_env({env_name: sentinel})
+    return next((f.name for f in fields(Settings) if getattr(read, f.name) == sentinel), None)
+
+
+# Published before the hook server reads it: the router image (issue 14 adds KAITO_ROUTER_IMAGE to the hooks).
+NOT_YET_READ = {"KAITO_ROUTER_IMAGE"}
+
+
 def test_hook_server_defaults_name_the_images_of_its_version():
     version = project_version()
     defaults = Settings.from_env({})
-    assert defaults.runtime_image == image_ref("runtime", version)
-    assert defaults.transformers_runtime_image == image_ref("runtime-legacy", version)
-    assert defaults.tuning_image == image_ref("tuning", version)
-    assert Settings.from_env({}) == Settings.from_env(dict(line.split("=", 1) for line in render_install.images_env(version).split()))
+    checked = set()
+    for image in IMAGES:
+        field = settings_field(image.env) if image.env else None
+        if field is None:
+            assert image.env is None or image.env in NOT_YET_READ, f"the hook server does not read {image.env}"
+            continue
+        assert getattr(defaults, field) == image_ref(image.name, version), f"Settings.{field} default"
+        checked.add(image.name)
+    assert checked >= {"runtime", "runtime-legacy", "tuning"}
+    shipped = dict(line.split("=", 1) for line in render_install.images_env(version).split())
+    assert Settings.from_env(shipped) == defaults
+
+
+def test_installed_hook_server_reads_its_version_from_the_package_metadata(tmp_path):
+    """In the hook image no pyproject.toml lies beside the package: pip's metadata has the version."""
+    assert hooks_version.project_version(tmp_path / "absent.toml") == metadata.version("kaito-sglang") == project_version()
+    other = tmp_path / "pyproject.toml"
+    other.write_text('[project]\nname = "someone-else"\nversion = "9.9.9"\n')
+    assert hooks_version.project_version(other) == project_version()
 
 
 @pytest.mark.parametrize(
