@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from hooks.settings import Settings
+from release.images import image_ref, project_version
 from workspace_support import METACONTROLLER_CRDS, REPO, need_shared
 
 K8S_VERSION = "1.33.0"
@@ -169,7 +170,7 @@ def test_hook_deployment_runs_non_root_with_a_read_only_root_filesystem(build, r
     assert deploy["spec"]["replicas"] == 2
     pod = deploy["spec"]["template"]["spec"]
     c = container(objs)
-    assert c["image"] == "ghcr.io/kaito-sglang/hooks:0.1.0"
+    assert c["image"] == image_ref("hooks", project_version())
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
