@@ -120,7 +120,7 @@ def test_cli_end_to_end_and_output_holds_only_the_adapter(models, chat_data, tmp
     (tmp_path / "cfg.yaml").write_text(tiny.training_yaml("qlora"))
     res = subprocess.run(
         [sys.executable, "-m", "tuning.train", "--config", str(tmp_path / "cfg.yaml"), "--model", models["llama"],
-         "--model-repo", "meta-llama/Llama-3.1-8B-Instruct", "--data", chat_data, "--output", str(tmp_path / "out")],
+         "--data", chat_data, "--output", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -144,26 +144,27 @@ def test_unknown_training_argument_is_a_config_error(models, chat_data, tmp_path
         _run("lora", models["llama"], chat_data, tmp_path / "out", TrainingArguments={"not_an_argument": 1})
 
 
-def test_model_is_fetched_only_when_missing(models, tmp_path, monkeypatch):
+def test_base_model_comes_from_the_weights_cache(models, tmp_path, monkeypatch):
+    """The Hub is the boundary: a loopback stand-in serves the tiny model over its HTTP API."""
+    import huggingface_hub.constants as hub_constants
+
+    from weights_support.loopback_hub import LoopbackHub
+
     with pytest.raises(train.TrainError, match="no --model-repo"):
         train.ensure_model(str(tmp_path / "empty"), None)
-    calls = []
-
-    def fake_hub(**kwargs):  # the Hugging Face Hub is not reachable from tests
-        calls.append(kwargs)
-        tiny.make_model(kwargs["local_dir"], "llama")
-
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
-    assert calls[0]["repo_id"] == "org/model" and calls[0]["token"] == "hf_test_token"
-    train.ensure_model(str(tmp_path / "w"), "org/model", downloader=fake_hub)
-    assert len(calls) == 1  # config.json present: no second download
-
-    def gated(**kwargs):
-        raise PermissionError("401 Client Error: gated repo")
-
-    with pytest.raises(train.TrainError, match="downloading org/gated failed: PermissionError"):
-        train.ensure_model(str(tmp_path / "g"), "org/gated", downloader=gated)
+    files = {name: open(os.path.join(models["llama"], name), "rb").read() for name in os.listdir(models["llama"])}
+    with LoopbackHub({"org/model": files}) as hub:
+        monkeypatch.setattr(hub_constants, "ENDPOINT", hub.url)
+        path, entry = train.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
+        entry.release()
+        assert not entry.stats.cached and os.path.isfile(os.path.join(path, "config.json"))
+        assert path.startswith(str(tmp_path / "cache"))
+        hub.reset_counters()
+        again, entry = train.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
+        entry.release()
+        assert again == path and entry.stats.cached and hub.body_bytes == 0  # a second run downloads nothing
+        with pytest.raises(train.TrainError, match="downloading org/gated failed"):
+            train.ensure_model(str(tmp_path / "g"), "org/gated")
 
 
 @pytest.mark.parametrize(

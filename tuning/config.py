@@ -33,6 +33,7 @@ DATASET_KEYS = frozenset(
         "response_column",
         "messages_column",
         "max_seq_length",
+        "packing",  # ours, not Kaito's: pack short examples into max_seq_length rows (default: where supported)
     }
 )
 DATASET_DEFAULTS = {
@@ -136,6 +137,8 @@ def config_problems(config: dict[str, Any], method: str | None = None, in_pod: b
         problems.append(
             f"training_config.DatasetConfig: unknown key(s) {unknown}; known: {', '.join(sorted(DATASET_KEYS))}"
         )
+    if dataset.get("packing") is not None and not isinstance(dataset.get("packing"), bool):
+        problems.append("training_config.DatasetConfig.packing must be true or false (or left out for the default)")
     split = dataset.get("train_test_split", 1.0)
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 < split <= 1:
         problems.append("training_config.DatasetConfig.train_test_split must be a number in (0, 1]")

@@ -15,15 +15,15 @@ import tempfile
 import time
 from typing import Any
 
-from tuning import choices
+from tuning import choices, parallel
 from tuning.config import ConfigError, load_training_config
 from tuning.dataset import DatasetError, load_examples, select_for_training
+from tuning.packing import pack, pad_packed
 from tuning.render import features, pad_batch
 
 log = logging.getLogger("tuning.train")
 
 MARKER = "fine_tuning_completed.txt"
-_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 # ModelConfig keys that the trainer interprets itself instead of passing to from_pretrained.
 _MODEL_KEYS_HANDLED = {"torch_dtype", "dtype", "device_map", "chat_template"}
 
@@ -32,27 +32,69 @@ class TrainError(RuntimeError):
     pass
 
 
-def ensure_model(model_dir: str, model_repo: str | None, downloader=None) -> None:
-    """Download `model_repo` into `model_dir` unless it already holds a config.json."""
-    if os.path.isfile(os.path.join(model_dir, "config.json")):
-        return
+def ensure_model(model_dir: str, model_repo: str | None, cache_dir: str | None = None, revision: str = "main"):
+    """(model path, cache entry or None): `model_repo` from the node-local weights cache (under cache_dir,
+    else under model_dir), fetched and verified there first if needed; without a repo, model_dir itself."""
     if not model_repo:
-        raise TrainError(f"{model_dir} holds no config.json and no --model-repo was given to download")
-    if downloader is None:
-        from huggingface_hub import snapshot_download as downloader
-    log.info("downloading %s into %s", model_repo, model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+        if not os.path.isfile(os.path.join(model_dir, "config.json")):
+            raise TrainError(f"{model_dir} holds no config.json and no --model-repo was given to download")
+        return model_dir, None
+    from inference.weights import fetch_into_cache
+
     try:
-        downloader(
-            repo_id=model_repo,
-            local_dir=model_dir,
-            token=os.environ.get("HF_TOKEN") or None,
-            allow_patterns=_MODEL_PATTERNS,
-        )
+        entry = fetch_into_cache(model_repo, cache_dir or model_dir, revision, os.environ.get("HF_TOKEN") or None,
+                                 prefer_local=True, log=log.info)
     except Exception as exc:  # hub errors come in many types; the message is what the user needs
         raise TrainError(f"downloading {model_repo} failed: {type(exc).__name__}: {exc}") from exc
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise TrainError(f"download of {model_repo} left no config.json in {model_dir}")
+    return entry.path, entry
+
+
+def model_shape(model_dir: str) -> tuple[parallel.ModelShape, str | None, int]:
+    """(shape, model_type, bytes per parameter on disk) from config.json and the safetensors sizes."""
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    text = cfg.get("text_config") or cfg
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    dtype_bytes = 4 if "32" in dtype else 2
+    weights = sum(os.path.getsize(os.path.join(model_dir, n)) for n in os.listdir(model_dir) if n.endswith(".safetensors"))
+    shape = parallel.ModelShape(parameters=weights // dtype_bytes, hidden_size=int(text.get("hidden_size") or 4096),
+                                num_layers=int(text.get("num_hidden_layers") or 32),
+                                vocab_size=int(text.get("vocab_size") or 32000))
+    return shape, cfg.get("model_type"), dtype_bytes
+
+
+def _quantization(config: dict[str, Any]) -> str | None:
+    quant = config.get("QuantizationConfig") or {}
+    return "4bit" if quant.get("load_in_4bit") else "8bit" if quant.get("load_in_8bit") else None
+
+
+def _gpus() -> tuple[int, int]:
+    """(GPU count, memory of the smallest GPU in bytes); (0, 0) without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, 0
+    n = torch.cuda.device_count()
+    return n, min(torch.cuda.get_device_properties(i).total_memory for i in range(n))
+
+
+def _step_shape(config: dict[str, Any]) -> tuple[int, int]:
+    """(sequence length, per-device batch) of one training step."""
+    args = config.get("TrainingArguments") or {}
+    seq = int((config.get("DatasetConfig") or {}).get("max_seq_length") or 1024)
+    return seq, int(args.get("per_device_train_batch_size") or 8)
+
+
+def plan_processes(config: dict[str, Any], model_dir: str, gpu_count: int, gpu_bytes: int) -> int:
+    """How many data-parallel processes (one per GPU) this run should use."""
+    if gpu_count <= 1:
+        return 1
+    shape, _type, _b = model_shape(model_dir)
+    seq, batch = _step_shape(config)
+    dtype_bytes = 4 if choices.compute_dtype((config.get("ModelConfig") or {}).get("torch_dtype"), (8, 0)) == "float32" else 2
+    fits = parallel.per_gpu_need(shape, _quantization(config), dtype_bytes, seq, batch, checkpointing=True) \
+        <= parallel.USABLE * gpu_bytes
+    return parallel.data_parallel_processes(gpu_count, fits, (config.get("ModelConfig") or {}).get("device_map"))
 
 
 def _capability() -> tuple[int, int] | None:
@@ -86,7 +128,12 @@ def load_model_and_tokenizer(model_dir: str, config: dict[str, Any], dtype_name:
     kwargs = {k: v for k, v in model_cfg.items() if k not in _MODEL_KEYS_HANDLED}
     kwargs.setdefault("local_files_only", True)
     kwargs["dtype"] = dtype
-    kwargs["device_map"] = (model_cfg.get("device_map") or "auto") if on_gpu else {"": "cpu"}
+    if not on_gpu:
+        kwargs["device_map"] = {"": "cpu"}
+    elif _world_size() > 1:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # DDP: one whole copy per GPU
+    else:
+        kwargs["device_map"] = model_cfg.get("device_map") or "auto"
     quantized = bool(quant_cfg.get("load_in_4bit") or quant_cfg.get("load_in_8bit"))
     if quantized:
         if quant_cfg.get("load_in_4bit"):
@@ -96,10 +143,18 @@ def load_model_and_tokenizer(model_dir: str, config: dict[str, Any], dtype_name:
     return model, tokenizer, quantized
 
 
-def training_arguments(section: dict[str, Any], scratch: str, dtype_name: str, on_gpu: bool):
+def training_arguments(section: dict[str, Any], scratch: str, dtype_name: str, on_gpu: bool,
+                       checkpointing: bool | None = None, group_by_length: bool = False):
+    """TrainingArguments from the Kaito section. `checkpointing`: the memory decision, used unless the
+    section sets it (None: on the GPU only); `group_by_length`: the default sampler when not packing."""
     from transformers import TrainingArguments
 
     args = {k: v for k, v in section.items() if k != "output_dir"}
+    if "group_by_length" in args:  # Kaito's (older transformers') name of the length-grouped sampler
+        if args.pop("group_by_length"):
+            args.setdefault("train_sampling_strategy", "group_by_length")
+    elif group_by_length:
+        args.setdefault("train_sampling_strategy", "group_by_length")
     args.setdefault("report_to", [])
     args.setdefault("logging_steps", 10)
     args.setdefault("save_strategy", "no")
@@ -107,7 +162,8 @@ def training_arguments(section: dict[str, Any], scratch: str, dtype_name: str, o
     if not any(k in args for k in ("gradient_checkpointing", "activation_checkpointing")):
         fields = getattr(TrainingArguments, "__dataclass_fields__", {})
         name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-        args[name] = on_gpu  # memory for long sequences on the GPU; needless slowness on CPU tests
+        # Recompute activations only where a step would not fit the GPU otherwise (about 30 % slower).
+        args[name] = on_gpu if checkpointing is None else checkpointing
     args.setdefault("remove_unused_columns", False)
     for flag, value in choices.mixed_precision_flags(dtype_name).items():
         args[flag] = value
@@ -166,8 +222,42 @@ def write_adapter(adapter_dir: str, output_dir: str, base_model: str | None, sum
         f.write(json.dumps(summary, sort_keys=True) + "\n")
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _all_reduce_sum(value: int) -> int:
+    """The sum over all data-parallel processes (the value itself when there is one process)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def packing_choice(dataset_cfg: dict[str, Any], model_type: str | None) -> bool:
+    """DatasetConfig.packing: on by default where the model family keeps packed examples apart."""
+    wanted = dataset_cfg.get("packing")
+    supported = parallel.packing_supported(model_type)
+    if wanted is None:
+        return supported
+    if wanted and not supported:
+        raise ConfigError(
+            f"training_config.DatasetConfig.packing: model type {model_type!r} cannot keep packed examples apart; "
+            "set packing: false"
+        )
+    return bool(wanted)
+
+
 def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str, model_repo: str | None = None) -> dict[str, Any]:
-    """Run one fine-tuning job from an effective (merged, validated) config; returns a summary."""
+    """Run one fine-tuning job from an effective (merged, validated) config; returns a summary.
+
+    Under torchrun (WORLD_SIZE > 1) every process holds a whole model copy on its own GPU and trains on
+    its share of each step (DDP); the first process writes the adapter."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import Trainer
@@ -178,22 +268,37 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
     capability = _capability()
     on_gpu = capability is not None
     dtype_name = choices.compute_dtype((config.get("ModelConfig") or {}).get("torch_dtype"), capability)
-    log.info("device=%s capability=%s compute dtype=%s", "cuda" if on_gpu else "cpu", capability, dtype_name)
+    log.info("device=%s capability=%s compute dtype=%s processes=%d", "cuda" if on_gpu else "cpu", capability,
+             dtype_name, _world_size())
 
+    shape, model_type, _disk_bytes = model_shape(model_dir)
+    packing = packing_choice(dataset_cfg, model_type)
     model, tokenizer, quantized = load_model_and_tokenizer(model_dir, config, dtype_name, on_gpu)
     max_length = int(dataset_cfg.get("max_seq_length") or 1024)
     rows = [f for f in (features(ex, tokenizer, max_length) for ex in examples) if f is not None]
     if not rows:
         raise DatasetError("no example has trainable tokens after rendering and truncation")
-    log.info("examples: %d loaded, %d trainable", len(examples), len(rows))
+    train_rows = pack(rows, max_length) if packing else rows
+    log.info("examples: %d loaded, %d trainable, %d training rows (packing %s)", len(examples), len(rows),
+             len(train_rows), "on" if packing else "off")
 
+    checkpointing = None
+    if on_gpu:
+        _n, gpu_bytes = _gpus()
+        seq, batch = _step_shape(config)
+        checkpointing = parallel.needs_checkpointing(shape, _quantization(config), 4 if dtype_name == "float32" else 2,
+                                                     seq if packing else min(seq, max(len(r["input_ids"]) for r in rows)),
+                                                     batch, gpu_bytes)
     with tempfile.TemporaryDirectory(prefix="tuning-") as scratch:
-        args = training_arguments(dict(config.get("TrainingArguments") or {}), scratch, dtype_name, on_gpu)
+        args = training_arguments(dict(config.get("TrainingArguments") or {}), scratch, dtype_name, on_gpu,
+                                  checkpointing=checkpointing, group_by_length=not packing)
         checkpointing = bool(getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False))
         if quantized:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
         elif checkpointing:
             model.enable_input_require_grads()
+        if packing:
+            model.config.use_cache = False  # a KV cache in the forward pass would disable the packed-sequence mask
         lora_section = dict(config.get("LoraConfig") or {})
         lora_section["target_modules"] = choices.target_modules(
             lora_section, getattr(model.config, "model_type", None), os.environ.get("DEFAULT_TARGET_MODULES")
@@ -206,33 +311,52 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
             raise ConfigError(f"training_config.LoraConfig: {exc}") from exc
         model = get_peft_model(model, lora)
         trainable, total = model.get_nb_trainable_parameters()
-        log.info("LoRA targets=%s trainable params=%d of %d", sorted(model.peft_config["default"].target_modules), trainable, total)
+        log.info("LoRA targets=%s trainable params=%d of %d gradient checkpointing=%s",
+                 sorted(model.peft_config["default"].target_modules), trainable, total, checkpointing)
 
-        counter = {"tokens": 0}
+        counter = {"tokens": 0, "examples": 0}
         collator_cfg = config.get("DataCollator") or {}
         multiple = collator_cfg.get("pad_to_multiple_of")
 
         def collate(batch):
-            padded = pad_batch(batch, tokenizer.pad_token_id, multiple)
+            padded = (pad_packed if packing else pad_batch)(batch, tokenizer.pad_token_id, multiple)
             counter["tokens"] += sum(len(f["input_ids"]) for f in batch)
             return {k: torch.tensor(v) for k, v in padded.items()}
 
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[_progress_callback(counter)])
+        class CountingTrainer(Trainer):
+            """Counts the examples each micro-batch really trains on (the data loader runs ahead)."""
+
+            def training_step(self, model, inputs, *a, **kw):
+                if "position_ids" in inputs:
+                    counter["examples"] += int((inputs["position_ids"] == 0).sum())
+                else:
+                    counter["examples"] += int(inputs["input_ids"].shape[0])
+                return super().training_step(model, inputs, *a, **kw)
+
+        trainer = CountingTrainer(model=model, args=args, train_dataset=train_rows, data_collator=collate,
+                          callbacks=[_progress_callback(counter)])
         started = time.monotonic()
         result = trainer.train()
         seconds = time.monotonic() - started
-        adapter_dir = os.path.join(scratch, "adapter")
-        model.save_pretrained(adapter_dir, safe_serialization=True)
+        examples_seen = _all_reduce_sum(counter["examples"])
+        tokens_seen = _all_reduce_sum(counter["tokens"])
         summary = {
             "steps": int(result.global_step),
             "train_loss": float(result.training_loss),
             "seconds": round(seconds, 3),
-            "tokens": counter["tokens"],
+            "tokens": tokens_seen,
             "examples": len(rows),
+            "examples_per_step": round(examples_seen / max(1, int(result.global_step)), 3),
+            "processes": _world_size(),
+            "packing": packing,
+            "gradient_checkpointing": checkpointing,
             "compute_dtype": dtype_name,
             "base_model": model_repo,
         }
-        write_adapter(adapter_dir, output_dir, model_repo, summary)
+        if trainer.is_world_process_zero():
+            adapter_dir = os.path.join(scratch, "adapter")
+            model.save_pretrained(adapter_dir, safe_serialization=True)
+            write_adapter(adapter_dir, output_dir, model_repo, summary)
     log.info("done %s", json.dumps(summary))
     return summary
 
@@ -240,12 +364,30 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tuning.train", description=__doc__)
     p.add_argument("--config", required=True, help="Kaito training_config.yaml")
-    p.add_argument("--model", required=True, help="base model directory (downloaded there if it has no config.json)")
+    p.add_argument("--model", required=True,
+                   help="base model directory (with --model-repo: the weights cache when no --weights-cache)")
     p.add_argument("--model-repo", help="Hugging Face repo id of the base model (token from env HF_TOKEN)")
+    p.add_argument("--revision", default="main", help="branch, tag or commit of --model-repo")
+    p.add_argument("--weights-cache", help="the node-local weights cache (see inference.weights_cache)")
     p.add_argument("--data", required=True, help="directory holding parquet/json/jsonl/csv dataset files")
     p.add_argument("--output", required=True, help="where the adapter files and completion marker go")
     p.add_argument("--method", choices=["lora", "qlora"], help="default: inferred from QuantizationConfig")
+    p.add_argument("--base-model-name", help=argparse.SUPPRESS)  # the repo id, passed to torchrun workers
+    p.add_argument("--processes", default="auto",
+                   help="data-parallel processes: auto (one per GPU when the model fits one GPU) or a number")
     return p.parse_args(argv)
+
+
+def torchrun_argv(processes: int, args: argparse.Namespace, model_path: str) -> list[str]:
+    """This trainer again under torchrun, one process per GPU, on the already fetched model."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            "-m", "tuning.train", "--config", args.config, "--model", model_path, "--data", args.data,
+            "--output", args.output, "--processes", "1"]
+    if args.model_repo:
+        argv += ["--base-model-name", args.model_repo]
+    if args.method:
+        argv += ["--method", args.method]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,8 +396,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open(args.config, encoding="utf-8") as f:
             config = load_training_config(f.read(), args.method)
-        ensure_model(args.model, args.model_repo)
-        train(config, args.model, args.data, args.output, args.model_repo)
+        model_path, entry = ensure_model(args.model, args.model_repo, args.weights_cache, args.revision)
+        if args.processes == "auto":
+            processes = plan_processes(config, model_path, *_gpus())
+        else:
+            try:
+                processes = int(args.processes)
+            except ValueError:
+                raise ConfigError(f"--processes {args.processes!r}: expected auto or a number") from None
+        if processes > 1 and "LOCAL_RANK" not in os.environ:
+            run = torchrun_argv(processes, args, model_path)
+            log.info("data parallel: %d processes, one per GPU: %s", processes, " ".join(run))
+            if entry is not None:
+                entry.keep_across_exec()  # the workers read the cache entry: keep it from eviction
+            sys.stdout.flush()
+            os.execv(run[0], run)
+        train(config, model_path, args.data, args.output, args.model_repo or args.base_model_name)
     except (ConfigError, DatasetError, TrainError) as exc:
         log.error("%s", exc)
         return 2
