@@ -79,5 +79,5 @@ lint-release-tools: $(PY) $(ACTIONLINT)
 
 lint-release: lint-release-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(ACTIONLINT)
-	$(VENV)/bin/zizmor --offline --quiet --config .github/zizmor.yml .github/workflows
+	$(VENV)/bin/zizmor --offline --quiet --config .github/zizmor.yml .github
 	$(VENV)/bin/hadolint $(DOCKERFILES)
