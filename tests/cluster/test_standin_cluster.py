@@ -92,16 +92,17 @@ class ScriptedHooks:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def calls_to(self, path: str, name: str | None = None) -> list[tuple[float, str, dict, dict]]:
+    def calls_to(self, path: str, namespace: str, name: str) -> list[tuple[float, str, dict, dict]]:
+        """Calls about one object (earlier tests' objects may still be synced while their namespace goes)."""
         with self.lock:
             calls = [c for c in self.calls if c[1] == path]
-        if name is None:
-            return calls
-        return [c for c in calls if ((c[3].get("parent") or c[3].get("object") or {}).get("metadata") or {})
-                .get("name") == name]
+        wanted = {"namespace": namespace, "name": name}
+        return [c for c in calls if {k: ((c[3].get("parent") or c[3].get("object") or {}).get("metadata") or {})
+                                     .get(k) for k in wanted} == wanted]
 
     def stop(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -114,14 +115,14 @@ def standin(cluster):
         pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
     crds = [_crd("Parent", "parents"), _crd("Target", "targets")]
     cluster.kubectl("apply", "--server-side", "-f", "-", input=METACONTROLLER_CRDS.read_text())
-    cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(json.dumps(c) for c in crds))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=as_list(*crds))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parents.standin.test",
                     "crd/targets.standin.test", "crd/compositecontrollers.metacontroller.k8s.io",
                     "crd/decoratorcontrollers.metacontroller.k8s.io")
     process = Process("standin-test", [
         sys.executable, "-m", "standin_metacontroller", "--kubeconfig", str(cluster.kubeconfig),
         "--target-label-selector", f"{SELECTOR_LABEL}={RUN_ID}", "--max-backoff", "2", "--discovery-interval", "2s",
-    ], cluster.logdir / "standin-test.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
+    ], cluster.logdir / f"standin-test-{RUN_ID}.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
     try:
         cluster.wait_for("the stand-in to start", lambda: "started" in process.tail() or process.exited(), timeout=30)
         assert not process.exited(), process.exited()
@@ -142,9 +143,13 @@ def kubectl_json(cluster, *args) -> dict | None:
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
+def as_list(*docs: dict) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)})
+
+
 def apply(cluster, *docs: dict) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", "-",
-                    input="\n---\n".join(json.dumps(d) for d in docs))
+                    input=as_list(*docs))
 
 
 def controller_doc(kind: str, name: str, spec: dict) -> dict:
@@ -156,7 +161,10 @@ def hook(url: str, version: str = "v2", timeout: str = "5s") -> dict:
     return {"version": version, "webhook": {"url": url, "timeout": timeout}}
 
 
-def composite(cluster, hooks: ScriptedHooks, name: str, **extra) -> dict:
+def composite(cluster, server: ScriptedHooks, name: str, *, customize: bool = True, **extra) -> dict:
+    hooks = {"sync": hook(f"{server.url}/sync")}
+    if customize:
+        hooks["customize"] = hook(f"{server.url}/customize")
     spec = {
         "generateSelector": True,
         "parentResource": {"apiVersion": "standin.test/v1", "resource": "parents"},
@@ -164,7 +172,7 @@ def composite(cluster, hooks: ScriptedHooks, name: str, **extra) -> dict:
             {"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "InPlace"}},
             {"apiVersion": "v1", "resource": "secrets", "updateStrategy": {"method": "Recreate"}},
         ],
-        "hooks": {"sync": hook(f"{hooks.url}/sync"), "customize": hook(f"{hooks.url}/customize")},
+        "hooks": hooks,
         **extra,
     }
     doc = controller_doc("CompositeController", name, spec)
@@ -232,14 +240,14 @@ def test_composite_children_owner_refs_status_and_request_shape(cluster, standin
         assert status["observed"] == {"ConfigMap.v1": [f"{namespace}/p1-cm"], "Secret.v1": [f"{namespace}/p1-secret"]}
         assert status["related"] == {"Node.v1": [node["metadata"]["name"]]}  # cluster-scoped: key is the name
 
-        first = hooks.calls_to("/sync", "p1")[0][3]
+        first = hooks.calls_to("/sync", namespace, "p1")[0][3]
         assert set(first) == {"controller", "parent", "children", "related", "finalizing"}
         assert first["children"] == {"ConfigMap.v1": {}, "Secret.v1": {}} and first["finalizing"] is False
         assert first["controller"]["kind"] == "CompositeController"
-        customize = hooks.calls_to("/customize", "p1")[0][3]
+        customize = hooks.calls_to("/customize", namespace, "p1")[0][3]
         assert set(customize) == {"controller", "parent"}
 
-        cm = kubectl_json(cluster, "get", "configmap", "p1-cm", "-n", namespace)
+        cm = kubectl_json(cluster, "get", "configmap", "p1-cm", "-n", namespace, "--show-managed-fields")
         uid = parent["metadata"]["uid"]
         assert cm["metadata"]["labels"]["controller-uid"] == uid
         assert cm["metadata"]["ownerReferences"] == [{
@@ -253,7 +261,7 @@ def test_composite_children_owner_refs_status_and_request_shape(cluster, standin
 
 def test_composite_in_place_recreate_delete_and_external_deletion(cluster, standin, hooks, namespace):
     hooks.answers = {"/sync": sync_answer}
-    composite(cluster, hooks, f"parents-{RUN_ID}", hooks={"sync": hook(f"{hooks.url}/sync")})
+    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
     apply(cluster, parent_doc(namespace, "p2", value="one", secret="a"))
     get_cm = lambda: kubectl_json(cluster, "get", "configmap", "p2-cm", "-n", namespace)
     get_secret = lambda: kubectl_json(cluster, "get", "secret", "p2-secret", "-n", namespace)
@@ -278,15 +286,15 @@ def test_composite_in_place_recreate_delete_and_external_deletion(cluster, stand
 
 def test_hook_errors_change_nothing_record_an_event_and_are_retried(cluster, standin, hooks, namespace):
     hooks.answers = {"/sync": sync_answer}
-    composite(cluster, hooks, f"parents-{RUN_ID}", hooks={"sync": hook(f"{hooks.url}/sync")})
+    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
     apply(cluster, parent_doc(namespace, "p3", value="one"))
     cluster.wait_for("the children", lambda: kubectl_json(cluster, "get", "configmap", "p3-cm", "-n", namespace))
 
     hooks.answers["/sync"] = lambda body: (500, {}, {"error": "hook broken on purpose"})
-    failing_since = len(hooks.calls_to("/sync", "p3"))
+    failing_since = len(hooks.calls_to("/sync", namespace, "p3"))
     apply(cluster, parent_doc(namespace, "p3", value="two", dropConfigMap=True))
     cluster.wait_for("two failed calls (retried with backoff)",
-                     lambda: len(hooks.calls_to("/sync", "p3")) >= failing_since + 2, timeout=30)
+                     lambda: len(hooks.calls_to("/sync", namespace, "p3")) >= failing_since + 2, timeout=30)
     cm = kubectl_json(cluster, "get", "configmap", "p3-cm", "-n", namespace)
     assert cm is not None and cm["data"]["value"] == "one"  # nothing applied, nothing deleted
     events = cluster.wait_for("a SyncError event on the parent", lambda: [
@@ -304,16 +312,17 @@ def test_429_retry_after_and_resync_after_seconds(cluster, standin, hooks, names
     answered_429 = []
 
     def answer(body):
-        if body["parent"]["metadata"]["name"] == "p4" and not answered_429:
+        if body["parent"]["metadata"] | {"name": "p4", "namespace": namespace} == body["parent"]["metadata"] \
+                and not answered_429:
             answered_429.append(time.monotonic())
             return 429, {"Retry-After": "3"}, {"error": "throttled"}
         return sync_answer(body, resyncAfterSeconds=0.5)
 
     hooks.answers = {"/sync": answer}
-    composite(cluster, hooks, f"parents-{RUN_ID}", hooks={"sync": hook(f"{hooks.url}/sync")})
+    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
     apply(cluster, parent_doc(namespace, "p4", value="one"))
     calls = cluster.wait_for("repeated syncs (resyncAfterSeconds 0.5)",
-                             lambda: (c := hooks.calls_to("/sync", "p4")) and len(c) >= 5 and c, timeout=30)
+                             lambda: (c := hooks.calls_to("/sync", namespace, "p4")) and len(c) >= 5 and c, timeout=30)
     assert calls[1][0] - calls[0][0] >= 2.8, "the 429's Retry-After (3 s) was not honoured"
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls[1:])]
     assert all(gap < 2.5 for gap in gaps), f"resyncAfterSeconds 0.5 not honoured: {gaps}"
@@ -323,12 +332,12 @@ def test_related_object_change_requeues_the_parent(cluster, standin, hooks, name
     hooks.answers = {"/sync": sync_answer, "/customize": customize_nodes}
     composite(cluster, hooks, f"parents-{RUN_ID}")
     apply(cluster, parent_doc(namespace, "p5", value="one"))
-    cluster.wait_for("a first sync", lambda: hooks.calls_to("/sync", "p5"))
+    cluster.wait_for("a first sync", lambda: hooks.calls_to("/sync", namespace, "p5"))
     node_name = f"standin-{RUN_ID}-p5"
     apply(cluster, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {"standin-pool": "p5"}}})
     try:
         cluster.wait_for("a sync that sees the new Node", lambda: any(
-            node_name in (c[3]["related"].get("Node.v1") or {}) for c in hooks.calls_to("/sync", "p5")), timeout=20)
+            node_name in (c[3]["related"].get("Node.v1") or {}) for c in hooks.calls_to("/sync", namespace, "p5")), timeout=20)
     finally:
         cluster.kubectl("delete", "node", node_name, "--ignore-not-found")
 
@@ -366,13 +375,13 @@ def test_decorator_finalizer_labels_status_and_finalize_loop(cluster, standin, h
     assert meta["labels"] == {"decorate": "yes", "decorated": "yes"}
     assert meta["annotations"]["standin.test/seen"] == "t1"
     assert decorated["status"] == {"phase": "Synced", "attachments": []}
-    request = hooks.calls_to("/dsync", "t1")[0][3]
+    request = hooks.calls_to("/dsync", namespace, "t1")[0][3]
     assert set(request) == {"controller", "object", "attachments", "related", "finalizing"}
-    assert not hooks.calls_to("/dsync", "t2") and "finalizers" not in get("t2")["metadata"]
+    assert not hooks.calls_to("/dsync", namespace, "t2") and "finalizers" not in get("t2")["metadata"]
 
     cluster.kubectl("delete", "targets.standin.test", "t1", "-n", namespace, "--wait=false")
     cluster.wait_for("the target gone after finalized: true", lambda: get("t1") is None, timeout=30)
-    finals = hooks.calls_to("/dfinalize", "t1")
+    finals = hooks.calls_to("/dfinalize", namespace, "t1")
     assert len(finals) >= 3 and all(c[3]["finalizing"] is True for c in finals)
 
 
@@ -384,10 +393,10 @@ def test_bearer_token_from_a_secret_through_endpoint_configs(cluster, standin, h
                     "stringData": {"token": token}})
     hooks.answers = {"/sync": sync_answer}
     host = hooks.url.removeprefix("http://")
-    composite(cluster, hooks, f"parents-{RUN_ID}", hooks={"sync": hook(f"{hooks.url}/sync")}, endpointConfigs=[
+    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False, endpointConfigs=[
         {"host": host, "authorization": {"secretRef": {"name": "hook-token", "namespace": namespace, "key": "token"}}}])
     apply(cluster, parent_doc(namespace, "p6", value="one"))
-    call = cluster.wait_for("an authenticated sync", lambda: hooks.calls_to("/sync", "p6"))[0]
+    call = cluster.wait_for("an authenticated sync", lambda: hooks.calls_to("/sync", namespace, "p6"))[0]
     assert call[2].get("Authorization") == f"Bearer {token}"
 
 
@@ -399,7 +408,7 @@ def test_sigterm_stops_the_standin_cleanly(cluster):
     process = Process("standin-sigterm", [
         sys.executable, "-m", "standin_metacontroller", "--kubeconfig", str(cluster.kubeconfig),
         "--target-label-selector", f"{SELECTOR_LABEL}=nothing-{RUN_ID}",
-    ], cluster.logdir / "standin-sigterm.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
+    ], cluster.logdir / f"standin-sigterm-{RUN_ID}.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
     try:
         cluster.wait_for("the stand-in to start", lambda: "started" in process.tail() or process.exited(), timeout=30)
         started = time.monotonic()

@@ -7,6 +7,7 @@ controller objects name them: ``(apiVersion, resource plural)``.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import tempfile
 import threading
@@ -39,8 +40,10 @@ class ResourceInfo:
     subresources: frozenset[str]
 
 
-def _plain(result: Any) -> dict[str, Any]:
-    return result.to_dict() if hasattr(result, "to_dict") else result
+def _plain(response: Any) -> dict[str, Any]:
+    """The JSON body of a raw response (calls pass serialize=False: no ResourceInstance round trip)."""
+    data = response.data if hasattr(response, "data") else response
+    return json.loads(data) if data else {}
 
 
 class Kube:
@@ -87,7 +90,7 @@ class Kube:
     def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self._resource(api_version, plural)
         try:
-            return _plain(self.dyn.get(resource, name=name, namespace=namespace or None))
+            return _plain(self.dyn.get(resource, name=name, namespace=namespace or None, serialize=False))
         except NotFoundError:
             return None
 
@@ -97,7 +100,7 @@ class Kube:
         Items carry apiVersion and kind (a list response leaves them out of its items).
         """
         resource = self._resource(api_version, plural)
-        result = _plain(self.dyn.get(resource, namespace=namespace or None))
+        result = _plain(self.dyn.get(resource, namespace=namespace or None, serialize=False))
         items = result.get("items") or []
         for item in items:
             item.setdefault("apiVersion", api_version)
@@ -134,7 +137,7 @@ class Kube:
         if dry_run:
             params["dry_run"] = "All"
         return _plain(self.dyn.server_side_apply(resource, body=obj, name=meta["name"],
-                                                 namespace=meta.get("namespace") or None, **params))
+                                                 namespace=meta.get("namespace") or None, serialize=False, **params))
 
     def delete(self, api_version: str, plural: str, namespace: str, name: str, uid: str) -> bool:
         """Background-propagated delete with a UID precondition; False if it was already gone."""
@@ -154,23 +157,25 @@ class Kube:
         resource = self._resource(api_version, plural)
         return _plain(self.dyn.patch(resource, body=patch, name=name, namespace=namespace or None,
                                      content_type="application/merge-patch+json",
-                                     field_manager=self.field_manager))
+                                     field_manager=self.field_manager, serialize=False))
 
     def replace_status(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT obj to the status subresource (obj carries the resourceVersion it was read at)."""
         resource = self._resource(api_version, plural)
         meta = obj["metadata"]
         path = resource.path(name=meta["name"], namespace=meta.get("namespace") or None) + "/status"
-        return _plain(self.dyn.request("put", path, body=obj, field_manager=self.field_manager))
+        return _plain(self.dyn.request("put", path, body=obj, field_manager=self.field_manager,
+                                       serialize=False))
 
     def replace(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         resource = self._resource(api_version, plural)
         meta = obj["metadata"]
         return _plain(self.dyn.replace(resource, body=obj, name=meta["name"],
                                        namespace=meta.get("namespace") or None,
-                                       field_manager=self.field_manager))
+                                       field_manager=self.field_manager, serialize=False))
 
     def create(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         resource = self._resource(api_version, plural)
         return _plain(self.dyn.create(resource, body=obj,
-                                      namespace=(obj.get("metadata") or {}).get("namespace") or None))
+                                      namespace=(obj.get("metadata") or {}).get("namespace") or None,
+                                      serialize=False))

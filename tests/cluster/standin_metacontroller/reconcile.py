@@ -415,7 +415,7 @@ class Reconciler:
         try:
             self.kube.create("v1", "events", event)
         except Exception as err:  # noqa: BLE001 - an event is best effort
-            log.info("event not recorded for %s: %s", describe(obj), err)
+            log.info("event not recorded for %s: %s", describe(obj), _api_message(err))
 
 
 def _api_message(err: Exception) -> str:
