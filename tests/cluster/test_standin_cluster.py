@@ -41,13 +41,28 @@ pytestmark = pytest.mark.cluster
 def _crd(kind: str, plural: str) -> dict:
     open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.standin.test"},
-        "spec": {"group": "standin.test", "scope": "Namespaced",
-                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
-                 "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                                   "spec": open_object, "status": open_object}}}}]},
+        "spec": {
+            "group": "standin.test",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": open_object, "status": open_object},
+                        }
+                    },
+                }
+            ],
+        },
     }
 
 
@@ -97,8 +112,12 @@ class ScriptedHooks:
         with self.lock:
             calls = [c for c in self.calls if c[1] == path]
         wanted = {"namespace": namespace, "name": name}
-        return [c for c in calls if {k: ((c[3].get("parent") or c[3].get("object") or {}).get("metadata") or {})
-                                     .get(k) for k in wanted} == wanted]
+        return [
+            c
+            for c in calls
+            if {k: ((c[3].get("parent") or c[3].get("object") or {}).get("metadata") or {}).get(k) for k in wanted}
+            == wanted
+        ]
 
     def stop(self):
         self.server.shutdown()
@@ -106,6 +125,7 @@ class ScriptedHooks:
 
 
 # ---------------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="module")
 def standin(cluster):
@@ -116,13 +136,34 @@ def standin(cluster):
     crds = [_crd("Parent", "parents"), _crd("Target", "targets")]
     cluster.kubectl("apply", "--server-side", "-f", "-", input=METACONTROLLER_CRDS.read_text())
     cluster.kubectl("apply", "--server-side", "-f", "-", input=as_list(*crds))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parents.standin.test",
-                    "crd/targets.standin.test", "crd/compositecontrollers.metacontroller.k8s.io",
-                    "crd/decoratorcontrollers.metacontroller.k8s.io")
-    process = Process("standin-test", [
-        sys.executable, "-m", "standin_metacontroller", "--kubeconfig", str(cluster.kubeconfig),
-        "--target-label-selector", f"{SELECTOR_LABEL}={RUN_ID}", "--max-backoff", "2", "--discovery-interval", "2s",
-    ], cluster.logdir / f"standin-test-{RUN_ID}.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/parents.standin.test",
+        "crd/targets.standin.test",
+        "crd/compositecontrollers.metacontroller.k8s.io",
+        "crd/decoratorcontrollers.metacontroller.k8s.io",
+    )
+    process = Process(
+        "standin-test",
+        [
+            sys.executable,
+            "-m",
+            "standin_metacontroller",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--target-label-selector",
+            f"{SELECTOR_LABEL}={RUN_ID}",
+            "--max-backoff",
+            "2",
+            "--discovery-interval",
+            "2s",
+        ],
+        cluster.logdir / f"standin-test-{RUN_ID}.log",
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+        cwd=REPO,
+    )
     try:
         cluster.wait_for("the stand-in to start", lambda: "started" in process.tail() or process.exited(), timeout=30)
         assert not process.exited(), process.exited()
@@ -148,13 +189,18 @@ def as_list(*docs: dict) -> str:
 
 
 def apply(cluster, *docs: dict) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", "-",
-                    input=as_list(*docs))
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", "-", input=as_list(*docs)
+    )
 
 
 def controller_doc(kind: str, name: str, spec: dict) -> dict:
-    return {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": kind,
-            "metadata": {"name": name, "labels": {SELECTOR_LABEL: RUN_ID}}, "spec": spec}
+    return {
+        "apiVersion": "metacontroller.k8s.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": {SELECTOR_LABEL: RUN_ID}},
+        "spec": spec,
+    }
 
 
 def hook(url: str, version: str = "v2", timeout: str = "5s") -> dict:
@@ -199,10 +245,22 @@ def parent_children(body: dict) -> list[dict]:
     name = parent["metadata"]["name"]
     children = []
     if not spec.get("dropConfigMap"):
-        children.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-cm"},
-                         "data": {"value": str(spec.get("value", ""))}})
-    children.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-secret"},
-                     "stringData": {"value": str(spec.get("secret", "s"))}})
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{name}-cm"},
+                "data": {"value": str(spec.get("value", ""))},
+            }
+        )
+    children.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-secret"},
+            "stringData": {"value": str(spec.get("secret", "s"))},
+        }
+    )
     return children
 
 
@@ -213,28 +271,48 @@ def sync_answer(body: dict, **extra) -> dict:
 
 
 def customize_nodes(body: dict) -> dict:
-    return {"relatedResources": [{"apiVersion": "v1", "resource": "nodes",
-                                  "labelSelector": {"matchLabels": {"standin-pool": body["parent"]["metadata"]["name"]}}}]}
+    return {
+        "relatedResources": [
+            {
+                "apiVersion": "v1",
+                "resource": "nodes",
+                "labelSelector": {"matchLabels": {"standin-pool": body["parent"]["metadata"]["name"]}},
+            }
+        ]
+    }
 
 
 def parent_doc(namespace: str, name: str, **spec) -> dict:
-    return {"apiVersion": "standin.test/v1", "kind": "Parent", "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
+    return {
+        "apiVersion": "standin.test/v1",
+        "kind": "Parent",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 # ---------------------------------------------------------------------------------- CompositeController
 
+
 def test_composite_children_owner_refs_status_and_request_shape(cluster, standin, hooks, namespace):
     hooks.answers = {"/sync": sync_answer, "/customize": customize_nodes}
     composite(cluster, hooks, f"parents-{RUN_ID}")
-    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"standin-{RUN_ID}-a",
-                                                              "labels": {"standin-pool": "p1"}}}
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": f"standin-{RUN_ID}-a", "labels": {"standin-pool": "p1"}},
+    }
     apply(cluster, node)
     try:
         apply(cluster, parent_doc(namespace, "p1", value="one"))
-        parent = cluster.wait_for("the parent's status to list its observed children", lambda: (
-            (p := kubectl_json(cluster, "get", "parents.standin.test", "p1", "-n", namespace))
-            and (p.get("status") or {}).get("observed", {}).get("ConfigMap.v1") and p))
+        parent = cluster.wait_for(
+            "the parent's status to list its observed children",
+            lambda: (
+                (p := kubectl_json(cluster, "get", "parents.standin.test", "p1", "-n", namespace))
+                and (p.get("status") or {}).get("observed", {}).get("ConfigMap.v1")
+                and p
+            ),
+        )
         status = parent["status"]
         assert status["observedGeneration"] == parent["metadata"]["generation"]
         assert status["observed"] == {"ConfigMap.v1": [f"{namespace}/p1-cm"], "Secret.v1": [f"{namespace}/p1-secret"]}
@@ -250,9 +328,16 @@ def test_composite_children_owner_refs_status_and_request_shape(cluster, standin
         cm = kubectl_json(cluster, "get", "configmap", "p1-cm", "-n", namespace, "--show-managed-fields")
         uid = parent["metadata"]["uid"]
         assert cm["metadata"]["labels"]["controller-uid"] == uid
-        assert cm["metadata"]["ownerReferences"] == [{
-            "apiVersion": "standin.test/v1", "kind": "Parent", "name": "p1", "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}]
+        assert cm["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "standin.test/v1",
+                "kind": "Parent",
+                "name": "p1",
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
         managers = {(m["manager"], m["operation"]) for m in cm["metadata"]["managedFields"]}
         assert ("metacontroller", "Apply") in managers
     finally:
@@ -263,21 +348,30 @@ def test_composite_in_place_recreate_delete_and_external_deletion(cluster, stand
     hooks.answers = {"/sync": sync_answer}
     composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
     apply(cluster, parent_doc(namespace, "p2", value="one", secret="a"))
-    get_cm = lambda: kubectl_json(cluster, "get", "configmap", "p2-cm", "-n", namespace)
-    get_secret = lambda: kubectl_json(cluster, "get", "secret", "p2-secret", "-n", namespace)
+
+    def get_cm():
+        return kubectl_json(cluster, "get", "configmap", "p2-cm", "-n", namespace)
+
+    def get_secret():
+        return kubectl_json(cluster, "get", "secret", "p2-secret", "-n", namespace)
+
     cm = cluster.wait_for("the ConfigMap child", get_cm)
     secret = cluster.wait_for("the Secret child", get_secret)
 
     apply(cluster, parent_doc(namespace, "p2", value="two", secret="b"))
-    updated = cluster.wait_for("the ConfigMap updated in place",
-                               lambda: (c := get_cm()) and c["data"]["value"] == "two" and c)
+    updated = cluster.wait_for(
+        "the ConfigMap updated in place", lambda: (c := get_cm()) and c["data"]["value"] == "two" and c
+    )
     assert updated["metadata"]["uid"] == cm["metadata"]["uid"]  # InPlace: same object
-    recreated = cluster.wait_for("the Secret recreated",
-                                 lambda: (s := get_secret()) and s["metadata"]["uid"] != secret["metadata"]["uid"] and s)
+    recreated = cluster.wait_for(
+        "the Secret recreated", lambda: (s := get_secret()) and s["metadata"]["uid"] != secret["metadata"]["uid"] and s
+    )
     assert recreated["data"]["value"] == "Yg=="  # base64 of "b"
 
     cluster.kubectl("delete", "configmap", "p2-cm", "-n", namespace)  # someone deletes a child: it comes back
-    cluster.wait_for("the deleted ConfigMap recreated", lambda: (c := get_cm()) and c["metadata"]["uid"] != cm["metadata"]["uid"])
+    cluster.wait_for(
+        "the deleted ConfigMap recreated", lambda: (c := get_cm()) and c["metadata"]["uid"] != cm["metadata"]["uid"]
+    )
 
     apply(cluster, parent_doc(namespace, "p2", value="two", secret="b", dropConfigMap=True))
     cluster.wait_for("the ConfigMap no longer desired to be deleted", lambda: get_cm() is None)
@@ -293,27 +387,40 @@ def test_hook_errors_change_nothing_record_an_event_and_are_retried(cluster, sta
     hooks.answers["/sync"] = lambda body: (500, {}, {"error": "hook broken on purpose"})
     failing_since = len(hooks.calls_to("/sync", namespace, "p3"))
     apply(cluster, parent_doc(namespace, "p3", value="two", dropConfigMap=True))
-    cluster.wait_for("two failed calls (retried with backoff)",
-                     lambda: len(hooks.calls_to("/sync", namespace, "p3")) >= failing_since + 2, timeout=30)
+    cluster.wait_for(
+        "two failed calls (retried with backoff)",
+        lambda: len(hooks.calls_to("/sync", namespace, "p3")) >= failing_since + 2,
+        timeout=30,
+    )
     cm = kubectl_json(cluster, "get", "configmap", "p3-cm", "-n", namespace)
     assert cm is not None and cm["data"]["value"] == "one"  # nothing applied, nothing deleted
-    events = cluster.wait_for("a SyncError event on the parent", lambda: [
-        e for e in (kubectl_json(cluster, "get", "events", "-n", namespace) or {}).get("items", [])
-        if e["involvedObject"].get("name") == "p3" and e["reason"] == "SyncError"])
+    events = cluster.wait_for(
+        "a SyncError event on the parent",
+        lambda: [
+            e
+            for e in (kubectl_json(cluster, "get", "events", "-n", namespace) or {}).get("items", [])
+            if e["involvedObject"].get("name") == "p3" and e["reason"] == "SyncError"
+        ],
+    )
     assert "unsupported status code: 500" in events[0]["message"] and "hook broken on purpose" in events[0]["message"]
     assert events[0]["type"] == "Warning"
 
     hooks.answers["/sync"] = sync_answer
-    cluster.wait_for("the retried sync to apply the change",
-                     lambda: kubectl_json(cluster, "get", "configmap", "p3-cm", "-n", namespace) is None, timeout=30)
+    cluster.wait_for(
+        "the retried sync to apply the change",
+        lambda: kubectl_json(cluster, "get", "configmap", "p3-cm", "-n", namespace) is None,
+        timeout=30,
+    )
 
 
 def test_429_retry_after_and_resync_after_seconds(cluster, standin, hooks, namespace):
     answered_429 = []
 
     def answer(body):
-        if body["parent"]["metadata"] | {"name": "p4", "namespace": namespace} == body["parent"]["metadata"] \
-                and not answered_429:
+        if (
+            body["parent"]["metadata"] | {"name": "p4", "namespace": namespace} == body["parent"]["metadata"]
+            and not answered_429
+        ):
             answered_429.append(time.monotonic())
             return 429, {"Retry-After": "3"}, {"error": "throttled"}
         return sync_answer(body, resyncAfterSeconds=0.5)
@@ -321,8 +428,11 @@ def test_429_retry_after_and_resync_after_seconds(cluster, standin, hooks, names
     hooks.answers = {"/sync": answer}
     composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
     apply(cluster, parent_doc(namespace, "p4", value="one"))
-    calls = cluster.wait_for("repeated syncs (resyncAfterSeconds 0.5)",
-                             lambda: (c := hooks.calls_to("/sync", namespace, "p4")) and len(c) >= 5 and c, timeout=30)
+    calls = cluster.wait_for(
+        "repeated syncs (resyncAfterSeconds 0.5)",
+        lambda: (c := hooks.calls_to("/sync", namespace, "p4")) and len(c) >= 5 and c,
+        timeout=30,
+    )
     assert calls[1][0] - calls[0][0] >= 2.8, "the 429's Retry-After (3 s) was not honoured"
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls[1:])]
     assert all(gap < 2.5 for gap in gaps), f"resyncAfterSeconds 0.5 not honoured: {gaps}"
@@ -334,15 +444,23 @@ def test_related_object_change_requeues_the_parent(cluster, standin, hooks, name
     apply(cluster, parent_doc(namespace, "p5", value="one"))
     cluster.wait_for("a first sync", lambda: hooks.calls_to("/sync", namespace, "p5"))
     node_name = f"standin-{RUN_ID}-p5"
-    apply(cluster, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {"standin-pool": "p5"}}})
+    apply(
+        cluster, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name, "labels": {"standin-pool": "p5"}}}
+    )
     try:
-        cluster.wait_for("a sync that sees the new Node", lambda: any(
-            node_name in (c[3]["related"].get("Node.v1") or {}) for c in hooks.calls_to("/sync", namespace, "p5")), timeout=20)
+        cluster.wait_for(
+            "a sync that sees the new Node",
+            lambda: any(
+                node_name in (c[3]["related"].get("Node.v1") or {}) for c in hooks.calls_to("/sync", namespace, "p5")
+            ),
+            timeout=20,
+        )
     finally:
         cluster.kubectl("delete", "node", node_name, "--ignore-not-found")
 
 
 # ---------------------------------------------------------------------------------- DecoratorController
+
 
 def test_decorator_finalizer_labels_status_and_finalize_loop(cluster, standin, hooks, namespace):
     finalize_answers = iter([{"finalized": False, "resyncAfterSeconds": 0.3}] * 2)
@@ -351,24 +469,41 @@ def test_decorator_finalizer_labels_status_and_finalize_loop(cluster, standin, h
         return next(finalize_answers, {"finalized": True, "status": {"phase": "Gone"}})
 
     hooks.answers = {
-        "/dsync": lambda body: {"labels": {"decorated": "yes", "remove-me": None},
-                                "annotations": {"standin.test/seen": body["object"]["metadata"]["name"]},
-                                "status": {"phase": "Synced", "attachments": sorted(body["attachments"])}},
+        "/dsync": lambda body: {
+            "labels": {"decorated": "yes", "remove-me": None},
+            "annotations": {"standin.test/seen": body["object"]["metadata"]["name"]},
+            "status": {"phase": "Synced", "attachments": sorted(body["attachments"])},
+        },
         "/dfinalize": finalize,
     }
     name = f"targets-{RUN_ID}"
-    doc = controller_doc("DecoratorController", name, {
-        "resources": [{"apiVersion": "standin.test/v1", "resource": "targets",
-                       "labelSelector": {"matchLabels": {"decorate": "yes"}}}],
-        "hooks": {"sync": hook(f"{hooks.url}/dsync"), "finalize": hook(f"{hooks.url}/dfinalize")},
-    })
+    doc = controller_doc(
+        "DecoratorController",
+        name,
+        {
+            "resources": [
+                {
+                    "apiVersion": "standin.test/v1",
+                    "resource": "targets",
+                    "labelSelector": {"matchLabels": {"decorate": "yes"}},
+                }
+            ],
+            "hooks": {"sync": hook(f"{hooks.url}/dsync"), "finalize": hook(f"{hooks.url}/dfinalize")},
+        },
+    )
     apply(cluster, doc)
     _created.append(doc)
-    target = {"apiVersion": "standin.test/v1", "kind": "Target",
-              "metadata": {"name": "t1", "namespace": namespace, "labels": {"decorate": "yes", "remove-me": "x"}}}
+    target = {
+        "apiVersion": "standin.test/v1",
+        "kind": "Target",
+        "metadata": {"name": "t1", "namespace": namespace, "labels": {"decorate": "yes", "remove-me": "x"}},
+    }
     ignored = {"apiVersion": "standin.test/v1", "kind": "Target", "metadata": {"name": "t2", "namespace": namespace}}
     apply(cluster, target, ignored)
-    get = lambda n: kubectl_json(cluster, "get", "targets.standin.test", n, "-n", namespace)
+
+    def get(name):
+        return kubectl_json(cluster, "get", "targets.standin.test", name, "-n", namespace)
+
     decorated = cluster.wait_for("the target decorated", lambda: (t := get("t1")) and t.get("status") and t)
     meta = decorated["metadata"]
     assert f"metacontroller.io/decoratorcontroller-{name}" in meta["finalizers"]
@@ -387,14 +522,32 @@ def test_decorator_finalizer_labels_status_and_finalize_loop(cluster, standin, h
 
 # ---------------------------------------------------------------------------------- webhook authentication
 
+
 def test_bearer_token_from_a_secret_through_endpoint_configs(cluster, standin, hooks, namespace):
     token = f"token-{RUN_ID}"
-    apply(cluster, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-token", "namespace": namespace},
-                    "stringData": {"token": token}})
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hook-token", "namespace": namespace},
+            "stringData": {"token": token},
+        },
+    )
     hooks.answers = {"/sync": sync_answer}
     host = hooks.url.removeprefix("http://")
-    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False, endpointConfigs=[
-        {"host": host, "authorization": {"secretRef": {"name": "hook-token", "namespace": namespace, "key": "token"}}}])
+    composite(
+        cluster,
+        hooks,
+        f"parents-{RUN_ID}",
+        customize=False,
+        endpointConfigs=[
+            {
+                "host": host,
+                "authorization": {"secretRef": {"name": "hook-token", "namespace": namespace, "key": "token"}},
+            }
+        ],
+    )
     apply(cluster, parent_doc(namespace, "p6", value="one"))
     call = cluster.wait_for("an authenticated sync", lambda: hooks.calls_to("/sync", namespace, "p6"))[0]
     assert call[2].get("Authorization") == f"Bearer {token}"
@@ -402,13 +555,25 @@ def test_bearer_token_from_a_secret_through_endpoint_configs(cluster, standin, h
 
 # ---------------------------------------------------------------------------------- process
 
+
 def test_sigterm_stops_the_standin_cleanly(cluster):
     from controlplane import Process
 
-    process = Process("standin-sigterm", [
-        sys.executable, "-m", "standin_metacontroller", "--kubeconfig", str(cluster.kubeconfig),
-        "--target-label-selector", f"{SELECTOR_LABEL}=nothing-{RUN_ID}",
-    ], cluster.logdir / f"standin-sigterm-{RUN_ID}.log", env={**os.environ, "PYTHONPATH": str(HERE)}, cwd=REPO)
+    process = Process(
+        "standin-sigterm",
+        [
+            sys.executable,
+            "-m",
+            "standin_metacontroller",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--target-label-selector",
+            f"{SELECTOR_LABEL}=nothing-{RUN_ID}",
+        ],
+        cluster.logdir / f"standin-sigterm-{RUN_ID}.log",
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+        cwd=REPO,
+    )
     try:
         cluster.wait_for("the stand-in to start", lambda: "started" in process.tail() or process.exited(), timeout=30)
         started = time.monotonic()

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from standin_metacontroller import children as kids
+from standin_metacontroller import children as kids  # tests/cluster is on sys.path (its conftest)
 from standin_metacontroller import hookwire, objectmaps, related, webhook
 from standin_metacontroller import labelselectors as selectors
 from standin_metacontroller.workqueue import WorkQueue
@@ -46,18 +41,22 @@ WORKSPACE = obj("Workspace", "ws", "team", api_version="kaito.sh/v1alpha1", uid=
 
 # ---------------------------------------------------------------------------------- object maps
 
+
 def test_group_keys_are_kind_dot_apiversion():
     assert objectmaps.group_key("v1", "ConfigMap") == "ConfigMap.v1"
     assert objectmaps.group_key("apps/v1", "StatefulSet") == "StatefulSet.apps/v1"
 
 
-@pytest.mark.parametrize("version,parent_namespaced,namespace,expected", [
-    ("v2", True, "team", "team/a"),
-    ("v2", True, None, "a"),          # cluster-scoped object (a Node)
-    ("v1", True, "team", "a"),
-    ("v1", False, "team", "team/a"),
-    ("v1", False, None, "a"),
-])
+@pytest.mark.parametrize(
+    "version,parent_namespaced,namespace,expected",
+    [
+        ("v2", True, "team", "team/a"),
+        ("v2", True, None, "a"),  # cluster-scoped object (a Node)
+        ("v1", True, "team", "a"),
+        ("v1", False, "team", "team/a"),
+        ("v1", False, None, "a"),
+    ],
+)
 def test_object_keys_per_hook_version(version, parent_namespaced, namespace, expected):
     assert objectmaps.object_key(obj("X", "a", namespace), version, parent_namespaced) == expected
 
@@ -69,13 +68,16 @@ def test_object_map_keeps_empty_groups():
 
 # ---------------------------------------------------------------------------------- selectors
 
+
 def test_label_selector_semantics():
     labels = {"app": "x", "tier": "gpu"}
     assert selectors.matches(None, labels) and selectors.matches({}, labels)
     assert selectors.matches({"matchLabels": {"app": "x"}}, labels)
     assert not selectors.matches({"matchLabels": {"app": "y"}}, labels)
     assert selectors.matches({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gpu"]}]}, labels)
-    assert not selectors.matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["gpu"]}]}, labels)
+    assert not selectors.matches(
+        {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["gpu"]}]}, labels
+    )
     assert selectors.matches({"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}, labels)
     assert not selectors.matches({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}, labels)
     with pytest.raises(selectors.SelectorError, match="unknown operator"):
@@ -89,6 +91,7 @@ def test_annotation_selector_uses_match_annotations():
 
 
 # ---------------------------------------------------------------------------------- hook answers
+
 
 def test_v2_hooks_are_strict_by_default_v1_loose():
     assert hookwire.unmarshal_mode({"version": "v2"}) == "strict"
@@ -126,7 +129,8 @@ def test_absent_children_mean_no_children_and_status_null_is_kept_as_none():
 def test_customize_rules_are_checked_strictly():
     rules = hookwire.parse_customize(
         '{"relatedResources": [{"apiVersion": "v1", "resource": "nodes", "labelSelector": {"matchLabels": {"a": "b"}}}]}',
-        "strict")
+        "strict",
+    )
     assert rules[0]["resource"] == "nodes"
     with pytest.raises(hookwire.HookAnswerError, match="unknown field"):
         hookwire.parse_customize('{"relatedResources": [{"apiVersion": "v1", "resource": "nodes", "x": 1}]}', "strict")
@@ -135,10 +139,20 @@ def test_customize_rules_are_checked_strictly():
 
 
 def test_requests_have_metacontroller_keys():
-    assert set(hookwire.composite_request({}, {}, {}, {}, False)) == {"controller", "parent", "children", "related",
-                                                                      "finalizing"}
-    assert set(hookwire.decorator_request({}, {}, {}, {}, True)) == {"controller", "object", "attachments", "related",
-                                                                     "finalizing"}
+    assert set(hookwire.composite_request({}, {}, {}, {}, False)) == {
+        "controller",
+        "parent",
+        "children",
+        "related",
+        "finalizing",
+    }
+    assert set(hookwire.decorator_request({}, {}, {}, {}, True)) == {
+        "controller",
+        "object",
+        "attachments",
+        "related",
+        "finalizing",
+    }
     assert set(hookwire.customize_request({}, {})) == {"controller", "parent"}
 
 
@@ -171,8 +185,12 @@ def test_v2_sees_cluster_scoped_and_other_namespaces_v1_does_not():
 
 
 def test_namespace_plus_labels_and_names():
-    rule = {"apiVersion": "v1", "resource": "pods", "namespace": "team",
-            "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws"}}}
+    rule = {
+        "apiVersion": "v1",
+        "resource": "pods",
+        "namespace": "team",
+        "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws"}},
+    }
     assert related.matches(rule, "v2", WORKSPACE, True, POD_TEAM)
     assert not related.matches(rule, "v2", WORKSPACE, True, POD_OTHER)
     assert related.list_namespace(rule, "v2", WORKSPACE, True, True) == "team"
@@ -184,45 +202,76 @@ def test_namespace_plus_labels_and_names():
 
 # ---------------------------------------------------------------------------------- children
 
+
 def test_claim_adopts_matching_orphans_and_releases_unmatched_own_children():
     selected = kids.composite_selector({"generateSelector": True}, WORKSPACE)
-    ours = obj("ConfigMap", "a", "team", labels={"controller-uid": "u-ws"}, uid="1",
-               owner={"uid": "u-ws", "controller": True})
+    ours = obj(
+        "ConfigMap", "a", "team", labels={"controller-uid": "u-ws"}, uid="1", owner={"uid": "u-ws", "controller": True}
+    )
     orphan = obj("ConfigMap", "b", "team", labels={"controller-uid": "u-ws"}, uid="2")
     stray = obj("ConfigMap", "c", "team", labels={}, uid="3", owner={"uid": "u-ws", "controller": True})
-    foreign = obj("ConfigMap", "d", "team", labels={"controller-uid": "u-ws"}, uid="4",
-                  owner={"uid": "someone", "controller": True})
+    foreign = obj(
+        "ConfigMap",
+        "d",
+        "team",
+        labels={"controller-uid": "u-ws"},
+        uid="4",
+        owner={"uid": "someone", "controller": True},
+    )
     claim = kids.claim_children(WORKSPACE, [ours, orphan, stray, foreign], selected)
     assert claim.owned == [ours] and claim.adopt == [orphan] and claim.release == [stray]
 
 
 def test_without_generate_selector_the_parent_needs_spec_selector():
-    with pytest.raises(kids.DesiredChildError, match="spec.selector"):
+    with pytest.raises(kids.DesiredChildError, match=r"spec\.selector"):
         kids.composite_selector({}, WORKSPACE)
 
 
 def test_shape_desired_child():
     desired = kids.shape_desired(
         WORKSPACE,
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "uid": "x", "resourceVersion": "9"},
-         "status": {"a": 1}, "data": {"k": "v"}},
-        namespaced=True, generate_selector=True)
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "c", "uid": "x", "resourceVersion": "9"},
+            "status": {"a": 1},
+            "data": {"k": "v"},
+        },
+        namespaced=True,
+        generate_selector=True,
+    )
     meta = desired["metadata"]
     assert meta["namespace"] == "team" and meta["labels"] == {"controller-uid": "u-ws"}
     assert "uid" not in meta and "resourceVersion" not in meta and "status" not in desired
-    assert meta["ownerReferences"] == [{"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "name": "ws",
-                                        "uid": "u-ws", "controller": True, "blockOwnerDeletion": True}]
-    with pytest.raises(kids.DesiredChildError, match="metadata.name"):
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "kaito.sh/v1alpha1",
+            "kind": "Workspace",
+            "name": "ws",
+            "uid": "u-ws",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    with pytest.raises(kids.DesiredChildError, match=r"metadata\.name"):
         kids.shape_desired(WORKSPACE, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}, namespaced=True)
     with pytest.raises(kids.DesiredChildError, match="don't match parent selector"):
-        kids.shape_desired(WORKSPACE, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
-                           namespaced=True, selected=lambda o: False)
+        kids.shape_desired(
+            WORKSPACE,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
+            namespaced=True,
+            selected=lambda o: False,
+        )
 
 
 def test_attachments_carry_the_decorator_annotation():
     machine = obj("Machine", "m", "team", api_version="kaito.sh/v1alpha1", uid="u-m")
-    desired = kids.shape_desired(machine, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
-                                 namespaced=True, decorator_name="machine")
+    desired = kids.shape_desired(
+        machine,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
+        namespaced=True,
+        decorator_name="machine",
+    )
     assert desired["metadata"]["annotations"] == {kids.DECORATOR_ANNOTATION: "machine"}
     assert kids.attachment_selector("machine", machine)(desired | {"metadata": desired["metadata"]})
 
@@ -249,8 +298,12 @@ def test_plan_leaves_children_being_deleted_alone():
     dying = obj("ConfigMap", "a", "team", uid="1")
     dying["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert kids.plan({("ConfigMap.v1", "team", "a"): dying}, {}, {}) == []
-    assert kids.plan({("ConfigMap.v1", "team", "a"): dying}, {("ConfigMap.v1", "team", "a"): {}},
-                     {"ConfigMap.v1": "InPlace"}) == []
+    assert (
+        kids.plan(
+            {("ConfigMap.v1", "team", "a"): dying}, {("ConfigMap.v1", "team", "a"): {}}, {"ConfigMap.v1": "InPlace"}
+        )
+        == []
+    )
 
 
 def test_differs_ignores_bookkeeping():
@@ -264,6 +317,7 @@ def test_differs_ignores_bookkeeping():
 
 # ---------------------------------------------------------------------------------- webhook
 
+
 def test_go_durations():
     assert webhook.parse_duration("10s") == 10
     assert webhook.parse_duration("1m30s") == 90
@@ -273,23 +327,36 @@ def test_go_durations():
 
 
 def test_url_wins_over_service():
-    assert webhook.hook_url({"url": "http://127.0.0.1:1/x", "service": {"name": "a", "namespace": "b"}}) \
+    assert (
+        webhook.hook_url({"url": "http://127.0.0.1:1/x", "service": {"name": "a", "namespace": "b"}})
         == "http://127.0.0.1:1/x"
-    assert webhook.hook_url({"service": {"name": "kaito-hooks", "namespace": "kaito-system", "port": 80},
-                             "path": "/sync/workspace"}) == "http://kaito-hooks.kaito-system:80/sync/workspace"
+    )
+    assert (
+        webhook.hook_url(
+            {"service": {"name": "kaito-hooks", "namespace": "kaito-system", "port": 80}, "path": "/sync/workspace"}
+        )
+        == "http://kaito-hooks.kaito-system:80/sync/workspace"
+    )
     with pytest.raises(webhook.WebhookConfigError):
         webhook.hook_url({})
 
 
 def test_retry_after_seconds_or_date():
     assert webhook.retry_after_seconds("7") == 7
-    assert 59 <= webhook.retry_after_seconds("Thu, 01 Jan 2026 00:01:00 GMT",
-                                             now=time.mktime((2026, 1, 1, 0, 0, 0, 0, 0, 0)) - time.timezone) <= 60
+    assert (
+        59
+        <= webhook.retry_after_seconds(
+            "Thu, 01 Jan 2026 00:01:00 GMT", now=time.mktime((2026, 1, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
+        )
+        <= 60
+    )
     assert webhook.retry_after_seconds(None) == 0
 
 
-SECRETS = {("kaito-system", "hook-token"): {"token": b"s3cret\n"},
-           ("kaito-system", "basic"): {"username": b"u", "password": b"p"}}
+SECRETS = {
+    ("kaito-system", "hook-token"): {"token": b"s3cret\n"},
+    ("kaito-system", "basic"): {"username": b"u", "password": b"p"},
+}
 
 
 def read_secret(namespace, name):
@@ -305,19 +372,25 @@ def test_bearer_token_from_secret_and_endpoint_configs():
     endpoints = [{"host": "127.0.0.1:8080", **bearer}]
     conn = webhook.resolve({"url": "http://127.0.0.1:8080/sync"}, endpoints, read_secret, lambda n, m: {})
     assert conn.headers == {"Authorization": "Bearer s3cret"} and conn.timeout_s == 10
-    other = webhook.resolve({"url": "http://127.0.0.1:9999/sync", "timeout": "2s"}, endpoints, read_secret,
-                            lambda n, m: {})
+    other = webhook.resolve(
+        {"url": "http://127.0.0.1:9999/sync", "timeout": "2s"}, endpoints, read_secret, lambda n, m: {}
+    )
     assert other.headers == {} and other.timeout_s == 2
-    own = webhook.resolve({"url": "http://127.0.0.1:8080/sync",
-                           "basicAuth": {"secretRef": {"name": "basic", "namespace": "kaito-system"}}},
-                          endpoints, read_secret, lambda n, m: {})
+    own = webhook.resolve(
+        {
+            "url": "http://127.0.0.1:8080/sync",
+            "basicAuth": {"secretRef": {"name": "basic", "namespace": "kaito-system"}},
+        },
+        endpoints,
+        read_secret,
+        lambda n, m: {},
+    )
     assert own.headers == {"Authorization": "Basic dTpw"}  # the hook's own setting wins
 
 
 def test_missing_secret_is_a_config_error():
     with pytest.raises(webhook.WebhookConfigError, match="not found"):
-        webhook.auth_headers({"authorization": {"secretRef": {"name": "x", "namespace": "y", "key": "k"}}},
-                             read_secret)
+        webhook.auth_headers({"authorization": {"secretRef": {"name": "x", "namespace": "y", "key": "k"}}}, read_secret)
     with pytest.raises(webhook.WebhookConfigError, match="mutually exclusive"):
         webhook.auth_headers({"authorization": {}, "basicAuth": {}}, read_secret)
 
@@ -354,17 +427,21 @@ def hook_server():
 def test_post_success_429_error_and_timeout(hook_server):
     url = f"http://127.0.0.1:{hook_server.server_port}/sync"
     conn = webhook.Connection(url=url, timeout_s=0.5, headers={"Authorization": "Bearer t"})
-    _Hook.replies = [(200, {}, '{"status": {}}', 0), (429, {"Retry-After": "3"}, "slow down", 0),
-                     (500, {}, '{"error": "boom"}', 0), (200, {}, "{}", 1.5)]
+    _Hook.replies = [
+        (200, {}, '{"status": {}}', 0),
+        (429, {"Retry-After": "3"}, "slow down", 0),
+        (500, {}, '{"error": "boom"}', 0),
+        (200, {}, "{}", 1.5),
+    ]
     assert json.loads(webhook.post(conn, {"parent": {}})) == {"status": {}}
     path, headers, _ = _Hook.seen[0]
     assert path == "/sync" and headers["Authorization"] == "Bearer t" and headers["Content-Type"] == "application/json"
     with pytest.raises(webhook.HookRetryLater) as later:
         webhook.post(conn, {})
     assert later.value.delay_s == 3
-    with pytest.raises(webhook.HookCallError, match="unsupported status code: 500 body: .*boom"):
+    with pytest.raises(webhook.HookCallError, match=r"unsupported status code: 500 body: .*boom"):
         webhook.post(conn, {})
-    with pytest.raises(webhook.HookCallError, match="Client.Timeout exceeded"):
+    with pytest.raises(webhook.HookCallError, match=r"Client\.Timeout exceeded"):
         webhook.post(conn, {})
 
 
@@ -374,6 +451,7 @@ def test_connection_refused_is_a_call_error():
 
 
 # ---------------------------------------------------------------------------------- work queue
+
 
 class Clock:
     def __init__(self):
@@ -391,7 +469,7 @@ def test_queue_deduplicates_and_requeues_keys_changed_while_processing():
     assert len(queue) == 2
     key = queue.get(timeout_s=0)
     assert key == "a"
-    queue.add("a")                      # changed while being processed
+    queue.add("a")  # changed while being processed
     assert queue.get(timeout_s=0) == "b"
     assert queue.get(timeout_s=0) is None  # "a" is not handed out twice at once
     queue.done("a")

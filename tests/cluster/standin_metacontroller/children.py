@@ -14,8 +14,16 @@ from . import labelselectors as selectors
 
 CONTROLLER_UID_LABEL = "controller-uid"
 DECORATOR_ANNOTATION = "metacontroller.k8s.io/decorator-controller"
-SYSTEM_METADATA = ("selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
-                   "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields")
+SYSTEM_METADATA = (
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+)
 UPDATE_METHODS = ("OnDelete", "Recreate", "InPlace", "RollingRecreate", "RollingInPlace")
 
 ChildId = tuple[str, str, str]  # (group key "Kind.apiVersion", namespace, name)
@@ -47,8 +55,14 @@ def controller_ref(obj: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def controller_ref_to(parent: Mapping[str, Any]) -> dict[str, Any]:
     m = meta(parent)
-    return {"apiVersion": parent["apiVersion"], "kind": parent["kind"], "name": m["name"], "uid": m["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": parent["apiVersion"],
+        "kind": parent["kind"],
+        "name": m["name"],
+        "uid": m["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:
@@ -61,13 +75,14 @@ def is_deleting(obj: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    owned: list[dict[str, Any]]     # ours and matching: reported to the hook
-    adopt: list[dict[str, Any]]     # orphans matching the selector: become ours
-    release: list[dict[str, Any]]   # ours but no longer matching: ownerReference removed
+    owned: list[dict[str, Any]]  # ours and matching: reported to the hook
+    adopt: list[dict[str, Any]]  # orphans matching the selector: become ours
+    release: list[dict[str, Any]]  # ours but no longer matching: ownerReference removed
 
 
-def claim_children(parent: Mapping[str, Any], candidates: Iterable[dict[str, Any]],
-                   selected: Callable[[Mapping[str, Any]], bool]) -> Claim:
+def claim_children(
+    parent: Mapping[str, Any], candidates: Iterable[dict[str, Any]], selected: Callable[[Mapping[str, Any]], bool]
+) -> Claim:
     uid = meta(parent)["uid"]
     owned, adopt, release = [], [], []
     for obj in candidates:
@@ -104,8 +119,12 @@ def attachment_selector(controller_name: str, target: Mapping[str, Any]) -> Call
 
     def selected(obj: Mapping[str, Any]) -> bool:
         ref = controller_ref(obj)
-        return (ref is not None and ref.get("uid") == uid
-                and (meta(obj).get("annotations") or {}).get(DECORATOR_ANNOTATION) == controller_name)
+        return (
+            ref is not None
+            and ref.get("uid") == uid
+            and (meta(obj).get("annotations") or {}).get(DECORATOR_ANNOTATION) == controller_name
+        )
+
     return selected
 
 
@@ -113,9 +132,15 @@ def attachment_selector(controller_name: str, target: Mapping[str, Any]) -> Call
 # Desired objects
 
 
-def shape_desired(parent: Mapping[str, Any], obj: Mapping[str, Any], namespaced: bool, *,
-                  generate_selector: bool = False, selected: Callable[[Mapping], bool] | None = None,
-                  decorator_name: str | None = None) -> dict[str, Any]:
+def shape_desired(
+    parent: Mapping[str, Any],
+    obj: Mapping[str, Any],
+    namespaced: bool,
+    *,
+    generate_selector: bool = False,
+    selected: Callable[[Mapping], bool] | None = None,
+    decorator_name: str | None = None,
+) -> dict[str, Any]:
     """The object to server-side apply for one desired child/attachment of ``parent``.
 
     Drops status and system metadata, defaults the namespace to the parent's, injects the
@@ -126,18 +151,23 @@ def shape_desired(parent: Mapping[str, Any], obj: Mapping[str, Any], namespaced:
     desired.pop("status", None)
     metadata = desired.setdefault("metadata", {})
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
-        raise DesiredChildError(f"desired {desired.get('kind')} has no metadata.name (Metacontroller needs stable names)")
+        raise DesiredChildError(
+            f"desired {desired.get('kind')} has no metadata.name (Metacontroller needs stable names)"
+        )
     for key in SYSTEM_METADATA:
         metadata.pop(key, None)
     parent_ns = meta(parent).get("namespace") or ""
     if namespaced:
         metadata.setdefault("namespace", parent_ns)
         if not metadata["namespace"]:
-            raise DesiredChildError(f"desired {desired['kind']} {metadata['name']} needs metadata.namespace "
-                                    "(the parent is cluster-scoped)")
+            raise DesiredChildError(
+                f"desired {desired['kind']} {metadata['name']} needs metadata.namespace (the parent is cluster-scoped)"
+            )
         if parent_ns and metadata["namespace"] != parent_ns:
-            raise DesiredChildError(f"desired {desired['kind']} {metadata['name']} is in namespace "
-                                    f"{metadata['namespace']}, not the parent's {parent_ns}")
+            raise DesiredChildError(
+                f"desired {desired['kind']} {metadata['name']} is in namespace "
+                f"{metadata['namespace']}, not the parent's {parent_ns}"
+            )
     else:
         metadata.pop("namespace", None)
     if generate_selector:
@@ -163,14 +193,15 @@ def shape_desired(parent: Mapping[str, Any], obj: Mapping[str, Any], namespaced:
 
 @dataclass(frozen=True)
 class ChildAction:
-    verb: str                        # create | apply | recreate | delete
+    verb: str  # create | apply | recreate | delete
     ident: ChildId
     desired: dict[str, Any] | None
     observed: dict[str, Any] | None
 
 
-def plan(observed: Mapping[ChildId, dict[str, Any]], desired: Mapping[ChildId, dict[str, Any]],
-         methods: Mapping[str, str]) -> list[ChildAction]:
+def plan(
+    observed: Mapping[ChildId, dict[str, Any]], desired: Mapping[ChildId, dict[str, Any]], methods: Mapping[str, str]
+) -> list[ChildAction]:
     """Deletions of observed objects not desired, creations, and updates per update strategy.
 
     ``recreate`` means: delete the observed object if it differs from the desired one (the caller
@@ -201,6 +232,7 @@ def plan(observed: Mapping[ChildId, dict[str, Any]], desired: Mapping[ChildId, d
 
 def differs(live: Mapping[str, Any], applied: Mapping[str, Any]) -> bool:
     """Whether a dry-run apply result differs from the live object (ignoring bookkeeping fields)."""
+
     def strip(obj: Mapping[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(dict(obj))
         out.pop("status", None)
@@ -208,6 +240,7 @@ def differs(live: Mapping[str, Any], applied: Mapping[str, Any]) -> bool:
         for key in ("resourceVersion", "managedFields", "generation", "creationTimestamp"):
             m.pop(key, None)
         return out
+
     return strip(live) != strip(applied)
 
 
@@ -216,4 +249,3 @@ def group_objects(group_keys: Iterable[str], objects: Iterable[tuple[str, dict[s
     for key, obj in objects:
         groups.setdefault(key, []).append(obj)
     return groups
-

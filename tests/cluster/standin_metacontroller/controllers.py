@@ -14,8 +14,10 @@ DECORATOR = "DecoratorController"
 GROUP = "metacontroller.k8s.io"
 API_VERSION = f"{GROUP}/v1alpha1"
 PLURALS = {COMPOSITE: "compositecontrollers", DECORATOR: "decoratorcontrollers"}
-FINALIZER_PREFIX = {COMPOSITE: "metacontroller.io/compositecontroller-",
-                    DECORATOR: "metacontroller.io/decoratorcontroller-"}
+FINALIZER_PREFIX = {
+    COMPOSITE: "metacontroller.io/compositecontroller-",
+    DECORATOR: "metacontroller.io/decoratorcontroller-",
+}
 CUSTOMIZE_CACHE_S = 20 * 60
 
 
@@ -48,7 +50,7 @@ class Controller:
     obj: dict[str, Any]
     hooks: dict[str, Hook]
     targets: list[tuple[ResourceInfo, dict[str, Any]]]  # (resource, its rule: selectors...)
-    children: dict[str, ChildKind]                      # group key -> child/attachment kind
+    children: dict[str, ChildKind]  # group key -> child/attachment kind
     resync_s: float
     customize_cache: dict[tuple[str, int], tuple[list[dict], float]] = field(default_factory=dict)
     related_rules: dict[tuple, list[dict]] = field(default_factory=dict)  # object key -> rules
@@ -135,5 +137,12 @@ def load(kube: Kube, kind: str, obj: dict[str, Any]) -> Controller:
         kind_entry = ChildKind(child, method)
         children[kind_entry.group] = kind_entry
     resync = float(spec.get("resyncPeriodSeconds") or 0)
-    return Controller(kind=kind, name=name, obj=obj, hooks=hooks, targets=targets, children=children,
-                      resync_s=max(resync, 1.0) if resync else 0.0)
+    return Controller(
+        kind=kind,
+        name=name,
+        obj=obj,
+        hooks=hooks,
+        targets=targets,
+        children=children,
+        resync_s=max(resync, 1.0) if resync else 0.0,
+    )

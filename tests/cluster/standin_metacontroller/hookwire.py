@@ -41,16 +41,28 @@ def hook_version(hook: dict[str, Any] | None) -> str:
 # Requests
 
 
-def composite_request(controller: dict, parent: dict, children: dict, related: dict,
-                      finalizing: bool) -> dict[str, Any]:
-    return {"controller": controller, "parent": parent, "children": children, "related": related,
-            "finalizing": finalizing}
+def composite_request(
+    controller: dict, parent: dict, children: dict, related: dict, finalizing: bool
+) -> dict[str, Any]:
+    return {
+        "controller": controller,
+        "parent": parent,
+        "children": children,
+        "related": related,
+        "finalizing": finalizing,
+    }
 
 
-def decorator_request(controller: dict, obj: dict, attachments: dict, related: dict,
-                      finalizing: bool) -> dict[str, Any]:
-    return {"controller": controller, "object": obj, "attachments": attachments, "related": related,
-            "finalizing": finalizing}
+def decorator_request(
+    controller: dict, obj: dict, attachments: dict, related: dict, finalizing: bool
+) -> dict[str, Any]:
+    return {
+        "controller": controller,
+        "object": obj,
+        "attachments": attachments,
+        "related": related,
+        "finalizing": finalizing,
+    }
 
 
 def customize_request(controller: dict, parent: dict) -> dict[str, Any]:

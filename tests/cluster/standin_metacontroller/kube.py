@@ -107,12 +107,14 @@ class Kube:
             item.setdefault("kind", resource.kind)
         return items, (result.get("metadata") or {}).get("resourceVersion", "")
 
-    def watch(self, api_version: str, plural: str, resource_version: str,
-              timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(
+        self, api_version: str, plural: str, resource_version: str, timeout_s: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, object) from resource_version on, for at most timeout_s seconds."""
         resource = self._resource(api_version, plural)
-        for event in self.dyn.watch(resource, resource_version=resource_version, timeout=timeout_s,
-                                    allow_watch_bookmarks=True):
+        for event in self.dyn.watch(
+            resource, resource_version=resource_version, timeout=timeout_s, allow_watch_bookmarks=True
+        ):
             yield event["type"], event["raw_object"]
 
     def secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -136,14 +138,26 @@ class Kube:
         params: dict[str, Any] = {"field_manager": self.field_manager, "force_conflicts": True}
         if dry_run:
             params["dry_run"] = "All"
-        return _plain(self.dyn.server_side_apply(resource, body=obj, name=meta["name"],
-                                                 namespace=meta.get("namespace") or None, serialize=False, **params))
+        return _plain(
+            self.dyn.server_side_apply(
+                resource,
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace") or None,
+                serialize=False,
+                **params,
+            )
+        )
 
     def delete(self, api_version: str, plural: str, namespace: str, name: str, uid: str) -> bool:
         """Background-propagated delete with a UID precondition; False if it was already gone."""
         resource = self._resource(api_version, plural)
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
-                "preconditions": {"uid": uid}}
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": uid},
+        }
         try:
             self.dyn.delete(resource, name=name, namespace=namespace or None, body=body)
             return True
@@ -152,30 +166,47 @@ class Kube:
         except ConflictError:  # the UID precondition failed: that object is gone, another one took the name
             return False
 
-    def merge_patch(self, api_version: str, plural: str, namespace: str, name: str,
-                    patch: dict[str, Any]) -> dict[str, Any]:
+    def merge_patch(
+        self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
         resource = self._resource(api_version, plural)
-        return _plain(self.dyn.patch(resource, body=patch, name=name, namespace=namespace or None,
-                                     content_type="application/merge-patch+json",
-                                     field_manager=self.field_manager, serialize=False))
+        return _plain(
+            self.dyn.patch(
+                resource,
+                body=patch,
+                name=name,
+                namespace=namespace or None,
+                content_type="application/merge-patch+json",
+                field_manager=self.field_manager,
+                serialize=False,
+            )
+        )
 
     def replace_status(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT obj to the status subresource (obj carries the resourceVersion it was read at)."""
         resource = self._resource(api_version, plural)
         meta = obj["metadata"]
         path = resource.path(name=meta["name"], namespace=meta.get("namespace") or None) + "/status"
-        return _plain(self.dyn.request("put", path, body=obj, field_manager=self.field_manager,
-                                       serialize=False))
+        return _plain(self.dyn.request("put", path, body=obj, field_manager=self.field_manager, serialize=False))
 
     def replace(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         resource = self._resource(api_version, plural)
         meta = obj["metadata"]
-        return _plain(self.dyn.replace(resource, body=obj, name=meta["name"],
-                                       namespace=meta.get("namespace") or None,
-                                       field_manager=self.field_manager, serialize=False))
+        return _plain(
+            self.dyn.replace(
+                resource,
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace") or None,
+                field_manager=self.field_manager,
+                serialize=False,
+            )
+        )
 
     def create(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         resource = self._resource(api_version, plural)
-        return _plain(self.dyn.create(resource, body=obj,
-                                      namespace=(obj.get("metadata") or {}).get("namespace") or None,
-                                      serialize=False))
+        return _plain(
+            self.dyn.create(
+                resource, body=obj, namespace=(obj.get("metadata") or {}).get("namespace") or None, serialize=False
+            )
+        )

@@ -31,8 +31,12 @@ def _expression_matches(expression: Mapping[str, Any], values: Mapping[str, str]
     raise SelectorError(f"{where}: unknown operator {operator!r} (In, NotIn, Exists, DoesNotExist)")
 
 
-def matches(selector: Mapping[str, Any] | None, values: Mapping[str, str] | None,
-            match_key: str = "matchLabels", where: str = "labelSelector") -> bool:
+def matches(
+    selector: Mapping[str, Any] | None,
+    values: Mapping[str, str] | None,
+    match_key: str = "matchLabels",
+    where: str = "labelSelector",
+) -> bool:
     """Whether ``values`` (labels or annotations) satisfy ``selector``.
 
     ``None`` and ``{}`` select everything, as for a LabelSelector in Kubernetes' list calls.
@@ -79,8 +83,13 @@ def parse(text: str) -> dict[str, Any]:
     for term in _split_terms(text or ""):
         if set_term := _SET_TERM.match(term):
             key, op, values = set_term.groups()
-            expressions.append({"key": key, "operator": "In" if op == "in" else "NotIn",
-                                "values": [v.strip() for v in values.split(",") if v.strip()]})
+            expressions.append(
+                {
+                    "key": key,
+                    "operator": "In" if op == "in" else "NotIn",
+                    "values": [v.strip() for v in values.split(",") if v.strip()],
+                }
+            )
         elif "!=" in term:
             key, value = term.split("!=", 1)
             expressions.append({"key": key.strip(), "operator": "NotIn", "values": [value.strip()]})

@@ -93,8 +93,7 @@ class Manager:
             log.info("sync failed %s (retry in %.2fs): %s", _describe_key(key), delay, err)
         except (DynamicApiError, ResourceNotFoundError) as err:
             delay = self.queue.add_rate_limited(key)
-            log.info("sync failed %s (retry in %.2fs): %s", _describe_key(key), delay,
-                     str(err).splitlines()[0][:500])
+            log.info("sync failed %s (retry in %.2fs): %s", _describe_key(key), delay, str(err).splitlines()[0][:500])
         except Exception:
             delay = self.queue.add_rate_limited(key)
             log.exception("sync crashed %s (retry in %.2fs)", _describe_key(key), delay)
@@ -125,8 +124,14 @@ class Manager:
         ctrl.next_resync = time.monotonic() + ctrl.resync_s if ctrl.resync_s else 0.0
         with self._lock:
             self.controllers[(kind, name)] = ctrl
-        log.info("controller %s/%s %s: hooks %s, resync %gs", kind, name, "reloaded" if current else "started",
-                 sorted(ctrl.hooks), ctrl.resync_s)
+        log.info(
+            "controller %s/%s %s: hooks %s, resync %gs",
+            kind,
+            name,
+            "reloaded" if current else "started",
+            sorted(ctrl.hooks),
+            ctrl.resync_s,
+        )
         for info, _ in ctrl.targets:
             self.watches.ensure(info.api_version, info.plural)
             for target in self.watches.objects(info.api_version, info.plural):
@@ -152,8 +157,9 @@ class Manager:
         m = _meta(obj)
         return ("object", ctrl.kind, ctrl.name, api_version, plural, m.get("namespace") or "", m.get("name"))
 
-    def _on_event(self, api_version: str, plural: str, kind: str, obj: dict[str, Any],
-                  old: dict[str, Any] | None) -> None:
+    def _on_event(
+        self, api_version: str, plural: str, kind: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
         if api_version == API_VERSION and plural in PLURALS.values():
             ctrl_kind = COMPOSITE if plural == PLURALS[COMPOSITE] else DECORATOR
             self.queue.add(("controller", ctrl_kind, _meta(obj).get("name")))
@@ -163,8 +169,12 @@ class Manager:
         for ctrl in controllers:
             for info, rule in ctrl.targets:
                 if (info.api_version, info.plural) == (api_version, plural):
-                    if kind == "MODIFIED" and old is not None and rule.get("ignoreStatusChanges") \
-                            and not _meaningful_change(old, obj):
+                    if (
+                        kind == "MODIFIED"
+                        and old is not None
+                        and rule.get("ignoreStatusChanges")
+                        and not _meaningful_change(old, obj)
+                    ):
                         continue
                     self.queue.add(self._key(ctrl, api_version, plural, obj))
             for child in ctrl.children.values():
@@ -180,8 +190,15 @@ class Manager:
         for info, _ in ctrl.targets:
             if ref is not None:
                 if ref.get("kind") == info.kind and _group(ref.get("apiVersion", "")) == _group(info.api_version):
-                    key = ("object", ctrl.kind, ctrl.name, info.api_version, info.plural,
-                           namespace if info.namespaced else "", ref.get("name"))
+                    key = (
+                        "object",
+                        ctrl.kind,
+                        ctrl.name,
+                        info.api_version,
+                        info.plural,
+                        namespace if info.namespaced else "",
+                        ref.get("name"),
+                    )
                     self.queue.add(key)
                 continue
             if ctrl.kind != COMPOSITE:
@@ -203,8 +220,9 @@ class Manager:
                 if hit:
                     self.queue.add(self._key(ctrl, info.api_version, info.plural, parent))
 
-    def _route_related(self, ctrl: Controller, api_version: str, plural: str, obj: dict[str, Any],
-                       old: dict[str, Any] | None) -> None:
+    def _route_related(
+        self, ctrl: Controller, api_version: str, plural: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
         for key, rules in list(ctrl.related_rules.items()):
             parent_stub = {"metadata": {"namespace": key[5], "name": key[6]}}
             for rule in rules:
@@ -212,9 +230,12 @@ class Manager:
                     continue
                 try:
                     hit = any(
-                        related.matches(rule, rule["_version"], parent_stub, rule["_namespaced"], version,
-                                        namespace_labels=None) or related.selection(rule) == related.BY_NAMESPACE_SELECTOR
-                        for version in (obj, old) if version is not None
+                        related.matches(
+                            rule, rule["_version"], parent_stub, rule["_namespaced"], version, namespace_labels=None
+                        )
+                        or related.selection(rule) == related.BY_NAMESPACE_SELECTOR
+                        for version in (obj, old)
+                        if version is not None
                     )
                 except (related.RuleError, selectors.SelectorError):
                     hit = False

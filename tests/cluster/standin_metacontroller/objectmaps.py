@@ -29,8 +29,9 @@ def object_key(obj: dict[str, Any], hook_version: str, parent_namespaced: bool) 
     return name
 
 
-def object_map(groups: dict[str, Iterable[dict[str, Any]]], hook_version: str,
-               parent_namespaced: bool) -> dict[str, dict[str, dict[str, Any]]]:
+def object_map(
+    groups: dict[str, Iterable[dict[str, Any]]], hook_version: str, parent_namespaced: bool
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Every group key present (possibly ``{}``), objects keyed per hook version."""
     return {
         key: {object_key(obj, hook_version, parent_namespaced): obj for obj in objects}

@@ -41,10 +41,9 @@ def _digest(obj: dict[str, Any]) -> str:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, schedule: Callable[[tuple, float], None],
-                 watch_related: Callable[[str, str], None]):
+    def __init__(self, kube: Kube, schedule: Callable[[tuple, float], None], watch_related: Callable[[str, str], None]):
         self.kube = kube
-        self.schedule = schedule            # (object key, delay seconds) -> requeue later
+        self.schedule = schedule  # (object key, delay seconds) -> requeue later
         self.watch_related = watch_related  # (apiVersion, plural) -> make sure it is watched
         self._applied: dict[str, tuple[str, str]] = {}  # child uid -> (desired digest, resourceVersion)
         self._last_event: dict[tuple, tuple[str, float]] = {}
@@ -61,8 +60,14 @@ class Reconciler:
         obj.setdefault("kind", target.kind)
         try:
             self._sync(ctrl, key, target, rule, obj)
-        except (SyncError, webhook.HookCallError, hookwire.HookAnswerError, kids.DesiredChildError,
-                related.RuleError, selectors.SelectorError) as err:
+        except (
+            SyncError,
+            webhook.HookCallError,
+            hookwire.HookAnswerError,
+            kids.DesiredChildError,
+            related.RuleError,
+            selectors.SelectorError,
+        ) as err:
             self.record_event(obj, "SyncError", str(err))
             raise SyncError(str(err)) from None
 
@@ -72,11 +77,16 @@ class Reconciler:
         m = obj.get("metadata") or {}
         if not selectors.matches(rule.get("labelSelector"), m.get("labels")):
             return False
-        return selectors.matches(rule.get("annotationSelector"), m.get("annotations"),
-                                 match_key="matchAnnotations", where="annotationSelector")
+        return selectors.matches(
+            rule.get("annotationSelector"),
+            m.get("annotations"),
+            match_key="matchAnnotations",
+            where="annotationSelector",
+        )
 
-    def _sync(self, ctrl: Controller, key: tuple, target: ResourceInfo, rule: dict[str, Any],
-              obj: dict[str, Any]) -> None:
+    def _sync(
+        self, ctrl: Controller, key: tuple, target: ResourceInfo, rule: dict[str, Any], obj: dict[str, Any]
+    ) -> None:
         m = obj["metadata"]
         selected = self._selected(ctrl, rule, obj)
         has_finalizer = ctrl.finalizer in (m.get("finalizers") or [])
@@ -113,10 +123,17 @@ class Reconciler:
         else:
             answer = hookwire.parse_decorator(answer_body, hook.mode)
             desired_objs = answer.attachments
-        log.info("hook %s %s/%s %s -> ok (%d %s, resyncAfterSeconds=%g, finalized=%s)", hook.name,
-                 ctrl.kind, ctrl.name, describe(obj), len(desired_objs),
-                 "children" if ctrl.kind == COMPOSITE else "attachments",
-                 answer.resync_after_seconds, answer.finalized)
+        log.info(
+            "hook %s %s/%s %s -> ok (%d %s, resyncAfterSeconds=%g, finalized=%s)",
+            hook.name,
+            ctrl.kind,
+            ctrl.name,
+            describe(obj),
+            len(desired_objs),
+            "children" if ctrl.kind == COMPOSITE else "attachments",
+            answer.resync_after_seconds,
+            answer.finalized,
+        )
         if answer.resync_after_seconds > 0:
             self.schedule(key, answer.resync_after_seconds)
 
@@ -148,12 +165,25 @@ class Reconciler:
         try:
             answer = webhook.post(hook.connection, body)
         except webhook.HookRetryLater:
-            log.info("hook %s %s/%s %s -> 429 (%.0f ms)", hook.name, ctrl.kind, ctrl.name, describe(obj),
-                     (time.monotonic() - started) * 1000)
+            log.info(
+                "hook %s %s/%s %s -> 429 (%.0f ms)",
+                hook.name,
+                ctrl.kind,
+                ctrl.name,
+                describe(obj),
+                (time.monotonic() - started) * 1000,
+            )
             raise
         except webhook.HookCallError as err:
-            log.info("hook %s %s/%s %s -> error (%.0f ms): %s", hook.name, ctrl.kind, ctrl.name, describe(obj),
-                     (time.monotonic() - started) * 1000, err)
+            log.info(
+                "hook %s %s/%s %s -> error (%.0f ms): %s",
+                hook.name,
+                ctrl.kind,
+                ctrl.name,
+                describe(obj),
+                (time.monotonic() - started) * 1000,
+                err,
+            )
             raise
         return answer
 
@@ -164,8 +194,9 @@ class Reconciler:
         items, _ = self.kube.list(info.api_version, info.plural, namespace if info.namespaced else "")
         return items
 
-    def _observed_children(self, ctrl: Controller, obj: dict[str, Any],
-                           parent_namespaced: bool) -> dict[kids.ChildId, dict[str, Any]]:
+    def _observed_children(
+        self, ctrl: Controller, obj: dict[str, Any], parent_namespaced: bool
+    ) -> dict[kids.ChildId, dict[str, Any]]:
         if not ctrl.children:
             return {}
         if ctrl.kind == COMPOSITE:
@@ -186,8 +217,9 @@ class Reconciler:
                 observed[kids.child_id(group, child)] = child
         return observed
 
-    def _set_owner(self, info: ResourceInfo, child: dict[str, Any], parent: dict[str, Any],
-                   adopt: bool) -> dict[str, Any] | None:
+    def _set_owner(
+        self, info: ResourceInfo, child: dict[str, Any], parent: dict[str, Any], adopt: bool
+    ) -> dict[str, Any] | None:
         m = child["metadata"]
         uid = parent["metadata"]["uid"]
         refs = [r for r in m.get("ownerReferences") or [] if r.get("uid") != uid]
@@ -204,8 +236,9 @@ class Reconciler:
         result.setdefault("kind", info.kind)
         return result
 
-    def _desired(self, ctrl: Controller, parent: dict[str, Any],
-                 objs: list[dict[str, Any]]) -> dict[kids.ChildId, dict[str, Any]]:
+    def _desired(
+        self, ctrl: Controller, parent: dict[str, Any], objs: list[dict[str, Any]]
+    ) -> dict[kids.ChildId, dict[str, Any]]:
         desired: dict[kids.ChildId, dict[str, Any]] = {}
         selected = None
         if ctrl.kind == COMPOSITE and not ctrl.spec.get("generateSelector"):
@@ -215,7 +248,9 @@ class Reconciler:
             declared = ctrl.children.get(group)
             info = declared.info if declared else self._info_for_kind(obj["apiVersion"], obj["kind"])
             shaped = kids.shape_desired(
-                parent, obj, info.namespaced,
+                parent,
+                obj,
+                info.namespaced,
                 generate_selector=ctrl.kind == COMPOSITE and bool(ctrl.spec.get("generateSelector")),
                 selected=selected,
                 decorator_name=ctrl.name if ctrl.kind != COMPOSITE else None,
@@ -278,8 +313,9 @@ class Reconciler:
 
     # ------------------------------------------------------------------ related objects
 
-    def _related(self, ctrl: Controller, key: tuple, obj: dict[str, Any],
-                 target: ResourceInfo) -> dict[str, list[dict[str, Any]]]:
+    def _related(
+        self, ctrl: Controller, key: tuple, obj: dict[str, Any], target: ResourceInfo
+    ) -> dict[str, list[dict[str, Any]]]:
         hook = ctrl.hooks.get("customize")
         if hook is None:
             return {}
@@ -289,8 +325,9 @@ class Reconciler:
             body = hookwire.customize_request(ctrl.obj, obj)
             answer = self._call(ctrl, hook, obj, body)
             rules = hookwire.parse_customize(answer, hook.mode)
-            log.info("hook customize %s/%s %s -> ok (%d related rules)", ctrl.kind, ctrl.name, describe(obj),
-                     len(rules))
+            log.info(
+                "hook customize %s/%s %s -> ok (%d related rules)", ctrl.kind, ctrl.name, describe(obj), len(rules)
+            )
             ctrl.cache_rules(m["uid"], m.get("generation", 0), rules)
         ctrl.related_rules[key] = [dict(r, _version=hook.version, _namespaced=target.namespaced) for r in rules]
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -315,8 +352,9 @@ class Reconciler:
 
     # ------------------------------------------------------------------ writes to the object itself
 
-    def _set_finalizer(self, target: ResourceInfo, obj: dict[str, Any], finalizer: str,
-                       present: bool) -> dict[str, Any]:
+    def _set_finalizer(
+        self, target: ResourceInfo, obj: dict[str, Any], finalizer: str, present: bool
+    ) -> dict[str, Any]:
         for _ in range(5):
             m = obj["metadata"]
             finalizers = list(m.get("finalizers") or [])
@@ -325,8 +363,9 @@ class Reconciler:
             finalizers = finalizers + [finalizer] if present else [f for f in finalizers if f != finalizer]
             patch = {"metadata": {"finalizers": finalizers, "resourceVersion": m["resourceVersion"]}}
             try:
-                result = self.kube.merge_patch(target.api_version, target.plural, m.get("namespace") or "",
-                                               m["name"], patch)
+                result = self.kube.merge_patch(
+                    target.api_version, target.plural, m.get("namespace") or "", m["name"], patch
+                )
                 log.info("finalizer %s %s %s", "added to" if present else "removed from", describe(obj), finalizer)
                 result.setdefault("apiVersion", target.api_version)
                 result.setdefault("kind", target.kind)
@@ -369,13 +408,19 @@ class Reconciler:
         changes: dict[str, Any] = {}
         for field_name, wanted in (("labels", answer.labels), ("annotations", answer.annotations)):
             current = m.get(field_name) or {}
-            delta = {k: v for k, v in wanted.items() if (v is None and k in current) or (v is not None and current.get(k) != v)}
+            delta = {
+                k: v
+                for k, v in wanted.items()
+                if (v is None and k in current) or (v is not None and current.get(k) != v)
+            }
             if delta:
                 changes[field_name] = delta
         if changes:
             patch = {"metadata": dict(changes, resourceVersion=m["resourceVersion"])}
             try:
-                obj = self.kube.merge_patch(target.api_version, target.plural, m.get("namespace") or "", m["name"], patch)
+                obj = self.kube.merge_patch(
+                    target.api_version, target.plural, m.get("namespace") or "", m["name"], patch
+                )
                 obj.setdefault("apiVersion", target.api_version)
                 obj.setdefault("kind", target.kind)
                 log.info("labels/annotations updated %s: %s", describe(obj), json.dumps(changes, sort_keys=True))
@@ -403,14 +448,25 @@ class Reconciler:
         self._last_event[ident] = (message, time.monotonic())
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"generateName": f"{m.get('name')}.", "namespace": m.get("namespace") or "default"},
-            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": m.get("name"),
-                               "namespace": m.get("namespace"), "uid": m.get("uid"),
-                               "resourceVersion": m.get("resourceVersion")},
-            "reason": reason, "message": message[:1024], "type": "Warning",
-            "source": {"component": "metacontroller"}, "reportingComponent": "metacontroller",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": m.get("name"),
+                "namespace": m.get("namespace"),
+                "uid": m.get("uid"),
+                "resourceVersion": m.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": "metacontroller"},
+            "reportingComponent": "metacontroller",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         try:
             self.kube.create("v1", "events", event)

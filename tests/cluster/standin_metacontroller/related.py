@@ -46,8 +46,13 @@ def selection(rule: Mapping[str, Any]) -> str:
     return BY_LABELS
 
 
-def list_namespace(rule: Mapping[str, Any], hook_version: str, parent: Mapping[str, Any],
-                   parent_namespaced: bool, related_namespaced: bool) -> str:
+def list_namespace(
+    rule: Mapping[str, Any],
+    hook_version: str,
+    parent: Mapping[str, Any],
+    parent_namespaced: bool,
+    related_namespaced: bool,
+) -> str:
     """The namespace to list the rule's kind in ("" = all namespaces / cluster-scoped)."""
     kind = selection(rule)
     parent_ns = (parent.get("metadata") or {}).get("namespace") or ""
@@ -63,8 +68,14 @@ def list_namespace(rule: Mapping[str, Any], hook_version: str, parent: Mapping[s
     return ""
 
 
-def matches(rule: Mapping[str, Any], hook_version: str, parent: Mapping[str, Any], parent_namespaced: bool,
-            related: Mapping[str, Any], namespace_labels: Mapping[str, Mapping[str, str]] | None = None) -> bool:
+def matches(
+    rule: Mapping[str, Any],
+    hook_version: str,
+    parent: Mapping[str, Any],
+    parent_namespaced: bool,
+    related: Mapping[str, Any],
+    namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+) -> bool:
     """Whether ``related`` (of the rule's kind, in the rule's apiVersion) is selected for ``parent``."""
     kind = selection(rule)
     meta = related.get("metadata") or {}

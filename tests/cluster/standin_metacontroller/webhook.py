@@ -149,8 +149,12 @@ def matching_endpoint(url: str, endpoint_configs: list[Mapping[str, Any]] | None
     return {}
 
 
-def resolve(webhook: Mapping[str, Any], endpoint_configs: list[Mapping[str, Any]] | None,
-            read_secret: SecretReader, read_configmap: ConfigMapReader) -> Connection:
+def resolve(
+    webhook: Mapping[str, Any],
+    endpoint_configs: list[Mapping[str, Any]] | None,
+    read_secret: SecretReader,
+    read_configmap: ConfigMapReader,
+) -> Connection:
     url = hook_url(webhook)
     timeout_s = DEFAULT_TIMEOUT_S
     if webhook.get("timeout"):
@@ -198,8 +202,14 @@ def post(connection: Connection, body: Mapping[str, Any], session: requests.Sess
     http = session or requests
     headers = {"Content-Type": "application/json", **connection.headers}
     try:
-        response = http.post(connection.url, data=json.dumps(body), headers=headers, timeout=connection.timeout_s,
-                             verify=connection.verify, cert=connection.cert)
+        response = http.post(
+            connection.url,
+            data=json.dumps(body),
+            headers=headers,
+            timeout=connection.timeout_s,
+            verify=connection.verify,
+            cert=connection.cert,
+        )
     except requests.Timeout:
         raise HookCallError(f"Post {connection.url!r}: Client.Timeout exceeded ({connection.timeout_s:g}s)") from None
     except requests.RequestException as err:
