@@ -52,25 +52,35 @@ class Kube:
         cache_dir = tempfile.mkdtemp(prefix="standin-mc-discovery-")
         self.dyn = DynamicClient(self.api_client, cache_file=os.path.join(cache_dir, "discovery.json"))
         self.field_manager = field_manager
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the discoverer is not thread-safe: one lookup at a time
         self._discovery_interval_s = discovery_interval_s
         self._discovered_at = time.monotonic()
+        self._found: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------ discovery
 
     def _refresh_discovery(self) -> None:
         with self._lock:
             self.dyn.resources.invalidate_cache()
+            self._found.clear()
             self._discovered_at = time.monotonic()
 
+    def _lookup(self, api_version: str, **what: str):
+        """A discovered resource; a miss refreshes discovery once (a CRD created after the start)."""
+        with self._lock:
+            if time.monotonic() - self._discovered_at > self._discovery_interval_s:
+                self._refresh_discovery()
+            key = (api_version, repr(sorted(what.items())))
+            if key not in self._found:
+                try:
+                    self._found[key] = self.dyn.resources.get(api_version=api_version, **what)
+                except ResourceNotFoundError:
+                    self._refresh_discovery()
+                    self._found[key] = self.dyn.resources.get(api_version=api_version, **what)
+            return self._found[key]
+
     def _resource(self, api_version: str, plural: str):
-        if time.monotonic() - self._discovered_at > self._discovery_interval_s:
-            self._refresh_discovery()
-        try:
-            return self.dyn.resources.get(api_version=api_version, name=plural)
-        except ResourceNotFoundError:  # a CRD created after start: refresh discovery once
-            self._refresh_discovery()
-            return self.dyn.resources.get(api_version=api_version, name=plural)
+        return self._lookup(api_version, name=plural)
 
     def info(self, api_version: str, plural: str) -> ResourceInfo:
         resource = self._resource(api_version, plural)
@@ -78,12 +88,7 @@ class Kube:
         return ResourceInfo(api_version, plural, resource.kind, bool(resource.namespaced), subresources)
 
     def info_for_kind(self, api_version: str, kind: str) -> ResourceInfo:
-        try:
-            resource = self.dyn.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            self._refresh_discovery()
-            resource = self.dyn.resources.get(api_version=api_version, kind=kind)
-        return self.info(api_version, resource.name)
+        return self.info(api_version, self._lookup(api_version, kind=kind).name)
 
     # ------------------------------------------------------------------ reads
 
