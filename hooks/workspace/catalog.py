@@ -67,7 +67,7 @@ class Sku:
 
     @property
     def runs_sglang(self) -> bool:
-        return self.nvidia and self.compute_capability >= SGLANG_MIN_COMPUTE_CAPABILITY
+        return self.compute_capability is not None and self.compute_capability >= SGLANG_MIN_COMPUTE_CAPABILITY
 
 
 @lru_cache(maxsize=1)

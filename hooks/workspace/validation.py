@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hooks.workspace.api import MAX_ADAPTERS, DataSource, Workspace, field_path
 from hooks.naming import MAX_WORKSPACE_NAME, is_dns_label, is_dns_subdomain
+from hooks.workspace.api import MAX_ADAPTERS, DataSource, InferenceSpec, PresetSpec, TuningSpec, Workspace, field_path
 from tuning.url_policy import (
     url_problem,  # stdlib only; the downloader applies the same policy
 )
@@ -106,9 +106,9 @@ def field_problems(ws: Workspace) -> list[Problem]:
 
     problems += _resource_problems(ws)
     if ws.inference is not None:
-        problems += _inference_problems(ws)
+        problems += _inference_problems(ws, ws.inference)
     if ws.tuning is not None:
-        problems += _tuning_problems(ws)
+        problems += _tuning_problems(ws, ws.tuning)
     return problems
 
 
@@ -123,8 +123,8 @@ def _resource_problems(ws: Workspace) -> list[Problem]:
     return out
 
 
-def _preset_option_problems(preset, path: str) -> list[Problem]:
-    out = []
+def _preset_option_problems(preset: PresetSpec, path: str) -> list[Problem]:
+    out: list[Problem] = []
     opts = preset.presetOptions
     if opts is None:
         return out
@@ -138,12 +138,15 @@ def _preset_option_problems(preset, path: str) -> list[Problem]:
     return out
 
 
-def _inference_problems(ws: Workspace) -> list[Problem]:
-    inf = ws.inference
+def _inference_problems(ws: Workspace, inf: InferenceSpec) -> list[Problem]:
     out: list[Problem] = []
     if (inf.preset is None) == (inf.template is None):
         which = "neither" if inf.preset is None else "both"
-        out.append(Problem("inference.preset", f"exactly one of inference.preset or inference.template must be set, not {which}"))
+        out.append(
+            Problem(
+                "inference.preset", f"exactly one of inference.preset or inference.template must be set, not {which}"
+            )
+        )
     if inf.preset is not None:
         out += _preset_option_problems(inf.preset, "inference.preset")
     if inf.template is not None and not (inf.template.get("spec") or {}).get("containers"):
@@ -164,7 +167,9 @@ def _inference_problems(ws: Workspace) -> list[Problem]:
                 Problem(f"{path}.source.name", f"{src.name!r} must be a DNS-1123 label of at most 55 characters")
             )
         if src.name in seen:
-            out.append(Problem(f"{path}.source.name", f"duplicate adapter name {src.name!r} (also adapters[{seen[src.name]}])"))
+            out.append(
+                Problem(f"{path}.source.name", f"duplicate adapter name {src.name!r} (also adapters[{seen[src.name]}])")
+            )
         seen.setdefault(src.name, i)
         if src.urls:
             out.append(Problem(f"{path}.source.urls", "adapters cannot be downloaded from URLs; use source.image"))
@@ -179,7 +184,9 @@ def _inference_problems(ws: Workspace) -> list[Problem]:
             except ValueError:
                 strength = None
             if strength is None or not 0.0 <= strength <= 1.0:
-                out.append(Problem(f"{path}.strength", f"{adapter.strength!r} must be a number between 0 and 1, e.g. \"0.5\""))
+                out.append(
+                    Problem(f"{path}.strength", f'{adapter.strength!r} must be a number between 0 and 1, e.g. "0.5"')
+                )
     return out
 
 
@@ -187,7 +194,9 @@ def _input_problems(src: DataSource, path: str) -> list[Problem]:
     out: list[Problem] = []
     given = [k for k in ("urls", "image", "volumeSource") if getattr(src, k)]
     if len(given) != 1:
-        out.append(Problem(path, f"set exactly one of urls, image or volumeSource (found: {', '.join(given) or 'none'})"))
+        out.append(
+            Problem(path, f"set exactly one of urls, image or volumeSource (found: {', '.join(given) or 'none'})")
+        )
     for i, url in enumerate(src.urls or []):
         if p := url_problem(url) or _shell_syntax(url):
             out.append(Problem(f"{path}.urls[{i}]", p))
@@ -207,8 +216,7 @@ def _shell_syntax(url: str) -> str | None:
     return None
 
 
-def _tuning_problems(ws: Workspace) -> list[Problem]:
-    t = ws.tuning
+def _tuning_problems(ws: Workspace, t: TuningSpec) -> list[Problem]:
     out = _preset_option_problems(t.preset, "tuning.preset")
     if ws.resource.count > 1:
         out.append(Problem("resource.count", "tuning runs on one node; set resource.count: 1"))
@@ -222,10 +230,20 @@ def _tuning_problems(ws: Workspace) -> list[Problem]:
         if p := image_problem(o.image):
             out.append(Problem("tuning.output.image", p))
         if not o.imagePushSecret:
-            out.append(Problem("tuning.output.imagePushSecret", "output.image needs imagePushSecret, a docker-registry Secret with push rights"))
+            out.append(
+                Problem(
+                    "tuning.output.imagePushSecret",
+                    "output.image needs imagePushSecret, a docker-registry Secret with push rights",
+                )
+            )
     if o.imagePushSecret is not None:
         if _PLACEHOLDER.search(o.imagePushSecret):
-            out.append(Problem("tuning.output.imagePushSecret", f"{o.imagePushSecret!r} is a placeholder from the Kaito docs; name your docker-registry Secret"))
+            out.append(
+                Problem(
+                    "tuning.output.imagePushSecret",
+                    f"{o.imagePushSecret!r} is a placeholder from the Kaito docs; name your docker-registry Secret",
+                )
+            )
         elif not is_dns_subdomain(o.imagePushSecret):
             out.append(Problem("tuning.output.imagePushSecret", f"{o.imagePushSecret!r} is not a valid Secret name"))
     return out

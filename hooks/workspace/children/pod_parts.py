@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hooks import naming
 from hooks.workspace.api import Workspace
 from hooks.workspace.planning import WorkloadPlan
@@ -25,9 +27,11 @@ def tolerations() -> list[dict]:
 
 def node_affinity(ws: Workspace) -> dict:
     sel = ws.resource.labelSelector
-    exprs = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted((sel.matchLabels or {}).items())]
+    exprs: list[dict[str, Any]] = [
+        {"key": k, "operator": "In", "values": [v]} for k, v in sorted((sel.matchLabels or {}).items())
+    ]
     for req in sel.matchExpressions or []:
-        expr = {"key": req.key, "operator": req.operator}
+        expr: dict[str, Any] = {"key": req.key, "operator": req.operator}
         if req.values is not None:
             expr["values"] = list(req.values)
         exprs.append(expr)

@@ -7,6 +7,7 @@ starts only after training succeeded, and it alone sees the push secret.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from hooks import naming
 from hooks.settings import Settings
@@ -48,7 +49,14 @@ def _input_containers(plan: TuningPlan, settings: Settings) -> tuple[list[dict],
                 "name": "data-download",
                 "image": settings.tuning_image,
                 # `$$` keeps the kubelet from expanding `$(VAR)` inside a URL: the downloader gets it verbatim.
-                "command": ["python", "-m", "tuning.download", "--dest", DATA_DIR, *(u.replace("$", "$$") for u in src.urls)],
+                "command": [
+                    "python",
+                    "-m",
+                    "tuning.download",
+                    "--dest",
+                    DATA_DIR,
+                    *(u.replace("$", "$$") for u in src.urls),
+                ],
                 "volumeMounts": [mount],
             }
         ], []
@@ -63,9 +71,15 @@ def _input_containers(plan: TuningPlan, settings: Settings) -> tuple[list[dict],
 def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
     t = plan.tuning
     shm, shm_mount = m.shm_volume()
-    data_volume = {"name": "data", **copy.deepcopy(t.input.volumeSource)} if t.input.volumeSource else {"name": "data", "emptyDir": {}}
+    data_volume = (
+        {"name": "data", **copy.deepcopy(t.input.volumeSource)}
+        if t.input.volumeSource
+        else {"name": "data", "emptyDir": {}}
+    )
     results_volume = (
-        {"name": "results", **copy.deepcopy(t.output.volumeSource)} if t.output.volumeSource else {"name": "results", "emptyDir": {}}
+        {"name": "results", **copy.deepcopy(t.output.volumeSource)}
+        if t.output.volumeSource
+        else {"name": "results", "emptyDir": {}}
     )
     config_name = t.config or naming.tuning_config_map(ws.name)
     volumes = [
@@ -78,19 +92,31 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
     init, extra_volumes = _input_containers(plan, settings)
     volumes += extra_volumes
 
-    env = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
+    env: list[dict[str, Any]] = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
     if plan.options.modelAccessSecret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}}})
-    trainer = {
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}},
+            }
+        )
+    trainer: dict[str, Any] = {
         "name": "trainer",
         "image": settings.tuning_image,
         "command": [
-            "python", "-m", "tuning.train",
-            "--config", f"{CONFIG_DIR}/training_config.yaml",
-            "--model", WEIGHTS_DIR,
-            "--model-repo", plan.preset.hf_repo,
-            "--data", DATA_DIR,
-            "--output", RESULTS_DIR,
+            "python",
+            "-m",
+            "tuning.train",
+            "--config",
+            f"{CONFIG_DIR}/training_config.yaml",
+            "--model",
+            WEIGHTS_DIR,
+            "--model-repo",
+            plan.preset.hf_repo,
+            "--data",
+            DATA_DIR,
+            "--output",
+            RESULTS_DIR,
         ],
         "env": env,
         "resources": m.gpu_resources(plan),
@@ -116,11 +142,17 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
             "name": "pusher",
             "image": settings.tuning_image,
             "command": [
-                "python", "-m", "tuning.push",
-                "--source", RESULTS_DIR,
-                "--image", t.output.image,
-                "--docker-config", DOCKER_CONFIG,
-                "--preset", plan.preset.name,
+                "python",
+                "-m",
+                "tuning.push",
+                "--source",
+                RESULTS_DIR,
+                "--image",
+                t.output.image,
+                "--docker-config",
+                DOCKER_CONFIG,
+                "--preset",
+                plan.preset.name,
             ],
             "volumeMounts": [
                 {"name": "results", "mountPath": RESULTS_DIR, "readOnly": True},
