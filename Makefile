@@ -81,3 +81,23 @@ lint-release: lint-release-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(ACTIONLINT)
 	$(VENV)/bin/zizmor --offline --quiet --config .github/zizmor.yml .github
 	$(VENV)/bin/hadolint $(DOCKERFILES)
+
+# Python lint: ruff's rules, the formatter's check and mypy on hooks, inference and tuning (configured in
+# pyproject.toml). `make format` applies the formatter and ruff's safe fixes.
+.PHONY: lint lint-python format test-fast
+PY_SOURCES := hooks inference tuning
+
+lint: lint-python lint-release
+
+lint-python: test-setup
+	$(PY) -m ruff check $(PY_SOURCES)
+	$(PY) -m ruff format --check $(PY_SOURCES)
+	$(PY) -m mypy
+
+format: test-setup
+	$(PY) -m ruff check --fix $(PY_SOURCES)
+	$(PY) -m ruff format $(PY_SOURCES)
+
+# The fast unit tests only (seconds): no servers, clusters, real SGLang or kind (markers in pyproject.toml).
+test-fast: test-setup
+	$(PY) -m pytest -m "not integration and not cluster and not real_sglang and not e2e"
