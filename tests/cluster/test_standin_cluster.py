@@ -207,10 +207,14 @@ def hook(url: str, version: str = "v2", timeout: str = "5s") -> dict:
     return {"version": version, "webhook": {"url": url, "timeout": timeout}}
 
 
-def composite(cluster, server: ScriptedHooks, name: str, *, customize: bool = True, **extra) -> dict:
+def composite(
+    cluster, server: ScriptedHooks, name: str, *, customize: bool = True, finalize: bool = False, **extra
+) -> dict:
     hooks = {"sync": hook(f"{server.url}/sync")}
     if customize:
         hooks["customize"] = hook(f"{server.url}/customize")
+    if finalize:
+        hooks["finalize"] = hook(f"{server.url}/finalize")
     spec = {
         "generateSelector": True,
         "parentResource": {"apiVersion": "standin.test/v1", "resource": "parents"},
@@ -457,6 +461,34 @@ def test_related_object_change_requeues_the_parent(cluster, standin, hooks, name
         )
     finally:
         cluster.kubectl("delete", "node", node_name, "--ignore-not-found")
+
+
+def test_composite_finalize_hook_cleans_up_before_the_parent_goes(cluster, standin, hooks, namespace):
+    def finalize(body):
+        remaining = sum(len(objs) for objs in body["children"].values())
+        return {"children": [], "finalized": remaining == 0, "resyncAfterSeconds": 0.3}
+
+    hooks.answers = {"/sync": sync_answer, "/finalize": finalize}
+    name = f"parents-{RUN_ID}"
+    composite(cluster, hooks, name, customize=False, finalize=True)
+    apply(cluster, parent_doc(namespace, "p7", value="one"))
+
+    def parent():
+        return kubectl_json(cluster, "get", "parents.standin.test", "p7", "-n", namespace)
+
+    def children():
+        found = kubectl_json(cluster, "get", "configmaps,secrets", "-n", namespace, "-l", "controller-uid")
+        return [c["metadata"]["name"] for c in (found or {}).get("items", [])]
+
+    cluster.wait_for("the children", lambda: len(children()) == 2)
+    assert f"metacontroller.io/compositecontroller-{name}" in parent()["metadata"]["finalizers"]
+    cluster.kubectl("delete", "parents.standin.test", "p7", "-n", namespace, "--wait=false")
+    cluster.wait_for("the parent gone after finalized: true", lambda: parent() is None, timeout=30)
+    finals = hooks.calls_to("/finalize", namespace, "p7")
+    assert finals and all(c[3]["finalizing"] is True for c in finals)
+    assert sum(len(o) for o in finals[0][3]["children"].values()) == 2, "finalize did not see the children"
+    assert finals[-1][3]["children"] == {"ConfigMap.v1": {}, "Secret.v1": {}}  # deleted by the stand-in first
+    assert children() == []
 
 
 # ---------------------------------------------------------------------------------- DecoratorController
