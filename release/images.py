@@ -28,7 +28,9 @@ class Image:
 IMAGES = (
     Image("hooks", "hooks/Dockerfile", None, ("linux/amd64", "linux/arm64"), None),
     Image("runtime", "inference/Dockerfile", "runtime", ("linux/amd64",), "KAITO_RUNTIME_IMAGE"),
-    Image("runtime-legacy", "inference/Dockerfile", "runtime-legacy", ("linux/amd64",), "KAITO_TRANSFORMERS_RUNTIME_IMAGE"),
+    Image(
+        "runtime-legacy", "inference/Dockerfile", "runtime-legacy", ("linux/amd64",), "KAITO_TRANSFORMERS_RUNTIME_IMAGE"
+    ),
     Image("tuning", "tuning/Dockerfile", None, ("linux/amd64",), "KAITO_TUNING_IMAGE"),
     # sglang-router + our gateway in front of a Workspace's replicas (no CUDA).
     Image("router", "inference/Dockerfile", "router", ("linux/amd64",), "KAITO_ROUTER_IMAGE"),
@@ -43,7 +45,9 @@ def project_version(pyproject: Path = REPO / "pyproject.toml") -> str:
 
 def check_version(version: str) -> str:
     if not VERSION.match(version):
-        raise ValueError(f"version {version!r} is not a release version like 1.2.3 or 1.2.3rc1 (pyproject.toml [project] version)")
+        raise ValueError(
+            f"version {version!r} is not a release version like 1.2.3 or 1.2.3rc1 (pyproject.toml [project] version)"
+        )
     return version
 
 
@@ -68,7 +72,9 @@ def image_ref(name: str, version: str, registry: str = DEFAULT_REGISTRY, digest:
 def version_of_tag(tag: str, version: str) -> str:
     """The release for git tag v<version>; refuses a tag that does not name pyproject's version."""
     if tag != f"v{version}":
-        raise ValueError(f"tag {tag!r} does not match pyproject.toml's version {version!r}: tag v{version}, or change the version")
+        raise ValueError(
+            f"tag {tag!r} does not match pyproject.toml's version {version!r}: tag v{version}, or change the version"
+        )
     return version
 
 

@@ -89,9 +89,13 @@ def parse_digest(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m release.render_install", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="new folder to write metacontroller/ and overlays/ into")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="new folder to write metacontroller/ and overlays/ into"
+    )
     parser.add_argument("--version", help="release version (default: pyproject.toml's)")
-    parser.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"where the images live (default {DEFAULT_REGISTRY})")
+    parser.add_argument(
+        "--registry", default=DEFAULT_REGISTRY, help=f"where the images live (default {DEFAULT_REGISTRY})"
+    )
     parser.add_argument("--digest", type=parse_digest, action="append", default=[], metavar="NAME=sha256:...")
     parser.add_argument("--digests-dir", type=Path, help="folder with one file per image name holding its digest")
     parser.add_argument("--require-digests", action="store_true", help="fail unless every image has a digest")

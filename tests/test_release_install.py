@@ -39,7 +39,9 @@ def build(root: Path, target: str) -> list[dict]:
     text, removed = REMOTE_RESOURCE.subn("", kfile.read_text())
     assert removed == 1, "the install has exactly one remote resource (Metacontroller upstream)"
     kfile.write_text(text)
-    out = subprocess.run([KUBECTL, "kustomize", str(root / target)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(root / target)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -97,15 +99,23 @@ def test_rendered_install_names_every_image_by_the_release(tmp_path, target, dig
             assert digest == DIGESTS[name_and_tag.rsplit("/", 1)[1].split(":")[0]], f"{where}: {ref}"
     # The hook server really gets the pod images (the BYO overlay rewrites its env; envFrom must survive).
     settings = Settings.from_env(hook_server_env(objs))
-    runtime, legacy, tuning = (image_ref(n, VERSION, REGISTRY, (digests or {}).get(n)) for n in ("runtime", "runtime-legacy", "tuning"))
-    assert (settings.runtime_image, settings.transformers_runtime_image, settings.tuning_image) == (runtime, legacy, tuning)
+    runtime, legacy, tuning = (
+        image_ref(n, VERSION, REGISTRY, (digests or {}).get(n)) for n in ("runtime", "runtime-legacy", "tuning")
+    )
+    assert (settings.runtime_image, settings.transformers_runtime_image, settings.tuning_image) == (
+        runtime,
+        legacy,
+        tuning,
+    )
 
 
 def test_the_repository_install_is_the_release_install_by_tag():
     """`kubectl apply -k` of the repository at a tag installs that version's images (pyproject.toml's)."""
     version = project_version()
     for path, text in sync_version.synced(REPO, version).items():
-        assert (REPO / path).read_text() == text, f"{path} does not name version {version}: python -m release.sync_version"
+        assert (REPO / path).read_text() == text, (
+            f"{path} does not name version {version}: python -m release.sync_version"
+        )
     deployment = yaml.safe_load((REPO / sync_version.DEPLOYMENT).read_text())
     hook_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert hook_image == image_ref("hooks", version), f"{sync_version.DEPLOYMENT}: image {hook_image}"
@@ -156,7 +166,9 @@ def test_hook_server_defaults_name_the_images_of_its_version():
 
 def test_installed_hook_server_reads_its_version_from_the_package_metadata(tmp_path):
     """In the hook image no pyproject.toml lies beside the package: pip's metadata has the version."""
-    assert hooks_version.project_version(tmp_path / "absent.toml") == metadata.version("kaito-sglang") == project_version()
+    assert (
+        hooks_version.project_version(tmp_path / "absent.toml") == metadata.version("kaito-sglang") == project_version()
+    )
     other = tmp_path / "pyproject.toml"
     other.write_text('[project]\nname = "someone-else"\nversion = "9.9.9"\n')
     assert hooks_version.project_version(other) == project_version()
@@ -186,7 +198,17 @@ def test_render_cli_reads_the_digests_the_build_jobs_recorded(tmp_path, capsys):
     for name, digest in DIGESTS.items():
         (digests / name).write_text(digest + "\n")
     out = tmp_path / "install"
-    args = ["--out", str(out), "--version", VERSION, "--registry", REGISTRY, "--digests-dir", str(digests), "--require-digests"]
+    args = [
+        "--out",
+        str(out),
+        "--version",
+        VERSION,
+        "--registry",
+        REGISTRY,
+        "--digests-dir",
+        str(digests),
+        "--require-digests",
+    ]
     assert render_install.main(args) == 0
     assert "pinned by digest" in capsys.readouterr().out
     assert (out / render_install.IMAGES_ENV).read_text() == render_install.images_env(VERSION, REGISTRY, DIGESTS)
