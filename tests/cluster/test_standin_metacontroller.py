@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 from standin_metacontroller import children as kids  # tests/cluster is on sys.path (its conftest)
-from standin_metacontroller import hookwire, objectmaps, related, webhook
+from standin_metacontroller import hookwire, lifecycle, objectmaps, related, webhook
 from standin_metacontroller import labelselectors as selectors
 from standin_metacontroller.workqueue import WorkQueue
 
@@ -500,3 +500,35 @@ def test_target_label_selector_strings():
     assert not selectors.matches(selectors.parse("!standin-test"), {"standin-test": "1"})
     with pytest.raises(selectors.SelectorError):
         selectors.parse("a b")
+
+
+# ---------------------------------------------------------------------------------- lifecycle
+
+OURS = "metacontroller.io/decoratorcontroller-machine"
+
+
+def step(selected=True, finalizers=(), deleting=False, finalize_hook=True):
+    return lifecycle.decide(
+        selected=selected, finalizers=finalizers, our_finalizer=OURS, deleting=deleting, has_finalize_hook=finalize_hook
+    )
+
+
+def test_a_finalize_hook_adds_our_finalizer_first_then_syncs():
+    assert step() == lifecycle.Step(add_finalizer=True, hook="sync", manage_children=True)
+    assert step(finalizers=[OURS]) == lifecycle.Step(hook="sync", manage_children=True)
+    assert step(finalize_hook=False) == lifecycle.Step(hook="sync", manage_children=True)
+
+
+def test_deleting_calls_finalize_while_we_hold_the_finalizer():
+    assert step(finalizers=[OURS], deleting=True) == lifecycle.Step(hook="finalize", manage_children=True)
+    assert step(finalizers=["other"], deleting=True) == lifecycle.Step()  # ours already removed: nothing
+    assert step(finalizers=[OURS, "foregroundDeletion"], deleting=True).manage_children is False
+
+
+def test_without_a_finalize_hook_a_deleted_object_is_left_to_the_garbage_collector():
+    assert step(deleting=True, finalize_hook=False) == lifecycle.Step()
+
+
+def test_an_object_that_stops_matching_is_finalized_then_ignored():
+    assert step(selected=False, finalizers=[OURS]) == lifecycle.Step(hook="finalize", manage_children=True)
+    assert step(selected=False) == lifecycle.Step()

@@ -18,13 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import children as kids
-from . import hookwire, objectmaps, related, webhook
+from . import hookwire, lifecycle, objectmaps, related, webhook
 from . import labelselectors as selectors
 from .controllers import COMPOSITE, Controller
 from .kube import ConflictError, DynamicApiError, Kube, ResourceInfo
 
 log = logging.getLogger("standin_metacontroller")
-GC_FINALIZERS = ("foregroundDeletion", "orphan")
 
 
 class SyncError(RuntimeError):
@@ -88,23 +87,21 @@ class Reconciler:
         self, ctrl: Controller, key: tuple, target: ResourceInfo, rule: dict[str, Any], obj: dict[str, Any]
     ) -> None:
         m = obj["metadata"]
-        selected = self._selected(ctrl, rule, obj)
-        has_finalizer = ctrl.finalizer in (m.get("finalizers") or [])
-        deleting = bool(m.get("deletionTimestamp"))
-        finalize_hook = ctrl.hooks.get("finalize")
-        if not selected and not has_finalizer:
+        step = lifecycle.decide(
+            selected=self._selected(ctrl, rule, obj),
+            finalizers=m.get("finalizers") or [],
+            our_finalizer=ctrl.finalizer,
+            deleting=bool(m.get("deletionTimestamp")),
+            has_finalize_hook="finalize" in ctrl.hooks,
+        )
+        if step.hook is None:
             return
-        if finalize_hook and selected and not deleting and not has_finalizer:
+        if step.add_finalizer:
             obj = self._set_finalizer(target, obj, ctrl.finalizer, present=True)
-            has_finalizer = True
-        finalizing = bool(finalize_hook) and (deleting or not selected)
-        if finalizing and not has_finalizer:
-            return
-        if not finalize_hook and deleting:
-            return  # the garbage collector deletes the children; no hook is called
-        hook = finalize_hook if finalizing else ctrl.hooks.get("sync")
+        hook = ctrl.hooks.get(step.hook)
         if hook is None:
             raise SyncError("no enabled hooks found")
+        finalizing = step.hook == "finalize"
 
         parent_namespaced = target.namespaced
         observed = self._observed_children(ctrl, obj, parent_namespaced)
@@ -138,9 +135,8 @@ class Reconciler:
             self.schedule(key, answer.resync_after_seconds)
 
         desired = self._desired(ctrl, obj, desired_objs)
-        manage = not deleting or (has_finalizer and not any(f in GC_FINALIZERS for f in m.get("finalizers") or []))
         errors: list[str] = []
-        if manage:
+        if step.manage_children:
             methods = {group: kind.method for group, kind in ctrl.children.items()}
             for action in kids.plan(observed, desired, methods):
                 try:
