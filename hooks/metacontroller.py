@@ -7,6 +7,10 @@ from typing import Any
 # `children` and `related` are keyed by Kind.apiVersion.
 MACHINES = "Machine.kaito.sh/v1alpha1"
 STATEFULSETS = "StatefulSet.apps/v1"
+DEPLOYMENTS = "Deployment.apps/v1"
+SERVICEACCOUNTS = "ServiceAccount.v1"
+ROLES = "Role.rbac.authorization.k8s.io/v1"
+ROLEBINDINGS = "RoleBinding.rbac.authorization.k8s.io/v1"
 SERVICES = "Service.v1"
 JOBS = "Job.batch/v1"
 CONFIGMAPS = "ConfigMap.v1"

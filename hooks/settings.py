@@ -24,6 +24,8 @@ DEFAULT_RUNTIME_IMAGE = release_image("runtime")
 DEFAULT_TUNING_IMAGE = release_image("tuning")
 # The transformers runtime runs where SGLang's CUDA 13 build cannot (V100, T4): a CUDA 12 image.
 DEFAULT_TRANSFORMERS_RUNTIME_IMAGE = release_image("runtime-legacy")
+# sglang-router + our gateway, in front of a Workspace's replicas (inference/Dockerfile, target router).
+DEFAULT_ROUTER_IMAGE = release_image("router")
 
 NodeProvisioning = Literal["aks", "byo"]
 
@@ -33,6 +35,7 @@ class Settings:
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
     transformers_runtime_image: str = DEFAULT_TRANSFORMERS_RUNTIME_IMAGE
     tuning_image: str = DEFAULT_TUNING_IMAGE
+    router_image: str = DEFAULT_ROUTER_IMAGE
     # "aks": create a Machine (an AKS agent pool) for every missing node.
     # "byo": bring your own nodes; never create Machines, use labelled nodes only.
     node_provisioning: NodeProvisioning = "aks"
@@ -49,6 +52,7 @@ class Settings:
             runtime_image=env.get("KAITO_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
             transformers_runtime_image=env.get("KAITO_TRANSFORMERS_RUNTIME_IMAGE", DEFAULT_TRANSFORMERS_RUNTIME_IMAGE),
             tuning_image=env.get("KAITO_TUNING_IMAGE", DEFAULT_TUNING_IMAGE),
+            router_image=env.get("KAITO_ROUTER_IMAGE", DEFAULT_ROUTER_IMAGE),
             node_provisioning=mode,  # type: ignore[arg-type]
             resync_seconds=float(env.get("KAITO_RESYNC_SECONDS", "30")),
         )

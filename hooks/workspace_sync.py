@@ -15,8 +15,9 @@ from __future__ import annotations
 from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace import conditions
+from hooks.workspace import conditions, replicas
 from hooks.workspace.children import desired_children
+from hooks.workspace.children.pod_parts import workspace_labels
 from hooks.workspace.nodes import plan_nodes
 from hooks.workspace.planning import TuningPlan, parse_and_plan
 from hooks.workspace.request import existing_children, require_parent
@@ -31,16 +32,23 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
     if planned is None:
         tuning_requested = parent.get("tuning") is not None
         status = conditions.invalid_status(problems, tuning_requested, observed_conditions, now, generation)
+        status.update(replicas.carried_over(parent.get("status")))
         return {"status": status, "children": existing_children(request), "resyncAfterSeconds": 0}
 
     ws, plan = planned.workspace, planned.plan
     machines = mc.by_name(mc.observed(request, mc.MACHINES))
-    nodes = plan_nodes(ws, plan.nodes, mc.related(request, mc.NODES), machines, settings)
-    children = desired_children(ws, plan, nodes.machines, settings)
-    workload_kind = mc.JOBS if isinstance(plan, TuningPlan) else mc.STATEFULSETS
-    workload = mc.by_name(mc.observed(request, workload_kind)).get(ws.name)
     pods = list(mc.related(request, mc.PODS).values())
+    nodes = plan_nodes(ws, plan.nodes * plan.replicas, mc.related(request, mc.NODES), machines, settings,
+                       replicas.nodes_with_pods(pods))
+    children = desired_children(ws, plan, nodes.machines, settings)
+    if isinstance(plan, TuningPlan):
+        workload_kind = mc.JOBS
+    else:
+        workload_kind = mc.STATEFULSETS if plan.nodes > 1 else mc.DEPLOYMENTS
+    workload = mc.by_name(mc.observed(request, workload_kind)).get(ws.name)
     status, done = conditions.workspace_status(plan, nodes, workload, pods, observed_conditions, now, generation)
+    if not isinstance(plan, TuningPlan):
+        status.update(replicas.status(plan.replicas, plan.nodes, workload, workspace_labels(ws)))
     return {"status": status, "children": children, "resyncAfterSeconds": 0 if done else settings.resync_seconds}
 
 

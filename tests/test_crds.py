@@ -214,7 +214,8 @@ def test_composite_controller_validates_against_metacontroller_schema():
     assert spec["generateSelector"] is True and spec["resyncPeriodSeconds"] > 0
     assert spec["parentResource"] == {"apiVersion": "kaito.sh/v1alpha1", "resource": "workspaces"}
     children = {c["resource"]: c["updateStrategy"]["method"] for c in spec["childResources"]}
-    assert set(children) == {"machines", "statefulsets", "services", "jobs", "configmaps"}
+    assert set(children) == {"machines", "statefulsets", "deployments", "services", "jobs", "configmaps",
+                             "serviceaccounts", "roles", "rolebindings"}
     assert {h: spec["hooks"][h]["version"] for h in spec["hooks"]} == {"sync": "v2", "customize": "v2"}
 
 
@@ -257,3 +258,9 @@ def test_a_tuning_workspace_cannot_be_scaled():
     assert cel_violations(schema_root(), workspace(inference=None, tuning=TUNING, spec={"replicas": 1})) == []
     violations = cel_violations(schema_root(), workspace(inference=None, tuning=TUNING, spec={"replicas": 2}))
     assert any("a tuning Workspace runs one Job: spec.replicas must be 1" in v for v in violations), violations
+
+
+def test_every_workspace_gets_spec_replicas_so_the_scale_subresource_can_answer():
+    """Without a value at specReplicasPath the API server refuses GET and PATCH of /scale."""
+    defaulted = with_defaults(schema_root(), workspace())
+    assert defaulted["spec"] == {"replicas": 1}

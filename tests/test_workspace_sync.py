@@ -10,6 +10,7 @@ from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace_sync import customize, sync
 from workspace_support import (
+    DEPLOYMENTS,
     LATER,
     MACHINES,
     NOW,
@@ -42,11 +43,11 @@ def arg(args: list[str], flag: str) -> str:
 # --- children for the quick starts -------------------------------------------------------------
 
 
-def test_new_workspace_gets_a_machine_statefulset_and_two_services():
+def test_new_workspace_gets_a_machine_deployment_and_two_services():
     resp = run(workspace())
     kinds = [(c["kind"], c["metadata"]["name"]) for c in resp["children"]]
     machine = naming.machine_name("team", "ws1", 0)
-    assert kinds == [("Machine", machine), ("StatefulSet", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless")]
+    assert kinds == [("Machine", machine), ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless")]
     assert set(resp) == {"status", "children", "resyncAfterSeconds"}
     assert resp["resyncAfterSeconds"] == AKS.resync_seconds
 
@@ -69,12 +70,12 @@ def test_machine_carries_sku_labels_taint_and_disk():
     assert m["spec"]["resources"]["requests"]["storage"] == "80Gi"
 
 
-def test_statefulset_follows_the_pod_contract():
-    sts = find(run(workspace())["children"], "StatefulSet")
+def test_deployment_follows_the_pod_contract():
+    sts = find(run(workspace())["children"], "Deployment")
     pod = sts["spec"]["template"]["spec"]
     main = pod["containers"][0]
     assert sts["spec"]["replicas"] == 1
-    assert sts["spec"]["serviceName"] == "ws1-headless"
+    assert sts["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert sts["spec"]["template"]["metadata"]["labels"] == {"kaito.sh/workspace": "ws1"}
     assert main["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod["tolerations"]
@@ -91,15 +92,16 @@ def test_statefulset_follows_the_pod_contract():
     assert arg(args, "--served-model-name") == "phi-3-mini-4k-instruct"
     assert arg(args, "--model") == "microsoft/Phi-3-mini-4k-instruct"
     assert "--dist-init-addr" not in args
+    assert (arg(args, "--nnodes"), arg(args, "--node-rank")) == ("1", "0")
 
 
-def test_services_route_port_80_to_pod_zero_and_headless_publishes_not_ready():
+def test_services_route_port_80_to_the_replicas_and_headless_publishes_not_ready():
     children = run(workspace())["children"]
     svc = find(children, "Service", "ws1")
     assert svc["spec"]["type"] == "ClusterIP"
     assert {"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"} in svc["spec"]["ports"]
     assert any(p["port"] == 29500 for p in svc["spec"]["ports"])
-    assert svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "ws1-0"
+    assert svc["spec"]["selector"] == {"kaito.sh/workspace": "ws1"}
     headless = find(children, "Service", "ws1-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
@@ -121,7 +123,7 @@ def test_adapters_become_init_containers_with_their_pull_secrets_and_strengths()
             ],
         }
     )
-    sts = find(run(ws)["children"], "StatefulSet")
+    sts = find(run(ws)["children"], "Deployment")
     pod = sts["spec"]["template"]["spec"]
     init = pod["initContainers"]
     assert [c["name"] for c in init] == ["install-copier", "adapter-a1", "adapter-a2"]
@@ -143,7 +145,7 @@ def test_private_preset_image_is_copied_and_not_downloaded():
             }
         }
     )
-    sts = find(run(ws)["children"], "StatefulSet")
+    sts = find(run(ws)["children"], "Deployment")
     init = sts["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["install-copier", "model-weights"]
     assert init[1]["image"] == "reg.example.com/llama-2-7b:1"
@@ -155,14 +157,14 @@ def test_gated_model_reads_hf_token_from_the_model_access_secret():
         resource={"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
         inference={"preset": {"name": "llama-3.1-8b-instruct", "presetOptions": {"modelAccessSecret": "hf-token"}}},
     )
-    main = find(run(ws)["children"], "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    main = find(run(ws)["children"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} in main["env"]
 
 
 def test_pre_ampere_sku_is_served_by_the_transformers_runtime_and_says_why():
     ws = workspace(resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "phi-3"}}})
     resp = run(ws)
-    assert arg(args_of(find(resp["children"], "StatefulSet")), "--runtime") == "transformers"
+    assert arg(args_of(find(resp["children"], "Deployment")), "--runtime") == "transformers"
     assert resp["status"]["runtime"] == "transformers"
     assert "V100" in condition(resp, "InferenceReady")["message"]
     assert "transformers" in condition(resp, "InferenceReady")["message"]
@@ -213,9 +215,11 @@ def test_preset_too_big_for_the_sku_names_instance_type_and_a_sku_that_fits():
     assert "would fit" in msg
 
 
-def test_count_above_one_for_a_single_node_preset_names_resource_count():
+def test_count_above_one_for_a_single_node_preset_means_replicas():
     ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}})
-    assert "resource.count" in refusal(ws)
+    resp = run(ws)
+    assert find(resp["children"], "Deployment")["spec"]["replicas"] == 2
+    assert len([c for c in resp["children"] if c["kind"] == "Machine"]) == 2
 
 
 def test_unknown_preset_lists_close_matches():
@@ -382,12 +386,12 @@ def test_failed_machine_message_reaches_resource_ready():
     assert arm in c["message"] and machine["metadata"]["name"] in c["message"]
 
 
-def test_ready_machine_node_makes_resources_ready_and_statefulset_readiness_makes_inference_ready():
+def test_ready_machine_node_makes_resources_ready_and_deployment_readiness_makes_inference_ready():
     first = run(workspace())
     machine = find(first["children"], "Machine")
     machine = {**machine, "status": {"nodeName": "aks-ws-0", "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}]}}
-    sts = {**find(first["children"], "StatefulSet"), "status": {"replicas": 1, "readyReplicas": 1}}
-    resp = run(workspace(), children={MACHINES: [machine], STATEFULSETS: [sts], SERVICES: [c for c in first["children"] if c["kind"] == "Service"]})
+    sts = {**find(first["children"], "Deployment"), "status": {"replicas": 1, "readyReplicas": 1}}
+    resp = run(workspace(), children={MACHINES: [machine], DEPLOYMENTS: [sts], SERVICES: [c for c in first["children"] if c["kind"] == "Service"]})
     assert condition(resp, "ResourceReady")["status"] == "True"
     assert condition(resp, "InferenceReady")["status"] == "True"
     assert condition(resp, "WorkspaceReady")["status"] == "True"
@@ -551,10 +555,10 @@ def test_tuning_a_preset_without_tuning_support_lists_those_with_it():
 def test_transformers_runtime_pods_use_the_cuda12_image():
     ws = workspace(resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
                    inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]})
-    pod = find(run(ws)["children"], "StatefulSet")["spec"]["template"]["spec"]
+    pod = find(run(ws)["children"], "Deployment")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == AKS.transformers_runtime_image
     assert pod["initContainers"][0]["image"] == AKS.transformers_runtime_image
-    a100 = find(run(workspace())["children"], "StatefulSet")["spec"]["template"]["spec"]
+    a100 = find(run(workspace())["children"], "Deployment")["spec"]["template"]["spec"]
     assert a100["containers"][0]["image"] == AKS.runtime_image
 
 
@@ -564,4 +568,4 @@ def test_falcon_adapters_on_sglang_are_refused_with_the_runtime_that_serves_them
     assert "inference.adapters" in msg and "kaito.sh/runtime: transformers" in msg
     ws = workspace(inference=inference)
     ws["metadata"]["annotations"] = {"kaito.sh/runtime": "transformers"}
-    assert arg(args_of(find(run(ws)["children"], "StatefulSet")), "--runtime") == "transformers"
+    assert arg(args_of(find(run(ws)["children"], "Deployment")), "--runtime") == "transformers"

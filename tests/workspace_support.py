@@ -17,6 +17,7 @@ LATER = "2026-11-26T12:05:00Z"
 
 MACHINES = "Machine.kaito.sh/v1alpha1"
 STATEFULSETS = "StatefulSet.apps/v1"
+DEPLOYMENTS = "Deployment.apps/v1"
 SERVICES = "Service.v1"
 JOBS = "Job.batch/v1"
 CONFIGMAPS = "ConfigMap.v1"
@@ -46,7 +47,7 @@ def workspace(**overrides) -> dict:
 
 
 def request(parent: dict, children: dict | None = None, nodes: dict | None = None, pods: dict | None = None) -> dict:
-    observed = {k: {} for k in (MACHINES, CONFIGMAPS, STATEFULSETS, JOBS, SERVICES)}
+    observed = {k: {} for k in (MACHINES, CONFIGMAPS, STATEFULSETS, DEPLOYMENTS, JOBS, SERVICES)}
     for kind, objs in (children or {}).items():
         observed[kind] = {f"{o['metadata'].get('namespace', 'team')}/{o['metadata']['name']}": o for o in objs}
     return {

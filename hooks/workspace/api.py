@@ -97,6 +97,12 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] | None = None
 
 
+class ScaleSpec(_Spec):
+    """Not in Kaito's Workspace: the scale subresource's replica count (Kubernetes wants it under .spec)."""
+
+    replicas: int = Field(default=1, ge=1, le=64)
+
+
 class Workspace(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -106,6 +112,7 @@ class Workspace(BaseModel):
     resource: ResourceSpec
     inference: InferenceSpec | None = None
     tuning: TuningSpec | None = None
+    spec: ScaleSpec | None = None
     status: dict[str, Any] | None = None
 
     @property
@@ -123,6 +130,11 @@ class Workspace(BaseModel):
     @property
     def match_labels(self) -> dict[str, str]:
         return dict(self.resource.labelSelector.matchLabels or {})
+
+    @property
+    def requested_replicas(self) -> int | None:
+        """spec.replicas (the scale subresource), None where the Workspace has no spec."""
+        return self.spec.replicas if self.spec is not None else None
 
     @property
     def preset(self) -> PresetSpec | None:

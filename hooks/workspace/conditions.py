@@ -77,9 +77,8 @@ def workspace_status(
 
 
 def runtime_note(plan: WorkloadPlan) -> str:
-    if isinstance(plan, PresetServing):
-        return f"runtime {plan.runtime}: {plan.runtime_reason}"
-    return "runtime: your pod template"
+    note = f"runtime {plan.runtime}: {plan.runtime_reason}" if isinstance(plan, PresetServing) else "runtime: your pod template"
+    return f"{note}; {plan.replicas_note}" if plan.replicas_note else note
 
 
 def invalid(problems: list[Problem], tuning: bool) -> list[Condition]:

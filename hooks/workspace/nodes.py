@@ -75,9 +75,15 @@ def machine_state(machine: dict) -> MachineState:
 
 
 def plan_nodes(
-    ws: Workspace, target: int, nodes: dict[str, dict], machines: dict[str, dict], settings: Settings
+    ws: Workspace,
+    target: int,
+    nodes: dict[str, dict],
+    machines: dict[str, dict],
+    settings: Settings,
+    nodes_with_pods: frozenset[str] = frozenset(),
 ) -> NodePlan:
-    """`nodes`: related Node objects by name; `machines`: observed Machine children by name."""
+    """`nodes`: related Node objects by name; `machines`: observed Machine children by name;
+    `nodes_with_pods`: nodes where a pod of the Workspace still exists."""
     byo = settings.node_provisioning == "byo"
     preferred = list(ws.resource.preferredNodes or [])
     candidates = []
@@ -97,8 +103,11 @@ def plan_nodes(
 
     shortfall = target - len(existing)
     observed = sorted((machine_state(m) for m in machines.values()), key=lambda m: m.name)
-    # Keep observed Machines (ready ones first) up to the shortfall, then add new names by index.
-    keep = [m.name for m in sorted(observed, key=lambda m: (not m.ready, m.name))][: max(shortfall, 0)]
+    # Keep every Machine whose node still hosts a pod of the Workspace (a scale-in removes a Machine only
+    # once its pods are gone), then others (ready ones first) up to the shortfall, then add new names by index.
+    hosting = [m.name for m in observed if m.node_name and m.node_name in nodes_with_pods]
+    others = [m.name for m in sorted(observed, key=lambda m: (not m.ready, m.name)) if m.name not in hosting]
+    keep = hosting + others[: max(shortfall - len(hosting), 0)]
     index = 0
     while len(keep) < shortfall:
         name = naming.machine_name(ws.namespace, ws.name, index)

@@ -8,10 +8,10 @@ check for None again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hooks.workspace import catalog
+from hooks.workspace import catalog, replicas
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
 from hooks.workspace.validation import Problem, parse_workspace
 
@@ -36,7 +36,10 @@ class Adapter:
 @dataclass(frozen=True)
 class _Plan:
     sku: catalog.Sku
-    nodes: int
+    nodes: int  # per instance: more than 1 only for a preset served across several nodes
+    # Instances of the workload (each on its own `nodes` nodes), and why it differs from what was asked.
+    replicas: int = field(default=1, kw_only=True)
+    replicas_note: str = field(default="", kw_only=True)
 
     @property
     def gpus_per_node(self) -> int:
@@ -234,7 +237,8 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     if inf.template is not None:
         if problems or sku is None:
             return None, problems
-        return TemplateServing(sku, ws.resource.count, inf.template), []
+        count, note = replicas.single_node(ws.resource.count, ws.requested_replicas)
+        return TemplateServing(sku, 1, inf.template, replicas=count, replicas_note=note), []
 
     preset, p = _preset(ws, "inference.preset")
     problems += p
@@ -255,12 +259,15 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         )
     need = catalog.serving_need(preset)
     count = ws.resource.count
-    nodes = max(count, catalog.nodes_needed(need, sku))
+    # Kaito's count: replicas for a preset that fits one node, the node count of one instance otherwise.
+    if catalog.nodes_needed(need, sku) == 1:
+        nodes = 1
+        instances, replicas_note = replicas.single_node(count, ws.requested_replicas)
+    else:
+        nodes = max(count, catalog.nodes_needed(need, sku))
+        instances, replicas_note = 1, replicas.multi_node_note(ws.requested_replicas, nodes)
     if nodes > 1 and not preset.distributed:
-        if count > 1 and catalog.nodes_needed(need, sku) == 1:
-            problems.append(Problem("resource.count", f"preset {preset.name} is served from one node; set resource.count: 1"))
-        else:
-            problems.append(_fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"))
+        problems.append(_fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"))
     elif nodes > 1 and runtime == "transformers":
         problems.append(
             Problem(
@@ -277,7 +284,8 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         why += f"; {preset.name} needs {nodes} nodes of {sku.name}, so it runs across {nodes} nodes"
     assert inf.preset is not None
     return PresetServing(
-        sku, nodes, preset, inf.preset.presetOptions or PresetOptions(), runtime, why, _adapters(ws), inf.config
+        sku, nodes, preset, inf.preset.presetOptions or PresetOptions(), runtime, why, _adapters(ws), inf.config,
+        replicas=instances, replicas_note=replicas_note,
     ), []
 
 

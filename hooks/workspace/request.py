@@ -7,18 +7,22 @@ from typing import Any
 
 from hooks.metacontroller import (
     CONFIGMAPS,
+    DEPLOYMENTS,
     JOBS,
     LAST_APPLIED,
     MACHINES,
     NODES,
     PODS,
+    ROLEBINDINGS,
+    ROLES,
+    SERVICEACCOUNTS,
     SERVICES,
     STATEFULSETS,
     BadRequest,
     observed,
 )
 
-CHILD_TYPES = (MACHINES, CONFIGMAPS, STATEFULSETS, JOBS, SERVICES)
+CHILD_TYPES = (MACHINES, CONFIGMAPS, STATEFULSETS, DEPLOYMENTS, JOBS, SERVICES, SERVICEACCOUNTS, ROLES, ROLEBINDINGS)
 
 
 def require_parent(request: object) -> dict[str, Any]:

@@ -1,13 +1,24 @@
-"""The serving Services: `<name>` (port 80, the rank-0 pod) and `<name>-headless` (pod DNS for multi-node)."""
+"""The serving Services: `<name>` (port 80: the replicas, their router, or rank 0 of a multi-node instance)
+and `<name>-headless` (pod DNS for multi-node)."""
 
 from __future__ import annotations
 
 from hooks import naming
 from hooks.workspace.api import Workspace
+from hooks.workspace.children import router
 from hooks.workspace.children.pod_parts import DIST_PORT, HTTP_PORT, workspace_labels
+from hooks.workspace.planning import PresetServing, TemplateServing
 
 
-def services(ws: Workspace) -> list[dict]:
+def _selector(ws: Workspace, plan: PresetServing | TemplateServing) -> dict[str, str]:
+    if plan.nodes > 1:  # one instance across nodes: its API is on rank 0
+        return {**workspace_labels(ws), "statefulset.kubernetes.io/pod-name": f"{ws.name}-0"}
+    if router.uses_router(plan):
+        return router.pod_labels(ws)
+    return workspace_labels(ws)
+
+
+def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]:
     labels = workspace_labels(ws)
     lb = ws.annotations.get("kaito.sh/enablelb") == "True"
     main = {
@@ -16,7 +27,7 @@ def services(ws: Workspace) -> list[dict]:
         "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": labels},
         "spec": {
             "type": "LoadBalancer" if lb else "ClusterIP",
-            "selector": {**labels, "statefulset.kubernetes.io/pod-name": f"{ws.name}-0"},
+            "selector": _selector(ws, plan),
             "ports": [
                 {"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"},
                 {"name": "torch-dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"},

@@ -30,7 +30,8 @@ def launcher_args(ws: Workspace, plan: PresetServing) -> list[str]:
     args += ["--weights-dir", WEIGHTS_DIR, "--adapters-dir", ADAPTERS_DIR]
     for adapter in plan.adapters:
         args += ["--adapter", f"{adapter.name}={adapter.strength}"]
-    args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes), "--node-rank", "$(POD_INDEX)"]
+    args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes),
+             "--node-rank", "$(POD_INDEX)" if plan.nodes > 1 else "0"]
     if plan.nodes > 1:
         args += ["--dist-init-addr", naming.rank0_address(ws.name, ws.namespace, m.DIST_PORT)]
     if plan.config:
@@ -133,11 +134,20 @@ def _template_pod(ws: Workspace, plan: TemplateServing) -> dict:
     return template
 
 
-def statefulset(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+def pod_template(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+    """The pod of one replica (of one node of it, for a preset served across several nodes)."""
     if isinstance(plan, TemplateServing):
-        template = _template_pod(ws, plan)
-    else:
-        template = _preset_pod(ws, plan, settings)
+        return _template_pod(ws, plan)
+    return _preset_pod(ws, plan, settings)
+
+
+def workload(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+    """A Deployment of single-node replicas, or the StatefulSet of one instance served across several nodes."""
+    return statefulset(ws, plan, settings) if plan.nodes > 1 else deployment(ws, plan, settings)
+
+
+def statefulset(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+    """One pod per node; the ordinal is the node rank, and rank 0 serves the API."""
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -147,6 +157,23 @@ def statefulset(ws: Workspace, plan: PresetServing | TemplateServing, settings: 
             "serviceName": naming.headless_service(ws.name),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": m.workspace_labels(ws)},
-            "template": template,
+            "template": pod_template(ws, plan, settings),
+        },
+    }
+
+
+def deployment(ws: Workspace, plan: PresetServing | TemplateServing, settings: Settings) -> dict:
+    """Replicas of a single-node model server, as Kaito ran them before v0.8. On a scale-in its ReplicaSet
+    removes pods that are not Ready first (a StatefulSet always removes the highest ordinal), and it replaces
+    a pod on a lost node without waiting for that node. No surge: a new pod needs a GPU node of its own."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
+        "spec": {
+            "replicas": plan.replicas,
+            "selector": {"matchLabels": m.workspace_labels(ws)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": pod_template(ws, plan, settings),
         },
     }

@@ -1,0 +1,56 @@
+"""How many replicas a serving Workspace runs, and which nodes still host its pods.
+
+Kaito's `resource.count` is the replica count of a preset that fits one node, and the node count of one
+instance of a preset that needs several. `spec.replicas` (the scale subresource: kubectl scale, HPA, KEDA)
+adds replicas on top: a single-node Workspace runs max(resource.count, spec.replicas), so a Kaito manifest
+keeps its count and a scaler never goes below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+GONE_PHASES = ("Succeeded", "Failed")
+
+
+def single_node(count: int, requested: int | None) -> tuple[int, str]:
+    """(replicas, note) of a preset or template that fits one node; the note says when spec.replicas is overridden."""
+    if requested is not None and requested > count:
+        return requested, ""
+    if requested is not None and 1 < requested < count:
+        return count, f"spec.replicas {requested} is below resource.count {count}, the minimum; running {count} replicas"
+    return count, ""
+
+
+def multi_node_note(requested: int | None, nodes: int) -> str:
+    if requested is not None and requested > 1:
+        return f"spec.replicas {requested} is not applied: a preset served across {nodes} nodes runs one instance"
+    return ""
+
+
+def nodes_with_pods(pods: Iterable[dict]) -> frozenset[str]:
+    """Nodes where a pod of the Workspace still exists: starting, running or terminating (its Machine must stay)."""
+    return frozenset(
+        pod["spec"]["nodeName"]
+        for pod in pods
+        if (pod.get("spec") or {}).get("nodeName") and (pod.get("status") or {}).get("phase") not in GONE_PHASES
+    )
+
+
+def status(plan_replicas: int, nodes_per_replica: int, workload: dict | None, selector: dict[str, str]) -> dict:
+    """The scale subresource's view: replicas the Workspace runs, how many are Ready, and the pods' selector.
+
+    `workload` is the observed Deployment (one pod per replica) or StatefulSet (one instance across its pods).
+    """
+    ready_pods = ((workload or {}).get("status") or {}).get("readyReplicas") or 0
+    ready = ready_pods if nodes_per_replica == 1 else int(ready_pods >= nodes_per_replica)
+    return {
+        "replicas": plan_replicas,
+        "readyReplicas": min(ready, plan_replicas),
+        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+    }
+
+
+def carried_over(observed_status: dict | None) -> dict:
+    """What an invalid Workspace keeps of its replica status (its children are kept as they were)."""
+    return {k: v for k, v in (observed_status or {}).items() if k in ("replicas", "readyReplicas", "selector")}
