@@ -3,10 +3,14 @@
 It stands in for Azure's servers, the one boundary that cannot exist on this machine. Behaviour
 (learn.microsoft.com "Agent Pools" REST reference and "Track asynchronous Azure operations"):
   PUT    .../agentPools/{name}  201 + Azure-AsyncOperation + Retry-After (create), 200 (update);
+                                412 PreconditionFailed with If-None-Match: * when the pool exists;
                                 400 {"error": {code, message}} when the test refuses the vmSize.
   GET    .../agentPools/{name}  200 with the pool, 404 {"error": {"code": "NotFound", ...}}.
   DELETE .../agentPools/{name}  202 + Azure-AsyncOperation + Location (pool goes Deleting), 204 if absent.
   Any call: 401 without the expected bearer token; 429 + Retry-After while throttling is switched on.
+Faults a real ARM (or the network in front of it) can show: answer_raw_next() (e.g. a malformed 200),
+drip() (the answer trickles out a byte at a time), hang() (a delay before each answer), and 404s for
+a missing resource group / cluster (wrong_parent()).
 State changes that real ARM makes over minutes (Creating -> Succeeded, Deleting -> gone) are made by
 the test calling set_state() / finish_delete().
 """
@@ -70,6 +74,9 @@ class _State:
     refused_vm_sizes: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     hang_seconds: float = 0.0
+    drip_seconds_per_byte: float = 0.0
+    raw_answers: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    parent_missing: tuple[int, str, str] | None = None
     clock: datetime.datetime = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
     operations: int = 0
 
@@ -155,6 +162,24 @@ class FakeArm:
     def hang(self, seconds: float) -> None:
         self.state.hang_seconds = seconds
 
+    def drip(self, seconds_per_byte: float) -> None:
+        """Send every answer (headers and body) one byte at a time, this far apart."""
+        self.state.drip_seconds_per_byte = seconds_per_byte
+
+    def answer_raw_next(self, status: int, body: bytes, headers: dict[str, str] | None = None, count: int = 1) -> None:
+        """Answer the next ``count`` authenticated requests with these exact bytes."""
+        self.state.raw_answers.extend([(status, dict(headers or {}), body)] * count)
+
+    def wrong_parent(self, code: str = "ResourceGroupNotFound") -> None:
+        """Every pool request gets ARM's 404 for a missing resource group (or cluster, or subscription)."""
+        messages = {
+            "ResourceGroupNotFound": f"Resource group '{RESOURCE_GROUP}' could not be found.",
+            "SubscriptionNotFound": f"The subscription '{SUBSCRIPTION}' could not be found.",
+            "ResourceNotFound": (f"The Resource 'Microsoft.ContainerService/managedClusters/{CLUSTER}' under resource "
+                                 f"group '{RESOURCE_GROUP}' was not found."),
+        }
+        self.state.parent_missing = (404, code, messages[code])
+
     def tick(self, minutes: int = 1) -> None:
         self.state.clock += datetime.timedelta(minutes=minutes)
 
@@ -218,8 +243,13 @@ class FakeArm:
                 return 401, {}, _err("AuthenticationFailed", "Authentication failed: missing or wrong bearer token.")
             if not query.get("api-version"):
                 return 400, {}, _err("MissingApiVersionParameter", "The api-version query parameter is required.")
+            if self.state.raw_answers:
+                return self.state.raw_answers.pop(0)
             if self.state.failures:
                 return self.state.failures.pop(0)
+            if self.state.parent_missing and _POOL_PATH.match(path):
+                status, code, message = self.state.parent_missing
+                return status, {}, _err(code, message)
             if _OPERATION_PATH.match(path) and method == "GET":
                 return 200, {}, {"status": "InProgress"}
             match = _POOL_PATH.match(path)
@@ -241,6 +271,8 @@ class FakeArm:
                 url = self._operation_url()
                 return 202, {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "10"}, None
             if method == "PUT":
+                if pool is not None and headers.get("if-none-match") == "*":
+                    return 412, {}, _err("PreconditionFailed", f"Agent pool {name} exists (If-None-Match: *).")
                 return self._put(name, pool, body)
             return 405, {}, _err("MethodNotAllowed", f"{method} is not supported")
 
@@ -288,7 +320,10 @@ def _handler_for(arm: FakeArm):
             url = urlsplit(self.path)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra, payload = arm.answer(self.command, url.path, parse_qs(url.query), headers, body)
-            data = json.dumps(payload).encode() if payload is not None else b""
+            if isinstance(payload, bytes):
+                data = payload
+            else:
+                data = json.dumps(payload).encode() if payload is not None else b""
             self.send_response(status)
             for key, value in extra.items():
                 self.send_header(key, value)
@@ -296,8 +331,23 @@ def _handler_for(arm: FakeArm):
                 self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-ms-request-id", f"req-{len(arm.state.requests)}")
+            if arm.state.drip_seconds_per_byte:
+                self._drip(data)
+                return
             self.end_headers()
             self.wfile.write(data)
+
+        def _drip(self, data: bytes) -> None:
+            self._headers_buffer.append(b"\r\n")
+            raw = b"".join(self._headers_buffer) + data
+            self._headers_buffer = []
+            try:
+                for i in range(len(raw)):
+                    self.wfile.write(raw[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(arm.state.drip_seconds_per_byte)
+            except OSError:  # the client gave up
+                self.close_connection = True
 
         do_GET = do_PUT = do_DELETE = do_POST = _serve
 

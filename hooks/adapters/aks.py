@@ -6,8 +6,10 @@ long-running operation (``polling=False``): ARM's answer is handed back and the 
 
 This is the only module that talks to ARM. It returns and raises the Machine side's types
 (hooks/machine/pools.py); SDK errors are translated into four of them so callers never touch azure.*:
-``PoolNotFound`` (404), ``ArmThrottled`` (429, with ``retry_after`` seconds), ``ArmRefused`` (ARM
-answered with a 4xx error: code + message) and ``ArmUnreachable`` (connection failure, timeout or 5xx).
+``PoolNotFound`` (the agent pool's own 404), ``ArmThrottled`` (429, with ``retry_after`` seconds, clamped),
+``ArmRefused`` (ARM answered with a 4xx error: code + message; a 404 for the subscription, resource group
+or cluster is one: the pool may well exist) and ``ArmUnreachable`` (connection failure, timeout, 5xx,
+or an answer that is not what ARM documents, e.g. a 200 without a pool in it: transient, never a refusal).
 
 The Azure SDK is imported lazily so that ``hooks`` stays light to import.
 """
@@ -24,6 +26,7 @@ from hooks.machine.pools import (
     ArmThrottled,
     ArmUnreachable,
     Pool,
+    PoolAlreadyExists,
     PoolNotFound,
 )
 
@@ -33,16 +36,43 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 8
 DEFAULT_RETRY_AFTER_S = 10
+# Metacontroller requeues after our Retry-After: a hostile or broken value must not park a Machine for days.
+MAX_RETRY_AFTER_S = 300
+
+# 404 codes that mean something above the pool is missing (a mistyped aks.env, a deleted cluster):
+# the pool itself may exist, so they are refusals, never "pool gone".
+PARENT_NOT_FOUND_CODES = frozenset({"ResourceGroupNotFound", "SubscriptionNotFound", "ParentResourceNotFound"})
 
 
-def pool_from_rest(body: dict[str, Any]) -> Pool:
-    """The Pool in an agentPools REST body (the SDK model's ``as_dict()``)."""
-    props = body.get("properties") or {}
+class MalformedAnswer(ValueError):
+    """ARM answered 2xx with a body that is not an agent pool."""
+
+
+def is_pool_not_found(code: str, message: str) -> bool:
+    """A 404 about the agent pool itself. ARM's generic ResourceNotFound counts only when it names the
+    pool (agentPools/...); for the managed cluster it means the cluster is missing."""
+    if code in PARENT_NOT_FOUND_CODES:
+        return False
+    if code == "ResourceNotFound":
+        return "agentpools/" in message.lower()
+    return True
+
+
+def pool_from_rest(body: Any, expected_name: str | None = None) -> Pool:
+    """The Pool in an agentPools REST body (the SDK model's ``as_dict()``); MalformedAnswer if it is none."""
+    if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
+        raise MalformedAnswer(f"ARM answered an agent pool without properties: {str(body)[:200]}")
+    props = body["properties"]
+    state = props.get("provisioningState")
+    if not isinstance(state, str) or not state:
+        raise MalformedAnswer(f"ARM answered an agent pool without properties.provisioningState: {str(body)[:200]}")
+    if expected_name is not None and body.get("name") not in (None, expected_name):
+        raise MalformedAnswer(f"ARM answered agent pool {body.get('name')!r} when asked for {expected_name!r}")
     error = (props.get("status") or {}).get("provisioningError") or {}
     system = body.get("systemData") or {}
     return Pool(
-        name=str(body.get("name") or ""),
-        provisioning_state=str(props.get("provisioningState") or ""),
+        name=str(body.get("name") or expected_name or ""),
+        provisioning_state=state,
         vm_size=str(props.get("vmSize") or ""),
         node_labels=dict(props.get("nodeLabels") or {}),
         error_code=str(error.get("code") or ""),
@@ -55,9 +85,12 @@ def _retry_after_seconds(response: Any) -> int:
     headers = getattr(response, "headers", None) or {}
     raw = headers.get("Retry-After") or headers.get("retry-after")
     try:
-        return max(1, int(float(raw)))
-    except (TypeError, ValueError):
+        seconds = float(raw)
+    except (TypeError, ValueError):  # absent, or an HTTP date: our default
         return DEFAULT_RETRY_AFTER_S
+    if seconds != seconds:  # NaN
+        return DEFAULT_RETRY_AFTER_S
+    return int(min(max(seconds, 1), MAX_RETRY_AFTER_S))
 
 
 def _arm_code_and_message(error: Any) -> tuple[str, str]:
@@ -83,6 +116,8 @@ def translate(error: Exception) -> ArmError:
     """Map an azure-core / azure-identity exception to one of ours; re-raise anything else."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
+        DecodeError,
+        DeserializationError,
         HttpResponseError,
         ServiceRequestError,
         ServiceResponseError,
@@ -92,6 +127,11 @@ def translate(error: Exception) -> ArmError:
         return error
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         return ArmUnreachable(f"ARM unreachable: {error}")
+    # ValueError: e.g. the SDK's json.loads of an empty or HTML 200 body
+    if isinstance(error, (MalformedAnswer, DecodeError, DeserializationError, ValueError)) and not isinstance(
+        error, ArmSettingsError
+    ):
+        return ArmUnreachable(f"ARM answered something that is not an agent pool (retrying): {str(error)[:300]}")
     if isinstance(error, HttpResponseError):
         status = error.status_code
         if status is None:
@@ -100,9 +140,15 @@ def translate(error: Exception) -> ArmError:
                 # must show on the Machine, not a transient outage.
                 return ArmRefused("AuthenticationFailed", str(error.message or error), None)
             return ArmUnreachable(f"ARM unreachable: {error}")
+        if status < 400:  # the SDK raises on 2xx/3xx only when it cannot read the answer
+            return ArmUnreachable(f"ARM answered HTTP {status} with an unreadable body (retrying): {str(error)[:300]}")
         code, message = _arm_code_and_message(error)
         if status == 404:
-            return PoolNotFound(code, message)
+            if is_pool_not_found(code, message):
+                return PoolNotFound(code, message)
+            return ArmRefused(code, message, 404)
+        if status == 412:
+            return PoolAlreadyExists(code, message)
         if status == 429:
             return ArmThrottled(f"ARM throttled the request ({code}: {message})", _retry_after_seconds(error.response))
         if status >= 500:
@@ -164,21 +210,30 @@ class AgentPools:
         """The pool, or None when ARM answers 404."""
         try:
             pool = self._client.agent_pools.get(self.resource_group, self.cluster_name, name)
+            return pool_from_rest(pool.as_dict() if hasattr(pool, "as_dict") else pool, name)
         except Exception as error:  # translated below; anything unknown is re-raised
             translated = translate(error)
             if isinstance(translated, PoolNotFound):
                 return None
             raise translated from error
-        return pool_from_rest(pool.as_dict())
 
     def create(self, name: str, body: dict[str, Any]) -> None:
-        """PUT the pool (REST-shaped ``{"properties": {...}}`` body) without waiting for it."""
+        """PUT the pool (REST-shaped ``{"properties": {...}}`` body) without waiting for it.
+
+        Create-only (``If-None-Match: *``): when an overlapping or retried sync already created the
+        pool, ARM answers 412 without touching it, and that counts as created.
+        """
+        from azure.core import MatchConditions
+
         try:
             self._client.agent_pools.begin_create_or_update(
-                self.resource_group, self.cluster_name, name, body, polling=False
+                self.resource_group, self.cluster_name, name, body, polling=False,
+                match_condition=MatchConditions.IfMissing,
             )
         except Exception as error:
             translated = translate(error)
+            if isinstance(translated, PoolAlreadyExists):
+                return
             if isinstance(translated, PoolNotFound):
                 # A 404 on PUT means the cluster or resource group is not there: a refusal to show.
                 raise ArmRefused(translated.code, translated.message, 404) from error

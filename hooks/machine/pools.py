@@ -26,6 +26,15 @@ class PoolNotFound(ArmError):
         self.message = message
 
 
+class PoolAlreadyExists(ArmError):
+    """ARM answered 412 to a create-only PUT: the pool exists already (another sync created it)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class ArmThrottled(ArmError):
     """ARM answered 429; ask again after ``retry_after`` seconds."""
 

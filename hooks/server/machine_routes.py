@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from hooks import machine_sync
+from hooks.machine.deadline import DeadlinePools
 from hooks.machine.pools import ArmSettingsError, ArmThrottled, ArmUnreachable, PoolsAPI
 from hooks.machine.request import machine_object
 from hooks.server.handling import run_hook
@@ -58,7 +59,7 @@ def machine_blueprint(pools_provider: Callable[[], PoolsAPI]) -> Blueprint:
     def with_pools(hook: Callable[[dict[str, Any], PoolsAPI], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
         def call(body: Any) -> dict[str, Any]:
             machine_object(body)  # reject malformed bodies before touching ARM
-            return hook(body, pools())
+            return hook(body, DeadlinePools(pools()))
 
         return call
 
