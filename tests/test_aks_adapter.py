@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
+from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from loopback_support import free_port
 
-from hooks.adapters.aks import (  # noqa: E402
+from hooks.adapters.aks import (
     AgentPools,
     ArmRefused,
     ArmSettingsError,
@@ -26,6 +25,8 @@ from hooks.adapters.aks import (  # noqa: E402
     ArmUnreachable,
     Pool,
 )
+
+pytestmark = pytest.mark.integration  # starts a local HTTPS fake ARM server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL_PREFIX = (
@@ -143,7 +144,7 @@ def test_delete_lifecycle(arm):
 
 
 def test_connection_refused_is_unreachable_and_fast():
-    pools = pools_for(f"https://127.0.0.1:{unused_port()}")
+    pools = pools_for(f"https://127.0.0.1:{free_port()}")
     started = time.monotonic()
     with pytest.raises(ArmUnreachable):
         pools.get("ws0000000001")

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
-
+from loopback_support import free_port
 from workspace_support import REPO, by_kind, condition, request, workspace
 
+pytestmark = pytest.mark.integration  # starts the hook server under gunicorn
 
 SERVER_LOG: dict = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def server(tmp_path_factory):
         try:
             if requests.get(base + "/healthz", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a worker still booting (read timeout)
             pass
         if time.monotonic() > deadline:
             proc.kill()
@@ -135,8 +129,8 @@ def test_metrics_count_requests_by_route_and_outcome(server):
 def test_internal_error_is_a_500_never_a_200_with_fewer_children():
     """A hook that raises must answer 500 so Metacontroller keeps the children (checked in-process:
     nothing in a valid request makes the real hook raise, so the failure is injected)."""
-    from hooks.server import app as app_module
     from hooks import workspace_sync
+    from hooks.server import app as app_module
 
     real = workspace_sync.sync
     flask_app = app_module.create_app()

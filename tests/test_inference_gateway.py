@@ -6,15 +6,14 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
+from inference_support.procs import start_module, stop
+from inference_support.stub_sglang import StubSGLang
+from loopback_support import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from inference_support.procs import start_module, stop  # noqa: E402
-from inference_support.stub_sglang import StubSGLang, free_port  # noqa: E402
+pytestmark = pytest.mark.integration  # starts the gateway and a stub SGLang as processes
 
 PRESET = "phi-3-mini-4k-instruct"
 

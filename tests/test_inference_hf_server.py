@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from inference_support.stub_sglang import wait_http
+from loopback_support import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from inference_support.stub_sglang import free_port, wait_http  # noqa: E402
+pytestmark = pytest.mark.integration  # starts the transformers server as a process
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")

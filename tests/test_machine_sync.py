@@ -8,23 +8,23 @@ Azure's servers are the only thing faked (tests/fake_arm.py), being unreachable 
 import copy
 import json
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential, unused_port  # noqa: E402
+from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from loopback_support import free_port
 
-from hooks import machine_sync  # noqa: E402
-from hooks.adapters.aks import AgentPools, ArmThrottled, ArmUnreachable  # noqa: E402
-from hooks.machine import conditions as machine_conditions  # noqa: E402
-from hooks.machine.request import InvalidRequest, machine_object, storage_gib  # noqa: E402
+from hooks import machine_sync
+from hooks.adapters.aks import AgentPools, ArmThrottled, ArmUnreachable
+from hooks.machine import conditions as machine_conditions
+from hooks.machine.request import InvalidRequest, machine_object, storage_gib
+
+pytestmark = pytest.mark.integration  # starts a local HTTPS fake ARM server
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "ws3f9a0c12d4"
@@ -325,7 +325,7 @@ def test_throttling_and_outage_escape_to_the_http_layer(arm, pools, machine_sche
 
     down = AgentPools(
         StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER,
-        base_url=f"https://127.0.0.1:{unused_port()}", connection_verify=False,
+        base_url=f"https://127.0.0.1:{free_port()}", connection_verify=False,
     )
     with pytest.raises(ArmUnreachable):
         machine_sync.sync(hook_request(make_machine()), down)

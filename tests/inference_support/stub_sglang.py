@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
 from aiohttp import web
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loopback_support import free_port  # noqa: F401 (re-exported for the tests that import it from here)
 
 
 class StubSGLang:

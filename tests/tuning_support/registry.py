@@ -12,24 +12,19 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 
+from loopback_support import free_port
+
 REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry")
 SKOPEO_BIN = shutil.which("skopeo")
 HTPASSWD_BIN = shutil.which("htpasswd")
 SERVICE = "kaito-test-registry"
 ISSUER = "kaito-test-issuer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bcrypt_line(user: str, password: str) -> str:
