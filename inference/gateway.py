@@ -45,6 +45,7 @@ SERVED = web.AppKey("served", Served)
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", ClientSession)
 RUNTIME_PID = web.AppKey("runtime_pid", int)
+HEALTH_PATH = web.AppKey("health_path", str)  # the upstream path /health asks
 CREATED = web.AppKey("created", int)
 HEALTH_TIMEOUT_S = 25.0
 JSON = "application/json"
@@ -81,7 +82,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     try:
         async with request.app[SESSION].get(
-                request.app[UPSTREAM] + "/health", timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
+                request.app[UPSTREAM] + request.app[HEALTH_PATH], timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
             await up.read()
             if up.status == 200:
                 return _json({"status": "Healthy"})
@@ -180,6 +181,7 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app[SERVED] = served
     app[UPSTREAM] = upstream.rstrip("/")
     app[RUNTIME_PID] = runtime_pid
+    app[HEALTH_PATH] = "/health"
     app[CREATED] = int(time.time())
     app.cleanup_ctx.append(_session_ctx)
     app.router.add_get("/healthz", healthz)
@@ -193,6 +195,9 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app.router.add_post("/v1/chat/completions", _openai_handler("/v1/chat/completions"))
     app.router.add_post("/v1/completions", _openai_handler("/v1/completions"))
     app.router.add_get("/metrics", passthrough)
+    # sglang-router reads these from each replica it adds (model name, tokenizer path, server args).
+    app.router.add_get("/server_info", passthrough)
+    app.router.add_get("/model_info", passthrough)
     return app
 
 
@@ -205,11 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
     p.add_argument("--runtime-pid", type=int, default=0, help="/healthz fails once this process is gone")
     p.add_argument("--worker", action="store_true", help="node-rank > 0: health endpoints only")
+    p.add_argument("--upstream-health-path", default="/health",
+                   help="what /health asks the upstream (the router pod: sglang-router's /readiness)")
     ns = p.parse_args(argv)
     app = make_app(Served(ns.served_model_name, tuple(ns.adapter)), ns.upstream, ns.runtime_pid, ns.worker)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the
     # handler, and so the generation, run to completion for nobody).
+    app[HEALTH_PATH] = ns.upstream_health_path
     web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True)
 
 

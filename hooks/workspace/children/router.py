@@ -58,8 +58,9 @@ def router_args(ws: Workspace) -> list[str]:
 
 
 def gateway_args(plan: PresetServing) -> list[str]:
+    # Ready (and so in the Service) once the router has a healthy replica: sglang-router's /readiness.
     args = ["--served-model-name", plan.preset.name, "--upstream", f"http://127.0.0.1:{ROUTER_PORT}",
-            "--port", str(HTTP_PORT)]
+            "--upstream-health-path", "/readiness", "--port", str(HTTP_PORT)]
     for adapter in plan.adapters:
         args += ["--adapter", adapter.name]
     return args

@@ -1,0 +1,172 @@
+"""The router pod the hook renders, run for real on loopback: our gateway (its args from the hook) in front of
+the real sglang-router (its args from the hook, with --worker-urls in place of Kubernetes pod discovery, the
+one part that needs an API server), in front of a replica's gateway and a stub of SGLang (the GPU engine).
+
+    client -> gateway (router pod) -> sglang-router -> gateway (replica) -> stub SGLang
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import requests
+from inference_support.procs import start_module, stop
+from inference_support.stub_sglang import StubSGLang, free_port
+
+from hooks.settings import Settings
+from hooks.workspace_sync import sync
+from workspace_support import find, request, workspace
+
+pytestmark = pytest.mark.integration  # starts gateways, sglang-router and stub servers as processes
+launch_router = pytest.importorskip("sglang_router.launch_router", reason="sglang-router (test extra) is not installed")
+
+PRESET = "phi-3-mini-4k-instruct"
+DISCOVERY_FLAGS = {"--service-discovery": 0, "--selector": 1, "--service-discovery-namespace": 1, "--service-discovery-port": 1}
+
+
+def router_pod_containers() -> tuple[dict, dict]:
+    ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
+                   inference={"preset": {"name": PRESET},
+                              "adapters": [{"source": {"name": "fin", "image": "r.io/fin:1"}}]})
+    resp = sync(request(ws), Settings(), "2026-11-26T12:00:00Z")
+    gateway, router = find(resp["children"], "Deployment", "ws1-router")["spec"]["template"]["spec"]["containers"]
+    return gateway, router
+
+
+def with_value(args: list[str], flag: str, value: str) -> list[str]:
+    i = args.index(flag)
+    return [*args[: i + 1], value, *args[i + 2:]]
+
+
+def without_discovery(args: list[str]) -> list[str]:
+    out, skip = [], 0
+    for i, a in enumerate(args):
+        if skip:
+            skip -= 1
+            continue
+        if a in DISCOVERY_FLAGS:
+            skip = DISCOVERY_FLAGS[a]
+            continue
+        out.append(a)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chain():
+    stub = StubSGLang(PRESET).start()
+    procs = []
+    try:
+        replica_port = free_port()
+        procs.append(start_module(["inference.gateway", "--served-model-name", PRESET, "--adapter", "fin",
+                                   "--upstream", stub.url, "--host", "127.0.0.1", "--port", str(replica_port)],
+                                  f"http://127.0.0.1:{replica_port}/healthz"))
+        gateway, router = router_pod_containers()
+        router_port, front_port = free_port(), free_port()
+        router_args = without_discovery(router["args"])
+        router_args = with_value(router_args, "--port", str(router_port))
+        router_args = with_value(with_value(router_args, "--prometheus-host", "127.0.0.1"), "--prometheus-port", str(free_port()))
+        router_args += ["--worker-urls", f"http://127.0.0.1:{replica_port}"]
+        assert router["command"][:3] == ["python", "-m", "sglang_router.launch_router"]
+        procs.append(start_module(["sglang_router.launch_router", *router_args], f"http://127.0.0.1:{router_port}/readiness",
+                                  timeout=60))
+        front_args = with_value(gateway["args"], "--port", str(front_port))
+        front_args = with_value(front_args, "--upstream", f"http://127.0.0.1:{router_port}")
+        assert gateway["command"] == ["python", "-m", "inference.gateway"]
+        procs.append(start_module(["inference.gateway", *front_args, "--host", "127.0.0.1"],
+                                  f"http://127.0.0.1:{front_port}/healthz"))
+        yield f"http://127.0.0.1:{front_port}", stub
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        stub.stop()
+
+
+def test_kaito_chat_reaches_a_replica_through_the_router(chain):
+    front, stub = chain
+    r = requests.post(f"{front}/chat", json={"prompt": "Hello", "model": f"{PRESET}:fin"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert "reply to: Hello" in r.json()["Result"]
+    path, body = stub.requests[-1]
+    assert path == "/v1/completions" and body["model"] == f"{PRESET}:fin"
+
+
+def test_openai_requests_keep_their_adapter_and_unknown_ones_are_refused_in_front(chain):
+    front, stub = chain
+    ok = requests.post(f"{front}/v1/chat/completions", json={"model": f"{PRESET}:fin", "messages": [{"role": "user", "content": "hi"}]},
+                       timeout=30)
+    assert ok.status_code == 200, ok.text
+    assert stub.requests[-1][1]["model"] == f"{PRESET}:fin"
+    before = len(stub.requests)
+    bad = requests.post(f"{front}/v1/chat/completions", json={"model": f"{PRESET}:nope", "messages": [{"role": "user", "content": "hi"}]},
+                        timeout=30)
+    assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
+    assert len(stub.requests) == before
+
+
+def test_models_list_the_adapters_and_the_router_pod_is_healthy(chain):
+    front, _ = chain
+    ids = [m["id"] for m in requests.get(f"{front}/v1/models", timeout=30).json()["data"]]
+    assert PRESET in ids and f"{PRESET}:fin" in ids
+    assert requests.get(f"{front}/health", timeout=30).status_code == 200
+
+
+class Upstream:
+    """sglang-router's /readiness (503 until a replica is healthy) and SGLang's info endpoints."""
+
+    def __init__(self):
+        self.ready = False
+        self.port = free_port()
+
+    def start(self) -> "Upstream":
+        from aiohttp import web
+
+        async def readiness(request):
+            return web.json_response({"status": "ready" if self.ready else "not ready"}, status=200 if self.ready else 503)
+
+        async def info(request):
+            return web.json_response({"path": request.path, "model_path": "/workspace/weights"})
+
+        app = web.Application()
+        app.router.add_get("/readiness", readiness)
+        app.router.add_get("/server_info", info)
+        app.router.add_get("/model_info", info)
+        started = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            self.runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(self.runner.setup())
+            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_gateway_health_follows_the_upstream_health_path_and_passes_info_through():
+    up = Upstream().start()
+    port = free_port()
+    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", f"http://127.0.0.1:{up.port}",
+                         "--upstream-health-path", "/readiness", "--host", "127.0.0.1", "--port", str(port)],
+                        f"http://127.0.0.1:{port}/healthz")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/health", timeout=30).status_code == 503
+        up.ready = True
+        assert requests.get(f"{base}/health", timeout=30).status_code == 200
+        for path in ("/server_info", "/model_info"):
+            r = requests.get(base + path, timeout=30)
+            assert r.status_code == 200 and r.json()["path"] == path
+    finally:
+        stop(proc)
+        up.stop()
