@@ -14,7 +14,7 @@ import re
 import jsonschema
 import pytest
 import yaml
-from test_crds import cel_violations, schema_root, workspace_schema
+from crd_support import cel_violations, schema_root, workspace_schema
 from workspace_support import REPO
 
 EXAMPLES = REPO / "examples" / "autoscaling"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hooks.workspace import catalog
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
-from test_crds import cel_violations, schema_root, workspace_schema
+from crd_support import cel_violations, schema_root, workspace_schema
 from workspace_support import NOW, by_kind, node, request
 
 SCHEMA = workspace_schema()
