@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 # SGLang's own argument parser checks the command we generate. The serving image installs SGLang
 # with all its CUDA dependencies; tests need only its pure-Python `server_args` module, so it is
 # installed without dependencies, plus the few light packages that module imports.
+# The real SGLang server (tests/real_sglang) gets its own cached venv outside the repo, with SGLang's
+# own torch: tests/real_sglang/install_sglang.py (about 7 GB on disk; reused once installed).
 SGLANG_VERSION := 0.5.23
 SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0 starlette==1.10.0 \
 	msgspec==0.22.0 pyzmq==27.3.0 ipython==9.18.1 traitlets==5.16.1 psutil
@@ -37,9 +39,11 @@ system-packages:
 test-setup: $(PY) system-packages
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) install --quiet --no-deps sglang==$(SGLANG_VERSION) $(SGLANG_LIGHT_DEPS)
+	$(PYTHON) tests/real_sglang/install_sglang.py --quiet
 
+# KAITO_REQUIRE_REAL_SGLANG: the real-SGLang tests fail instead of skipping when its venv is missing.
 test: test-setup
-	$(PY) -m pytest
+	KAITO_REQUIRE_REAL_SGLANG=1 $(PY) -m pytest
 
 # The kind-based end-to-end test (needs Docker and kind; skips otherwise).
 e2e: test-setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from inference import UPSTREAM_HOST
-from inference.adapters import PreparedAdapter, max_rank, union_target_modules
+from inference.adapters import PreparedAdapter, chat_default_adapter, max_rank, union_target_modules
 from inference.launch_args import LaunchConfig
 
 
@@ -28,9 +28,15 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
     if adapters:
         argv += ["--enable-lora", "--lora-strict-loading",
                  "--max-lora-rank", str(max_rank(adapters)),
+                 "--max-loras-per-batch", str(max_loras_per_batch(adapters)),
                  "--lora-target-modules", *union_target_modules(adapters),
                  "--lora-paths", *[f"{a.name}={a.path}" for a in adapters]]
     return argv + list(cfg.extra_runtime_args)
+
+
+def max_loras_per_batch(adapters: list[PreparedAdapter]) -> int:
+    """Every adapter and the base model (it takes a slot too) fit in one batch; SGLang's default is 8."""
+    return max(8, len(adapters) + 1)
 
 
 def transformers_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
@@ -46,7 +52,9 @@ def runtime_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str
     return transformers_argv(cfg, adapters, python)
 
 
-def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executable) -> list[str]:
+def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executable,
+                 adapters: list[PreparedAdapter] | None = None) -> list[str]:
+    """`adapters`: the prepared ones (with the combined adapter); None: the names on the command line."""
     argv = [
         python, "-m", "inference.gateway",
         "--served-model-name", cfg.served_model_name,
@@ -56,6 +64,10 @@ def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executab
     ]
     if cfg.node_rank > 0:
         argv.append("--worker")
-    for a in cfg.adapters:
-        argv += ["--adapter", a.name]
+    names = [a.name for a in (cfg.adapters if adapters is None else adapters)]
+    for name in names:
+        argv += ["--adapter", name]
+    default = chat_default_adapter(adapters) if adapters is not None else None
+    if default:
+        argv += ["--chat-default-adapter", default]
     return argv

@@ -1,7 +1,9 @@
 """The client port (5000): Kaito's POST /chat and the OpenAI API in front of the model server.
 
-A small aiohttp app: it checks `model` (unknown adapters get a 400; SGLang does not check), turns
-/chat into one OpenAI call, lists models, and passes everything else through; streamed answers are
+A small aiohttp app: it checks `model` (unknown models and adapters get a 400: SGLang checks adapter
+names but routes any unknown base name to the base model), turns /chat into one OpenAI call (by
+default to the combined adapter: all adapters weighted by strength), lists models (with the runtime's
+max_model_len), and passes the rest of the OpenAI API through (/v1/responses too); streamed answers are
 relayed chunk by chunk as they arrive. `--worker` (node-rank > 0 pods) serves only the health
 endpoints: those pods run a runtime worker, not the API.
 """
@@ -20,6 +22,8 @@ from inference.gateway_translation import (
     RequestError,
     Served,
     chat_result,
+    max_model_len_of,
+    model_entry,
     models_listing,
     plan_chat,
     route_openai,
@@ -47,6 +51,7 @@ SESSION = web.AppKey("session", ClientSession)
 RUNTIME_PID = web.AppKey("runtime_pid", int)
 HEALTH_PATH = web.AppKey("health_path", str)  # the upstream path /health asks
 CREATED = web.AppKey("created", int)
+MAX_MODEL_LEN = web.AppKey("max_model_len", dict)  # {"value": int} once the runtime has told it
 HEALTH_TIMEOUT_S = 25.0
 JSON = "application/json"
 
@@ -91,8 +96,34 @@ async def health(request: web.Request) -> web.Response:
         return _detail(f"model runtime not ready: {type(e).__name__}", 503)
 
 
+async def _max_model_len(request: web.Request) -> int | None:
+    """The runtime's context length, read once from its /v1/models (None while it is not up)."""
+    known = request.app[MAX_MODEL_LEN]
+    if "value" not in known:
+        try:
+            async with request.app[SESSION].get(request.app[UPSTREAM] + "/v1/models",
+                                                timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
+                if up.status == 200:
+                    value = max_model_len_of(_loads(await up.read()))
+                    if value:
+                        known["value"] = value
+        except (ClientError, TimeoutError, ValueError):
+            pass
+    return known.get("value")
+
+
 async def models(request: web.Request) -> web.Response:
-    return _json(models_listing(request.app[SERVED], request.app[CREATED]))
+    return _json(models_listing(request.app[SERVED], request.app[CREATED], await _max_model_len(request)))
+
+
+async def model(request: web.Request) -> web.Response:
+    entry = model_entry(request.app[SERVED], request.app[CREATED], request.match_info["model_id"],
+                        await _max_model_len(request))
+    if entry is None:
+        message = f"The model '{request.match_info['model_id']}' does not exist"
+        return _json({"object": "error", "error": {"message": message, "type": "invalid_request_error",
+                                                   "code": "model_not_found"}, "message": message}, 404)
+    return _json(entry)
 
 
 async def _relay(request: web.Request, path: str, body: bytes, stream: bool) -> web.StreamResponse:
@@ -183,6 +214,7 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app[RUNTIME_PID] = runtime_pid
     app[HEALTH_PATH] = "/health"
     app[CREATED] = int(time.time())
+    app[MAX_MODEL_LEN] = {}
     app.cleanup_ctx.append(_session_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", health)
@@ -192,8 +224,11 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app.router.add_get("/", root)
     app.router.add_post("/chat", chat)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model_id}", model)
     app.router.add_post("/v1/chat/completions", _openai_handler("/v1/chat/completions"))
     app.router.add_post("/v1/completions", _openai_handler("/v1/completions"))
+    app.router.add_post("/v1/responses", _openai_handler("/v1/responses"))
+    app.router.add_get("/v1/responses/{response_id}", passthrough)
     app.router.add_get("/metrics", passthrough)
     # sglang-router reads these from each replica it adds (model name, tokenizer path, server args).
     app.router.add_get("/server_info", passthrough)
@@ -201,10 +236,24 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     return app
 
 
+def _fork_workers(workers: int) -> None:
+    """Become `workers` processes accepting on one port (SO_REUSEPORT: the kernel spreads the connections),
+    so one event loop does not cap a busy port (the router pod's gateway carries every replica's traffic).
+    The extra processes exit with the first (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    for _ in range(workers - 1):
+        if os.fork() == 0:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+            return
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m inference.gateway")
     p.add_argument("--served-model-name", required=True)
     p.add_argument("--adapter", action="append", default=[])
+    p.add_argument("--chat-default-adapter", default=None, help="the adapter /chat uses when none is named")
     p.add_argument("--upstream", default=f"http://{UPSTREAM_HOST}:{UPSTREAM_PORT}")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
@@ -212,13 +261,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker", action="store_true", help="node-rank > 0: health endpoints only")
     p.add_argument("--upstream-health-path", default="/health",
                    help="what /health asks the upstream (the router pod: sglang-router's /readiness)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     ns = p.parse_args(argv)
-    app = make_app(Served(ns.served_model_name, tuple(ns.adapter)), ns.upstream, ns.runtime_pid, ns.worker)
+    served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
+    app = make_app(served, ns.upstream, ns.runtime_pid, ns.worker)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the
     # handler, and so the generation, run to completion for nobody).
     app[HEALTH_PATH] = ns.upstream_health_path
-    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True)
+    if ns.workers < 1:
+        p.error("--workers must be at least 1")
+    _fork_workers(ns.workers)
+    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True,
+                reuse_port=ns.workers > 1)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,17 @@ class RequestError(ValueError):
 class Served:
     preset: str
     adapters: tuple[str, ...] = ()
+    # The adapter /chat uses when the request names none (Kaito applies all adapters): the launcher's
+    # combined adapter, or the only adapter; None means the first adapter (or the base model).
+    chat_default: str | None = None
 
 
 def resolve_model(model, served: Served) -> str:
     """The `model` to send upstream: the preset, or "<preset>:<adapter>" for a known adapter.
 
     Accepts the bare adapter name too (Kaito's vLLM runtime addresses adapters that way).
-    SGLang does not check adapter names itself, so unknown ones are refused here.
+    SGLang 0.5.23 refuses an unknown adapter itself, but not an unknown base name: it answers
+    `gpt-4` with the base model and `other:fin` with adapter fin. So both parts are checked here.
     """
     if model is None or model == "" or model == served.preset:
         return served.preset
@@ -58,6 +62,8 @@ def route_openai(body, served: Served) -> tuple[dict, bool]:
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
     model = resolve_model(body.get("model"), served)
+    if "messages" in body:
+        check_messages(body["messages"])
     if "lora_path" in body:
         check_lora_path(body["lora_path"], served)
     for name in ("max_tokens", "max_completion_tokens", "min_tokens"):
@@ -68,16 +74,50 @@ def route_openai(body, served: Served) -> tuple[dict, bool]:
     return {**body, "model": model}, True
 
 
+def check_messages(messages) -> None:
+    """Chat messages need content; only an assistant message that carries tool_calls may omit it."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("`messages` must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m:
+            raise RequestError(f"`messages[{i}]` must be an object with `role` and `content`")
+        if m.get("content") is None and not (m["role"] == "assistant" and m.get("tool_calls")):
+            raise RequestError(f"`messages[{i}].content` is null or missing: give the message text "
+                               "(only an assistant message with `tool_calls` may have no content)")
+
+
 def model_ids(served: Served) -> list[str]:
     return [served.preset] + [f"{served.preset}:{a}" for a in served.adapters]
 
 
-def models_listing(served: Served, created: int) -> dict:
+def models_listing(served: Served, created: int, max_model_len: int | None = None) -> dict:
+    """OpenAI's model list; max_model_len (the runtime's context length) as SGLang lists it."""
+    extra = {"max_model_len": max_model_len} if max_model_len else {}
     data = [{"id": served.preset, "object": "model", "created": created, "owned_by": "kaito",
-             "root": served.preset, "parent": None}]
+             "root": served.preset, "parent": None, **extra}]
     data += [{"id": f"{served.preset}:{a}", "object": "model", "created": created, "owned_by": "kaito",
-              "root": a, "parent": served.preset} for a in served.adapters]
+              "root": a, "parent": served.preset, **extra} for a in served.adapters]
     return {"object": "list", "data": data}
+
+
+def model_entry(served: Served, created: int, model_id: str, max_model_len: int | None = None) -> dict | None:
+    """GET /v1/models/{id}: the listing's entry for the id ("<preset>:<adapter>" or the bare adapter name)."""
+    try:
+        wanted = resolve_model(model_id, served)
+    except RequestError:
+        return None
+    return next(m for m in models_listing(served, created, max_model_len)["data"] if m["id"] == wanted)
+
+
+def max_model_len_of(listing) -> int | None:
+    """The runtime's context length from its own /v1/models answer (SGLang and hf_server list it)."""
+    try:
+        for m in listing["data"]:
+            if isinstance(m.get("max_model_len"), int):
+                return m["max_model_len"]
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 # Kaito's transformers runtime defaults for /chat (generate_kwargs), notes/kaito.md §3.
@@ -142,8 +182,9 @@ def plan_chat(body, served: Served) -> ChatPlan:
 
     `prompt` -> /v1/completions (Kaito's text-generation pipeline; return_full_text defaults to
     true there, so the prompt is prefixed to the Result). `messages` -> /v1/chat/completions.
-    The adapter: `model` ("<preset>:<adapter>", bare adapter or preset) or `adapter`; by default the
-    first adapter when the Workspace has any (Kaito serves its adapters on /chat), else the base model.
+    The adapter: `model` ("<preset>:<adapter>", bare adapter or preset) or `adapter`; by default all
+    the Workspace's adapters weighted by their strengths, as Kaito applies them (served.chat_default:
+    the launcher's combined adapter), else the base model.
     """
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
@@ -154,14 +195,14 @@ def plan_chat(body, served: Served) -> ChatPlan:
         model = _adapter_model(str(body["adapter"]), served) if body["adapter"] else served.preset
     elif "model" in body:
         model = resolve_model(body["model"], served)
+    elif served.chat_default:
+        model = _adapter_model(served.chat_default, served)
     else:
         model = f"{served.preset}:{served.adapters[0]}" if served.adapters else served.preset
     params = generation_params({k: v for k, v in body.items()
                                 if k not in ("model", "adapter", "return_full_text", "stream")})
     if messages is not None:
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and "role" in m and "content" in m for m in messages):
-            raise RequestError("`messages` must be a non-empty list of {role, content} objects")
+        check_messages(messages)
         return ChatPlan("/v1/chat/completions", {"model": model, "messages": messages, **params}, None, False)
     if not isinstance(prompt, str):
         raise RequestError("`prompt` must be a string")

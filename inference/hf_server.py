@@ -18,10 +18,8 @@ import uuid
 from aiohttp import web
 
 from inference import UPSTREAM_HOST, UPSTREAM_PORT
-
-
-class BadRequest(ValueError):
-    pass
+from inference import hf_protocol as protocol
+from inference.hf_protocol import BadRequest
 
 
 class Engine:
@@ -35,6 +33,10 @@ class Engine:
         cuda = torch.cuda.is_available()
         dtype = torch.float16 if cuda else torch.float32  # pre-Ampere GPUs have no fast bf16
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, device_map="auto" if cuda else None)
+        self.max_model_len = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(e) for e in eos + [self.tokenizer.eos_token_id] if e is not None}
         self.adapters = [name for name, _ in loras]
         # peft turns adapter names into module attributes: a user's name such as "half" or "to"
         # would collide with torch.nn.Module's, so peft sees index-based names.
@@ -63,30 +65,31 @@ class Engine:
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
     def _gen_kwargs(self, body: dict, default_max: int) -> dict:
-        kw = {"max_new_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or default_max)}
+        kw = {"max_new_tokens": protocol.max_new_tokens(body, default_max)}
         temperature = body.get("temperature", 1.0)
         if temperature is not None and float(temperature) <= 0.0:
             kw["do_sample"] = False
         else:
             kw["do_sample"] = True
             kw["temperature"] = float(temperature or 1.0)
-            for k in ("top_p", "top_k"):
+            for k in ("top_p", "top_k", "min_p"):
                 if body.get(k) is not None and body[k] != -1:
                     kw[k] = body[k]
         if body.get("repetition_penalty") is not None:
             kw["repetition_penalty"] = float(body["repetition_penalty"])
         if body.get("min_tokens"):
             kw["min_new_tokens"] = int(body["min_tokens"])
-        stop = body.get("stop")
-        if stop:
-            kw["stop_strings"] = [stop] if isinstance(stop, str) else [str(x) for x in stop]
+        stops = protocol.stop_strings(body)
+        if stops:
+            kw["stop_strings"] = stops
             kw["tokenizer"] = self.tokenizer
         pad = self.tokenizer.pad_token_id
         kw["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
         return kw
 
-    def _run(self, adapter: str | None, prompt: str, kw: dict, seed, streamer=None):
+    def _run(self, adapter: str | None, prompt: str, kw: dict, seed, streamer=None) -> dict:
         torch = self.torch
+        # The chat template already holds any special tokens; a plain prompt gets the tokenizer's own.
         enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         with self.lock, torch.inference_mode():
             if seed is not None:
@@ -98,30 +101,34 @@ class Engine:
                 if adapter is not None:
                     self.model.set_adapter(self._peft_name[adapter])
                 out = self.model.generate(**enc, **kw, streamer=streamer)
-        new = out[0][enc["input_ids"].shape[1]:]
+        new = out[0][enc["input_ids"].shape[1]:].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        cut = [text.find(x) for x in kw.get("stop_strings", ()) if x in text]
-        if cut:  # OpenAI semantics: the stop string is not part of the answer
-            text = text[:min(cut)]
-        return text, int(enc["input_ids"].shape[1]), int(new.shape[0])
+        text, stopped = protocol.cut_at_stop(text, kw.get("stop_strings", []))
+        return {"text": text, "prompt_tokens": int(enc["input_ids"].shape[1]), "completion_tokens": len(new),
+                "finish_reason": protocol.finish_reason(new, self.eos_ids, kw["max_new_tokens"], stopped)}
 
-    def generate(self, adapter, prompt, body, default_max):
+    def generate(self, adapter, prompt, body, default_max) -> dict:
         return self._run(adapter, prompt, self._gen_kwargs(body, default_max), body.get("seed"))
 
-    def stream(self, adapter, prompt, body, default_max):
+    def stream(self, adapter, prompt, body, default_max, result: dict):
+        """Start generating in a thread; the returned streamer yields text; `result` gets _run's answer
+        (or "error") once the returned thread ends."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kw = self._gen_kwargs(body, default_max)
+
         def work():
             try:
-                self._run(adapter, prompt, kw, body.get("seed"), streamer)
-            except Exception as e:  # end the stream instead of leaving the reader waiting
+                result.update(self._run(adapter, prompt, kw, body.get("seed"), streamer))
+            except Exception as e:  # noqa: BLE001 -- any failure must end the stream, not leave the reader waiting
                 print(f"hf_server: generation failed: {type(e).__name__}: {e}", flush=True)
+                result["error"] = f"{type(e).__name__}: {e}"
                 streamer.end()
 
-        threading.Thread(target=work, daemon=True).start()
-        return streamer
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        return streamer, thread
 
 
 ENGINE = web.AppKey("engine", Engine)
@@ -142,53 +149,91 @@ async def _body(request: web.Request) -> dict:
     return body
 
 
+def _sse(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+async def _stream(request, engine, adapter, prompt, body, default_max, chat, head: dict, echo: str):
+    """Server-sent events as OpenAI streams them: the role first (chat), text deltas, a last chunk with
+    finish_reason, a usage chunk when stream_options.include_usage, then [DONE]."""
+    loop = asyncio.get_running_loop()
+    want_usage = protocol.include_usage(body)
+    result: dict = {}
+    streamer, thread = engine.stream(adapter, prompt, body, default_max, result)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+
+    def chunk(delta: dict | None = None, text: str | None = None, finish=None) -> bytes:
+        choice = {"index": 0, "delta": delta or {}} if chat else {"index": 0, "text": text or ""}
+        choice.update({"logprobs": None, "finish_reason": finish})
+        return _sse({**head, "choices": [choice]})
+
+    if chat:
+        await resp.write(chunk({"role": "assistant", "content": ""}))
+    elif echo:
+        await resp.write(chunk(text=echo))
+    cutter = protocol.StopStringCutter(protocol.stop_strings(body))
+    it = iter(streamer)
+    while True:
+        piece = await loop.run_in_executor(None, next, it, None)
+        if piece is None:
+            break
+        out = cutter.feed(piece)
+        if out:
+            await resp.write(chunk({"content": out}, out))
+    out = cutter.finish()
+    if out:
+        await resp.write(chunk({"content": out}, out))
+    await loop.run_in_executor(None, thread.join)
+    if "error" in result:
+        await resp.write(_sse({"error": {"message": result["error"], "type": "InternalServerError", "code": 500}}))
+    else:
+        await resp.write(chunk(finish=result["finish_reason"]))
+        if want_usage:
+            await resp.write(_sse({**head, "choices": [],
+                                   "usage": protocol.usage(result["prompt_tokens"], result["completion_tokens"])}))
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
 def _handler(chat: bool):
     async def handler(request: web.Request) -> web.StreamResponse:
         engine = request.app[ENGINE]
+        default_max = 256 if chat else 16
         try:
             body = await _body(request)
             adapter = engine.adapter_for(body.get("model"))
+            prompts = protocol.check_request(body, chat)
             if chat:
-                messages = body.get("messages")
-                if not isinstance(messages, list) or not messages:
-                    raise BadRequest("`messages` must be a non-empty list")
-                prompt = engine.chat_prompt(messages)
-            else:
-                prompt = body.get("prompt")
-                if not isinstance(prompt, str):
-                    raise BadRequest("`prompt` must be a string")
+                prompts = [engine.chat_prompt(body["messages"])]
+            protocol.max_new_tokens(body, default_max)
+            protocol.stop_strings(body)
+            protocol.include_usage(body)
         except BadRequest as e:
             return _error(str(e))
         model = body.get("model") or engine.served
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        default_max = 256 if chat else 16
-        loop = asyncio.get_running_loop()
+        kind = "chat.completion" if chat else "text_completion"
+        echo = bool(body.get("echo")) and not chat
         if body.get("stream"):
-            streamer = engine.stream(adapter, prompt, body, default_max)
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await resp.prepare(request)
-            it = iter(streamer)
-            while True:
-                piece = await loop.run_in_executor(None, next, it, None)
-                if piece is None:
-                    break
-                if not piece:
-                    continue
-                choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
-                chunk = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                         "created": created, "model": model, "choices": [choice]}
-                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
-            return resp
-        text, n_in, n_out = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
-        usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": model,
-                                      "choices": [choice], "usage": usage})
-        return web.json_response({"id": rid, "object": "text_completion", "created": created, "model": model,
-                                  "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
+            head = {"id": rid, "object": "chat.completion.chunk" if chat else kind, "created": created,
+                    "model": model}
+            return await _stream(request, engine, adapter, prompts[0], body, default_max, chat, head,
+                                 prompts[0] if echo else "")
+        loop = asyncio.get_running_loop()
+        choices, n_in, n_out = [], 0, 0
+        for i, prompt in enumerate(prompts):
+            r = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
+            n_in, n_out = n_in + r["prompt_tokens"], n_out + r["completion_tokens"]
+            if chat:
+                choices.append({"index": i, "message": {"role": "assistant", "content": r["text"]},
+                                "logprobs": None, "finish_reason": r["finish_reason"]})
+            else:
+                choices.append({"index": i, "text": (prompt if echo else "") + r["text"], "logprobs": None,
+                                "finish_reason": r["finish_reason"]})
+        return web.json_response({"id": rid, "object": kind, "created": created, "model": model,
+                                  "choices": choices, "usage": protocol.usage(n_in, n_out)})
     return handler
 
 
@@ -198,8 +243,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def models(request: web.Request) -> web.Response:
     e = request.app[ENGINE]
-    ids = [e.served] + [f"{e.served}:{a}" for a in e.adapters]
-    return web.json_response({"object": "list", "data": [{"id": i, "object": "model", "owned_by": "kaito"} for i in ids]})
+    data = [{"id": e.served, "object": "model", "owned_by": "kaito", "root": e.served, "parent": None,
+             "max_model_len": e.max_model_len}]
+    data += [{"id": f"{e.served}:{a}", "object": "model", "owned_by": "kaito", "root": a, "parent": e.served}
+             for a in e.adapters]
+    return web.json_response({"object": "list", "data": data})
 
 
 def make_app(engine: Engine) -> web.Application:

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from inference.adapters import AdapterError, prepare_adapters
+from inference.adapters import AdapterError, check_sglang_servable, prepare_adapters
 from inference.launch_args import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
 from inference.runtime_config import RuntimeConfigError, flags_from_config
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, AdapterError, RuntimeConfigError) as e:
         return _fail(e, 2)
     run = runtime_argv(cfg, adapters) + config_flags
-    gateway = gateway_argv(cfg, os.getpid())
+    gateway = gateway_argv(cfg, os.getpid(), adapters=adapters)
     if cfg.dry_run:
         print("gateway: " + json.dumps(gateway))
         print(json.dumps(run))
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_path, weights_entry = ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None,
                                                    cfg.weights_cache, cfg.revision, log=_log)
-        prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=True)
+        prepared = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=True)
+        if cfg.runtime == "sglang":
+            check_sglang_servable(prepared)
     except FileNotFoundError as e:
         return _fail(e, 2)
     except AdapterError as e:

@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inference.adapters import (  # noqa: E402
     AdapterError,
-    AdapterInfo,
     adapter_info_from_config,
     prepare_adapters,
     read_adapter_info,
@@ -130,14 +129,98 @@ def test_missing_or_bad_adapter_is_a_clear_error(tmp_path):
 
 def test_target_module_union_and_rank():
     a = adapter_info_from_config("a", {"r": 8, "target_modules": ["q_proj", "v_proj"]})
-    b = adapter_info_from_config("b", {"r": 4, "target_modules": ["k_proj", "v_proj"], "rank_pattern": {"k_proj": 32}})
-    assert (a.rank, b.rank) == (8, 32)
+    b = adapter_info_from_config("b", {"r": 4, "target_modules": ["k_proj", "v_proj"]})
+    assert (a.rank, b.rank) == (8, 4)
     assert union_target_modules([a, b]) == ["k_proj", "q_proj", "v_proj"]
     phi = adapter_info_from_config("phi", {"r": 8, "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]})
     assert union_target_modules([phi]) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
-    assert union_target_modules([AdapterInfo("x", 8, "all-linear")]) == ["all"]
     falcon = adapter_info_from_config("f", {"r": 8, "target_modules": ["query_key_value"]})
     assert union_target_modules([a, falcon]) == ["all"]
+
+
+def test_adapters_sglang_would_misserve_are_refused_by_field():
+    """SGLang applies a regex's literal text as module names and ignores per-module patterns, silently."""
+    with pytest.raises(AdapterError, match=r"adapter 'rx'.*target_modules is the pattern '.\*q_proj'.*list of module"):
+        adapter_info_from_config("rx", {"r": 8, "target_modules": ".*q_proj"})
+    for key, value in (("rank_pattern", {"k_proj": 32}), ("alpha_pattern", {"k_proj": 4})):
+        with pytest.raises(AdapterError, match=rf"adapter 'p'.*sets {key}.*train without {key}"):
+            adapter_info_from_config("p", {"r": 8, "target_modules": ["k_proj"], key: value})
+    # empty patterns (what PEFT writes by default) are fine
+    assert adapter_info_from_config("ok", {"r": 8, "target_modules": ["q_proj"], "rank_pattern": {},
+                                           "alpha_pattern": {}}).rank == 8
+
+
+def test_combined_is_a_reserved_adapter_name(saved_adapter, tmp_path):
+    with pytest.raises(AdapterError, match="'combined' is reserved"):
+        prepare_adapters([AdapterSpec("fin"), AdapterSpec("combined")], str(saved_adapter), str(tmp_path))
+
+
+def _save(root: Path, name: str, seed: int, **lora):
+    torch.manual_seed(seed)
+    model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(init_lora_weights=False, lora_dropout=0.0, **lora))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    model.save_pretrained(root / name)
+
+
+def _peft_logits(root: Path, mix: list[tuple[str, float]]):
+    """PEFT's own answer: the adapters active together, each at its strength (LoraLayer.set_scale)."""
+    model = peft.PeftModel.from_pretrained(tiny_llama(), str(root / mix[0][0]), adapter_name=mix[0][0])
+    for name, _ in mix[1:]:
+        model.load_adapter(str(root / name), adapter_name=name)
+    model.base_model.set_adapter([name for name, _ in mix])
+    for module in model.modules():
+        if isinstance(module, peft.tuners.lora.LoraLayer):
+            for name, strength in mix:
+                if name in module.scaling:
+                    module.set_scale(name, strength)
+    return logits(model.eval(), IDS)
+
+
+def _served_logits(path: str):
+    """What SGLang computes: alpha/r scaling, use_rslora ignored (it reads only r and lora_alpha)."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    assert not cfg.get("use_rslora"), "a served copy must not rely on use_rslora (SGLang ignores it)"
+    return logits(peft.PeftModel.from_pretrained(tiny_llama(), path).eval(), IDS)
+
+
+def test_rslora_factor_is_folded_into_lora_b(tmp_path):
+    _save(tmp_path / "mnt", "rs", 3, r=16, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "down_proj"])
+    for strength in (1.0, 0.5):
+        [prep] = prepare_adapters([AdapterSpec("rs", strength)], str(tmp_path / "mnt"), str(tmp_path / f"w{strength}"))
+        assert prep.b_factor == pytest.approx(strength * 4.0)
+        assert torch.allclose(_served_logits(prep.path), _peft_logits(tmp_path / "mnt", [("rs", strength)]), atol=1e-5)
+    # without the fold the answer is sqrt(r) = 4x too weak: the check above can fail
+    plain = json.loads((tmp_path / "mnt" / "rs" / "adapter_config.json").read_text())
+    alt = tmp_path / "unfolded"
+    alt.mkdir()
+    (alt / "adapter_config.json").write_text(json.dumps({**plain, "use_rslora": False}))
+    (alt / "adapter_model.safetensors").write_bytes((tmp_path / "mnt" / "rs" / "adapter_model.safetensors").read_bytes())
+    assert not torch.allclose(_served_logits(str(alt)), _peft_logits(tmp_path / "mnt", [("rs", 1.0)]), atol=1e-3)
+
+
+def test_combined_adapter_is_the_exact_strength_weighted_sum(tmp_path):
+    mnt = tmp_path / "mnt"
+    _save(mnt, "a", 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    _save(mnt, "b", 2, r=8, lora_alpha=8, target_modules=["q_proj", "o_proj"])
+    _save(mnt, "c", 3, r=4, lora_alpha=16, use_rslora=True, target_modules=["k_proj", "up_proj"])
+    specs = [AdapterSpec("a", 1.0), AdapterSpec("b", 0.5), AdapterSpec("c", 0.25)]
+    prepared = prepare_adapters(specs, str(mnt), str(tmp_path / "work"))
+    combined = prepared[-1]
+    assert (combined.name, combined.rank) == ("combined", 16)
+    assert combined.target_modules == ("down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")
+    want = _peft_logits(mnt, [(s.name, s.strength) for s in specs])
+    assert torch.allclose(_served_logits(combined.path), want, atol=1e-5), (_served_logits(combined.path) - want).abs().max()
+    # and it differs from each single adapter
+    for s in specs:
+        assert (want - _peft_logits(mnt, [(s.name, s.strength)])).abs().max() > 1e-3
+
+
+def test_one_adapter_needs_no_combination(saved_adapter, tmp_path):
+    prepared = prepare_adapters([AdapterSpec("fin", 0.5)], str(saved_adapter), str(tmp_path))
+    assert [p.name for p in prepared] == ["fin"]
 
 
 def test_our_module_list_matches_installed_sglang():
@@ -145,3 +228,24 @@ def test_our_module_list_matches_installed_sglang():
     from inference.adapters import SGLANG_TARGET_MODULES
 
     assert SGLANG_TARGET_MODULES <= set(common.SUPPORTED_LORA_TARGET_MODULES)
+
+
+def test_vision_encoder_weights_are_refused_for_sglang(saved_adapter, tmp_path):
+    """Gemma 3 style: peft matched q_proj in the vision tower too; SGLang would put it in language layer 0."""
+    from safetensors.torch import load_file, save_file
+
+    from inference.adapters import check_sglang_servable
+
+    src = tmp_path / "mnt" / "mm"
+    src.mkdir(parents=True)
+    (src / "adapter_config.json").write_bytes((saved_adapter / "fin" / "adapter_config.json").read_bytes())
+    tensors = load_file(saved_adapter / "fin" / "adapter_model.safetensors")
+    language_only = dict(tensors)
+    tensors["base_model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = \
+        torch.zeros(4, 16)
+    save_file(tensors, src / "adapter_model.safetensors")
+    prepared = prepare_adapters([AdapterSpec("mm")], str(tmp_path / "mnt"), str(tmp_path / "work"))
+    with pytest.raises(AdapterError, match=r"adapter 'mm': holds LoRA weights for the vision encoder.*transformers"):
+        check_sglang_servable(prepared)
+    save_file(language_only, src / "adapter_model.safetensors")
+    check_sglang_servable(prepared)

@@ -9,6 +9,9 @@ from inference.gateway_translation import (
     Served,
     chat_result,
     generation_params,
+    max_model_len_of,
+    model_entry,
+    models_listing,
     plan_chat,
     resolve_model,
     route_openai,
@@ -43,9 +46,10 @@ def test_resolved_model_is_always_served(model):
 
 
 def test_route_openai_forwards_unchanged_body_as_is():
-    body = {"model": "phi-3:fin", "messages": []}
+    hi = [{"role": "user", "content": "hi"}]
+    body = {"model": "phi-3:fin", "messages": hi}
     assert route_openai(body, S) == (body, False)
-    assert route_openai({"messages": []}, S) == ({"messages": [], "model": "phi-3"}, True)
+    assert route_openai({"messages": hi}, S) == ({"messages": hi, "model": "phi-3"}, True)
     with pytest.raises(RequestError):
         route_openai({"model": "phi-3", "lora_path": ["fin", "nope"]}, S)
     with pytest.raises(RequestError):
@@ -89,3 +93,40 @@ def test_upstream_error_detail():
     assert upstream_error_detail(400, b'{"object":"error","message":"too long"}') == "too long"
     assert upstream_error_detail(500, b'{"error":{"message":"boom"}}') == "boom"
     assert "HTTP 502" in upstream_error_detail(502, b"<html>")
+
+
+def test_message_content_null_is_refused_by_field():
+    for body in ({"messages": [{"role": "user", "content": None}]}, {"messages": [{"role": "user"}]}):
+        with pytest.raises(RequestError, match=r"`messages\[0\]\.content` is null or missing"):
+            route_openai(body, S)
+        with pytest.raises(RequestError, match=r"`messages\[0\]\.content`"):
+            plan_chat(body, S)
+    # an assistant turn that called tools has no content, as OpenAI defines it
+    ok = {"messages": [{"role": "user", "content": "hi"},
+                       {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}]}
+    assert route_openai(ok, S)[0]["model"] == "phi-3"
+
+
+def test_chat_default_is_the_combined_adapter():
+    served = Served("phi-3", ("fin", "legal", "combined"), chat_default="combined")
+    assert plan_chat({"prompt": "x"}, served).payload["model"] == "phi-3:combined"
+    assert plan_chat({"prompt": "x", "model": "phi-3"}, served).payload["model"] == "phi-3"
+    assert plan_chat({"prompt": "x", "adapter": "legal"}, served).payload["model"] == "phi-3:legal"
+
+
+def test_models_listing_and_entry_carry_max_model_len():
+    listing = models_listing(S, 7, 4096)
+    assert [m["id"] for m in listing["data"]] == ["phi-3", "phi-3:fin", "phi-3:legal"]
+    assert all(m["max_model_len"] == 4096 for m in listing["data"])
+    assert "max_model_len" not in models_listing(S, 7)["data"][0]  # the runtime has not said yet
+    assert model_entry(S, 7, "fin", 4096)["id"] == "phi-3:fin"
+    assert model_entry(S, 7, "phi-3", None)["parent"] is None
+    assert model_entry(S, 7, "gpt-4", None) is None
+    assert model_entry(S, 7, "phi-3:nope", None) is None
+
+
+def test_max_model_len_from_the_runtime_listing():
+    sglang = {"object": "list", "data": [{"id": "phi-3", "max_model_len": 4096}, {"id": "fin", "parent": "phi-3"}]}
+    assert max_model_len_of(sglang) == 4096
+    assert max_model_len_of({"data": [{"id": "x"}]}) is None
+    assert max_model_len_of("garbage") is None

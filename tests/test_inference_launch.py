@@ -37,6 +37,13 @@ def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
     return p.returncode, (json.loads(lines[-1]) if p.returncode == 0 else None), p.stderr
 
 
+def dry_run_gateway(args: list[str]) -> list[str]:
+    p = subprocess.run([sys.executable, "-c", _GUARD, *args, "--dry-run"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60, check=False)
+    [line] = [x for x in p.stdout.splitlines() if x.startswith("gateway: ")]
+    return json.loads(line[len("gateway: "):])
+
+
 def make_adapter(root: Path, name: str, r: int, targets) -> None:
     (root / name).mkdir(parents=True)
     (root / name / "adapter_config.json").write_text(json.dumps(
@@ -78,10 +85,27 @@ def test_two_adapters(tmp_path):
     assert rc == 0, err
     args = sglang_prefix(argv)
     assert "--enable-lora" in args
-    assert flag(args, "--lora-paths", 2) == [f"support={tmp_path}/adapters/support", f"dolly={tmp_path}/work/dolly"]
-    assert flag(args, "--max-lora-rank") == "16"
+    # the combined adapter (the exact sum, ranks added) is Kaito's /chat default: all adapters, weighted
+    assert flag(args, "--lora-paths", 3) == [f"support={tmp_path}/adapters/support", f"dolly={tmp_path}/work/dolly",
+                                             f"combined={tmp_path}/work/combined"]
+    assert flag(args, "--max-lora-rank") == "24"
+    assert flag(args, "--max-loras-per-batch") == "8"
     assert flag(args, "--lora-target-modules", 4) == sorted(PHI3_TARGETS)
+    gateway = dry_run_gateway(base_args(tmp_path, "--adapter", "support=1.0", "--adapter", "dolly=0.5"))
+    assert gateway[gateway.index("--chat-default-adapter") + 1] == "combined"
+    assert [gateway[i + 1] for i, a in enumerate(gateway) if a == "--adapter"] == ["support", "dolly", "combined"]
     assert not (tmp_path / "work").exists()  # a dry run writes nothing
+
+
+def test_every_adapter_and_the_base_model_fit_one_batch(tmp_path):
+    names = [f"a{i}" for i in range(10)]
+    for name in names:
+        make_adapter(tmp_path / "adapters", name, 4, ["q_proj"])
+    rc, argv, err = dry_run(base_args(tmp_path, *[x for n in names for x in ("--adapter", n)]))
+    assert rc == 0, err
+    args = sglang_prefix(argv)
+    assert len(flag(args, "--lora-paths", 11)) == 11  # ten adapters and the combined one
+    assert flag(args, "--max-loras-per-batch") == "12"  # ... and the base model
 
 
 def test_two_nodes_pod0_and_pod1(tmp_path):
@@ -142,8 +166,8 @@ def test_sglang_accepts_two_adapter_command(tmp_path):
     rc, argv, err = dry_run(base_args(tmp_path, "--adapter", "support", "--adapter", "dolly=0.5"))
     assert rc == 0, err
     sa = sglang_parse(sglang_prefix(argv))
-    check_lora(sa, ["support", "dolly"])
-    assert sa.max_lora_rank == 16 and sorted(sa.lora_target_modules) == sorted(PHI3_TARGETS)
+    check_lora(sa, ["support", "dolly", "combined"])
+    assert sa.max_lora_rank == 24 and sorted(sa.lora_target_modules) == sorted(PHI3_TARGETS)
     assert sa.served_model_name == PRESET and sa.tp_size == 1 and sa.nnodes == 1
     assert sa.lora_strict_loading is True and sa.enable_metrics is True
 
@@ -158,7 +182,7 @@ def test_sglang_accepts_two_node_commands(tmp_path):
                                           "--dist-init-addr", "ws-0.ws-headless.team.svc:29500"))
         assert rc == 0, err
         sa = sglang_parse(sglang_prefix(argv))
-        check_lora(sa, ["a", "b"])
+        check_lora(sa, ["a", "b", "combined"])
         assert (sa.tp_size, sa.nnodes, sa.node_rank) == (8, 2, rank)
         assert sa.dist_init_addr == "ws-0.ws-headless.team.svc:29500"
 
@@ -171,7 +195,9 @@ def rendered_main_container(workspace_yaml: Path) -> dict:
     if p.returncode != 0 and "No module named hooks" in p.stderr:
         pytest.skip("`python -m hooks render` is not available")
     assert p.returncode == 0, p.stderr
-    sts = [d for d in yaml.safe_load_all(p.stdout) if d and d.get("kind") == "StatefulSet"]
+    # the inference workload: a StatefulSet, or a Deployment for presets served from one node
+    sts = [d for d in yaml.safe_load_all(p.stdout) if d and d.get("kind") in ("StatefulSet", "Deployment")
+           and not d["metadata"]["name"].endswith("-router")]
     assert len(sts) == 1
     name = sts[0]["metadata"]["name"]
     [main] = [c for c in sts[0]["spec"]["template"]["spec"]["containers"] if c["name"] == name]
@@ -204,7 +230,7 @@ def test_rendered_two_adapter_example_on_a100(tmp_path):
     rc, argv, err = dry_run(localize(main["args"], tmp_path, 0))
     assert rc == 0, err
     sa = sglang_parse(sglang_prefix(argv))
-    check_lora(sa, adapters)
+    check_lora(sa, adapters + ["combined"])
     assert sa.served_model_name == "phi-3-mini-128k-instruct" and sa.tp_size == 1
 
 

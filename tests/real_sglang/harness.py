@@ -1,0 +1,177 @@
+"""Start the serving stack the way a Workspace pod does, on this machine's CPU.
+
+The launcher argv is the one the Workspace hook renders into the StatefulSet (`python -m hooks render`),
+with the pod's paths and ports replaced by local ones and `$(POD_INDEX)` by 0. The test adds only the
+runtime's CPU-only flags (after `--`, the launcher's pass-through) and, for SGLang, the test-only shims
+on PYTHONPATH (tests/real_sglang/shims: stand-ins for GPU kernels, see the README there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SHIMS = HERE / "shims"
+sys.path.insert(0, str(HERE))
+
+import install_sglang  # noqa: E402
+
+# What SGLang needs to run on a CPU without the native CPU kernel build (notes: sglang-on-cpu.md).
+SGLANG_CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--lora-backend", "torch_native",
+                    "--disable-cuda-graph", "--disable-overlap-schedule", "--max-total-tokens", "4096",
+                    "--dtype", "float32"]
+START_TIMEOUT_S = float(os.environ.get("KAITO_REAL_SGLANG_START_TIMEOUT", "300"))
+A100_SKU = "Standard_NC24ads_A100_v4"
+RUNTIME_ANNOTATION = "kaito.sh/runtime"
+
+
+def sglang_python() -> str | None:
+    venv = install_sglang.default_venv()
+    return str(install_sglang.venv_python(venv)) if install_sglang.is_complete(venv) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workspace(name: str, preset: str, adapters: list[tuple[str, str]], runtime: str) -> dict:
+    ws = {
+        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": name, "namespace": "default"},
+        "resource": {"instanceType": A100_SKU, "labelSelector": {"matchLabels": {"apps": name}}},
+        # Weights from an image (an init container copies them into --weights-dir): nothing to download.
+        "inference": {"preset": {"name": preset, "presetOptions": {"image": "registry.example/tiny-weights:1"}},
+                      "adapters": [{"source": {"name": n, "image": f"registry.example/{n}:1"}, "strength": s}
+                                   for n, s in adapters]},
+    }
+    if runtime == "transformers":
+        ws["metadata"]["annotations"] = {RUNTIME_ANNOTATION: "transformers"}
+    return ws
+
+
+def rendered_launch_command(ws: dict) -> list[str]:
+    """The inference container's command + args as the hook renders them."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(ws, f)
+    try:
+        out = subprocess.run([sys.executable, "-m", "hooks", "render", f.name], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, check=False)
+    finally:
+        os.unlink(f.name)
+    if out.returncode != 0:
+        raise RuntimeError(f"hooks render failed ({out.returncode}):\n{out.stderr}")
+    for doc in yaml.safe_load_all(out.stdout):
+        # The inference workload: a StatefulSet, or a Deployment for presets served from one node.
+        if doc and doc.get("kind") in ("StatefulSet", "Deployment") and "router" not in doc["metadata"]["name"]:
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            if container.get("command", [])[:3] == ["python", "-m", "inference.launch"]:
+                return list(container["command"]) + list(container["args"])
+    raise RuntimeError(f"no inference workload in the rendered children:\n{out.stdout[:2000]}")
+
+
+def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    if flag not in args:
+        raise RuntimeError(f"the rendered launcher argv has no {flag}: {args}")
+    i = args.index(flag)
+    return args[:i + 1] + [value] + args[i + 2:]
+
+
+def local_argv(rendered: list[str], python: str, weights: Path, adapters: Path, work: Path,
+               port: int, runtime_port: int, runtime_flags: list[str]) -> list[str]:
+    """The pod's command with local paths/ports; `python` becomes the runtime venv's interpreter."""
+    if rendered[:3] != ["python", "-m", "inference.launch"]:
+        raise RuntimeError(f"unexpected inference container command: {rendered[:3]}")
+    args = rendered[3:]
+    args = _replace_flag(args, "--weights-dir", str(weights))
+    args = _replace_flag(args, "--adapters-dir", str(adapters))
+    args = _replace_flag(args, "--port", str(port))
+    args = ["0" if a == "$(POD_INDEX)" else a for a in args]
+    args += ["--runtime-port", str(runtime_port), "--work-dir", str(work)]
+    if runtime_flags:
+        args += ["--", *runtime_flags]
+    return [python, "-m", "inference.launch", *args]
+
+
+@dataclass
+class Stack:
+    runtime: str
+    url: str
+    served: str
+    proc: subprocess.Popen
+    log_path: Path
+    argv: list[str]
+    start_seconds: float
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the launcher's process group (runtime, its workers and the gateway), then SIGKILL."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def start_stack(runtime: str, preset: str, adapters: list[tuple[str, str]], weights: Path, adapters_dir: Path,
+                work: Path, log_dir: Path) -> Stack:
+    """Render the Workspace, start the launcher, wait (bounded) for the gateway's /health to be 200."""
+    if runtime == "sglang":
+        python = sglang_python()
+        if python is None:
+            raise RuntimeError("SGLang venv missing: run `python3 tests/real_sglang/install_sglang.py`")
+        env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(SHIMS), str(REPO)])}
+        flags = SGLANG_CPU_FLAGS
+    else:
+        python, env, flags = sys.executable, {**os.environ, "PYTHONPATH": str(REPO)}, []
+    env.pop("VIRTUAL_ENV", None)
+    rendered = rendered_launch_command(workspace(f"tiny-{runtime}", preset, adapters, runtime))
+    port = free_port()
+    argv = local_argv(rendered, python, weights, adapters_dir, work, port, free_port(), flags)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{runtime}-{preset}.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    stack = Stack(runtime, f"http://127.0.0.1:{port}", preset, proc, log_path, argv, 0.0)
+    deadline = started + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stack.stop()
+            raise RuntimeError(f"{runtime} stack exited with {proc.returncode} before it was healthy\n"
+                               f"argv: {argv}\n--- log ---\n{stack.log_tail()}")
+        try:
+            if requests.get(f"{stack.url}/health", timeout=30).status_code == 200:
+                stack.start_seconds = time.monotonic() - started
+                return stack
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    stack.stop()
+    raise RuntimeError(f"{runtime} stack not healthy within {START_TIMEOUT_S:.0f} s\nargv: {argv}\n"
+                       f"--- log ---\n{stack.log_tail()}")
