@@ -18,6 +18,7 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
+from machine_support import NAME, VM, conditions, hook_request, make_machine, make_node
 
 from hooks import machine_sync
 from hooks.adapters.aks import AgentPools, ArmThrottled, ArmUnreachable
@@ -27,8 +28,6 @@ from hooks.machine.request import InvalidRequest, machine_object, storage_gib
 pytestmark = pytest.mark.integration  # starts a local HTTPS fake ARM server
 
 REPO = Path(__file__).resolve().parents[1]
-NAME = "ws3f9a0c12d4"
-VM = "Standard_NC24ads_A100_v4"
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -43,82 +42,6 @@ def pools(arm):
 def machine_schema():
     crd = yaml.safe_load((REPO / "metacontroller" / "machine-crd.yaml").read_text())
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def make_machine(name=NAME, vm=VM, storage="120Gi", **extra_labels):
-    """A Machine as the workspace hook creates it (the shared contract)."""
-    labels = {
-        "kaito.sh/workspace": "workspace-phi-3",
-        "kaito.sh/workspacenamespace": "default",
-        "kaito.sh/machine-type": "gpu",
-        "apps": "phi-3",
-        **extra_labels,
-    }
-    return {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Machine",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "uid": "5e0c1b7a-0000-4000-8000-000000000001",
-            "creationTimestamp": "2026-11-26T11:00:00Z",
-            "labels": labels,
-        },
-        "spec": {
-            "requirements": [
-                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [vm]},
-                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-            ],
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-            "resources": {"requests": {"storage": storage}},
-        },
-    }
-
-
-def make_node(pool=NAME, ready=True, gpus="1", heartbeat="2026-11-26T11:20:00Z"):
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": f"aks-{pool}-12345678-vmss000000",
-            "creationTimestamp": "2026-11-26T11:10:00Z",
-            "labels": {"agentpool": pool, "kubernetes.azure.com/agentpool": pool},
-        },
-        "spec": {
-            "providerID": (
-                "azure:///subscriptions/sub/resourceGroups/mc_rg/providers/Microsoft.Compute/"
-                f"virtualMachineScaleSets/aks-{pool}-12345678-vmss/virtualMachines/0"
-            )
-        },
-        "status": {
-            "allocatable": {"cpu": "23", "nvidia.com/gpu": gpus} if gpus else {"cpu": "23"},
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "False",
-                    "reason": "KubeletReady" if ready else "KubeletNotReady",
-                    "message": "kubelet is posting ready status" if ready else "container runtime network not ready",
-                    "lastTransitionTime": "2026-11-26T11:15:00Z",
-                    "lastHeartbeatTime": heartbeat,
-                }
-            ],
-        },
-    }
-
-
-def hook_request(machine, nodes=(), finalizing=False):
-    return {
-        "controller": {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "DecoratorController"},
-        "object": copy.deepcopy(machine),
-        "attachments": {},
-        "related": {"Node.v1": {n["metadata"]["name"]: copy.deepcopy(n) for n in nodes}},
-        "finalizing": finalizing,
-    }
-
-
-def conditions(response):
-    return {c["type"]: c for c in response["status"]["conditions"]}
 
 
 class Metacontroller:
