@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytestmark = pytest.mark.integration
 
-from inference_support.procs import start_module, stop  # noqa: E402
-from inference_support.stub_sglang import free_port  # noqa: E402
+from inference_support.procs import start_module, stop
+from loopback_support import free_port
 
 PRESET = "phi-3-mini-4k-instruct"
 HOLD_S = 60.0

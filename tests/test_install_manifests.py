@@ -187,11 +187,12 @@ def test_hook_deployment_runs_non_root_with_a_read_only_root_filesystem(build, r
     # The server listens where the probes and the Service look.
     assert c["command"][:4] == ["python", "-m", "hooks", "serve"]
     bind = c["command"][c["command"].index("--bind") + 1]
-    port = next(p for p in c["ports"] if p["name"] == "http")["containerPort"]
+    port = next(p for p in c["ports"] if p["name"] == "https")["containerPort"]
     assert bind == f"0.0.0.0:{port}"
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/healthz"
-        assert c[probe]["httpGet"]["port"] in ("http", port)
+        assert c[probe]["httpGet"]["port"] in ("https", port)
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_hook_image_runs_as_a_numeric_non_root_user():
@@ -222,7 +223,7 @@ def test_service_selects_the_hook_pods_and_controllers_call_it(build, request):
     assert svc["metadata"]["namespace"] == HOOK_NS
     assert svc["spec"]["selector"] and _selects(svc["spec"]["selector"], pod_labels)
     ports = {p["port"]: p for p in svc["spec"]["ports"]}
-    assert ports[80]["targetPort"] in ("http", 8080)
+    assert ports[443]["targetPort"] in ("https", 8443)
     assert _selects(one(objs, "PodDisruptionBudget", HOOK_NAME)["spec"]["selector"]["matchLabels"], pod_labels)
 
     from hooks.server.app import create_app
@@ -238,8 +239,13 @@ def test_service_selects_the_hook_pods_and_controllers_call_it(build, request):
     for hook in hooks:
         webhook = hook["webhook"]
         assert "url" not in webhook
-        assert webhook["service"] == {"name": HOOK_NAME, "namespace": HOOK_NS, "port": 80, "protocol": "http"}
+        assert webhook["service"] == {"name": HOOK_NAME, "namespace": HOOK_NS, "port": 443, "protocol": "https"}
         assert webhook["path"] in routes
+        # mutual TLS: the CA and client certificate `python -m hooks certs` puts in Secret kaito-hooks-client
+        client_secret = {"name": "kaito-hooks-client", "namespace": HOOK_NS}
+        assert webhook["caBundle"] == {"secretRef": {**client_secret, "key": "ca.crt"}}
+        assert webhook["clientTLS"] == {"secretRef": client_secret}
+        assert "authorization" not in webhook and "basicAuth" not in webhook
 
 
 def policy_admits(policy: dict, namespace_labels: dict, pod_labels: dict, port: int, named_ports: dict) -> bool:
@@ -268,7 +274,7 @@ def test_network_policy_admits_only_metacontroller_to_the_hook_pods(build, reque
     pod_labels = one(objs, "Deployment", HOOK_NAME)["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"] and _selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels)
     named = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
-    port = named["http"]
+    port = named["https"]
 
     def ns(name):
         return {"kubernetes.io/metadata.name": name}

@@ -4,26 +4,24 @@ PUTs, malformed 200s, absurd Retry-After, and answers too slow for Metacontrolle
 Real SDK, real Flask app; ARM is the local fake (tests/fake_arm.py), Azure's servers being unreachable.
 """
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytestmark = pytest.mark.integration
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential  # noqa: E402
-from test_machine_sync import NAME, conditions, hook_request, make_machine  # noqa: E402
+from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from test_machine_sync import NAME, conditions, hook_request, make_machine
 
-from hooks import machine_sync  # noqa: E402
-from hooks.adapters.aks import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable  # noqa: E402
-from hooks.machine.deadline import ARM_BUDGET_S, DeadlinePools  # noqa: E402
-from hooks.machine.pools import pool_body  # noqa: E402
-from hooks.machine.request import read_machine  # noqa: E402
-from hooks.server.app import create_app  # noqa: E402
+from hooks import machine_sync
+from hooks.adapters.aks import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable
+from hooks.machine.deadline import ARM_BUDGET_S, DeadlinePools
+from hooks.machine.pools import pool_body
+from hooks.machine.request import read_machine
+from hooks.server.app import create_app
 
 
 def agent_pools(arm):

@@ -46,9 +46,9 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise RuntimeError("gunicorn exited:\n" + self.proc.stdout.read())
             try:
-                requests.get(self.url + "/", timeout=0.5)
+                requests.get(self.url + "/", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still importing the app
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError("gunicorn did not start in 20 s")
@@ -253,7 +253,7 @@ def test_decorator_controller_matches_metacontroller_schema():
         assert hook_spec["version"] == "v2"
         assert hook_spec["webhook"]["path"] == path
         assert hook_spec["webhook"]["service"] == {
-            "name": "kaito-hooks", "namespace": "kaito-system", "port": 80, "protocol": "http",
+            "name": "kaito-hooks", "namespace": "kaito-system", "port": 443, "protocol": "https",
         }
 
     broken = copy.deepcopy(controller)

@@ -4,6 +4,7 @@ Two layers: `url_problem` is the static check (no DNS) the hook runs on `tuning.
 `vetted_addresses` resolves a host and refuses it when any address it resolves to is not public, and
 the downloader then connects to exactly those addresses (so a DNS answer cannot change in between).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -29,9 +30,7 @@ _FORBIDDEN_NAMES = frozenset(
 )
 _FORBIDDEN_SUFFIXES = (".localhost", ".local", ".internal", ".svc", ".cluster.local", ".home.arpa")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-)
+_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 
 
 # Addresses that look public (Python calls them global) but reach the node, the VNet or an internal
@@ -39,9 +38,15 @@ _METADATA_ADDRESSES = frozenset(
 # first so the message names e.g. the metadata service, and the range is refused even when it is public.
 INTERNAL_RANGES = (
     (ipaddress.ip_network("168.63.129.16/32"), "is Azure's WireServer / host DNS (168.63.129.16)"),
-    (ipaddress.ip_network("::/96"), "is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated; hosts may route it to IPv4)"),
+    (
+        ipaddress.ip_network("::/96"),
+        "is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated; hosts may route it to IPv4)",
+    ),
     (ipaddress.ip_network("::ffff:0:0:0/96"), "is an IPv4-translated IPv6 address (::ffff:0:a.b.c.d, SIIT)"),
-    (ipaddress.ip_network("64:ff9b::/96"), "is in the NAT64 prefix 64:ff9b::/96 (an in-network translator reaches IPv4 with it)"),
+    (
+        ipaddress.ip_network("64:ff9b::/96"),
+        "is in the NAT64 prefix 64:ff9b::/96 (an in-network translator reaches IPv4 with it)",
+    ),
     (ipaddress.ip_network("64:ff9b:1::/48"), "is in the local-use NAT64 prefix 64:ff9b:1::/48"),
     (ipaddress.ip_network("fec0::/10"), "is site-local (fec0::/10, deprecated but still routed inside networks)"),
 )

@@ -85,7 +85,7 @@ def _retry_after_seconds(response: Any) -> int:
     headers = getattr(response, "headers", None) or {}
     raw = headers.get("Retry-After") or headers.get("retry-after")
     try:
-        seconds = float(raw)
+        seconds = float(str(raw))
     except (TypeError, ValueError):  # absent, or an HTTP date: our default
         return DEFAULT_RETRY_AFTER_S
     if seconds != seconds:  # NaN
@@ -226,8 +226,12 @@ class AgentPools:
         from azure.core import MatchConditions
 
         try:
-            self._client.agent_pools.begin_create_or_update(
-                self.resource_group, self.cluster_name, name, body, polling=False,
+            self._client.agent_pools.begin_create_or_update(  # type: ignore[call-overload]  # REST-shaped dict body
+                self.resource_group,
+                self.cluster_name,
+                name,
+                body,
+                polling=False,
                 match_condition=MatchConditions.IfMissing,
             )
         except Exception as error:

@@ -40,7 +40,7 @@ class DeadlinePools:
         def run() -> None:
             try:
                 outcome["value"] = call()
-            except BaseException as error:  # handed to the waiting request thread
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting request thread
                 outcome["error"] = error
             finally:
                 done.set()

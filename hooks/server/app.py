@@ -2,13 +2,16 @@
 
 Routes: the Workspace hooks (hooks/server/workspace_routes.py), the Machine hooks
 (hooks/server/machine_routes.py), GET /healthz, GET /metrics. Every route answers JSON; errors are
-{"error": message} (hooks/server/handling.py).
+{"error": message} (hooks/server/handling.py). With allowed client names (KAITO_HOOKS_CLIENT_NAMES, set by
+`python -m hooks serve --tls-dir`), hook routes answer 401 to callers without Metacontroller's client
+certificate (hooks/server/caller_auth.py); they count as outcome "401" in kaito_hook_requests_total.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +20,7 @@ from flask import Flask, Response, g, request
 
 from hooks import kube
 from hooks.machine.pools import PoolsAPI
+from hooks.server import caller_auth
 from hooks.server.handling import log
 from hooks.server.machine_routes import machine_blueprint
 from hooks.server.metrics import Metrics
@@ -48,8 +52,11 @@ def create_app(
     *,
     pools_provider: Callable[[], PoolsAPI] | None = None,
     now: Callable[[], str] = kube.now,
+    client_names: tuple[str, ...] | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
+    if client_names is None:
+        client_names = tuple(n for n in os.environ.get("KAITO_HOOKS_CLIENT_NAMES", "").split(",") if n.strip())
     app = Flask("kaito-hooks")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     metrics = Metrics()
@@ -57,9 +64,16 @@ def create_app(
     _setup_logging()
 
     @app.before_request
-    def _start() -> None:
+    def _start() -> Response | None:
         g.started = time.perf_counter()
         g.object = ""
+        if client_names and caller_auth.is_hook_path(request.path):
+            certificate = caller_auth.peer_certificate(request.environ)
+            problem = caller_auth.caller_problem(certificate, client_names)
+            if problem:
+                g.object = f"refused caller {request.remote_addr}"
+                return json_error(401, problem)
+        return None
 
     @app.after_request
     def _record(response: Response) -> Response:
