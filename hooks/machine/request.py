@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import kube, metacontroller, naming
+from hooks.workspace import catalog
 
 # The conditions a Machine's status always has, in this order.
 CONDITION_TYPES = ("Launched", "Registered", "Ready")
+
+# AKS's bounds for an agent pool's osDiskSizeGB. The hook checks every Machine itself, whoever created it:
+# the Machine CRD can be written by anyone with RBAC on it, and a pool costs money by the hour.
+MIN_OS_DISK_GIB = 30
+MAX_OS_DISK_GIB = 2048
 
 
 class InvalidRequest(metacontroller.BadRequest):
@@ -91,12 +97,23 @@ def read_machine(obj: dict[str, Any]) -> Machine:
             break
     if not vm_size:
         problems.append(f"spec.requirements has no '{naming.INSTANCE_TYPE_LABEL} In [<vm size>]' requirement")
+    else:
+        sku = catalog.find_sku(vm_size)
+        if sku is None or not sku.nvidia:
+            known = ", ".join(name for name, s in catalog.skus().items() if s.nvidia)
+            problems.append(
+                f"instance type {vm_size!r} is not an NVIDIA GPU size this operator provisions "
+                f"(hooks/data/skus.yaml: {known})"
+            )
     storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
     disk = storage_gib(storage) if storage is not None else None
     if storage is None:
         problems.append("spec.resources.requests.storage is missing (it sets the node's OS disk size)")
-    elif disk is None or disk <= 0:
-        problems.append(f"spec.resources.requests.storage {storage!r} is not a size of at least 1Gi")
+    elif disk is None or not MIN_OS_DISK_GIB <= disk <= MAX_OS_DISK_GIB:
+        problems.append(
+            f"spec.resources.requests.storage {storage!r} must be an OS disk size between "
+            f"{MIN_OS_DISK_GIB}Gi and {MAX_OS_DISK_GIB}Gi (AKS's limits)"
+        )
     taints = []
     for taint in spec.get("taints") or []:
         if not isinstance(taint, dict) or not taint.get("key") or not taint.get("effect"):
