@@ -1,0 +1,157 @@
+"""Fixtures of the cluster tests: one real control plane per session (tests/cluster/controlplane.py),
+the operator on it (operator_stack.py), one namespace per test, every component's log in the report
+of a failed test. Everything here is marked `cluster` (`pytest -m cluster` runs only these).
+
+Skips, with the reason: Go absent (the control plane is built from Go modules); ../shared absent
+(Metacontroller's CRDs, needed by the tests that run controllers). A failed build is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from controlplane import ClusterError, ControlPlane, build  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    cluster = _running.get("cluster")
+    if report.failed and cluster is not None and HERE in Path(str(item.fspath)).parents:
+        report.sections.append(("control plane and operator logs", cluster.logs()))
+
+
+_running: dict[str, ControlPlane] = {}
+
+
+@pytest.fixture(scope="session")
+def built() -> Path:
+    if shutil.which("go") is None and not os.environ.get("KAITO_CLUSTER_CACHE"):
+        pytest.skip("Go is not installed: the cluster tests build etcd, Kubernetes and kwok from Go modules")
+    return build()
+
+
+@pytest.fixture(scope="session")
+def cluster(built):
+    from operator_stack import METACONTROLLER_CRDS, operator_manifests, yaml_stream
+
+    workdir = Path(tempfile.mkdtemp(prefix="kaito-cluster-"))
+    plane = ControlPlane(workdir, built)
+    crds = yaml_stream(operator_manifests("http://127.0.0.1:1", "aks")[0])
+    if METACONTROLLER_CRDS.exists():
+        crds += "---\n" + METACONTROLLER_CRDS.read_text()
+    try:
+        plane.start(crds)
+    except ClusterError as error:
+        logs = plane.logs()
+        plane.stop()
+        raise ClusterError(f"{error}\n{logs}") from None
+    _running["cluster"] = plane
+    try:
+        yield plane
+    finally:
+        _running.pop("cluster", None)
+        plane.stop()
+        if not os.environ.get("KAITO_CLUSTER_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_arm():
+    from fake_arm import FakeArm
+
+    with FakeArm() as server:
+        yield server
+
+
+class Operators:
+    """One hook server per mode, started on first use; `use(mode)` installs that mode's controllers."""
+
+    def __init__(self, cluster, arm):
+        self.cluster, self.arm = cluster, arm
+        self.started: dict = {}
+        self.current = None
+
+    def use(self, mode: str):
+        from operator_stack import Operator
+
+        if mode not in self.started:
+            self.started[mode] = Operator(self.cluster, self.arm, mode)
+        operator = self.started[mode]
+        if self.current is not operator:
+            if self.current is not None:
+                self.current.uninstall()
+            operator.install()
+            self.current = operator
+        return operator
+
+    def stop(self):
+        for operator in self.started.values():
+            operator.stop()
+
+
+@pytest.fixture(scope="session")
+def operators(cluster, cluster_arm):
+    from operator_stack import METACONTROLLER_CRDS, standin_metacontroller
+
+    if not METACONTROLLER_CRDS.exists():
+        pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
+    ops = Operators(cluster, cluster_arm)
+    standin_metacontroller(cluster)
+    try:
+        yield ops
+    finally:
+        ops.stop()
+
+
+@pytest.fixture
+def aks(operators):
+    """The operator as `kubectl apply -k metacontroller/` installs it (Machines on the fake ARM)."""
+    return operators.use("aks")
+
+
+@pytest.fixture
+def byo(operators):
+    """The operator as `kubectl apply -k overlays/byo/` installs it (bring your own nodes)."""
+    return operators.use("byo")
+
+
+@pytest.fixture
+def namespace(cluster, request):
+    unique = hashlib.sha256(f"{request.node.nodeid}/{os.getpid()}/{time.time()}".encode()).hexdigest()[:6]
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:48].strip("-") + "-" + unique
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait_for(f"serviceaccount default in {name}",
+                     lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="session")
+def simulator(cluster, cluster_arm):
+    """AKS after ARM accepts a pool: `simulator.provision(pool)` registers its Node (kwok)."""
+    from operator_stack import AksSimulator
+
+    sim = AksSimulator(cluster_arm, cluster)
+    yield sim
+    sim.stop()

@@ -1,0 +1,294 @@
+"""A real Kubernetes control plane on loopback for the cluster tests and `make cluster`.
+
+etcd, kube-apiserver, kube-controller-manager (only the controllers the operator relies on),
+kube-scheduler and kwok (fake Nodes and Pods: there is no kubelet and no container runtime here),
+built from their Go modules by tests/cluster/build.sh. Every component listens on 127.0.0.1 on a
+free port and logs to its own file under the work folder; `ControlPlane.logs()` returns them for a
+failure report. Waits are bounded; `stop()` ends every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+BUILD_SCRIPT = HERE / "build.sh"
+TOKEN = "kaito-cluster-test-token"
+# Nodes kwok manages (it leaves every other Node alone); tests and the AKS simulator set this label.
+KWOK_NODE_LABEL = ("kwok.x-k8s.io/node", "fake")
+CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,job"
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be built or started; the message names the component."""
+
+
+def build(timeout: float = 3600) -> Path:
+    """Run build.sh (instant when cached) and return the folder holding bin/ and stages/."""
+    if shutil.which("go") is None and not os.environ.get("KAITO_CLUSTER_CACHE"):
+        raise ClusterError("Go is not installed: the control plane is built from Go modules (see README)")
+    out = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise ClusterError(f"tests/cluster/build.sh failed ({out.returncode}):\n{out.stderr[-6000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(what: str, probe: Callable[[], object], timeout: float, every: float = 0.2,
+               alive: Callable[[], str | None] | None = None):
+    """Call `probe` until it returns something truthy; raise with its last answer after `timeout`.
+
+    `alive` returns a reason when waiting has become pointless (a process exited)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+            last = value
+        except Exception as error:  # not there yet
+            last = error
+        if alive is not None and (reason := alive()):
+            raise ClusterError(f"{what}: {reason}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(every)
+
+
+class Process:
+    """One component: a subprocess with its output in `log`."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.name, self.argv, self.log = name, argv, log
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen(
+            argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+
+    def exited(self) -> str | None:
+        code = self.proc.poll()
+        return None if code is None else f"{self.name} exited with {code}; log {self.log}:\n{self.tail()}"
+
+    def tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._out.close()
+
+
+def write_service_account_key(path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+def kubeconfig(server: str, ca_file: Path, token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kaito-local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "kaito-local", "context": {"cluster": "kaito-local", "user": "admin"}}],
+        "current-context": "kaito-local",
+    }
+
+
+class ControlPlane:
+    """Start with `start()` (or as a context manager); `kubeconfig` is the file clients use."""
+
+    def __init__(self, workdir: Path, built: Path):
+        self.workdir, self.bin, self.stages = workdir, built / "bin", built / "stages"
+        self.logdir = workdir / "logs"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = workdir / "kubeconfig"
+        self.processes: dict[str, Process] = {}
+        self.server = ""
+
+    def __enter__(self) -> "ControlPlane":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self, crds: str = "") -> None:
+        """Start everything; `crds` (a YAML stream) is applied before the controller-manager starts,
+        so that its garbage collector knows those kinds from the start (it rediscovers every 30 s)."""
+        self._start_etcd()
+        self._start_apiserver()
+        if crds:
+            self.kubectl("apply", "--server-side", "-f", "-", input=crds)
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        self.spawn("kube-controller-manager", [
+            str(self.bin / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--controllers={CONTROLLERS}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+            "--concurrent-gc-syncs=5",
+        ])
+        self.spawn("kube-scheduler", [
+            str(self.bin / "kube-scheduler"),
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+        ])
+        stage_files = sorted(p for p in self.stages.glob("*.yaml"))
+        self.spawn("kwok", [
+            str(self.bin / "kwok"),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
+            "--node-ip=127.0.0.1",
+            "--cidr=10.244.0.1/16",
+            f"--server-address=127.0.0.1:{free_port()}",
+            *(f"--config={p}" for p in stage_files),
+        ])
+        # The serviceaccount controller makes `default` in each namespace: pods need it to be admitted.
+        self.wait_for("the controller-manager to create serviceaccount default/default",
+                      lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+                      timeout=60)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+
+    def spawn(self, name: str, argv: list[str], **kwargs) -> Process:
+        process = Process(name, argv, self.logdir / f"{name}.log", **kwargs)
+        self.processes[name] = process
+        return process
+
+    def alive(self) -> str | None:
+        """Why the control plane is broken (a component exited), or None."""
+        for process in self.processes.values():
+            if reason := process.exited():
+                return reason
+        return None
+
+    def wait_for(self, what: str, probe: Callable[[], object], timeout: float = 60, every: float = 0.3):
+        return wait_until(what, probe, timeout, every, alive=self.alive)
+
+    def logs(self, chars: int = 6000) -> str:
+        """The end of every component's log, for a failure report."""
+        parts = []
+        for log in sorted(self.logdir.glob("*.log")):
+            text = log.read_text(errors="replace")
+            parts.append(f"===== {log.name} (last {min(chars, len(text))} of {len(text)} chars) =====\n{text[-chars:]}")
+        return "\n".join(parts)
+
+    # ---- components --------------------------------------------------------------------------
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        self.spawn("etcd", [
+            str(self.bin / "etcd"),
+            "--name=kaito-test",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=kaito-test=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ])
+
+        def healthy() -> bool:
+            import requests
+
+            return requests.get(self.etcd_url + "/health", timeout=2).json().get("health") == "true"
+
+        self.wait_for("etcd /health", healthy, timeout=30)
+
+    def _start_apiserver(self) -> None:
+        port = free_port()
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        write_service_account_key(self.workdir / "sa.key")
+        (self.workdir / "tokens.csv").write_text(f"{TOKEN},admin,admin,system:masters\n")
+        self.server = f"https://127.0.0.1:{port}"
+        self.spawn("kube-apiserver", [
+            str(self.bin / "kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={pki}",
+            f"--token-auth-file={self.workdir / 'tokens.csv'}",
+            "--authorization-mode=AlwaysAllow",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={self.workdir / 'sa.key'}",
+            f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            # Without the node-lifecycle controller, new Nodes would keep a not-ready taint.
+            "--disable-admission-plugins=TaintNodesByCondition",
+            "--endpoint-reconciler-type=none",
+        ])
+        ca = pki / "apiserver.crt"
+        self.wait_for("kube-apiserver's self-signed certificate", ca.exists, timeout=60)
+        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, ca, TOKEN)))
+
+        def ready() -> bool:
+            import requests
+
+            answer = requests.get(self.server + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"},
+                                  verify=str(ca), timeout=5)
+            return answer.status_code == 200
+
+        self.wait_for("kube-apiserver /readyz", ready, timeout=120, every=0.5)
+
+    # ---- clients -----------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin}:{os.environ.get('PATH', '')}"}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        """The kubectl built with the control plane (the machine's may be too old)."""
+        out = subprocess.run([str(self.bin / "kubectl"), *args], input=input, capture_output=True, text=True,
+                             env=self.env(), timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def api_client(self):
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
