@@ -97,17 +97,21 @@ def plan_nodes(
             continue
         candidates.append(name)
     candidates.sort(key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))
-    existing = tuple(candidates[:target])
     if byo:
-        return NodePlan(target, existing, (), (), byo=True)
+        return NodePlan(target, tuple(candidates[:target]), (), (), byo=True)
 
-    shortfall = target - len(existing)
     observed = sorted((machine_state(m) for m in machines.values()), key=lambda m: m.name)
     # Keep every Machine whose node still hosts a pod of the Workspace (a scale-in removes a Machine only
-    # once its pods are gone), then others (ready ones first) up to the shortfall, then add new names by index.
+    # once its pods are gone) and every Ready Machine up to the target: a matching node that is not ours
+    # and turns Ready later never displaces a serving Machine. Other nodes cover only what is still missing,
+    # then Machines on their way, then new names by index.
     hosting = [m.name for m in observed if m.node_name and m.node_name in nodes_with_pods]
-    others = [m.name for m in sorted(observed, key=lambda m: (not m.ready, m.name)) if m.name not in hosting]
-    keep = hosting + others[: max(shortfall - len(hosting), 0)]
+    ready = [m.name for m in observed if m.ready and m.name not in hosting]
+    kept = hosting + ready[: max(target - len(hosting), 0)]
+    existing = tuple(candidates[: max(target - len(kept), 0)])
+    shortfall = target - len(existing)
+    waiting = [m.name for m in observed if m.name not in kept and not m.ready]
+    keep = kept + waiting[: max(shortfall - len(kept), 0)]
     index = 0
     while len(keep) < shortfall:
         name = naming.machine_name(ws.namespace, ws.name, index)
