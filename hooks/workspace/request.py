@@ -39,16 +39,32 @@ def require_parent(request: object) -> dict[str, Any]:
 
 
 def _as_previously_desired(child: dict) -> dict:
-    """What we last asked for: Metacontroller keeps it in an annotation; otherwise the object minus server fields."""
-    applied = ((child.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    """What we last asked for, keyed by the observed object's own identity.
+
+    Metacontroller keeps our last desired state in an annotation; anyone who can edit the child can edit
+    it too, so it only supplies the content: apiVersion, kind, name and namespace come from the observed
+    object (an annotation naming another object would otherwise make Metacontroller delete this child).
+    Without a usable annotation: the object minus server fields.
+    """
+    meta = child.get("metadata") or {}
+    applied = (meta.get("annotations") or {}).get(LAST_APPLIED)
+    desired = None
     if applied:
         try:
-            return json.loads(applied)
+            desired = json.loads(applied)
         except ValueError:
-            pass
-    meta = child.get("metadata") or {}
-    keep = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
-    return {**{k: v for k, v in child.items() if k not in ("status", "metadata")}, "metadata": keep}
+            desired = None
+    if not isinstance(desired, dict):
+        keep = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+        desired = {**{k: v for k, v in child.items() if k not in ("status", "metadata")}, "metadata": keep}
+    desired_meta = dict(desired["metadata"]) if isinstance(desired.get("metadata"), dict) else {}
+    desired_meta["name"] = meta.get("name")
+    if meta.get("namespace"):
+        desired_meta["namespace"] = meta["namespace"]
+    else:
+        desired_meta.pop("namespace", None)
+    identity = {k: child[k] for k in ("apiVersion", "kind") if child.get(k)}
+    return {**desired, **identity, "metadata": desired_meta}
 
 
 def existing_children(request: dict) -> list[dict]:
