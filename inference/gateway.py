@@ -264,14 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     ns = p.parse_args(argv)
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
+    if ns.workers < 1:
+        p.error("--workers must be at least 1")
     app = make_app(served, ns.upstream, ns.runtime_pid, ns.worker)
+    app[HEALTH_PATH] = ns.upstream_health_path
+    _fork_workers(ns.workers)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the
     # handler, and so the generation, run to completion for nobody).
-    app[HEALTH_PATH] = ns.upstream_health_path
-    if ns.workers < 1:
-        p.error("--workers must be at least 1")
-    _fork_workers(ns.workers)
     web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True,
                 reuse_port=ns.workers > 1)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -170,3 +173,45 @@ def test_gateway_health_follows_the_upstream_health_path_and_passes_info_through
     finally:
         stop(proc)
         up.stop()
+
+
+def _gateway_children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == pid and b"inference.gateway" in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_gateway_workers_share_the_port_and_exit_with_the_first():
+    stub = StubSGLang(PRESET).start()
+    port = free_port()
+    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", stub.url, "--workers", "3",
+                         "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/healthz")
+    try:
+        children = _gateway_children(proc.pid)
+        assert len(children) == 2, children
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda i: requests.post(
+                f"http://127.0.0.1:{port}/v1/completions", json={"model": PRESET, "prompt": f"p{i}"}, timeout=30).status_code,
+                range(40)))
+        assert codes == [200] * 40
+    finally:
+        stop(proc)
+        stub.stop()
+    deadline = time.monotonic() + 10
+    while any(_alive(c) for c in children):
+        assert time.monotonic() < deadline, "the extra gateway workers outlived the first"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

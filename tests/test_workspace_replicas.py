@@ -182,3 +182,11 @@ def test_replicas_are_a_fixpoint():
     first = run(ws)
     again = run(ws, children=by_kind(first["children"]))
     assert json.dumps(again["children"], sort_keys=True) == json.dumps(first["children"], sort_keys=True)
+
+
+def test_the_router_pods_gateway_runs_several_processes():
+    resp = run(workspace(resource={**A100, "count": 2}))
+    gateway = find(resp["children"], "Deployment", "ws1-router")["spec"]["template"]["spec"]["containers"][0]
+    args = gateway["args"]
+    assert int(args[args.index("--workers") + 1]) > 1
+    assert args[args.index("--upstream-health-path") + 1] == "/readiness"

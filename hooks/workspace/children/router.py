@@ -26,6 +26,9 @@ METRICS_PORT = 29000
 # (60 s x 3 failures; reference notes on sglang-router).
 HEALTH_INTERVAL_SECONDS = 5
 HEALTH_FAILURES = 2
+# Our gateway relays every replica's traffic here: several processes on the port (SO_REUSEPORT), so one
+# event loop is not what limits the Workspace (benchmarks/bench_router.py measures its cost per event).
+GATEWAY_WORKERS = 4
 
 
 def uses_router(plan: WorkloadPlan) -> bool:
@@ -60,7 +63,7 @@ def router_args(ws: Workspace) -> list[str]:
 def gateway_args(plan: PresetServing) -> list[str]:
     # Ready (and so in the Service) once the router has a healthy replica: sglang-router's /readiness.
     args = ["--served-model-name", plan.preset.name, "--upstream", f"http://127.0.0.1:{ROUTER_PORT}",
-            "--upstream-health-path", "/readiness", "--port", str(HTTP_PORT)]
+            "--upstream-health-path", "/readiness", "--workers", str(GATEWAY_WORKERS), "--port", str(HTTP_PORT)]
     for adapter in plan.adapters:
         args += ["--adapter", adapter.name]
     return args
@@ -81,7 +84,7 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": HTTP_PORT}, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": HTTP_PORT}, "periodSeconds": 10, "failureThreshold": 3},
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": _security_context(),
     }
     router = {
