@@ -41,7 +41,11 @@ class Preset:
     lora_target_modules: tuple[str, ...]
     tuning: dict[str, TuningNeed] = field(default_factory=dict)
     readiness_timeout_minutes: int = 30
-    sglang_lora: bool = True
+    sglang_no_lora: str = ""  # why SGLang cannot apply this family's adapters ("" = it can)
+
+    @property
+    def sglang_lora(self) -> bool:
+        return not self.sglang_no_lora
 
     @property
     def supports_tuning(self) -> bool:
@@ -81,7 +85,7 @@ def presets() -> dict[str, Preset]:
         out[name] = Preset(
             name=name,
             lora_target_modules=tuple(families[p["family"]]["lora_target_modules"]),
-            sglang_lora=families[p["family"]].get("sglang_lora", True),
+            sglang_no_lora=families[p["family"]].get("sglang_no_lora", ""),
             tuning=tuning,
             **fields,
         )

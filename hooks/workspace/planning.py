@@ -253,7 +253,7 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         problems.append(
             Problem(
                 "inference.adapters",
-                f"SGLang serves {preset.name} through its transformers backend, which cannot apply LoRA adapters; "
+                f"{preset.name} with adapters cannot be served by SGLang: {preset.sglang_no_lora}; "
                 f"add the annotation {RUNTIME_ANNOTATION}: transformers to serve it with adapters, or remove the adapters",
             )
         )
