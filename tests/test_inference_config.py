@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from inference_support.launcher import PRESET, base_args, dry_run, make_adapter, sglang_parse, sglang_prefix
+from workspace_support import NOW, find, request, workspace
 
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
-from test_inference_launch import PRESET, base_args, dry_run, make_adapter, sglang_parse, sglang_prefix
-from workspace_support import NOW, find, request, workspace
 
 
 def test_hook_mounts_the_config_map_and_passes_it_to_the_launcher():

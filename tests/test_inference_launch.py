@@ -5,65 +5,26 @@ needs neither and touches no network. The SGLang checks import `sglang.srt.serve
 (installed with --no-deps) and skip when it is absent.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-PRESET = "phi-3-mini-128k-instruct"
-PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-
-_GUARD = """
-import runpy, socket, sys
-for name in ("torch", "sglang", "transformers", "peft", "huggingface_hub"):
-    sys.modules[name] = None
-def _no_network(*a, **k):
-    raise OSError("network use in --dry-run")
-socket.socket = _no_network
-socket.create_connection = _no_network
-sys.argv = ["inference.launch"] + sys.argv[1:]
-runpy.run_module("inference.launch", run_name="__main__")
-"""
-
-
-def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
-    p = subprocess.run([sys.executable, "-c", _GUARD, *args, "--dry-run"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60)
-    lines = p.stdout.strip().splitlines()
-    return p.returncode, (json.loads(lines[-1]) if p.returncode == 0 else None), p.stderr
-
-
-def dry_run_gateway(args: list[str]) -> list[str]:
-    p = subprocess.run([sys.executable, "-c", _GUARD, *args, "--dry-run"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60, check=False)
-    [line] = [x for x in p.stdout.splitlines() if x.startswith("gateway: ")]
-    return json.loads(line[len("gateway: "):])
-
-
-def make_adapter(root: Path, name: str, r: int, targets) -> None:
-    (root / name).mkdir(parents=True)
-    (root / name / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": targets}))
-
-
-def flag(argv: list[str], name: str, n: int = 1):
-    i = argv.index(name)
-    return argv[i + 1] if n == 1 else argv[i + 1:i + 1 + n]
-
-
-def base_args(tmp_path: Path, *extra: str) -> list[str]:
-    return ["--runtime", "sglang", "--served-model-name", PRESET, "--model", "microsoft/Phi-3-mini-128k-instruct",
-            "--weights-dir", str(tmp_path / "weights"), "--adapters-dir", str(tmp_path / "adapters"),
-            "--work-dir", str(tmp_path / "work"), "--port", "5000", *extra]
-
-
-def sglang_prefix(argv):
-    assert argv[0] == sys.executable and argv[1:3] == ["-m", "sglang.launch_server"]
-    return argv[3:]
+from inference_support.launcher import (
+    PHI3_TARGETS,
+    PRESET,
+    REPO,
+    base_args,
+    check_lora,
+    dry_run,
+    dry_run_gateway,
+    flag,
+    make_adapter,
+    sglang_parse,
+    sglang_prefix,
+)
+from loopback_support import free_port
 
 
 def test_single_node_no_adapters(tmp_path):
@@ -146,18 +107,6 @@ def test_bad_arguments_exit_2_with_message(tmp_path, extra, message):
 
 
 # --- SGLang's own parser -------------------------------------------------------------------------
-
-def sglang_parse(args: list[str]):
-    server_args = pytest.importorskip("sglang.srt.server_args",
-                                      reason="sglang is not installed (pip install --no-deps sglang==0.5.23 ...)")
-    return server_args.prepare_server_args(args)
-
-
-def check_lora(sa, names):
-    assert sa.enable_lora is True
-    loaded = [str(p).split("=", 1)[0] if isinstance(p, str) else getattr(p, "lora_name", None) for p in sa.lora_paths]
-    assert loaded == names
-
 
 def test_sglang_accepts_two_adapter_command(tmp_path):
     make_adapter(tmp_path / "adapters", "support", 8, PHI3_TARGETS)
@@ -276,9 +225,6 @@ def port_closed(port: int) -> bool:
 
 
 def test_missing_weights_without_model_is_a_clear_error(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from inference_support.stub_sglang import free_port
-
     port = free_port()
     args = base_args(tmp_path)
     i = args.index("--model")
@@ -293,9 +239,6 @@ def test_missing_weights_without_model_is_a_clear_error(tmp_path):
 def test_download_failure_names_the_model(tmp_path):
     """HF_HUB_OFFLINE=1 makes huggingface_hub refuse the network: the real download path, failing."""
     pytest.importorskip("huggingface_hub")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from inference_support.stub_sglang import free_port
-
     args = base_args(tmp_path)
     args[args.index("--port") + 1] = str(free_port())
     p = launch(args, {"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""})
