@@ -25,6 +25,29 @@ INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+def label_key_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes label key ([prefix/]name), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not is_dns_subdomain(prefix):
+        return f"label key {key!r}: the prefix before '/' must be a DNS subdomain (lowercase, at most 253 characters)"
+    if not name or len(name) > 63 or not LABEL_VALUE.match(name):
+        return (
+            f"label key {key!r}: the name must be 1-63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why `value` is not a Kubernetes label value, or None."""
+    if len(value) > 63 or not LABEL_VALUE.match(value):
+        return (
+            f"label value {value!r} must be at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
 def is_dns_label(value: str, max_len: int = 63) -> bool:
     return len(value) <= max_len and bool(DNS1123_LABEL.match(value))
 

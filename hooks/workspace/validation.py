@@ -12,8 +12,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hooks import naming
 from hooks.naming import MAX_WORKSPACE_NAME, is_dns_label, is_dns_subdomain
-from hooks.workspace.api import MAX_ADAPTERS, DataSource, InferenceSpec, PresetSpec, TuningSpec, Workspace, field_path
+from hooks.workspace.api import (
+    MAX_ADAPTERS,
+    DataSource,
+    InferenceSpec,
+    LabelSelector,
+    PresetSpec,
+    TuningSpec,
+    Workspace,
+    field_path,
+)
 from tuning.url_policy import (
     url_problem,  # stdlib only; the downloader applies the same policy
 )
@@ -112,11 +122,34 @@ def field_problems(ws: Workspace) -> list[Problem]:
     return problems
 
 
+def label_selector_problems(sel: LabelSelector, path: str) -> list[Problem]:
+    """What the API server would refuse in the children built from this selector (node affinity, Machine labels)."""
+    out = []
+    for key, value in (sel.matchLabels or {}).items():
+        field = f"{path}.matchLabels[{key!r}]"
+        for problem in (naming.label_key_problem(key), naming.label_value_problem(value)):
+            if problem:
+                out.append(Problem(field, problem))
+    for i, req in enumerate(sel.matchExpressions or []):
+        field = f"{path}.matchExpressions[{i}]"
+        if problem := naming.label_key_problem(req.key):
+            out.append(Problem(f"{field}.key", problem))
+        if req.operator in ("In", "NotIn") and not req.values:
+            out.append(Problem(f"{field}.values", f"operator {req.operator} needs at least one value"))
+        if req.operator in ("Exists", "DoesNotExist") and req.values:
+            out.append(Problem(f"{field}.values", f"operator {req.operator} takes no values; remove them"))
+        for j, value in enumerate(req.values or []):
+            if problem := naming.label_value_problem(value):
+                out.append(Problem(f"{field}.values[{j}]", problem))
+    return out
+
+
 def _resource_problems(ws: Workspace) -> list[Problem]:
     out = []
     sel = ws.resource.labelSelector
     if not sel.matchLabels and not sel.matchExpressions:
         out.append(Problem("resource.labelSelector", "must select the GPU nodes, e.g. matchLabels: {apps: my-model}"))
+    out += label_selector_problems(sel, "resource.labelSelector")
     for i, node in enumerate(ws.resource.preferredNodes or []):
         if not is_dns_subdomain(node):
             out.append(Problem(f"resource.preferredNodes[{i}]", f"{node!r} is not a valid node name"))
