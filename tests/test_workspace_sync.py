@@ -100,7 +100,7 @@ def test_services_route_port_80_to_the_replicas_and_headless_publishes_not_ready
     svc = find(children, "Service", "ws1")
     assert svc["spec"]["type"] == "ClusterIP"
     assert {"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"} in svc["spec"]["ports"]
-    assert any(p["port"] == 29500 for p in svc["spec"]["ports"])
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"}]  # no 29500
     assert svc["spec"]["selector"] == {"kaito.sh/workspace": "ws1"}
     headless = find(children, "Service", "ws1-headless")
     assert headless["spec"]["clusterIP"] == "None"

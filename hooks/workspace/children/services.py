@@ -1,5 +1,5 @@
-"""The serving Services: `<name>` (port 80: the replicas, their router, or rank 0 of a multi-node instance)
-and `<name>-headless` (pod DNS for multi-node)."""
+"""The serving Services: `<name>` (port 80 only: the replicas, their router, or rank 0 of a multi-node instance)
+and `<name>-headless` (pod DNS and the torch-dist port 29500 for multi-node)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,9 @@ def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]
         "spec": {
             "type": "LoadBalancer" if lb else "ClusterIP",
             "selector": _selector(ws, plan),
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"},
-                {"name": "torch-dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"},
-            ],
+            # Clients get the API only: the ranks of a multi-node instance reach each other's port 29500
+            # through the headless Service's pod DNS (naming.rank0_address), never through this one.
+            "ports": [{"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"}],
         },
     }
     headless = {

@@ -118,7 +118,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
             "labels": m.workspace_labels(ws),
             "annotations": {"kubectl.kubernetes.io/default-container": ws.name},
         },
-        "spec": pod,
+        "spec": m.harden(pod),
     }
 
 

@@ -182,6 +182,6 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
         "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
         "spec": {
             "backoffLimit": 0,
-            "template": {"metadata": {"labels": m.workspace_labels(ws)}, "spec": pod},
+            "template": {"metadata": {"labels": m.workspace_labels(ws)}, "spec": m.harden(pod)},
         },
     }
