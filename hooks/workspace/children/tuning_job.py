@@ -68,6 +68,37 @@ def _input_containers(plan: TuningPlan, settings: Settings) -> tuple[list[dict],
     return [], []
 
 
+PRIVATE_WEIGHTS_VOLUME = "preset-weights"
+
+
+def _without_flags(command: list[str], flags: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for arg in command:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def _weights_from_preset_image(
+    image: str, settings: Settings, init: list[dict], volumes: list[dict], trainer: dict
+) -> None:
+    """A private preset (presetOptions.image) is tuned from the weights in its image, copied to WEIGHTS_DIR
+    as inference does, never from HuggingFace."""
+    if not any(v["name"] == "kaito-tools" for v in volumes):
+        volumes.append(m.tools_volume())
+    if not any(c["name"] == "install-copier" for c in init):
+        init.append(m.copier_init_container(settings.tuning_image))
+    volumes.append({"name": PRIVATE_WEIGHTS_VOLUME, "emptyDir": {}})
+    init.append(m.copy_from_image("model-weights-copy", image, PRIVATE_WEIGHTS_VOLUME, WEIGHTS_DIR, WEIGHTS_DIR))
+    mounts = [mount for mount in trainer["volumeMounts"] if mount["mountPath"] != WEIGHTS_DIR]
+    trainer["volumeMounts"] = [*mounts, {"name": PRIVATE_WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True}]
+    trainer["command"] = _without_flags(trainer["command"], ("--model-repo", "--weights-cache"))
+
+
 def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
     t = plan.tuning
     shm, shm_mount = m.shm_volume()
@@ -128,6 +159,8 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
             {"name": "model-weights", "mountPath": WEIGHTS_DIR},
         ],
     }
+    if plan.options.image:
+        _weights_from_preset_image(plan.options.image, settings, init, volumes, trainer)
     if t.output.image:
         volumes.append(
             {
@@ -174,8 +207,11 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
     }
     if not init:
         del pod["initContainers"]
-    if t.input.imagePullSecrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in m.unique(t.input.imagePullSecrets)]
+    pull_secrets = [*(t.input.imagePullSecrets or [])]
+    if plan.options.image:
+        pull_secrets += plan.options.imagePullSecrets or []
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in m.unique(pull_secrets)]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
