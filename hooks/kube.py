@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -34,7 +34,7 @@ def node_is_ready(node: dict[str, Any]) -> bool:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -49,7 +49,7 @@ def parse_time(value: Any) -> datetime | None:
     elif ":" not in zone:
         zone = zone[:3] + ":" + zone[3:]
     try:
-        return datetime.fromisoformat(f"{date}T{clock}{zone}").astimezone(timezone.utc)
+        return datetime.fromisoformat(f"{date}T{clock}{zone}").astimezone(UTC)
     except ValueError:
         return None
 

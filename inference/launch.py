@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 from inference.adapters import AdapterError, check_sglang_servable, prepare_adapters
-from inference.launch_args import UsageError, parse_launch_args
 from inference.commands import gateway_argv, runtime_argv
+from inference.launch_args import UsageError, parse_launch_args
 from inference.runtime_config import RuntimeConfigError, flags_from_config
 from inference.weights import ensure_weights
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # The gateway first: /healthz answers during a long download; /health stays 503 until the model is up.
-    subprocess.Popen(gateway, preexec_fn=_die_with_parent)
+    subprocess.Popen(gateway, preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads exist yet)
     try:
         model_path, weights_entry = ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None,
                                                    cfg.weights_cache, cfg.revision, log=_log)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, 2)
     except AdapterError as e:
         return _fail(e, 2)
-    except Exception as e:  # the download: network, auth (gated model without HF_TOKEN), disk
+    except Exception as e:  # noqa: BLE001 (the download: network, auth of a gated model, disk; all end here)
         return _fail(f"cannot fetch model {cfg.model!r} into {cfg.weights_dir}: {type(e).__name__}: {e}", 1)
     if weights_entry is not None:
         weights_entry.keep_across_exec()  # the model server holds the entry's `use` lock: no eviction under it

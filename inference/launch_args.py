@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from inference import GATEWAY_PORT, UPSTREAM_PORT
@@ -55,7 +56,7 @@ def parse_adapter(text: str) -> AdapterSpec:
         value = float(strength)
     except ValueError:
         raise UsageError(f"--adapter {text!r}: strength {strength!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise UsageError(f"--adapter {text!r}: strength must be finite")
     return AdapterSpec(name, value)
 

@@ -270,3 +270,12 @@ def test_rendered_v100_quick_start_uses_the_transformers_fallback(tmp_path):
     assert argv[1:3] == ["-m", "inference.hf_server"]
     assert flag(argv, "--model-path") == str(tmp_path / "weights-dir")
     assert flag(argv, "--served-model-name") == "phi-3-mini-4k-instruct"
+
+
+@pytest.mark.parametrize("text", ["a=nan", "a=NaN", "a=inf", "a=-inf"])
+def test_adapter_strength_must_be_finite(text):
+    from inference.launch_args import UsageError, parse_adapter
+
+    with pytest.raises(UsageError, match="finite"):
+        parse_adapter(text)
+    assert parse_adapter("a=0.5").strength == 0.5

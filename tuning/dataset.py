@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 EXTENSIONS = {
     ".parquet": "parquet",
@@ -168,7 +169,7 @@ def select_for_training(examples: list[Example], dataset_config: dict[str, Any])
     if dataset_config.get("shuffle_dataset", True):
         random.Random(int(dataset_config.get("shuffle_seed", 42))).shuffle(chosen)
     split = float(dataset_config.get("train_test_split", 1.0))
-    keep = max(1, int(round(len(chosen) * split)))
+    keep = max(1, round(len(chosen) * split))
     return chosen[:keep]
 
 

@@ -8,6 +8,7 @@ file names are only ever data. A file is kept only when the answer is HTTP 200 w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import logging
 import os
@@ -151,10 +152,8 @@ def _save(resp, path: str) -> int:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def download_all(urls: list[str], dest_dir: str, **kwargs) -> list[str]:

@@ -78,6 +78,7 @@ def pool_from_rest(body: Any, expected_name: str | None = None) -> Pool:
         error_code=str(error.get("code") or ""),
         error_message=str(error.get("message") or ""),
         last_modified=str(system.get("lastModifiedAt") or system.get("createdAt") or ""),
+        tags={str(k): str(v) for k, v in (props.get("tags") or body.get("tags") or {}).items()},
     )
 
 
@@ -102,7 +103,7 @@ def _arm_code_and_message(error: Any) -> tuple[str, str]:
         response = getattr(error, "response", None)
         try:
             body = response.json() if response is not None else None
-        except Exception:  # not JSON: keep what the SDK gave us
+        except ValueError:  # not JSON (or not text): keep what the SDK gave us
             body = None
         inner = body.get("error") if isinstance(body, dict) else None
         if isinstance(inner, dict):
@@ -185,7 +186,7 @@ class AgentPools:
         self._client = ContainerServiceClient(credential, subscription_id, base_url=base_url, **client_kwargs)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "AgentPools":
+    def from_env(cls, environ: dict[str, str] | None = None) -> AgentPools:
         """Production construction: settings from the environment, DefaultAzureCredential.
 
         ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP`` (the cluster's group, not ``MC_*``),
@@ -261,6 +262,16 @@ class AgentPools:
                 return False
             raise translated from error
         return status != 204
+
+    def list(self) -> list[Pool]:
+        """Every agent pool of the cluster (the orphan sweep picks ours by tag and node label)."""
+        try:
+            return [
+                pool_from_rest(p.as_dict() if hasattr(p, "as_dict") else p)
+                for p in self._client.agent_pools.list(self.resource_group, self.cluster_name)
+            ]
+        except Exception as error:
+            raise translate(error) from error
 
     def close(self) -> None:
         self._client.close()

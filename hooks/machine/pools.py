@@ -72,6 +72,7 @@ class Pool:
     error_code: str = ""
     error_message: str = ""
     last_modified: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class PoolsAPI(Protocol):
@@ -81,12 +82,18 @@ class PoolsAPI(Protocol):
 
     def delete(self, name: str) -> bool: ...
 
+    def list(self) -> list[Pool]: ...
+
+
+# The tag every pool of ours carries (pool_body): the Machine it was created for.
+MACHINE_TAG = "kaito-machine"
+
 
 def pool_body(machine: Machine) -> dict[str, Any]:
     """The REST body of the agent pool PUT for this Machine."""
     node_labels = dict(machine.labels)
     node_labels[naming.MACHINE_LABEL] = machine.name
-    tags = {"kaito-machine": machine.name}
+    tags = {MACHINE_TAG: machine.name}
     if machine.labels.get(naming.WORKSPACE_LABEL):
         tags["kaito-workspace"] = machine.labels[naming.WORKSPACE_LABEL]
     workspace_ns = machine.labels.get(naming.WORKSPACE_NAMESPACE_LABEL) or machine.namespace
@@ -127,7 +134,7 @@ class Refusal:
     action: str  # "create", "read" or "delete"
 
     @classmethod
-    def of(cls, error: ArmRefused, action: str) -> "Refusal":
+    def of(cls, error: ArmRefused, action: str) -> Refusal:
         return cls(error.code, error.message, action)
 
     def text(self, pool_name: str) -> str:

@@ -39,7 +39,7 @@ class Metrics:
                 "# TYPE kaito_hook_request_seconds histogram",
             ]
             for route in sorted(self._observed):
-                for bound, n in zip(BUCKETS, self._buckets[route]):
+                for bound, n in zip(BUCKETS, self._buckets[route], strict=True):
                     lines.append(f'kaito_hook_request_seconds_bucket{{route="{route}",le="{bound}"}} {n}')
                 lines.append(f'kaito_hook_request_seconds_bucket{{route="{route}",le="+Inf"}} {self._observed[route]}')
                 lines.append(f'kaito_hook_request_seconds_sum{{route="{route}"}} {self._sum[route]:.6f}')
