@@ -28,6 +28,7 @@ DEFAULT_TRANSFORMERS_RUNTIME_IMAGE = release_image("runtime-legacy")
 DEFAULT_ROUTER_IMAGE = release_image("router")
 
 NodeProvisioning = Literal["aks", "byo"]
+WeightsCache = Literal["node", "pod"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class Settings:
     node_provisioning: NodeProvisioning = "aks"
     # How soon Metacontroller should call again while something is still converging.
     resync_seconds: float = 30.0
+    # "node": model weights in a node-local cache (hostPath) shared by every pod on the node;
+    # "pod": an emptyDir per pod (for clusters whose policy forbids hostPath volumes).
+    weights_cache: WeightsCache = "node"
+    weights_cache_path: str = "/var/lib/kaito/weights"  # on the OS disk
+    weights_cache_nvme_path: str = "/mnt/nvme/kaito/weights"  # on SKUs with local NVMe (mounted there by the node)
+    # presetOptions.image weights as an image volume (Kubernetes >= 1.35); false: copied (older clusters).
+    image_volumes: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -55,4 +63,15 @@ class Settings:
             router_image=env.get("KAITO_ROUTER_IMAGE", DEFAULT_ROUTER_IMAGE),
             node_provisioning=mode,  # type: ignore[arg-type]
             resync_seconds=float(env.get("KAITO_RESYNC_SECONDS", "30")),
+            weights_cache=_choice(env, "KAITO_WEIGHTS_CACHE", ("node", "pod"), "node"),  # type: ignore[arg-type]
+            weights_cache_path=env.get("KAITO_WEIGHTS_CACHE_PATH", "/var/lib/kaito/weights"),
+            weights_cache_nvme_path=env.get("KAITO_WEIGHTS_CACHE_NVME_PATH", "/mnt/nvme/kaito/weights"),
+            image_volumes=_choice(env, "KAITO_IMAGE_VOLUMES", ("true", "false"), "true") == "true",
         )
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value

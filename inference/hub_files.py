@@ -36,8 +36,9 @@ def _is_transient(error: Exception) -> bool:
     return isinstance(error, (httpx2.TransportError, OSError, DownloadError))
 
 
-def fetch_file(model: str, commit: str, f: RepoFile, entry_dir: str, token: str | None,
-               attempts: int = 5, backoff_s: float = 1.0) -> int:
+def fetch_file(
+    model: str, commit: str, f: RepoFile, entry_dir: str, token: str | None, attempts: int = 5, backoff_s: float = 1.0
+) -> int:
     """Download repo file `f` at `commit` to entry_dir/f.path; returns the bytes transferred."""
     transferred = 0
     for attempt in range(1, attempts + 1):

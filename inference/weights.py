@@ -89,17 +89,31 @@ def resolve(cache: WeightsCache, model: str, revision: str, token: str | None, p
     return listing
 
 
-def fetch_into_cache(model: str, cache_dir: str, revision: str = "main", token: str | None = None,
-                     prefer_local: bool = False, full_verify: bool = False, log=lambda _m: None,
-                     reserve_bytes: int = 1 << 30, max_bytes: int | None = None) -> Entry:
+def fetch_into_cache(
+    model: str,
+    cache_dir: str,
+    revision: str = "main",
+    token: str | None = None,
+    prefer_local: bool = False,
+    full_verify: bool = False,
+    log=lambda _m: None,
+    reserve_bytes: int = 1 << 30,
+    max_bytes: int | None = None,
+) -> Entry:
     """The verified cache entry of model@revision, downloaded if needed. Release it (or exec) when done."""
     cache = WeightsCache(cache_dir, reserve_bytes=reserve_bytes, max_bytes=max_bytes, log=log)
     listing = resolve(cache, model, revision, token, prefer_local, log)
     return cache.ensure(listing, hub_fetcher(model, listing.commit, token), full_verify=full_verify)
 
 
-def ensure_weights(model: str | None, weights_dir: str, token: str | None, cache_dir: str | None = None,
-                   revision: str = "main", log=lambda _m: None) -> tuple[str, Entry | None]:
+def ensure_weights(
+    model: str | None,
+    weights_dir: str,
+    token: str | None,
+    cache_dir: str | None = None,
+    revision: str = "main",
+    log=lambda _m: None,
+) -> tuple[str, Entry | None]:
     """(model path, cache entry or None). With a model, its verified cache entry (under cache_dir, else
     under weights_dir: a pod-local cache); without one, weights_dir, which must already hold the
     weights (presetOptions.image puts them there)."""
@@ -117,10 +131,16 @@ def ensure_weights(model: str | None, weights_dir: str, token: str | None, cache
 def report(entry: Entry) -> dict:
     s = entry.stats
     return {
-        "phase": "weights", "model": entry.listing.repo, "commit": entry.listing.commit,
-        "cached": s.cached, "downloaded_bytes": s.downloaded_bytes, "downloaded_files": s.downloaded_files,
-        "total_bytes": entry.listing.total_bytes, "waited_s": round(s.waited_s, 3),
-        "seconds": round(s.seconds, 3), "evicted": s.evicted,
+        "phase": "weights",
+        "model": entry.listing.repo,
+        "commit": entry.listing.commit,
+        "cached": s.cached,
+        "downloaded_bytes": s.downloaded_bytes,
+        "downloaded_files": s.downloaded_files,
+        "total_bytes": entry.listing.total_bytes,
+        "waited_s": round(s.waited_s, 3),
+        "seconds": round(s.seconds, 3),
+        "evicted": s.evicted,
     }
 
 
@@ -148,10 +168,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        entry = fetch_into_cache(args.model, args.cache, args.revision, os.environ.get("HF_TOKEN") or None,
-                                 full_verify=args.full_verify, log=log, reserve_bytes=int(args.reserve_gib * (1 << 30)),
-                                 max_bytes=None if args.max_gib is None else int(args.max_gib * (1 << 30)))
-    except Exception as e:  # network, auth (gated model without HF_TOKEN), disk, verification
+        entry = fetch_into_cache(
+            args.model,
+            args.cache,
+            args.revision,
+            os.environ.get("HF_TOKEN") or None,
+            full_verify=args.full_verify,
+            log=log,
+            reserve_bytes=int(args.reserve_gib * (1 << 30)),
+            max_bytes=None if args.max_gib is None else int(args.max_gib * (1 << 30)),
+        )
+    except Exception as e:  # noqa: BLE001 - network, auth (gated model without HF_TOKEN), disk, verification
         message = f"cannot fetch {args.model}@{args.revision} into {args.cache}: {type(e).__name__}: {e}"
         log(message)
         _write_termination_message(args.termination_log, {"phase": "weights", "error": message})

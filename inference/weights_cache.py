@@ -25,6 +25,7 @@ inheritable descriptor, survives the launcher's exec into the model server.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -177,8 +178,14 @@ class Entry:
 
 
 class WeightsCache:
-    def __init__(self, root: str, reserve_bytes: int = 1 << 30, max_bytes: int | None = None,
-                 workers: int = 4, log: Callable[[str], None] = lambda _m: None):
+    def __init__(
+        self,
+        root: str,
+        reserve_bytes: int = 1 << 30,
+        max_bytes: int | None = None,
+        workers: int = 4,
+        log: Callable[[str], None] = lambda _m: None,
+    ):
         self.root = os.path.abspath(root)
         self.workers = workers  # files downloaded (and hashed) at once
         self.reserve_bytes = reserve_bytes
@@ -257,7 +264,7 @@ class WeightsCache:
         files = list(listing.files if only is None else only)
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(files) or 1))) as pool:
             results = list(pool.map(check, files))  # hashlib releases the GIL: shards hash in parallel
-        return {f.path: problem for f, problem in zip(files, results) if problem}
+        return {f.path: problem for f, problem in zip(files, results, strict=True) if problem}
 
     def is_complete(self, listing: Listing, full: bool = False) -> bool:
         return os.path.isfile(self.marker_path(listing.repo, listing.commit)) and not self.problems(listing, full)
@@ -317,10 +324,8 @@ class WeightsCache:
         still = self.problems(listing, full=True, only=todo)  # the others were hashed before
         if still:
             for path in still:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(root, path))
-                except FileNotFoundError:
-                    pass
             raise CacheError(
                 f"{listing.repo}@{listing.commit}: downloaded files do not match the Hub's listing: "
                 + "; ".join(still.values())
@@ -356,8 +361,9 @@ class WeightsCache:
         if problem is None:
             return
         keep_key = (safe_name(keep[0]), keep[1])
-        candidates = sorted((last, repo_dir, commit) for repo_dir, commit, last, _c in self.entries()
-                            if (repo_dir, commit) != keep_key)
+        candidates = sorted(
+            (last, repo_dir, commit) for repo_dir, commit, last, _c in self.entries() if (repo_dir, commit) != keep_key
+        )
         for _last, repo_dir, commit in candidates:
             freed = self._evict(repo_dir, commit)
             if freed is not None:
@@ -397,18 +403,14 @@ def _tree_size(path: str) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                pass
     return total
 
 
 def _remove_file(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -29,6 +29,7 @@ def test_pack_fills_rows_and_restarts_positions():
     assert sum(p.count(0) for p in padded["position_ids"]) == 5  # one position 0 per real example
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family", ["llama", "phi3"])
 def test_packed_loss_equals_the_padded_batch_loss(tmp_path, family):
     """If packed examples could attend to each other, the losses would differ."""
@@ -87,6 +88,7 @@ def test_one_process_per_gpu_only_when_a_copy_fits_one_gpu():
     assert parallel.data_parallel_processes(1, True, "auto") == 1
 
 
+@pytest.mark.integration
 def test_plan_processes_from_the_model_on_disk(tmp_path):
     from tuning.config import load_training_config
     from tuning.train import plan_processes
@@ -116,6 +118,7 @@ def run_trainer(tmp_path, processes: int, name: str) -> dict:
     return json.loads((out / "fine_tuning_completed.txt").read_text())
 
 
+@pytest.mark.integration
 def test_two_process_ddp_on_gloo_trains_twice_the_examples_per_step(tmp_path):
     one = run_trainer(tmp_path, 1, "one")
     two = run_trainer(tmp_path, 2, "two")

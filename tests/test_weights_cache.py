@@ -25,6 +25,7 @@ from inference.weights_cache import CacheError  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # loopback servers and subprocesses
 MODEL = "org/tiny"
 SHARD = 24 << 20  # bigger than huggingface_hub's 10 MiB write chunk, so a killed download leaves a partial
 

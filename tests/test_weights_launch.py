@@ -28,6 +28,7 @@ from tuning_support.tiny import make_tokenizer  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # loopback servers and subprocesses
 MODEL = "org/tiny-llama"
 
 

@@ -126,16 +126,17 @@ def test_adapters_become_init_containers_with_their_pull_secrets_and_strengths()
     sts = find(run(ws)["children"], "Deployment")
     pod = sts["spec"]["template"]["spec"]
     init = pod["initContainers"]
-    assert [c["name"] for c in init] == ["install-copier", "adapter-a1", "adapter-a2"]
-    assert init[0]["image"] == AKS.runtime_image
-    assert init[1]["image"] == "reg.example.com/a1:1"
-    assert init[1]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/adapter/a1"]
+    assert [c["name"] for c in init][-3:] == ["install-copier", "adapter-a1", "adapter-a2"]
+    init = {c["name"]: c for c in init}
+    assert init["install-copier"]["image"] == AKS.runtime_image
+    assert init["adapter-a1"]["image"] == "reg.example.com/a1:1"
+    assert init["adapter-a1"]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/adapter/a1"]
     assert pod["imagePullSecrets"] == [{"name": "pull-a"}]
     args = args_of(sts)
     assert [args[i + 1] for i, a in enumerate(args) if a == "--adapter"] == ["a1=0.3", "a2=1.0"]
 
 
-def test_private_preset_image_is_copied_and_not_downloaded():
+def test_private_preset_image_is_copied_on_clusters_without_image_volumes():
     ws = workspace(
         inference={
             "preset": {
@@ -145,7 +146,7 @@ def test_private_preset_image_is_copied_and_not_downloaded():
             }
         }
     )
-    sts = find(run(ws)["children"], "Deployment")
+    sts = find(run(ws, settings=Settings(image_volumes=False))["children"], "Deployment")
     init = sts["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["install-copier", "model-weights"]
     assert init[1]["image"] == "reg.example.com/llama-2-7b:1"
@@ -463,9 +464,9 @@ def test_tuning_builds_config_map_and_job_with_download_train_push():
     job = find(resp["children"], "Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert [c["name"] for c in pod["initContainers"]] == ["data-download", "trainer"]
+    assert [c["name"] for c in pod["initContainers"]] == ["data-download", "weights-cache-owner", "trainer"]
     assert pod["initContainers"][0]["command"][-1] == "https://example.com/data/train.parquet?download=true"
-    trainer = pod["initContainers"][1]
+    trainer = pod["initContainers"][-1]
     assert trainer["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert "--model-repo" in trainer["command"] and "microsoft/Phi-3-mini-128k-instruct" in trainer["command"]
     pusher = pod["containers"][0]
@@ -481,7 +482,7 @@ def test_tuning_builds_config_map_and_job_with_download_train_push():
 def test_tuning_from_an_image_copies_its_data_with_the_static_copier():
     job = find(run(tuning_ws(input={"image": "r.example.com/data:1", "imagePullSecrets": ["data-pull"]}))["children"], "Job")
     pod = job["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["install-copier", "data-input", "trainer"]
+    assert [c["name"] for c in pod["initContainers"]] == ["install-copier", "data-input", "weights-cache-owner", "trainer"]
     assert pod["initContainers"][1]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/data"]
     assert pod["imagePullSecrets"] == [{"name": "data-pull"}]
 

@@ -3,6 +3,7 @@
 The workspace hook calls `default_training_config`, `config_problems` and `output_dir_problem`; the
 trainer calls `load_training_config`, which merges the user's file over the method's template.
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,9 +80,7 @@ def parse_training_config(text: str) -> dict[str, Any]:
         raise ConfigError("'training_config' must be a mapping of sections")
     for name, section in body.items():
         if name not in SECTIONS:
-            raise ConfigError(
-                f"unknown section training_config.{name}; allowed sections: {', '.join(SECTIONS)}"
-            )
+            raise ConfigError(f"unknown section training_config.{name}; allowed sections: {', '.join(SECTIONS)}")
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"training_config.{name} must be a mapping")
     return {name: dict(section or {}) for name, section in body.items()}

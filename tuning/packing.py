@@ -6,6 +6,7 @@ another. The first label of every example is ignored, so no token learns to pred
 next, unrelated example. The loss over a packed row equals the loss over the same examples padded
 into a batch (tests/test_tuning_parallel.py checks it), with no compute spent on padding.
 """
+
 from __future__ import annotations
 
 from tuning.render import IGNORE

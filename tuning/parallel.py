@@ -10,6 +10,7 @@ out-of-memory crash; the cost of a wrong "does not fit" is a slower run):
 - logits: seq x batch x vocab x 4 bytes, twice (values and gradient);
 - 2 GiB for the CUDA context, allocator slack and LoRA optimizer state; 90 % of the GPU is usable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,14 +47,19 @@ def activation_bytes(shape: ModelShape, seq_len: int, batch: int, checkpointing:
     return layers + logits
 
 
-def per_gpu_need(shape: ModelShape, quantization: str | None, dtype_bytes: int, seq_len: int, batch: int,
-                 checkpointing: bool) -> int:
-    return (loaded_weight_bytes(shape, quantization, dtype_bytes) + activation_bytes(shape, seq_len, batch, checkpointing)
-            + OVERHEAD)
+def per_gpu_need(
+    shape: ModelShape, quantization: str | None, dtype_bytes: int, seq_len: int, batch: int, checkpointing: bool
+) -> int:
+    return (
+        loaded_weight_bytes(shape, quantization, dtype_bytes)
+        + activation_bytes(shape, seq_len, batch, checkpointing)
+        + OVERHEAD
+    )
 
 
-def needs_checkpointing(shape: ModelShape, quantization: str | None, dtype_bytes: int, seq_len: int, batch: int,
-                        gpu_bytes: int) -> bool:
+def needs_checkpointing(
+    shape: ModelShape, quantization: str | None, dtype_bytes: int, seq_len: int, batch: int, gpu_bytes: int
+) -> bool:
     """True when the activations of a step do not fit one GPU without recomputation."""
     return per_gpu_need(shape, quantization, dtype_bytes, seq_len, batch, False) > USABLE * gpu_bytes
 

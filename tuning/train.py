@@ -3,6 +3,7 @@
 Writes ONLY adapter_config.json and adapter_model.safetensors to --output, then the completion marker
 fine_tuning_completed.txt (the pusher waits for it). Trainer scratch state lives in a temp dir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,14 @@ def ensure_model(model_dir: str, model_repo: str | None, cache_dir: str | None =
     from inference.weights import fetch_into_cache
 
     try:
-        entry = fetch_into_cache(model_repo, cache_dir or model_dir, revision, os.environ.get("HF_TOKEN") or None,
-                                 prefer_local=True, log=log.info)
+        entry = fetch_into_cache(
+            model_repo,
+            cache_dir or model_dir,
+            revision,
+            os.environ.get("HF_TOKEN") or None,
+            prefer_local=True,
+            log=log.info,
+        )
     except Exception as exc:  # hub errors come in many types; the message is what the user needs
         raise TrainError(f"downloading {model_repo} failed: {type(exc).__name__}: {exc}") from exc
     return entry.path, entry
@@ -56,10 +63,15 @@ def model_shape(model_dir: str) -> tuple[parallel.ModelShape, str | None, int]:
     text = cfg.get("text_config") or cfg
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     dtype_bytes = 4 if "32" in dtype else 2
-    weights = sum(os.path.getsize(os.path.join(model_dir, n)) for n in os.listdir(model_dir) if n.endswith(".safetensors"))
-    shape = parallel.ModelShape(parameters=weights // dtype_bytes, hidden_size=int(text.get("hidden_size") or 4096),
-                                num_layers=int(text.get("num_hidden_layers") or 32),
-                                vocab_size=int(text.get("vocab_size") or 32000))
+    weights = sum(
+        os.path.getsize(os.path.join(model_dir, n)) for n in os.listdir(model_dir) if n.endswith(".safetensors")
+    )
+    shape = parallel.ModelShape(
+        parameters=weights // dtype_bytes,
+        hidden_size=int(text.get("hidden_size") or 4096),
+        num_layers=int(text.get("num_hidden_layers") or 32),
+        vocab_size=int(text.get("vocab_size") or 32000),
+    )
     return shape, cfg.get("model_type"), dtype_bytes
 
 
@@ -91,9 +103,13 @@ def plan_processes(config: dict[str, Any], model_dir: str, gpu_count: int, gpu_b
         return 1
     shape, _type, _b = model_shape(model_dir)
     seq, batch = _step_shape(config)
-    dtype_bytes = 4 if choices.compute_dtype((config.get("ModelConfig") or {}).get("torch_dtype"), (8, 0)) == "float32" else 2
-    fits = parallel.per_gpu_need(shape, _quantization(config), dtype_bytes, seq, batch, checkpointing=True) \
+    dtype_bytes = (
+        4 if choices.compute_dtype((config.get("ModelConfig") or {}).get("torch_dtype"), (8, 0)) == "float32" else 2
+    )
+    fits = (
+        parallel.per_gpu_need(shape, _quantization(config), dtype_bytes, seq, batch, checkpointing=True)
         <= parallel.USABLE * gpu_bytes
+    )
     return parallel.data_parallel_processes(gpu_count, fits, (config.get("ModelConfig") or {}).get("device_map"))
 
 
@@ -143,8 +159,14 @@ def load_model_and_tokenizer(model_dir: str, config: dict[str, Any], dtype_name:
     return model, tokenizer, quantized
 
 
-def training_arguments(section: dict[str, Any], scratch: str, dtype_name: str, on_gpu: bool,
-                       checkpointing: bool | None = None, group_by_length: bool = False):
+def training_arguments(
+    section: dict[str, Any],
+    scratch: str,
+    dtype_name: str,
+    on_gpu: bool,
+    checkpointing: bool | None = None,
+    group_by_length: bool = False,
+):
     """TrainingArguments from the Kaito section. `checkpointing`: the memory decision, used unless the
     section sets it (None: on the GPU only); `group_by_length`: the default sampler when not packing."""
     from transformers import TrainingArguments
@@ -253,7 +275,9 @@ def packing_choice(dataset_cfg: dict[str, Any], model_type: str | None) -> bool:
     return bool(wanted)
 
 
-def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str, model_repo: str | None = None) -> dict[str, Any]:
+def train(
+    config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str, model_repo: str | None = None
+) -> dict[str, Any]:
     """Run one fine-tuning job from an effective (merged, validated) config; returns a summary.
 
     Under torchrun (WORLD_SIZE > 1) every process holds a whole model copy on its own GPU and trains on
@@ -268,8 +292,13 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
     capability = _capability()
     on_gpu = capability is not None
     dtype_name = choices.compute_dtype((config.get("ModelConfig") or {}).get("torch_dtype"), capability)
-    log.info("device=%s capability=%s compute dtype=%s processes=%d", "cuda" if on_gpu else "cpu", capability,
-             dtype_name, _world_size())
+    log.info(
+        "device=%s capability=%s compute dtype=%s processes=%d",
+        "cuda" if on_gpu else "cpu",
+        capability,
+        dtype_name,
+        _world_size(),
+    )
 
     shape, model_type, _disk_bytes = model_shape(model_dir)
     packing = packing_choice(dataset_cfg, model_type)
@@ -279,20 +308,38 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
     if not rows:
         raise DatasetError("no example has trainable tokens after rendering and truncation")
     train_rows = pack(rows, max_length) if packing else rows
-    log.info("examples: %d loaded, %d trainable, %d training rows (packing %s)", len(examples), len(rows),
-             len(train_rows), "on" if packing else "off")
+    log.info(
+        "examples: %d loaded, %d trainable, %d training rows (packing %s)",
+        len(examples),
+        len(rows),
+        len(train_rows),
+        "on" if packing else "off",
+    )
 
     checkpointing = None
     if on_gpu:
         _n, gpu_bytes = _gpus()
         seq, batch = _step_shape(config)
-        checkpointing = parallel.needs_checkpointing(shape, _quantization(config), 4 if dtype_name == "float32" else 2,
-                                                     seq if packing else min(seq, max(len(r["input_ids"]) for r in rows)),
-                                                     batch, gpu_bytes)
+        checkpointing = parallel.needs_checkpointing(
+            shape,
+            _quantization(config),
+            4 if dtype_name == "float32" else 2,
+            seq if packing else min(seq, max(len(r["input_ids"]) for r in rows)),
+            batch,
+            gpu_bytes,
+        )
     with tempfile.TemporaryDirectory(prefix="tuning-") as scratch:
-        args = training_arguments(dict(config.get("TrainingArguments") or {}), scratch, dtype_name, on_gpu,
-                                  checkpointing=checkpointing, group_by_length=not packing)
-        checkpointing = bool(getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False))
+        args = training_arguments(
+            dict(config.get("TrainingArguments") or {}),
+            scratch,
+            dtype_name,
+            on_gpu,
+            checkpointing=checkpointing,
+            group_by_length=not packing,
+        )
+        checkpointing = bool(
+            getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False)
+        )
         if quantized:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
         elif checkpointing:
@@ -311,8 +358,13 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
             raise ConfigError(f"training_config.LoraConfig: {exc}") from exc
         model = get_peft_model(model, lora)
         trainable, total = model.get_nb_trainable_parameters()
-        log.info("LoRA targets=%s trainable params=%d of %d gradient checkpointing=%s",
-                 sorted(model.peft_config["default"].target_modules), trainable, total, checkpointing)
+        log.info(
+            "LoRA targets=%s trainable params=%d of %d gradient checkpointing=%s",
+            sorted(getattr(model.peft_config["default"], "target_modules", None) or []),
+            trainable,
+            total,
+            checkpointing,
+        )
 
         counter = {"tokens": 0, "examples": 0}
         collator_cfg = config.get("DataCollator") or {}
@@ -333,8 +385,13 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
                     counter["examples"] += int(inputs["input_ids"].shape[0])
                 return super().training_step(model, inputs, *a, **kw)
 
-        trainer = CountingTrainer(model=model, args=args, train_dataset=train_rows, data_collator=collate,
-                          callbacks=[_progress_callback(counter)])
+        trainer = CountingTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            data_collator=collate,
+            callbacks=[_progress_callback(counter)],
+        )
         started = time.monotonic()
         result = trainer.train()
         seconds = time.monotonic() - started
@@ -364,8 +421,11 @@ def train(config: dict[str, Any], model_dir: str, data_dir: str, output_dir: str
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tuning.train", description=__doc__)
     p.add_argument("--config", required=True, help="Kaito training_config.yaml")
-    p.add_argument("--model", required=True,
-                   help="base model directory (with --model-repo: the weights cache when no --weights-cache)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="base model directory (with --model-repo: the weights cache when no --weights-cache)",
+    )
     p.add_argument("--model-repo", help="Hugging Face repo id of the base model (token from env HF_TOKEN)")
     p.add_argument("--revision", default="main", help="branch, tag or commit of --model-repo")
     p.add_argument("--weights-cache", help="the node-local weights cache (see inference.weights_cache)")
@@ -373,16 +433,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="where the adapter files and completion marker go")
     p.add_argument("--method", choices=["lora", "qlora"], help="default: inferred from QuantizationConfig")
     p.add_argument("--base-model-name", help=argparse.SUPPRESS)  # the repo id, passed to torchrun workers
-    p.add_argument("--processes", default="auto",
-                   help="data-parallel processes: auto (one per GPU when the model fits one GPU) or a number")
+    p.add_argument(
+        "--processes",
+        default="auto",
+        help="data-parallel processes: auto (one per GPU when the model fits one GPU) or a number",
+    )
     return p.parse_args(argv)
 
 
 def torchrun_argv(processes: int, args: argparse.Namespace, model_path: str) -> list[str]:
     """This trainer again under torchrun, one process per GPU, on the already fetched model."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "tuning.train", "--config", args.config, "--model", model_path, "--data", args.data,
-            "--output", args.output, "--processes", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "tuning.train",
+        "--config",
+        args.config,
+        "--model",
+        model_path,
+        "--data",
+        args.data,
+        "--output",
+        args.output,
+        "--processes",
+        "1",
+    ]
     if args.model_repo:
         argv += ["--base-model-name", args.model_repo]
     if args.method:

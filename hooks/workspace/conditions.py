@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import kube
+from hooks.workspace import cold_start
 from hooks.workspace.nodes import NodePlan
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 from hooks.workspace.validation import Problem
@@ -73,6 +74,9 @@ def workspace_status(
     status: dict[str, Any] = {"conditions": render(conds, observed, now, generation), "workerNodes": nodes.worker_nodes}
     if isinstance(plan, PresetServing):
         status["runtime"] = plan.runtime
+    phases = cold_start.cold_start(pods)
+    if phases and not isinstance(plan, TuningPlan):
+        status["coldStart"] = {**phases, "summary": cold_start.summary(phases)}
     return status, done
 
 

@@ -10,9 +10,10 @@ from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
+from hooks.workspace.children import weights
 from hooks.workspace.planning import PresetServing, TemplateServing
 
-WEIGHTS_DIR = "/workspace/weights"
+WEIGHTS_DIR = weights.WEIGHTS_DIR
 ADAPTERS_DIR = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 PROBE_PERIOD_SECONDS = 10
@@ -26,7 +27,7 @@ def launcher_args(ws: Workspace, plan: PresetServing) -> list[str]:
     preset = plan.preset
     args = ["--runtime", plan.runtime, "--served-model-name", preset.name]
     if not plan.options.image:
-        args += ["--model", preset.hf_repo]
+        args += ["--model", preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
     args += ["--weights-dir", WEIGHTS_DIR, "--adapters-dir", ADAPTERS_DIR]
     for adapter in plan.adapters:
         args += ["--adapter", f"{adapter.name}={adapter.strength}"]
@@ -48,18 +49,31 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
     opts = plan.options
     image = runtime_image(plan, settings)
     shm, shm_mount = m.shm_volume()
-    volumes = [shm, {"name": "model-weights", "emptyDir": {}}]
-    mounts = [shm_mount, {"name": "model-weights", "mountPath": WEIGHTS_DIR}]
+    volumes, mounts = [shm], [shm_mount]
     init: list[dict] = []
     pull_secrets: list[str] = []
+    env = _env(plan)
+    if opts.image and settings.image_volumes:
+        volume, mount = weights.image_volume(opts.image)
+        volumes.append(volume)
+        mounts.append(mount)
+    elif opts.image:
+        volumes.append({"name": weights.WEIGHTS_VOLUME, "emptyDir": {}})
+        mounts.append({"name": weights.WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR})
+    else:
+        volumes.append(weights.cache_volume(plan.sku, settings))
+        mounts.append(weights.cache_mount())
+        init += weights.cache_owner_container(image, settings)
+        init.append(weights.fetch_container(image, plan.preset, [e for e in env if e["name"] == "HF_TOKEN"]))
+    if opts.image:
+        pull_secrets += opts.imagePullSecrets or []
 
-    needs_copier = bool(opts.image) or any(a.image for a in plan.adapters)
-    if needs_copier:
+    copies_weights = bool(opts.image) and not settings.image_volumes
+    if copies_weights or any(a.image for a in plan.adapters):
         volumes.append(m.tools_volume())
         init.append(m.copier_init_container(image))
-    if opts.image:
-        init.append(m.copy_from_image("model-weights", opts.image, "model-weights", WEIGHTS_DIR, WEIGHTS_DIR))
-        pull_secrets += opts.imagePullSecrets or []
+    if copies_weights and opts.image:
+        init.append(m.copy_from_image("model-weights", opts.image, weights.WEIGHTS_VOLUME, WEIGHTS_DIR, WEIGHTS_DIR))
     if plan.adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
@@ -77,15 +91,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         volumes.append({"name": "config-volume", "configMap": {"name": plan.config}})
         mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR, "readOnly": True})
 
-    env = [
-        {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
-        {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
-    ]
-    if opts.modelAccessSecret:
-        env.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.modelAccessSecret, "key": "HF_TOKEN"}}}
-        )
-    startup_failures = math.ceil(plan.preset.readiness_timeout_minutes * 60 / PROBE_PERIOD_SECONDS)
+    startup_failures = math.ceil(weights.startup_budget_seconds(plan.preset) / PROBE_PERIOD_SECONDS)
     container = {
         "name": ws.name,
         "image": image,
@@ -120,6 +126,18 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         },
         "spec": m.harden(pod),
     }
+
+
+def _env(plan: PresetServing) -> list[dict]:
+    env: list[dict] = [
+        {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+        {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
+    ]
+    if plan.options.modelAccessSecret:
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}}}
+        )
+    return env
 
 
 def _template_pod(ws: Workspace, plan: TemplateServing) -> dict:

@@ -13,6 +13,7 @@ from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
+from hooks.workspace.children import weights
 from hooks.workspace.planning import TuningPlan
 from tuning.config import default_training_config  # stdlib + pyyaml only
 
@@ -118,9 +119,10 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
         data_volume,
         results_volume,
         {"name": "config", "configMap": {"name": config_name}},
-        {"name": "model-weights", "emptyDir": {}},
+        weights.cache_volume(plan.sku, settings),
     ]
     init, extra_volumes = _input_containers(plan, settings)
+    init += weights.cache_owner_container(settings.tuning_image, settings)
     volumes += extra_volumes
 
     env: list[dict[str, Any]] = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
@@ -144,6 +146,8 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
             WEIGHTS_DIR,
             "--model-repo",
             plan.preset.hf_repo,
+            "--weights-cache",
+            weights.CACHE_MOUNT,
             "--data",
             DATA_DIR,
             "--output",
@@ -156,7 +160,7 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
             {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
             {"name": "results", "mountPath": RESULTS_DIR},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "model-weights", "mountPath": WEIGHTS_DIR},
+            weights.cache_mount(),
         ],
     }
     if plan.options.image:

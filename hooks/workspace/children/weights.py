@@ -1,0 +1,101 @@
+"""Where a pod's model weights come from, and how long its startup probe waits for the model to load.
+
+- HuggingFace presets: the node-local weights cache (a hostPath on the SKU's NVMe where it has one, else
+  on the OS disk; inference/weights_cache.py describes it), filled by the `model-weights` init container
+  (`python -m inference.weights`), whose termination message reports the cold-start "weights" phase.
+  With KAITO_WEIGHTS_CACHE=pod the cache is an emptyDir instead (no hostPath; every pod downloads).
+- presetOptions.image: an image volume (Kubernetes >= 1.35, beta, on by default) mounts the image's
+  /data read-only: nothing is copied. With KAITO_IMAGE_VOLUMES=false (older clusters) an init container
+  copies /data into an emptyDir instead.
+- Startup probe budget: the main container starts after the weights are on the node, so the probe only
+  waits for the model server to read them and get ready:
+      min(CAP, max(preset readiness_timeout_minutes, BASE + weights / LOAD_BANDWIDTH))
+  LOAD_BANDWIDTH = 100 MB/s, below the ~125 MB/s an Azure managed OS disk gives (the slowest disk the
+  cache lands on); BASE = 10 min for the runtime's own start (CUDA graphs, kernels); CAP = 2 h.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hooks.settings import Settings
+from hooks.workspace.catalog import Preset, Sku
+
+WEIGHTS_DIR = "/workspace/weights"
+CACHE_MOUNT = "/mnt/weights-cache"
+CACHE_VOLUME = "weights-cache"
+WEIGHTS_VOLUME = "model-weights"
+# The user the runtime and tuning images run as (their Dockerfiles' numeric USER).
+IMAGE_UID = 65532
+
+GIB = 1 << 30
+LOAD_BANDWIDTH_BYTES_PER_S = 100_000_000
+STARTUP_BASE_SECONDS = 600
+STARTUP_CAP_SECONDS = 2 * 3600
+
+
+def startup_budget_seconds(preset: Preset) -> int:
+    by_size = STARTUP_BASE_SECONDS + preset.weights * GIB / LOAD_BANDWIDTH_BYTES_PER_S
+    return int(min(STARTUP_CAP_SECONDS, max(preset.readiness_timeout_minutes * 60, math.ceil(by_size))))
+
+
+def node_cache_path(sku: Sku, settings: Settings) -> str:
+    return settings.weights_cache_nvme_path if sku.nvme else settings.weights_cache_path
+
+
+def cache_volume(sku: Sku, settings: Settings) -> dict:
+    if settings.weights_cache == "pod":
+        return {"name": CACHE_VOLUME, "emptyDir": {}}
+    return {"name": CACHE_VOLUME, "hostPath": {"path": node_cache_path(sku, settings), "type": "DirectoryOrCreate"}}
+
+
+def cache_mount(read_only: bool = False) -> dict:
+    mount: dict[str, Any] = {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT}
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def cache_owner_container(image: str, settings: Settings) -> list[dict]:
+    """A hostPath folder is created root-owned: hand it to the images' user, once per pod start.
+    Only this step runs as root, with no capability but changing ownership."""
+    if settings.weights_cache == "pod":
+        return []
+    return [
+        {
+            "name": "weights-cache-owner",
+            "image": image,
+            "command": ["python", "-c", f"import os; os.chown({CACHE_MOUNT!r}, {IMAGE_UID}, {IMAGE_UID})"],
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+            },
+            "volumeMounts": [cache_mount()],
+        }
+    ]
+
+
+def fetch_container(image: str, preset: Preset, env: list[dict]) -> dict:
+    """Downloads (or waits for another pod on the node downloading) and verifies the weights. It runs
+    before the main container, so no probe can kill a long download, and its start/finish times and
+    termination message are the "weights" phase of the Workspace's cold-start status."""
+    container = {
+        "name": WEIGHTS_VOLUME,
+        "image": image,
+        "command": ["python", "-m", "inference.weights", "--model", preset.hf_repo, "--cache", CACHE_MOUNT],
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [cache_mount()],
+    }
+    if env:
+        container["env"] = list(env)
+    return container
+
+
+def image_volume(image: str) -> tuple[dict, dict]:
+    """(volume, mount): presetOptions.image's /data at WEIGHTS_DIR, mounted read-only by the kubelet."""
+    volume = {"name": WEIGHTS_VOLUME, "image": {"reference": image, "pullPolicy": "IfNotPresent"}}
+    mount = {"name": WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "subPath": "data", "readOnly": True}
+    return volume, mount
