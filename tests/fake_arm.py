@@ -6,6 +6,7 @@ It stands in for Azure's servers, the one boundary that cannot exist on this mac
                                 412 PreconditionFailed with If-None-Match: * when the pool exists;
                                 400 {"error": {code, message}} when the test refuses the vmSize.
   GET    .../agentPools/{name}  200 with the pool, 404 {"error": {"code": "NotFound", ...}}.
+  GET    .../agentPools         200 {"value": [every pool]} (one page).
   DELETE .../agentPools/{name}  202 + Azure-AsyncOperation + Location (pool goes Deleting), 204 if absent.
   Any call: 401 without the expected bearer token; 429 + Retry-After while throttling is switched on.
 Faults a real ARM (or the network in front of it) can show: answer_raw_next() (e.g. a malformed 200),
@@ -38,6 +39,11 @@ CLUSTER = "aks-kaito"
 _POOL_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerService"
     r"/managedClusters/(?P<cluster>[^/]+)/agentPools/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+_POOLS_PATH = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerService"
+    r"/managedClusters/(?P<cluster>[^/]+)/agentPools/?$",
     re.IGNORECASE,
 )
 _OPERATION_PATH = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.ContainerService/locations/[^/]+/operations/")
@@ -252,6 +258,11 @@ class FakeArm:
                 return status, {}, _err(code, message)
             if _OPERATION_PATH.match(path) and method == "GET":
                 return 200, {}, {"status": "InProgress"}
+            listing = _POOLS_PATH.match(path)
+            if listing and method == "GET" and (listing["sub"], listing["rg"].lower(), listing["cluster"]) == (
+                SUBSCRIPTION, RESOURCE_GROUP.lower(), CLUSTER,
+            ):
+                return 200, {}, {"value": [self.state.pools[n] for n in sorted(self.state.pools)]}
             match = _POOL_PATH.match(path)
             if not match or (match["sub"], match["rg"].lower(), match["cluster"]) != (
                 SUBSCRIPTION, RESOURCE_GROUP.lower(), CLUSTER,

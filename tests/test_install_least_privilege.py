@@ -13,6 +13,7 @@ ACTION_OF_OPERATION = {
     "get": "Microsoft.ContainerService/managedClusters/agentPools/read",
     "begin_create_or_update": "Microsoft.ContainerService/managedClusters/agentPools/write",
     "begin_delete": "Microsoft.ContainerService/managedClusters/agentPools/delete",
+    "list": "Microsoft.ContainerService/managedClusters/agentPools/read",
 }
 
 

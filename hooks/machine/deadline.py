@@ -63,3 +63,6 @@ class DeadlinePools:
 
     def delete(self, name: str) -> bool:
         return self._call(f"DELETE agent pool {name}", lambda: self._pools.delete(name))
+
+    def list(self) -> list[Pool]:
+        return self._call("LIST agent pools", self._pools.list)

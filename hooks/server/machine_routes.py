@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from hooks import machine_sync
+from hooks.machine import sweep
 from hooks.machine.deadline import DeadlinePools
 from hooks.machine.pools import ArmSettingsError, ArmThrottled, ArmUnreachable, PoolsAPI
 from hooks.machine.request import machine_object
@@ -80,5 +81,13 @@ def machine_blueprint(pools_provider: Callable[[], PoolsAPI]) -> Blueprint:
     @blueprint.post("/customize/machine")
     def customize_machine() -> Response:
         return run_hook(machine_sync.customize, _arm_errors)
+
+    @blueprint.post("/sync/pool-sweep")
+    def sync_pool_sweep() -> Response:
+        return run_hook(lambda body: sweep.sweep(body, DeadlinePools(pools())), _arm_errors)
+
+    @blueprint.post("/customize/pool-sweep")
+    def customize_pool_sweep() -> Response:
+        return run_hook(sweep.customize)
 
     return blueprint
