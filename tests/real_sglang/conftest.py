@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
@@ -81,6 +79,15 @@ def stack(request, tiny_llama, tmp_path_factory):
 @pytest.fixture(scope="module", params=RUNTIMES)
 def phi3_stack(request, tiny_phi3, tmp_path_factory):
     yield from _serve(request.param, PHI3_PRESET, PHI3_ADAPTERS, tiny_phi3, tmp_path_factory)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything here is `real_sglang` (C's layout: `make test-fast` leaves this folder out); the SGLang
+    parameter also carries the mark by itself."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.real_sglang)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,15 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import install_sglang
 import requests
 import yaml
+from loopback_support import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHIMS = HERE / "shims"
-sys.path.insert(0, str(HERE))
-
-import install_sglang  # noqa: E402
 
 # What SGLang needs to run on a CPU without the native CPU kernel build (notes: sglang-on-cpu.md).
 SGLANG_CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--lora-backend", "torch_native",
@@ -41,12 +39,6 @@ RUNTIME_ANNOTATION = "kaito.sh/runtime"
 def sglang_python() -> str | None:
     venv = install_sglang.default_venv()
     return str(install_sglang.venv_python(venv)) if install_sglang.is_complete(venv) else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def workspace(name: str, preset: str, adapters: list[tuple[str, str]], runtime: str) -> dict:

@@ -257,3 +257,17 @@ def test_kaito_chat_unknown_adapter_is_a_400(stack):
     r = requests.post(f"{stack.url}/chat", json={"prompt": PROMPT, "model": "nope"}, timeout=60)
     assert r.status_code == 400
     assert "nope" in r.json()["detail"]
+
+
+# --- the Responses API: SGLang has it, the gateway passes it through with `model` checked -------------
+
+def test_responses_api(stack, client):
+    if stack.runtime == "transformers":
+        r = requests.post(f"{stack.url}/v1/responses", json={"model": LLAMA_PRESET, "input": "hi"}, timeout=60)
+        assert r.status_code == 404  # documented: the transformers runtime has no Responses API
+        return
+    got = client.responses.create(model=f"{LLAMA_PRESET}:fin", input="hello world", max_output_tokens=N,
+                                  temperature=0)
+    assert got.model == f"{LLAMA_PRESET}:fin" and got.output_text
+    with pytest.raises(openai.BadRequestError, match="nope"):
+        client.responses.create(model=f"{LLAMA_PRESET}:nope", input="hello world", max_output_tokens=N)
