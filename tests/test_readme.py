@@ -142,7 +142,7 @@ def test_the_commands_and_paths_the_readme_names_exist():
     for target in re.findall(r"^make (\w+)", text, re.M) + re.findall(r"`make (\w+)", text):
         assert re.search(rf"^{target}:", makefile, re.M), f"make {target}"
     assert "make run" in text and "make test" in text
-    for path in re.findall(r"kubectl apply -[kf] (\S+)", text):
+    for path in re.findall(r"kubectl apply -[kf] ([^\s`]+)", text):
         # "-": manifests piped in (python -m hooks certs); a URL: kustomize's remote target (a release tag)
         assert path == "-" or path.strip('"').startswith("https://") or (REPO / path).exists(), path
     for path in ("metacontroller/aks.env", "hooks/Dockerfile", "inference/Dockerfile", "tuning/Dockerfile"):
