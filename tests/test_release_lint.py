@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hooks.workspace.children.weights import IMAGE_UID
 from release.images import IMAGES, REPO
 
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -111,6 +112,8 @@ def test_every_published_image_runs_as_a_numeric_non_root_user(image):
     assert user, f"{image.dockerfile} target {image.target}: no USER (it would run as root)"
     uid = user.split(":")[0]
     assert uid.isdigit() and uid != "0", f"{image.dockerfile}: USER {user} (numeric, so runAsNonRoot can check it)"
+    # The pods hand the node's weights cache folder (a root-owned hostPath) to this user.
+    assert int(uid) == IMAGE_UID, f"{image.dockerfile}: USER {user}, but the weights cache is chowned to {IMAGE_UID}"
 
 
 def release_linters() -> dict[str, Path]:
