@@ -23,6 +23,7 @@ def _server(module: str, cfg: LaunchConfig, python: str) -> list[str]:
 def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str = sys.executable) -> list[str]:
     argv = _server("sglang.launch_server", cfg, python) + ["--tp-size", str(cfg.tp_size), "--enable-metrics"]
     if cfg.nnodes > 1:
+        assert cfg.dist_init_addr, "parse_launch_args requires --dist-init-addr with --nnodes > 1"
         argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank),
                  "--dist-init-addr", cfg.dist_init_addr]
     if adapters:

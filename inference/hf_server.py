@@ -14,6 +14,7 @@ import json
 import threading
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -32,7 +33,7 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         cuda = torch.cuda.is_available()
         dtype = torch.float16 if cuda else torch.float32  # pre-Ampere GPUs have no fast bf16
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, device_map="auto" if cuda else None)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, device_map="auto" if cuda else None)
         self.max_model_len = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -61,11 +62,11 @@ class Engine:
 
     def chat_prompt(self, messages: list[dict]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
     def _gen_kwargs(self, body: dict, default_max: int) -> dict:
-        kw = {"max_new_tokens": protocol.max_new_tokens(body, default_max)}
+        kw: dict[str, Any] = {"max_new_tokens": protocol.max_new_tokens(body, default_max)}
         temperature = body.get("temperature", 1.0)
         if temperature is not None and float(temperature) <= 0.0:
             kw["do_sample"] = False
@@ -102,7 +103,7 @@ class Engine:
                     self.model.set_adapter(self._peft_name[adapter])
                 out = self.model.generate(**enc, **kw, streamer=streamer)
         new = out[0][enc["input_ids"].shape[1]:].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True))
         text, stopped = protocol.cut_at_stop(text, kw.get("stop_strings", []))
         return {"text": text, "prompt_tokens": int(enc["input_ids"].shape[1]), "completion_tokens": len(new),
                 "finish_reason": protocol.finish_reason(new, self.eos_ids, kw["max_new_tokens"], stopped)}

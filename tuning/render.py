@@ -16,6 +16,7 @@ def render(example: Example, tokenizer: Any) -> tuple[str, str]:
     """
     if not example.conversational:
         return "", str(example.completion)
+    assert isinstance(example.prompt, list) and isinstance(example.completion, list)  # conversational
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in example.prompt)

@@ -7,11 +7,11 @@ what needs the preset and SKU catalogues is judged in hooks/workspace/validation
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-API_VERSION = "kaito.sh/v1alpha1"
+API_VERSION: Final = "kaito.sh/v1alpha1"
 DEFAULT_INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
 MAX_ADAPTERS = 10
 

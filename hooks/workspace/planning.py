@@ -267,7 +267,8 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         nodes = max(count, catalog.nodes_needed(need, sku))
         instances, replicas_note = 1, replicas.multi_node_note(ws.requested_replicas, nodes)
     if nodes > 1 and not preset.distributed:
-        problems.append(_fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"))
+        if fit := _fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"):
+            problems.append(fit)
     elif nodes > 1 and runtime == "transformers":
         problems.append(
             Problem(
