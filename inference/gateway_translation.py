@@ -120,7 +120,8 @@ def max_model_len_of(listing) -> int | None:
     return None
 
 
-# Kaito's transformers runtime defaults for /chat (generate_kwargs), notes/kaito.md §3.
+# The generate_kwargs defaults of Kaito's transformers server (v0.1-v0.8) for /chat, merged over the model's
+# generation_config there.
 KAITO_DEFAULTS = {"max_length": 200, "do_sample": True, "temperature": 1.0, "top_k": 10, "top_p": 1.0}
 _PASSTHROUGH = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
                 "frequency_penalty", "seed", "stop", "n")

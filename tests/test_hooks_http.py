@@ -1,5 +1,6 @@
 """The Workspace hooks over HTTP: `python -m hooks serve` (real gunicorn) on a loopback port, with
-requests shaped exactly as Metacontroller sends them (notes/metacontroller.md §5)."""
+requests shaped exactly as Metacontroller sends them (its v2 sync request: parent, children keyed by
+Kind.apiVersion, related; https://metacontroller.github.io/metacontroller/api/compositecontroller.html)."""
 
 from __future__ import annotations
 
