@@ -120,6 +120,7 @@ def sweep(request: Any, pools: PoolsAPI, now: datetime.datetime | None = None) -
         raise InvalidRequest("request has no 'object' (not a DecoratorController sync request)")
     now = now or datetime.datetime.now(datetime.UTC)
     names = machine_names(request)
+    report: dict[str, Any]
     if names is None:
         report = {
             "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -127,7 +128,8 @@ def sweep(request: Any, pools: PoolsAPI, now: datetime.datetime | None = None) -
         }
     else:
         results = verdicts(pools.list(), names, now)
-        deleted, kept = [], []
+        deleted: list[str] = []
+        kept: list[str] = []
         for verdict in results:
             if verdict.delete:
                 pools.delete(verdict.pool)
