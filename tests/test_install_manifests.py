@@ -349,3 +349,10 @@ def test_examples_are_workspaces_the_install_serves(install):
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["apiVersion"] == f"{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
             assert doc["kind"] == crd["spec"]["names"]["kind"]
+
+
+def test_the_orphaned_pool_sweep_is_installed_only_with_aks(install, byo):
+    def sweeps(objs):
+        return [o for o in objs if o["kind"] == "DecoratorController" and o["metadata"]["name"] == "pool-sweep"]
+
+    assert len(sweeps(install)) == 1 and sweeps(byo) == []
