@@ -308,6 +308,53 @@ class WeightsCache:
         stats.seconds = time.monotonic() - started
         return Entry(root, listing, stats, use_lock)
 
+    def ensure_filled(self, repo: str, commit: str, needed_bytes: int, fill: Callable[[str], int]) -> Entry:
+        """Like ensure(), for content whose file list is known only once it is there (an image's /data):
+        fill(entry_dir) writes the files and returns the bytes it transferred; the marker then lists what
+        it wrote, with sizes and sha256, for the checks of later uses."""
+        started = time.monotonic()
+        stats = FetchStats()
+        root = self.entry_dir(repo, commit)
+        download_lock = _Lock(self._lock_path(repo, commit, "download"))
+        use_lock = _Lock(self._lock_path(repo, commit, "use"))
+        try:
+            stats.waited_s = download_lock.wait(
+                fcntl.LOCK_EX, lambda s: self.log(f"waiting {s:.0f}s for another process filling {repo}@{commit}")
+            )
+            use_lock.wait(fcntl.LOCK_SH, lambda s: self.log(f"waiting {s:.0f}s for an eviction of {repo}@{commit}"))
+            listing: Listing | None = None
+            try:
+                listing = self.read_marker(repo, commit)
+                bad = self.problems(listing, full=False)
+            except (OSError, ValueError, KeyError, TypeError):
+                bad = {"": "no marker"}
+            if bad or listing is None:
+                if listing is not None:
+                    self.log(f"cache entry {repo}@{commit} is damaged, filling it again: {'; '.join(bad.values())}")
+                self._remove_marker(repo, commit)
+                shutil.rmtree(root, ignore_errors=True)
+                self._make_room(needed_bytes, keep=(repo, commit), stats=stats)
+                os.makedirs(root, exist_ok=True)
+                stats.downloaded_bytes = fill(root)
+                files = []
+                for dirpath, _dirs, names in os.walk(root):
+                    for name in names:
+                        path = os.path.join(dirpath, name)
+                        files.append(RepoFile(os.path.relpath(path, root), os.path.getsize(path), sha256_of(path)))
+                if not files:
+                    raise CacheError(f"{repo}@{commit}: nothing was written")
+                listing = Listing(repo, commit, tuple(sorted(files, key=lambda f: f.path)))
+                self._write_marker(listing)
+                stats.cached, stats.downloaded_files = False, len(files)
+            self._touch_marker(repo, commit)
+        except BaseException:
+            use_lock.release()
+            raise
+        finally:
+            download_lock.release()
+        stats.seconds = time.monotonic() - started
+        return Entry(root, listing, stats, use_lock)
+
     def _download(self, listing: Listing, root: str, bad: dict[str, str], fetch_file, stats: FetchStats) -> None:
         os.makedirs(root, exist_ok=True)
         todo = [f for f in listing.files if f.path in bad]

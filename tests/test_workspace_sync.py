@@ -136,7 +136,7 @@ def test_adapters_become_init_containers_with_their_pull_secrets_and_strengths()
     assert [args[i + 1] for i, a in enumerate(args) if a == "--adapter"] == ["a1=0.3", "a2=1.0"]
 
 
-def test_private_preset_image_is_copied_on_clusters_without_image_volumes():
+def test_private_preset_image_is_streamed_into_the_node_cache_without_image_volumes():
     ws = workspace(
         inference={
             "preset": {
@@ -148,8 +148,8 @@ def test_private_preset_image_is_copied_on_clusters_without_image_volumes():
     )
     sts = find(run(ws, settings=Settings(image_volumes=False))["children"], "Deployment")
     init = sts["spec"]["template"]["spec"]["initContainers"]
-    assert [c["name"] for c in init] == ["install-copier", "model-weights"]
-    assert init[1]["image"] == "reg.example.com/llama-2-7b:1"
+    assert [c["name"] for c in init] == ["weights-cache-owner", "model-weights"]
+    assert init[1]["command"][:5] == ["python", "-m", "inference.image_weights", "--image", "reg.example.com/llama-2-7b:1"]
     assert "--model" not in args_of(sts)
 
 

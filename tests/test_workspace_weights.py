@@ -113,6 +113,25 @@ def test_preset_image_is_mounted_as_an_image_volume_not_copied():
     assert not any("emptyDir" in v and v["name"] == "model-weights" for v in pod["volumes"])
 
 
+def test_without_image_volumes_the_image_is_streamed_into_the_node_cache_not_copied():
+    pod = pod_of(render(workspace(inference=PRIVATE), Settings(image_volumes=False)))
+    init = {c["name"]: c for c in pod["initContainers"]}
+    assert list(init) == ["weights-cache-owner", "model-weights"]  # no kaito-copy of the weights
+    pull = init["model-weights"]
+    assert pull["command"] == [
+        "python", "-m", "inference.image_weights", "--image", "reg.example.com/llama-2-7b:1",
+        "--cache", "/mnt/weights-cache", "--link", "/mnt/weights-link/weights",
+        "--docker-config", "/mnt/pull-secrets/0/config.json",
+    ]  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["pull-secret-0"]["secret"] == {
+        "secretName": "llama-pull", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    assert "hostPath" in volumes["weights-cache"] and "model-weights" not in volumes
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--weights-dir") + 1] == "/mnt/weights-link/weights"
+    assert {"name": "weights-link", "mountPath": "/mnt/weights-link"} in pod["containers"][0]["volumeMounts"]
+
+
 def test_settings_name_the_variable_on_bad_values():
     with pytest.raises(ValueError, match="KAITO_WEIGHTS_CACHE"):
         Settings.from_env({"KAITO_WEIGHTS_CACHE": "nfs"})

@@ -23,12 +23,12 @@ def _http_probe(path: str, **extra) -> dict:
     return {"httpGet": {"path": path, "port": m.HTTP_PORT}, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
 
 
-def launcher_args(ws: Workspace, plan: PresetServing) -> list[str]:
+def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> list[str]:
     preset = plan.preset
     args = ["--runtime", plan.runtime, "--served-model-name", preset.name]
     if not plan.options.image:
         args += ["--model", preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
-    args += ["--weights-dir", WEIGHTS_DIR, "--adapters-dir", ADAPTERS_DIR]
+    args += ["--weights-dir", weights.weights_dir(plan.options.image, settings), "--adapters-dir", ADAPTERS_DIR]
     for adapter in plan.adapters:
         args += ["--adapter", f"{adapter.name}={adapter.strength}"]
     args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes),
@@ -57,23 +57,24 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         volume, mount = weights.image_volume(opts.image)
         volumes.append(volume)
         mounts.append(mount)
-    elif opts.image:
-        volumes.append({"name": weights.WEIGHTS_VOLUME, "emptyDir": {}})
-        mounts.append({"name": weights.WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR})
     else:
         volumes.append(weights.cache_volume(plan.sku, settings))
         mounts.append(weights.cache_mount())
         init += weights.cache_owner_container(image, settings)
-        init.append(weights.fetch_container(image, plan.preset, [e for e in env if e["name"] == "HF_TOKEN"]))
+        if opts.image:  # no image volumes: the image's /data streamed from the registry into the node cache
+            pull_volumes, container = weights.image_pull_container(image, opts.image, opts.imagePullSecrets or [])
+            volumes += pull_volumes
+            volumes.append(weights.link_volume())
+            mounts.append(weights.link_mount())
+            init.append(container)
+        else:
+            init.append(weights.fetch_container(image, plan.preset, [e for e in env if e["name"] == "HF_TOKEN"]))
     if opts.image:
         pull_secrets += opts.imagePullSecrets or []
 
-    copies_weights = bool(opts.image) and not settings.image_volumes
-    if copies_weights or any(a.image for a in plan.adapters):
+    if any(a.image for a in plan.adapters):
         volumes.append(m.tools_volume())
         init.append(m.copier_init_container(image))
-    if copies_weights and opts.image:
-        init.append(m.copy_from_image("model-weights", opts.image, weights.WEIGHTS_VOLUME, WEIGHTS_DIR, WEIGHTS_DIR))
     if plan.adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
@@ -96,7 +97,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         "name": ws.name,
         "image": image,
         "command": ["python", "-m", "inference.launch"],
-        "args": launcher_args(ws, plan),
+        "args": launcher_args(ws, plan, settings),
         "env": env,
         "ports": [
             {"name": "http", "containerPort": m.HTTP_PORT, "protocol": "TCP"},

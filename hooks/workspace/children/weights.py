@@ -5,8 +5,9 @@
   (`python -m inference.weights`), whose termination message reports the cold-start "weights" phase.
   With KAITO_WEIGHTS_CACHE=pod the cache is an emptyDir instead (no hostPath; every pod downloads).
 - presetOptions.image: an image volume (Kubernetes >= 1.35, beta, on by default) mounts the image's
-  /data read-only: nothing is copied. With KAITO_IMAGE_VOLUMES=false (older clusters) an init container
-  copies /data into an emptyDir instead.
+  /data read-only: nothing is copied. With KAITO_IMAGE_VOLUMES=false (older clusters) the `model-weights`
+  init container streams the image's /data from the registry into the node cache instead
+  (inference/image_weights.py), so the weights are on the node once, not as image layers plus a copy.
 - Startup probe budget: the main container starts after the weights are on the node, so the probe only
   waits for the model server to read them and get ready:
       min(CAP, max(preset readiness_timeout_minutes, BASE + weights / LOAD_BANDWIDTH))
@@ -92,6 +93,52 @@ def fetch_container(image: str, preset: Preset, env: list[dict]) -> dict:
     if env:
         container["env"] = list(env)
     return container
+
+
+LINK_DIR = "/mnt/weights-link"
+LINK_VOLUME = "weights-link"
+PULL_SECRETS_DIR = "/mnt/pull-secrets"
+
+
+def weights_dir(preset_image: str | None, settings: Settings) -> str:
+    """The launcher's --weights-dir: the image volume's mount, or the link to the pulled image's cache entry
+    (HuggingFace weights: the launcher finds them in the cache; this dir then stays unused)."""
+    if preset_image and not settings.image_volumes:
+        return f"{LINK_DIR}/weights"
+    return WEIGHTS_DIR
+
+
+def link_volume() -> dict:
+    return {"name": LINK_VOLUME, "emptyDir": {}}
+
+
+def link_mount() -> dict:
+    return {"name": LINK_VOLUME, "mountPath": LINK_DIR}
+
+
+def image_pull_container(image: str, preset_image: str, pull_secrets: list[str]) -> tuple[list[dict], dict]:
+    """(secret volumes, init container) streaming presetOptions.image's /data into the node cache
+    (inference/image_weights.py): the weights land on the node once, not as image layers plus a copy."""
+    volumes, mounts, args = [], [cache_mount(), link_mount()], []
+    for i, secret in enumerate(pull_secrets):
+        name = f"pull-secret-{i}"
+        volumes.append(
+            {
+                "name": name,
+                "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]},
+            }
+        )
+        mounts.append({"name": name, "mountPath": f"{PULL_SECRETS_DIR}/{i}", "readOnly": True})
+        args += ["--docker-config", f"{PULL_SECRETS_DIR}/{i}/config.json"]
+    container = {
+        "name": WEIGHTS_VOLUME,
+        "image": image,
+        "command": ["python", "-m", "inference.image_weights", "--image", preset_image, "--cache", CACHE_MOUNT,
+                    "--link", f"{LINK_DIR}/weights", *args],
+        "terminationMessagePolicy": "File",
+        "volumeMounts": mounts,
+    }  # fmt: skip
+    return volumes, container
 
 
 def image_volume(image: str) -> tuple[dict, dict]:
