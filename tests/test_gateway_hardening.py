@@ -68,8 +68,10 @@ class HangingUpstream:
                 return
             with self.lock:
                 self.started.append(path)
-            streamed = json.loads(body or b"{}").get("stream") is True
-            ended = self._stream(conn) if streamed else self._hold(conn)
+            request = json.loads(body or b"{}")
+            streamed = request.get("stream") is True
+            queued = "QUEUED" in json.dumps(request)  # an engine still queueing: nothing sent yet, not even headers
+            ended = self._stream(conn) if streamed and not queued else self._hold(conn)
             with self.lock:
                 (self.disconnected if ended == "disconnected" else self.completed).append(path)
 
@@ -165,6 +167,14 @@ def test_an_abandoned_stream_is_cancelled_upstream(gw, upstream, path):
     before_gone = len(upstream.disconnected)
     send_and_abandon(gw, path, body, read_first=True)
     assert upstream.wait_for("disconnected", before_gone + 1), "the stream kept running for a gone client"
+
+
+def test_an_abandoned_stream_still_queued_upstream_is_cancelled(gw, upstream):
+    """The client hangs up before the engine sent anything: no write fails, only the hang-up can tell."""
+    body = {"model": PRESET, "messages": [{"role": "user", "content": "QUEUED"}], "stream": True}
+    before_gone = len(upstream.disconnected)
+    send_and_abandon(gw, "/v1/chat/completions", body)
+    assert upstream.wait_for("disconnected", before_gone + 1), "the queued stream kept its upstream request"
 
 
 def test_the_gateway_still_serves_after_abandoned_requests(gw):

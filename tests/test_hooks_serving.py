@@ -248,3 +248,23 @@ def test_the_deployment_serves_with_tls_and_gthread_workers_and_probes_https():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "kaito-hooks-tls"
     assert "KAITO_HOOKS_CLIENT_NAMES" not in json.dumps(container.get("env", []))  # serve sets it from --tls-dir
+
+
+def test_healthz_keeps_answering_under_concurrent_hook_load(plain_hooks):
+    """32 sync calls at once (Metacontroller resyncing many Workspaces) while the kubelet probes /healthz."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = json.dumps(workspace_request())
+
+    def sync_call(_):
+        return requests.post(plain_hooks.url + "/sync/workspace", data=body, timeout=30,
+                             headers={"Content-Type": "application/json"}).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        calls = [pool.submit(sync_call, i) for i in range(64)]
+        probes = []
+        while not all(c.done() for c in calls):
+            probes.append(requests.get(plain_hooks.url + "/healthz", timeout=5).status_code)
+            time.sleep(0.05)
+        assert [c.result() for c in calls] == [200] * 64
+    assert probes and set(probes) == {200}
