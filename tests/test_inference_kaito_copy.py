@@ -129,16 +129,15 @@ def test_runs_in_an_empty_root_like_a_scratch_image(kaito_copy, tmp_path):
 
 @pytest.mark.parametrize("descriptors", [None, 32])
 def test_a_deep_tree_is_copied_without_overflowing_the_stack_or_the_fd_limit(kaito_copy, tmp_path, descriptors):
-    """1500 levels took ~18 MiB of stack when the copy recursed (8 MiB is the default): SIGSEGV.
+    """2500 levels: ~30 MiB of stack when the copy recursed (8 MiB is the default: SIGSEGV), and paths of
+    5000 characters, longer than PATH_MAX: the walk opens each level relative to the one above.
 
     With 32 descriptors: the walk keeps a constant number open, whatever the depth."""
     import resource
 
     src, dest = tmp_path / "data", tmp_path / "dest"
-    deep = os.path.join(*["d"] * 1500)  # Python's own makedirs/rmtree recurse: build and remove with a loop
     src.mkdir()
-    make_chain(src, 1500)
-    (src / deep / "leaf").write_text("bottom")
+    make_chain(src, DEPTH, leaf=b"bottom")  # Python's own makedirs/rmtree recurse: build and remove with a loop
 
     def few_descriptors():
         if descriptors:
@@ -147,20 +146,39 @@ def test_a_deep_tree_is_copied_without_overflowing_the_stack_or_the_fd_limit(kai
     try:
         p = run(kaito_copy, src, dest, timeout=120, preexec_fn=few_descriptors)
         assert p.returncode == 0, (p.returncode, p.stderr[-500:])
-        assert (dest / deep / "leaf").read_text() == "bottom"
+        assert read_leaf(dest, DEPTH) == b"bottom"
     finally:
         for root in (src, dest):
             remove_chain(root)
 
 
-def make_chain(root: Path, depth: int) -> None:
+DEPTH = 2500
+
+
+def make_chain(root: Path, depth: int, leaf: bytes = b"") -> None:
+    """root/d/d/.../d (depth levels) with a file `leaf` at the bottom, built one level at a time."""
     fd = os.open(root, os.O_RDONLY)
     for _ in range(depth):
         os.mkdir("d", dir_fd=fd)
         child = os.open("d", os.O_RDONLY, dir_fd=fd)
         os.close(fd)
         fd = child
+    out = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(out, leaf)
+    os.close(out)
     os.close(fd)
+
+
+def read_leaf(root: Path, depth: int) -> bytes:
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(depth):
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    leaf = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    with os.fdopen(leaf, "rb") as f:
+        return f.read()
 
 
 def remove_chain(root: Path) -> None:
