@@ -87,8 +87,8 @@ def cluster_arm():
 class Operators:
     """One hook server per mode, started on first use; `use(mode)` installs that mode's controllers."""
 
-    def __init__(self, cluster, arm):
-        self.cluster, self.arm = cluster, arm
+    def __init__(self, cluster, arm, tls_dir):
+        self.cluster, self.arm, self.tls_dir = cluster, arm, tls_dir
         self.started: dict = {}
         self.current = None
 
@@ -96,7 +96,7 @@ class Operators:
         from operator_stack import Operator
 
         if mode not in self.started:
-            self.started[mode] = Operator(self.cluster, self.arm, mode)
+            self.started[mode] = Operator(self.cluster, self.arm, self.tls_dir, mode)
         operator = self.started[mode]
         if self.current is not operator:
             if self.current is not None:
@@ -112,11 +112,13 @@ class Operators:
 
 @pytest.fixture(scope="session")
 def operators(cluster, cluster_arm):
-    from operator_stack import METACONTROLLER_CRDS, standin_metacontroller
+    from operator_stack import METACONTROLLER_CRDS, install_hook_namespace, standin_metacontroller
 
     if not METACONTROLLER_CRDS.exists():
         pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
-    ops = Operators(cluster, cluster_arm)
+    tls_dir = cluster.workdir / "hooks-tls"
+    install_hook_namespace(cluster, tls_dir)
+    ops = Operators(cluster, cluster_arm, tls_dir)
     standin_metacontroller(cluster)
     try:
         yield ops

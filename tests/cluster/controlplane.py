@@ -25,7 +25,8 @@ BUILD_SCRIPT = HERE / "build.sh"
 TOKEN = "kaito-cluster-test-token"
 # Nodes kwok manages (it leaves every other Node alone); tests and the AKS simulator set this label.
 KWOK_NODE_LABEL = ("kwok.x-k8s.io/node", "fake")
-CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,job"
+# deployment+replicaset: a single-node preset is served by a Deployment (N replicas), multi-node by a StatefulSet.
+CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,deployment,replicaset,job"
 
 
 class ClusterError(RuntimeError):

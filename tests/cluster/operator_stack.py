@@ -57,7 +57,8 @@ def load_all(path: Path) -> list[dict]:
 
 
 def point_hooks_at(controller: dict, hook_url: str) -> dict:
-    """The controller config with every hook calling `hook_url` + its path instead of the Service."""
+    """The controller config with every hook calling `hook_url` + its path instead of the Service
+    (the rest of the webhook, mutual TLS included, stays as shipped)."""
     controller = copy.deepcopy(controller)
     for hook in controller["spec"]["hooks"].values():
         webhook = hook["webhook"]
@@ -65,6 +66,26 @@ def point_hooks_at(controller: dict, hook_url: str) -> dict:
             del webhook["service"]
             webhook["url"] = hook_url.rstrip("/") + webhook.pop("path", "")
     return controller
+
+
+def install_hook_namespace(cluster: ControlPlane, tls_dir: Path) -> None:
+    """The hook server's Namespace and Service, and the install's mutual-TLS step (`python -m hooks certs |
+    kubectl apply -f -`) with 127.0.0.1 as an extra server name; the hook server's Secret is also written
+    to `tls_dir`, as its pod mounts it."""
+    import base64
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system",
+                          "--extra-name", "127.0.0.1"], capture_output=True, text=True, cwd=REPO, check=True)
+    # The hook server's Namespace and Service as installed (the pool sweep relates that Service);
+    # the Deployment is replaced by the local process.
+    cluster.kubectl("apply", "-f", str(INSTALL / "hooks" / "namespace.yaml"), "-f", str(INSTALL / "hooks" / "service.yaml"))
+    cluster.kubectl("apply", "-f", "-", input=out.stdout)
+    server = next(d for d in yaml.safe_load_all(out.stdout) if d and d["metadata"]["name"] == "kaito-hooks-tls")
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    for key, value in server["data"].items():
+        (tls_dir / key).write_bytes(base64.b64decode(value))
+        (tls_dir / key).chmod(0o600)
 
 
 def byo_patches() -> dict[str, Any]:
@@ -116,6 +137,13 @@ def operator_manifests(hook_url: str, mode: str) -> tuple[list[dict], list[dict]
                 doc = apply_json_patch(doc, byo["composite_json_patch"])
             controllers.append(point_hooks_at(doc, hook_url))
     return crds, controllers
+
+
+def images_env() -> dict[str, str]:
+    """The KAITO_*_IMAGE settings the install gives the hook server (ConfigMap kaito-hooks-images)."""
+    path = INSTALL / "hooks" / "images.env"
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def yaml_stream(docs: list[dict]) -> str:
@@ -208,19 +236,20 @@ def node_for_pool(pool_name: str, props: dict) -> dict:
 
 
 class AksSimulator:
-    """What AKS does after ARM accepts an agent pool: the pool succeeds and its Node joins.
+    """What AKS does after ARM accepts or deletes an agent pool.
 
-    `provision(pool)` does it now (tests); with `delay` set, a background thread does it for every
-    new pool `delay` seconds after its PUT and removes the Node when the pool is deleted (make cluster)."""
+    `provision(pool)`: the pool succeeds and its Node joins; `remove(pool)`: the pool is gone (ARM
+    answers 404) and its Node leaves. A background thread does both on its own: with `delay` set, for
+    every new pool `delay` seconds after its PUT (make cluster); with `finish_deletes`, for every pool
+    ARM is deleting (so the Machines of a finished test go away; a test that checks the finalizer
+    turns it off)."""
 
-    def __init__(self, arm, cluster: ControlPlane, delay: float | None = None):
-        self.arm, self.cluster, self.delay = arm, cluster, delay
+    def __init__(self, arm, cluster: ControlPlane, delay: float | None = None, finish_deletes: bool = True):
+        self.arm, self.cluster, self.delay, self.finish_deletes = arm, cluster, delay, finish_deletes
         self._seen: dict[str, float] = {}
         self._stop = threading.Event()
-        self._thread = None
-        if delay is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     def provision(self, pool_name: str) -> dict:
         pool = self.arm.state.pools[pool_name]
@@ -236,8 +265,7 @@ class AksSimulator:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(10)
+        self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.wait(1):
@@ -245,11 +273,9 @@ class AksSimulator:
                 for name, pool in list(self.arm.state.pools.items()):
                     state = pool["properties"]["provisioningState"]
                     first_seen = self._seen.setdefault(name, time.monotonic())
-                    if time.monotonic() - first_seen < self.delay:
-                        continue
-                    if state == "Creating":
+                    if state == "Creating" and self.delay is not None and time.monotonic() - first_seen >= self.delay:
                         self.provision(name)
-                    elif state == "Deleting":
+                    elif state == "Deleting" and self.finish_deletes:
                         self.remove(name)
                         self._seen.pop(name, None)
             except Exception as error:  # keep simulating; the log says what went wrong
@@ -258,11 +284,11 @@ class AksSimulator:
 
 # ---- processes -----------------------------------------------------------------------------------
 class HookServer:
-    """`python -m hooks serve` on a loopback port; `restart()` kills it hard and starts it again."""
+    """`python -m hooks serve --tls-dir` on a loopback port; `kill()` kills it hard, `start()` again."""
 
-    def __init__(self, cluster: ControlPlane, env: dict[str, str], name: str = "hooks"):
-        self.cluster, self.name, self.port = cluster, name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, cluster: ControlPlane, env: dict[str, str], tls_dir: Path, name: str = "hooks"):
+        self.cluster, self.name, self.port, self.tls_dir = cluster, name, free_port(), tls_dir
+        self.url = f"https://127.0.0.1:{self.port}"
         drop = ("AZURE_", "ARM_", "IDENTITY_", "MSI_", "KAITO_", "REQUESTS_CA_BUNDLE")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         self.env.update(env, PYTHONPATH=str(REPO))
@@ -272,12 +298,13 @@ class HookServer:
     def start(self) -> None:
         self.process = self.cluster.spawn(self.name, [
             sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
+            "--tls-dir", str(self.tls_dir),
         ], env=self.env, cwd=REPO)
 
         def healthy() -> bool:
             import requests
 
-            return requests.get(self.url + "/healthz", timeout=2).status_code == 200
+            return requests.get(self.url + "/healthz", timeout=2, verify=str(self.tls_dir / "ca.crt")).ok
 
         wait_until(f"{self.name} /healthz", healthy, timeout=60, alive=self.process.exited)
 
@@ -286,10 +313,6 @@ class HookServer:
         os.killpg(self.process.proc.pid, 9)
         self.process.proc.wait(10)
         self.process.stop()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
 
 
 def standin_metacontroller(cluster: ControlPlane) -> Process:
@@ -312,9 +335,9 @@ def standin_metacontroller(cluster: ControlPlane) -> Process:
 class Operator:
     """CRDs, controller configs, hook server and Metacontroller on `cluster`, in mode 'aks' or 'byo'."""
 
-    def __init__(self, cluster: ControlPlane, arm, mode: str = "aks", resync_seconds: str = "2"):
+    def __init__(self, cluster: ControlPlane, arm, tls_dir: Path, mode: str = "aks", resync_seconds: str = "2"):
         self.cluster, self.arm, self.mode = cluster, arm, mode
-        env = {"KAITO_NODE_PROVISIONING": mode, "KAITO_RESYNC_SECONDS": resync_seconds}
+        env = {**images_env(), "KAITO_NODE_PROVISIONING": mode, "KAITO_RESYNC_SECONDS": resync_seconds}
         self.token_server = None
         if mode == "aks":
             from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION
@@ -330,7 +353,7 @@ class Operator:
                 IDENTITY_ENDPOINT=self.token_server.url,
                 IDENTITY_HEADER="kaito-cluster-test",
             )
-        self.hooks = HookServer(cluster, env, name=f"hooks-{mode}")
+        self.hooks = HookServer(cluster, env, tls_dir, name=f"hooks-{mode}")
         self.crds, self.controllers = operator_manifests(self.hooks.url, mode)
         self.install()
 

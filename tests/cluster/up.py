@@ -1,0 +1,145 @@
+"""`make cluster` / `make cluster-down`: the local control plane with the operator, in the background.
+
+    python tests/cluster/up.py start   # build (cached), start, print the export KUBECONFIG=... line
+    python tests/cluster/up.py stop    # stop everything it started
+    python tests/cluster/up.py run     # the same in the foreground (Ctrl-C stops)
+
+What runs: the control plane of tests/cluster/controlplane.py, the operator as installed by
+`kubectl apply -k metacontroller/` (hooks on loopback, Machines against the fake ARM server), and an
+AKS simulator: an agent pool the fake ARM accepts becomes, POOL_DELAY_S later, a kwok Node with the
+pool's labels, taints and the SKU's nvidia.com/gpu (and disappears when the pool is deleted). State
+and logs: $KAITO_CLUSTER_STATE (default ~/.cache/kaito-sglang/cluster-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from controlplane import ClusterError, ControlPlane, build  # noqa: E402
+
+POOL_DELAY_S = 10
+STATE = Path(os.environ.get("KAITO_CLUSTER_STATE") or Path.home() / ".cache" / "kaito-sglang" / "cluster-run")
+START_TIMEOUT_S = 3600  # a cold build included
+
+
+def run(state: Path) -> int:
+    from fake_arm import FakeArm
+    from operator_stack import (METACONTROLLER_CRDS, AksSimulator, Operator, install_hook_namespace,
+                                operator_manifests, standin_metacontroller, yaml_stream)
+
+    started = time.monotonic()
+    built = build()
+    if not METACONTROLLER_CRDS.exists():
+        raise ClusterError(f"{METACONTROLLER_CRDS} is absent: Metacontroller's CRDs are not available here")
+    for stale in ("etcd", "logs", "pki"):
+        shutil.rmtree(state / stale, ignore_errors=True)
+    cluster = ControlPlane(state, built)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with FakeArm() as arm:
+        simulator = operator = None
+        try:
+            crds = yaml_stream(operator_manifests("http://127.0.0.1:1", "aks")[0]) + "---\n" + METACONTROLLER_CRDS.read_text()
+            cluster.start(crds)
+            install_hook_namespace(cluster, state / "hooks-tls")
+            operator = Operator(cluster, arm, state / "hooks-tls", "aks", resync_seconds="5")
+            standin_metacontroller(cluster)
+            simulator = AksSimulator(arm, cluster, delay=POOL_DELAY_S)
+            (state / "ready").write_text(f"{time.monotonic() - started:.1f}\n")
+            print(f"ready in {time.monotonic() - started:.1f} s; kubeconfig {cluster.kubeconfig}", flush=True)
+            while not stop.wait(2):
+                if reason := cluster.alive():
+                    print(reason, file=sys.stderr, flush=True)
+                    return 1
+            return 0
+        finally:
+            if simulator:
+                simulator.stop()
+            if operator:
+                operator.stop()
+            cluster.stop()
+
+
+def start(state: Path) -> int:
+    if (state / "pid").exists() and _alive(int((state / "pid").read_text())):
+        print(f"already running (pid {(state / 'pid').read_text().strip()}); export KUBECONFIG={state / 'kubeconfig'}")
+        return 0
+    state.mkdir(parents=True, exist_ok=True)
+    for stale in ("ready", "kubeconfig", "pid"):
+        (state / stale).unlink(missing_ok=True)
+    log = open(state / "up.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "run"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "KAITO_CLUSTER_STATE": str(state)})
+    (state / "pid").write_text(str(proc.pid))
+    print(f"starting the local control plane (log: {state / 'up.log'}; a cold build takes tens of minutes)...", flush=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (state / "ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print((state / "up.log").read_text(errors="replace")[-6000:], file=sys.stderr)
+            print("the local control plane did not start (see above)", file=sys.stderr)
+            stop(state)
+            return 1
+        time.sleep(1)
+    print(f"ready in {(state / 'ready').read_text().strip()} s. Use it with:\n\nexport KUBECONFIG={state / 'kubeconfig'}\n")
+    print("kubectl apply -f examples/inference-phi-3.yaml && kubectl get workspace -w")
+    print("`make cluster-down` stops it.")
+    return 0
+
+
+def stop(state: Path) -> int:
+    pid_file = state / "pid"
+    if not pid_file.exists():
+        print("not running")
+        return 0
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    for name in ("pid", "ready"):
+        (state / name).unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (our exited child not yet reaped) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("start", "stop", "run"))
+    args = parser.parse_args()
+    STATE.mkdir(parents=True, exist_ok=True)
+    try:
+        return {"start": start, "stop": stop, "run": run}[args.command](STATE)
+    except ClusterError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
