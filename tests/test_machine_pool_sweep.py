@@ -72,7 +72,21 @@ def test_pools_with_a_machine_and_foreign_pools_are_never_touched(arm):
     arm.state.pools["wshandmade01"]["properties"]["nodeLabels"] = {"team": "x"}  # our tag, not our node label
     response = sweep.sweep(sweep_request([make_machine(name="wsalive00001")]), pools_for(arm), now=AFTER_GRACE)
     assert not arm.calls("DELETE")
-    assert report(response) == {"time": AFTER_GRACE.strftime("%Y-%m-%dT%H:%M:%SZ"), "deleted": [], "kept": []}
+    assert report(response) == {"deleted": [], "kept": []}
+
+
+def test_the_same_pools_give_the_same_answer_whatever_the_time(arm):
+    """The report is an annotation on the parent: if it changed on every call (a timestamp), each answer
+    would be a watch event that makes Metacontroller call the sweep again at once (found by engineer A's
+    control plane: one Namespace write a second)."""
+    create_pool(arm, "wsorphan0001")
+    arm.set_state("wsorphan0001", "Deleting")
+    answers = [sweep.sweep(sweep_request(), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+               for s in (0, 1, 3600)]
+    assert answers[0] == answers[1] == answers[2]
+    unproven = [sweep.sweep(sweep_request(proof=False), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+                for s in (0, 1)]
+    assert unproven[0] == unproven[1]
 
 
 def test_without_proof_that_the_machines_were_listed_nothing_is_deleted(arm):

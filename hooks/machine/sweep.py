@@ -122,10 +122,7 @@ def sweep(request: Any, pools: PoolsAPI, now: datetime.datetime | None = None) -
     names = machine_names(request)
     report: dict[str, Any]
     if names is None:
-        report = {
-            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "skipped": "the request does not list the cluster's Machines",
-        }
+        report = {"skipped": "the request does not list the cluster's Machines"}
     else:
         results = verdicts(pools.list(), names, now)
         deleted: list[str] = []
@@ -139,7 +136,9 @@ def sweep(request: Any, pools: PoolsAPI, now: datetime.datetime | None = None) -
                 )
             else:
                 kept.append(f"{verdict.pool}: {verdict.reason}")
-        report = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "deleted": deleted, "kept": kept}
+        report = {"deleted": deleted, "kept": kept}
+    # No clock in the report: the annotation changes only when the pools do. A changed annotation is a watch
+    # event on the Namespace, so a timestamp would make Metacontroller call the sweep again at once, forever.
     return {
         "annotations": {REPORT_ANNOTATION: json.dumps(report, sort_keys=True)},
         "resyncAfterSeconds": RESYNC_SECONDS,
