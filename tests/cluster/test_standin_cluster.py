@@ -552,6 +552,46 @@ def test_decorator_finalizer_labels_status_and_finalize_loop(cluster, standin, h
     assert len(finals) >= 3 and all(c[3]["finalizing"] is True for c in finals)
 
 
+def test_decorator_over_a_cluster_scoped_kind_with_a_resync_period(cluster, standin, hooks, namespace):
+    """Like the pool-sweep DecoratorController: one Namespace, annotated, re-synced every period."""
+    hooks.answers = {"/nsync": lambda body: {"annotations": {"standin.test/synced": "yes"}}}
+    doc = controller_doc(
+        "DecoratorController",
+        f"namespaces-{RUN_ID}",
+        {
+            "resources": [
+                {
+                    "apiVersion": "v1",
+                    "resource": "namespaces",
+                    "labelSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                }
+            ],
+            "resyncPeriodSeconds": 1,
+            "hooks": {"sync": hook(f"{hooks.url}/nsync")},
+        },
+    )
+    apply(cluster, doc)
+    _created.append(doc)
+
+    def calls():
+        with hooks.lock:
+            return [c for c in hooks.calls if c[1] == "/nsync" and c[3]["object"]["metadata"]["name"] == namespace]
+
+    cluster.wait_for(
+        "the Namespace annotated",
+        lambda: (
+            (kubectl_json(cluster, "get", "namespace", namespace)["metadata"].get("annotations") or {}).get(
+                "standin.test/synced"
+            )
+            == "yes"
+        ),
+    )
+    first = len(calls())
+    time.sleep(3.5)
+    assert len(calls()) >= first + 2, "resyncPeriodSeconds: 1 did not re-sync the Namespace"
+    assert calls()[0][3]["object"]["kind"] == "Namespace" and calls()[0][3]["attachments"] == {}
+
+
 # ---------------------------------------------------------------------------------- webhook authentication
 
 
