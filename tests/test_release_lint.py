@@ -6,6 +6,7 @@ bases are pinned by digest and their images run as a numeric non-root user, and 
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -114,6 +115,44 @@ def test_every_published_image_runs_as_a_numeric_non_root_user(image):
     assert uid.isdigit() and uid != "0", f"{image.dockerfile}: USER {user} (numeric, so runAsNonRoot can check it)"
     # The pods hand the node's weights cache folder (a root-owned hostPath) to this user.
     assert int(uid) == IMAGE_UID, f"{image.dockerfile}: USER {user}, but the weights cache is chowned to {IMAGE_UID}"
+
+
+def inference_modules_imported_by(folder: Path) -> set[str]:
+    """The inference.* modules that the code in `folder` imports, at any depth, with what they import in turn."""
+    needed: set[str] = set()
+    todo = list(folder.glob("*.py"))
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.startswith("inference.") and name not in needed:
+                    needed.add(name)
+                    todo.append(REPO / (name.replace(".", "/") + ".py"))
+    return needed
+
+
+def copied_sources(dockerfile: Path) -> set[str]:
+    """What the last stage of `dockerfile` COPYs from the build context (not from other stages)."""
+    sources: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            sources = set()
+        elif words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources.update(words[1:-1])
+    return sources
+
+
+def test_the_tuning_image_carries_the_inference_modules_the_trainer_imports():
+    copied = copied_sources(REPO / "tuning/Dockerfile")
+    needed = inference_modules_imported_by(REPO / "tuning")
+    assert needed, "tuning imports inference.weights (the node-local weights cache)"
+    for module in sorted(needed | {"inference.__init__"}):
+        path = module.replace(".", "/") + ".py"
+        assert path in copied or "inference/" in copied, f"tuning/Dockerfile does not COPY {path}"
 
 
 def release_linters() -> dict[str, Path]:
