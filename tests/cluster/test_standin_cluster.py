@@ -382,6 +382,34 @@ def test_composite_in_place_recreate_delete_and_external_deletion(cluster, stand
     assert get_secret() is not None
 
 
+def test_an_orphan_matching_the_selector_is_adopted_then_deleted_if_not_desired(cluster, standin, hooks, namespace):
+    hooks.answers = {"/sync": sync_answer}
+    composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)
+    apply(cluster, parent_doc(namespace, "p8", value="one"))
+    parent = cluster.wait_for(
+        "the parent synced",
+        lambda: (
+            (p := kubectl_json(cluster, "get", "parents.standin.test", "p8", "-n", namespace)) and p.get("status") and p
+        ),
+    )
+    uid = parent["metadata"]["uid"]
+    orphan = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "stray", "namespace": namespace, "labels": {"controller-uid": uid}},
+    }
+    apply(cluster, orphan)
+    cluster.wait_for(
+        "the adopted orphan (not desired) to be deleted",
+        lambda: kubectl_json(cluster, "get", "configmap", "stray", "-n", namespace) is None,
+        timeout=30,
+    )
+    assert any(
+        "ConfigMap.v1" in c[3]["children"] and f"{namespace}/stray" in c[3]["children"]["ConfigMap.v1"]
+        for c in hooks.calls_to("/sync", namespace, "p8")
+    ), "the adopted orphan was never reported to the hook"
+
+
 def test_hook_errors_change_nothing_record_an_event_and_are_retried(cluster, standin, hooks, namespace):
     hooks.answers = {"/sync": sync_answer}
     composite(cluster, hooks, f"parents-{RUN_ID}", customize=False)

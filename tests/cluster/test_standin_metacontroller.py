@@ -532,3 +532,13 @@ def test_without_a_finalize_hook_a_deleted_object_is_left_to_the_garbage_collect
 def test_an_object_that_stops_matching_is_finalized_then_ignored():
     assert step(selected=False, finalizers=[OURS]) == lifecycle.Step(hook="finalize", manage_children=True)
     assert step(selected=False) == lifecycle.Step()
+
+
+def test_ignore_status_changes_lets_only_spec_metadata_and_deletion_through():
+    from standin_metacontroller.manager import _meaningful_change
+
+    old = {"metadata": {"generation": 1, "labels": {"a": "1"}}, "status": {"x": 1}}
+    assert not _meaningful_change(old, {**old, "status": {"x": 2}})
+    assert _meaningful_change(old, {"metadata": {"generation": 2, "labels": {"a": "1"}}})
+    assert _meaningful_change(old, {"metadata": {"generation": 1, "labels": {"a": "2"}}})
+    assert _meaningful_change(old, {"metadata": {"generation": 1, "labels": {"a": "1"}, "deletionTimestamp": "t"}})
