@@ -542,3 +542,13 @@ def test_ignore_status_changes_lets_only_spec_metadata_and_deletion_through():
     assert _meaningful_change(old, {"metadata": {"generation": 2, "labels": {"a": "1"}}})
     assert _meaningful_change(old, {"metadata": {"generation": 1, "labels": {"a": "2"}}})
     assert _meaningful_change(old, {"metadata": {"generation": 1, "labels": {"a": "1"}, "deletionTimestamp": "t"}})
+
+
+def test_loopback_hooks_bypass_proxies_from_the_environment(hook_server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:9")  # TEST-NET: would hang or fail if used
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    _Hook.replies = [(200, {}, "{}", 0)]
+    url = f"http://127.0.0.1:{hook_server.server_port}/sync"
+    assert webhook.post(webhook.Connection(url=url, timeout_s=2), {}) == b"{}"
+    assert webhook.proxies_for("http://hooks.example:80/x") == {}

@@ -197,6 +197,16 @@ def resolve(
     return Connection(url=url, timeout_s=timeout_s, headers=headers, verify=verify, cert=cert)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def proxies_for(url: str) -> dict[str, None]:
+    """No HTTP(S)_PROXY for loopback hooks, as Go's ProxyFromEnvironment (None overrides the environment)."""
+    if urlsplit(url).hostname in LOOPBACK_HOSTS:
+        return {"http": None, "https": None}
+    return {}
+
+
 def post(connection: Connection, body: Mapping[str, Any], session: requests.Session | None = None) -> bytes:
     """POST the request; the answer's body on HTTP 200, else HookRetryLater (429) or HookCallError."""
     http = session or requests
@@ -209,6 +219,7 @@ def post(connection: Connection, body: Mapping[str, Any], session: requests.Sess
             timeout=connection.timeout_s,
             verify=connection.verify,
             cert=connection.cert,
+            proxies=proxies_for(connection.url),
         )
     except requests.Timeout:
         raise HookCallError(f"Post {connection.url!r}: Client.Timeout exceeded ({connection.timeout_s:g}s)") from None
