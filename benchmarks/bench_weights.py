@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -49,8 +48,7 @@ def main() -> int:
     p.add_argument("--mbps", type=float, default=100.0, help="the stand-in network's bandwidth, MB/s")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    rnd = random.Random(0)
-    files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": rnd.randbytes(args.mib << 20)}
+    files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": os.urandom(args.mib << 20)}
     without, with_cache = [], []
     with LoopbackHub({MODEL: files}, bytes_per_s=args.mbps * 1e6) as hub, tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
