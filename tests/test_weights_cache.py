@@ -92,18 +92,27 @@ def test_first_start_downloads_and_a_second_pod_downloads_nothing(hub, tmp_path)
 
 def test_two_concurrent_starts_download_once(tmp_path):
     files = repo_files(shard_size=4 << 20)
-    with LoopbackHub({MODEL: files}, bytes_per_s=8 << 20) as hub:  # slow enough for the two to overlap
+    with LoopbackHub({MODEL: files}) as hub:
         cache = tmp_path / "node-cache"
-        procs = [run_fetch(hub, cache, wait=False) for _ in range(2)]
+        hub.gate.clear()  # the first pod's download stays in flight ...
+        first = run_fetch(hub, cache, wait=False)
+        deadline = time.monotonic() + 60
+        while not hub.file_gets:
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()[1]
+            time.sleep(0.05)
+        second = run_fetch(hub, cache, wait=False)
+        lines = iter(second.stderr.readline, "")  # ... until the second pod says it waits for it
+        line = next((x for x in lines if "waiting" in x), "")
+        assert "another process downloading" in line, line
+        hub.gate.set()
         results = []
-        for p in procs:
+        for p in (first, second):
             out, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
             results.append(json.loads(out.strip().splitlines()[-1]))
-    assert hub.body_bytes == wanted_bytes(files)
-    assert sorted(r["cached"] for r in results) == [False, True]
-    waiter = next(r for r in results if r["cached"])
-    assert waiter["waited_s"] > 0.3  # it waited on the downloader's lock instead of downloading too
+    assert hub.body_bytes == wanted_bytes(files)  # downloaded once
+    assert [r["cached"] for r in results] == [False, True]
+    assert results[1]["waited_s"] > 0
 
 
 def test_a_download_killed_half_way_resumes(tmp_path):

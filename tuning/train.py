@@ -48,7 +48,7 @@ def ensure_model(model_dir: str, model_repo: str | None, cache_dir: str | None =
             cache_dir or model_dir,
             revision,
             os.environ.get("HF_TOKEN") or None,
-            prefer_local=True,
+            prefer_local=False,  # ask the Hub first: a gated model cached on the node still needs this job's token
             log=log.info,
         )
     except Exception as exc:  # hub errors come in many types; the message is what the user needs

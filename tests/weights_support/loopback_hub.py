@@ -31,6 +31,8 @@ class LoopbackHub:
         self.body_bytes = 0  # file content bytes sent by GET /resolve
         self.file_gets: list[tuple[str, str | None]] = []  # (path, Range header)
         self.api_calls = 0
+        self.gate = threading.Event()  # file bodies wait for it: a test can hold a download in flight
+        self.gate.set()
 
     # --- what a test asks -------------------------------------------------------------------------
     @property
@@ -122,6 +124,7 @@ class LoopbackHub:
         if not head:
             with self.lock:
                 self.file_gets.append((fname, rng))
+            self.gate.wait(60)
         self._send(h, status, body, headers, head, count=True)
 
     def _send(self, h, status, body, headers, head, count=False):
