@@ -104,4 +104,4 @@ format: test-setup
 
 # The fast unit tests only (seconds): no servers, clusters, real SGLang or kind (markers in pyproject.toml).
 test-fast: test-setup
-	$(PY) -m pytest -m "not integration and not cluster and not real_sglang and not e2e"
+	$(PY) -m pytest -m "not integration and not slow and not cluster and not real_sglang and not e2e"

@@ -17,6 +17,8 @@ import yaml
 from crd_support import cel_violations, schema_root, workspace_schema
 from workspace_support import REPO
 
+pytestmark = pytest.mark.slow  # loads the KEDA and Prometheus Operator schemas
+
 EXAMPLES = REPO / "examples" / "autoscaling"
 WORKSPACE_LABEL = "kaito.sh/workspace"
 

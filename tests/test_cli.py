@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from workspace_support import REPO
+
+pytestmark = pytest.mark.integration  # runs `python -m hooks` as a process
 
 
 def render(*args: str) -> subprocess.CompletedProcess:

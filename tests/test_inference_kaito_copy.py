@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # builds and runs the copy program
+
 SRC = Path(__file__).resolve().parents[1] / "inference" / "copy" / "kaito-copy.c"
 
 

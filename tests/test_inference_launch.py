@@ -26,6 +26,8 @@ from inference_support.launcher import (
 )
 from loopback_support import free_port
 
+pytestmark = pytest.mark.integration  # runs the launcher as a process
+
 
 def test_single_node_no_adapters(tmp_path):
     rc, argv, err = dry_run(base_args(tmp_path, "--gpus-per-node", "1", "--nnodes", "1", "--node-rank", "0"))

@@ -20,6 +20,8 @@ from hooks.settings import Settings
 from release.images import image_ref, project_version
 from workspace_support import METACONTROLLER_CRDS, REPO, need_shared
 
+pytestmark = pytest.mark.integration  # builds the install with kustomize
+
 K8S_VERSION = "1.33.0"
 METACONTROLLER_URL = "https://github.com/metacontroller/metacontroller/manifests/production?ref=v4.17.2"
 OUR_GROUPS = ("kaito.sh", "metacontroller.k8s.io")

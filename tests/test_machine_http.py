@@ -24,6 +24,8 @@ pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 from fake_arm import FakeArm, unused_port  # noqa: E402
 from test_machine_sync import NAME, hook_request, make_machine, make_node  # noqa: E402
 
+pytestmark = pytest.mark.integration  # the hook server under gunicorn and a fake ARM
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 METACONTROLLER_CRDS = SHARED / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"

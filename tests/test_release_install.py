@@ -24,6 +24,8 @@ from hooks.settings import Settings
 from release import render_install, sync_version, tag
 from release.images import IMAGES, REPO, image_ref, project_version
 
+pytestmark = pytest.mark.integration  # renders the install with the release tooling
+
 KUBECTL = shutil.which("kubectl")
 REMOTE_RESOURCE = re.compile(r"^  - https://\S+\n", re.MULTILINE)
 REGISTRY = "ghcr.io/acme-corp"

@@ -18,6 +18,8 @@ import yaml
 from hooks.workspace.children.weights import IMAGE_UID
 from release.images import IMAGES, REPO
 
+pytestmark = pytest.mark.integration  # runs the release linters
+
 WORKFLOWS = REPO / ".github" / "workflows"
 VENV_BIN = Path(sys.executable).parent
 # A base whose digest could not be verified offline keeps its release tag, named here with the reason.

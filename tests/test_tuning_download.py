@@ -17,6 +17,8 @@ import pytest
 from tuning.download import DownloadError, download_all, fetch, filename_for
 from tuning.url_policy import UrlRefused, resolved_problem, vetted_addresses
 
+pytestmark = pytest.mark.integration  # loopback HTTP servers and the downloader CLI
+
 BODY = b"PAR1" + bytes(range(256)) * 64
 
 

@@ -16,10 +16,13 @@ from tuning import train
 from tuning.config import load_training_config
 from tuning.push import push
 
-pytestmark = pytest.mark.skipif(
-    reg_support.REGISTRY_BIN is None or reg_support.SKOPEO_BIN is None,
-    reason="docker-registry or skopeo absent (apt-get install docker-registry skopeo)",
-)
+pytestmark = [
+    pytest.mark.integration,  # trains a tiny model and pushes it to a local OCI registry
+    pytest.mark.skipif(
+        reg_support.REGISTRY_BIN is None or reg_support.SKOPEO_BIN is None,
+        reason="docker-registry or skopeo absent (apt-get install docker-registry skopeo)",
+    ),
+]
 
 
 def _logits(model_dir, adapter_dir):

@@ -19,6 +19,8 @@ from tuning.image import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYP
 from tuning.push import PushError, push
 from tuning.registry_auth import CredentialError, api_host, challenge_scheme, credentials_for, normalize_registry
 
+pytestmark = pytest.mark.integration  # a local OCI registry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_registry = pytest.mark.skipif(
     reg_support.REGISTRY_BIN is None, reason="docker-registry binary absent (apt-get install docker-registry)"

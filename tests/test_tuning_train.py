@@ -17,6 +17,8 @@ from tuning_support import tiny
 from tuning import choices, train
 from tuning.config import ConfigError, load_training_config
 
+pytestmark = pytest.mark.integration  # trains tiny models
+
 EXPECTED_FILES = ["adapter_config.json", "adapter_model.safetensors", "fine_tuning_completed.txt"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

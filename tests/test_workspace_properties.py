@@ -6,6 +6,7 @@ import json
 import os
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from hooks.settings import Settings
 from hooks.workspace_sync import sync
 from crd_support import cel_violations, schema_root, workspace_schema
 from workspace_support import NOW, by_kind, node, request
+
+pytestmark = pytest.mark.slow  # hundreds of generated Workspaces
 
 SCHEMA = workspace_schema()
 ROOT = schema_root()
