@@ -120,13 +120,14 @@ def test_a_download_killed_half_way_resumes(tmp_path):
     cache = tmp_path / "node-cache"
     with LoopbackHub({MODEL: files}, bytes_per_s=16 << 20) as hub:
         proc = run_fetch(hub, cache, wait=False)
+        commit = hub.commits[MODEL]
+        partial = cache / "models" / "org--tiny" / commit / ".partial" / "model-00001-of-00002.safetensors.part"
         deadline = time.monotonic() + 60
-        while hub.body_bytes < 14 << 20:  # past the first 10 MiB write of the first shard
+        while not partial.exists() or partial.stat().st_size < 10 << 20:  # well into the first shard
             assert time.monotonic() < deadline and proc.poll() is None, "download never got half way"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        commit = hub.commits[MODEL]
         marker = cache / "models" / "org--tiny" / f"{commit}.complete"
         assert not marker.exists()
         sent_before = hub.body_bytes

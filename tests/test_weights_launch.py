@@ -54,8 +54,9 @@ def test_killed_download_resumes_and_the_server_starts(tmp_path):
         init = subprocess.Popen([sys.executable, "-m", "inference.weights", "--model", MODEL, "--cache", str(cache),
                                  "--reserve-gib", "0", "--termination-log", str(tmp_path / "term")],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        partial = cache / "models" / "org--tiny-llama" / hub.commits[MODEL] / ".partial" / f"{shard}.part"
         deadline = time.monotonic() + 60
-        while hub.body_bytes < len(files[shard]) // 2:
+        while not partial.exists() or partial.stat().st_size < len(files[shard]) // 2:
             assert time.monotonic() < deadline and init.poll() is None, init.communicate()[1]
             time.sleep(0.05)
         init.send_signal(signal.SIGKILL)  # the pod dies half way (probe, OOM, eviction)
