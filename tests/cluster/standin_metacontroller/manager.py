@@ -15,6 +15,7 @@ from typing import Any
 from . import children as kids
 from . import labelselectors as selectors
 from . import related
+from .common import SyncError
 from .controllers import (
     API_VERSION,
     COMPOSITE,
@@ -25,7 +26,7 @@ from .controllers import (
     load,
 )
 from .kube import DynamicApiError, Kube, ResourceNotFoundError
-from .reconcile import Reconciler, SyncError
+from .reconcile import Reconciler
 from .watches import Watches
 from .webhook import HookRetryLater
 from .workqueue import WorkQueue
@@ -119,7 +120,7 @@ class Manager:
         except ControllerConfigError as err:
             with self._lock:
                 self.controllers.pop((kind, name), None)
-            self.reconciler.record_event(obj, "ConfigError", str(err))
+            self.reconciler.writes.record_event(obj, "ConfigError", str(err))
             raise
         ctrl.next_resync = time.monotonic() + ctrl.resync_s if ctrl.resync_s else 0.0
         with self._lock:
