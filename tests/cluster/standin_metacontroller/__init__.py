@@ -59,5 +59,3 @@ where Metacontroller runs five.
 Run: ``python -m standin_metacontroller --kubeconfig FILE`` with ``tests/cluster`` on ``sys.path``
 (or ``python tests/cluster/standin_metacontroller/__main__.py --kubeconfig FILE``); see README.md.
 """
-
-STANDS_IN_FOR = "metacontroller v4.17.2"

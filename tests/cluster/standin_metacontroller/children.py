@@ -24,7 +24,6 @@ SYSTEM_METADATA = (
     "deletionGracePeriodSeconds",
     "managedFields",
 )
-UPDATE_METHODS = ("OnDelete", "Recreate", "InPlace", "RollingRecreate", "RollingInPlace")
 
 ChildId = tuple[str, str, str]  # (group key "Kind.apiVersion", namespace, name)
 

@@ -49,10 +49,6 @@ class WorkQueue:
             heapq.heappush(self._delayed, (self._clock() + delay_s, next(self._seq), key))
             self._cond.notify()
 
-    def backoff_s(self, key: Hashable) -> float:
-        with self._cond:
-            return min(self._max_backoff_s, BASE_BACKOFF_S * 2 ** self._failures.get(key, 0))
-
     def add_rate_limited(self, key: Hashable) -> float:
         with self._cond:
             delay = min(self._max_backoff_s, BASE_BACKOFF_S * 2 ** min(self._failures.get(key, 0), 40))
