@@ -12,7 +12,7 @@ from hooks.workspace_sync import sync
 
 def test_hook_mounts_the_config_map_and_passes_it_to_the_launcher():
     ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-inference-config"})
-    sts = find(sync(request(ws), Settings(), NOW)["children"], "StatefulSet")
+    sts = find(sync(request(ws), Settings(), NOW)["children"], "Deployment")  # a one-node preset: a Deployment (replicas)
     pod = sts["spec"]["template"]["spec"]
     main = pod["containers"][0]
     assert {"name": "config-volume", "configMap": {"name": "my-inference-config"}} in pod["volumes"]
