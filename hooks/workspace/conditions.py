@@ -174,7 +174,7 @@ def tuning(job: dict | None, pods: list[dict]) -> list[Condition]:
         ]
     if status.get("failed"):
         trouble = pod_trouble(pods)
-        failure = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
+        failure: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
         why = trouble[1] if trouble else f"{failure.get('reason', 'JobFailed')}: {failure.get('message', 'the tuning pod failed')}"
         why = _pod_failure(pods) or why
         return [

@@ -13,6 +13,8 @@ get/list/watch pods in the Workspace's namespace.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
@@ -31,7 +33,7 @@ HEALTH_FAILURES = 2
 GATEWAY_WORKERS = 4
 
 
-def uses_router(plan: WorkloadPlan) -> bool:
+def uses_router(plan: WorkloadPlan) -> TypeGuard[PresetServing]:
     """SGLang replicas, more than one: the transformers runtime and single instances are reached directly."""
     return isinstance(plan, PresetServing) and plan.runtime == "sglang" and plan.nodes == 1 and plan.replicas > 1
 
