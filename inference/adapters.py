@@ -26,11 +26,30 @@ BIN_FILE = "adapter_model.bin"
 
 # Module names SGLang 0.5.23 accepts for --lora-target-modules (sglang.srt.utils.common
 # SUPPORTED_LORA_TARGET_MODULES; a test checks this list against the installed SGLang).
-SGLANG_TARGET_MODULES = frozenset({
-    "q_proj", "k_proj", "v_proj", "o_proj", "q_a_proj", "kv_a_proj_with_mqa", "q_b_proj", "kv_b_proj",
-    "wq_b", "wk", "weights_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj",
-    "embed_tokens", "lm_head", "qkvr", "wo_ud",
-})
+SGLANG_TARGET_MODULES = frozenset(
+    {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "q_a_proj",
+        "kv_a_proj_with_mqa",
+        "q_b_proj",
+        "kv_b_proj",
+        "wq_b",
+        "wk",
+        "weights_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "qkv_proj",
+        "gate_up_proj",
+        "embed_tokens",
+        "lm_head",
+        "qkvr",
+        "wo_ud",
+    }
+)
 ALL_MODULES = "all"
 # The adapter /chat applies by default when a Workspace has several: all of them, weighted.
 COMBINED_ADAPTER = "combined"
@@ -91,7 +110,8 @@ def adapter_info_from_config(name: str, cfg: dict) -> AdapterInfo:
         if cfg.get(key):
             raise AdapterError(
                 f"adapter {name!r}: {CONFIG_FILE} sets {key} {cfg[key]!r}; SGLang applies one r and lora_alpha "
-                f"to every module and would serve it with the wrong scale: train without {key}")
+                f"to every module and would serve it with the wrong scale: train without {key}"
+            )
     targets = cfg.get("target_modules")
     if targets is None:
         raise AdapterError(f"adapter {name!r}: {CONFIG_FILE} has no target_modules")
@@ -99,7 +119,8 @@ def adapter_info_from_config(name: str, cfg: dict) -> AdapterInfo:
         raise AdapterError(
             f"adapter {name!r}: {CONFIG_FILE} target_modules is the pattern {targets!r}; SGLang matches module "
             "names only and would apply it to other modules: train with a list of module names "
-            "(e.g. [\"q_proj\", \"v_proj\"])")
+            '(e.g. ["q_proj", "v_proj"])'
+        )
     return AdapterInfo(name, rank, tuple(sorted({str(t) for t in targets})), bool(cfg.get("use_rslora")))
 
 
@@ -185,8 +206,10 @@ def prepare_adapters(adapters, adapters_dir: str, work_dir: str, write: bool = T
     prepared = []
     for spec in adapters:
         if spec.name == COMBINED_ADAPTER and len(adapters) > 1:
-            raise AdapterError(f"adapter name {COMBINED_ADAPTER!r} is reserved for the weighted sum of all adapters "
-                               "(Kaito's /chat default): rename the adapter")
+            raise AdapterError(
+                f"adapter name {COMBINED_ADAPTER!r} is reserved for the weighted sum of all adapters "
+                "(Kaito's /chat default): rename the adapter"
+            )
         src = os.path.join(adapters_dir, spec.name)
         info = read_adapter_info(spec.name, src)
         factor = lora_b_factor(info, spec.strength)
@@ -217,7 +240,8 @@ def check_sglang_servable(prepared: list[PreparedAdapter]) -> None:
                     f"adapter {a.name!r}: holds LoRA weights for the vision encoder ({key}); SGLang would apply "
                     "them to the language model's layer of the same index. Train it with target_modules that "
                     "match the language model only, or serve it with the transformers runtime "
-                    "(Workspace annotation kaito.sh/runtime: transformers)")
+                    "(Workspace annotation kaito.sh/runtime: transformers)"
+                )
 
 
 def _tensor_keys(adapter_dir: str) -> list[str]:
@@ -241,8 +265,13 @@ def planned_combination(prepared: list[PreparedAdapter], work_dir: str) -> Prepa
     names: set[str] = set()
     for a in prepared:
         names.update(a.target_modules)
-    return PreparedAdapter(COMBINED_ADAPTER, os.path.join(work_dir, COMBINED_ADAPTER), sum(a.rank for a in prepared),
-                           tuple(sorted(names)), 1.0)
+    return PreparedAdapter(
+        COMBINED_ADAPTER,
+        os.path.join(work_dir, COMBINED_ADAPTER),
+        sum(a.rank for a in prepared),
+        tuple(sorted(names)),
+        1.0,
+    )
 
 
 def _lora_modules(tensors: dict, adapter_dir: str) -> dict[str, tuple]:
@@ -252,11 +281,13 @@ def _lora_modules(tensors: dict, adapter_dir: str) -> dict[str, tuple]:
         for part in ("lora_A", "lora_B"):
             suffix = f".{part}.weight"
             if key.endswith(suffix):
-                modules.setdefault(key[:-len(suffix)], {})[part] = t
+                modules.setdefault(key[: -len(suffix)], {})[part] = t
                 break
         else:
-            raise AdapterError(f"adapter dir {adapter_dir}: tensor {key!r} is not a lora_A/lora_B weight; "
-                               "such adapters cannot be combined for /chat")
+            raise AdapterError(
+                f"adapter dir {adapter_dir}: tensor {key!r} is not a lora_A/lora_B weight; "
+                "such adapters cannot be combined for /chat"
+            )
     return {k: (v.get("lora_A"), v.get("lora_B")) for k, v in modules.items()}
 
 
@@ -300,5 +331,15 @@ def write_combination(prepared: list[PreparedAdapter], dest_dir: str) -> None:
     targets: set[str] = set()
     for a in prepared:
         targets.update(a.target_modules)
-    _write_config(dest_dir, {**cfg, "r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": {},
-                             "alpha_pattern": {}, "target_modules": sorted(targets)})
+    _write_config(
+        dest_dir,
+        {
+            **cfg,
+            "r": rank,
+            "lora_alpha": rank,
+            "use_rslora": False,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+            "target_modules": sorted(targets),
+        },
+    )

@@ -12,11 +12,17 @@ from inference.launch_args import LaunchConfig
 def _server(module: str, cfg: LaunchConfig, python: str) -> list[str]:
     """Both runtimes serve the local weights under the preset's name on the loopback port."""
     return [
-        python, "-m", module,
-        "--model-path", cfg.weights_dir,
-        "--served-model-name", cfg.served_model_name,
-        "--host", UPSTREAM_HOST,
-        "--port", str(cfg.runtime_port),
+        python,
+        "-m",
+        module,
+        "--model-path",
+        cfg.weights_dir,
+        "--served-model-name",
+        cfg.served_model_name,
+        "--host",
+        UPSTREAM_HOST,
+        "--port",
+        str(cfg.runtime_port),
     ]
 
 
@@ -24,14 +30,20 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
     argv = _server("sglang.launch_server", cfg, python) + ["--tp-size", str(cfg.tp_size), "--enable-metrics"]
     if cfg.nnodes > 1:
         assert cfg.dist_init_addr, "parse_launch_args requires --dist-init-addr with --nnodes > 1"
-        argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank),
-                 "--dist-init-addr", cfg.dist_init_addr]
+        argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank), "--dist-init-addr", cfg.dist_init_addr]
     if adapters:
-        argv += ["--enable-lora", "--lora-strict-loading",
-                 "--max-lora-rank", str(max_rank(adapters)),
-                 "--max-loras-per-batch", str(max_loras_per_batch(adapters)),
-                 "--lora-target-modules", *union_target_modules(adapters),
-                 "--lora-paths", *[f"{a.name}={a.path}" for a in adapters]]
+        argv += [
+            "--enable-lora",
+            "--lora-strict-loading",
+            "--max-lora-rank",
+            str(max_rank(adapters)),
+            "--max-loras-per-batch",
+            str(max_loras_per_batch(adapters)),
+            "--lora-target-modules",
+            *union_target_modules(adapters),
+            "--lora-paths",
+            *[f"{a.name}={a.path}" for a in adapters],
+        ]
     return argv + list(cfg.extra_runtime_args)
 
 
@@ -53,15 +65,22 @@ def runtime_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str
     return transformers_argv(cfg, adapters, python)
 
 
-def gateway_argv(cfg: LaunchConfig, runtime_pid: int, python: str = sys.executable,
-                 adapters: list[PreparedAdapter] | None = None) -> list[str]:
+def gateway_argv(
+    cfg: LaunchConfig, runtime_pid: int, python: str = sys.executable, adapters: list[PreparedAdapter] | None = None
+) -> list[str]:
     """`adapters`: the prepared ones (with the combined adapter); None: the names on the command line."""
     argv = [
-        python, "-m", "inference.gateway",
-        "--served-model-name", cfg.served_model_name,
-        "--upstream", f"http://{UPSTREAM_HOST}:{cfg.runtime_port}",
-        "--port", str(cfg.port),
-        "--runtime-pid", str(runtime_pid),
+        python,
+        "-m",
+        "inference.gateway",
+        "--served-model-name",
+        cfg.served_model_name,
+        "--upstream",
+        f"http://{UPSTREAM_HOST}:{cfg.runtime_port}",
+        "--port",
+        str(cfg.port),
+        "--runtime-pid",
+        str(runtime_pid),
     ]
     if cfg.node_rank > 0:
         argv.append("--worker")

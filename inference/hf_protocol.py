@@ -47,8 +47,10 @@ def check_request(body: dict, chat: bool) -> list[str]:
     for completions (one entry for a string prompt) or [] for chat."""
     for field, what in _UNSUPPORTED.items():
         if field in body and not _is_off(field, body[field]):
-            raise BadRequest(f"`{field}`: {what} is not supported by the transformers runtime; remove the field "
-                             "(the SGLang runtime supports it)")
+            raise BadRequest(
+                f"`{field}`: {what} is not supported by the transformers runtime; remove the field "
+                "(the SGLang runtime supports it)"
+            )
     n = body.get("n", 1)
     if n not in (None, 1):
         raise BadRequest("`n`: the transformers runtime returns one choice per prompt; send n=1 (or omit it)")
@@ -57,8 +59,10 @@ def check_request(body: dict, chat: bool) -> list[str]:
         raise BadRequest("`best_of`: not supported by the transformers runtime; send best_of=1 (or omit it)")
     fmt = body.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise BadRequest("`response_format`: constrained output (json_object, json_schema) is not supported by "
-                         "the transformers runtime; omit it or use {\"type\": \"text\"}")
+        raise BadRequest(
+            "`response_format`: constrained output (json_object, json_schema) is not supported by "
+            'the transformers runtime; omit it or use {"type": "text"}'
+        )
     if chat:
         if body.get("echo"):
             raise BadRequest("`echo` applies to /v1/completions only")
@@ -71,11 +75,15 @@ def check_request(body: dict, chat: bool) -> list[str]:
         return [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if body.get("stream") and len(prompt) > 1:
-            raise BadRequest("`prompt`: a list of prompts cannot be streamed by the transformers runtime; "
-                             "send one prompt per streamed request")
+            raise BadRequest(
+                "`prompt`: a list of prompts cannot be streamed by the transformers runtime; "
+                "send one prompt per streamed request"
+            )
         return list(prompt)
-    raise BadRequest("`prompt` must be a string or a list of strings (token-id prompts are not supported by the "
-                     "transformers runtime)")
+    raise BadRequest(
+        "`prompt` must be a string or a list of strings (token-id prompts are not supported by the "
+        "transformers runtime)"
+    )
 
 
 def max_new_tokens(body: dict, default: int) -> int:
@@ -103,7 +111,7 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     hits = [text.find(s) for s in stops if s in text]
     if not hits:
         return text, False
-    return text[:min(hits)], True
+    return text[: min(hits)], True
 
 
 def finish_reason(new_tokens: list[int], eos_ids: set[int], budget: int, stopped_by_string: bool) -> str:
@@ -130,7 +138,7 @@ class StopStringCutter:
             self.stopped, self.pending = True, ""
             return text
         keep = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
-        out, self.pending = self.pending[:len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        out, self.pending = self.pending[: len(self.pending) - keep], self.pending[len(self.pending) - keep :]
         return out
 
     def finish(self) -> str:
@@ -139,8 +147,11 @@ class StopStringCutter:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def include_usage(body: dict) -> bool:

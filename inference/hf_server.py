@@ -51,6 +51,39 @@ class Engine:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.lock = threading.Lock()
+        self._next_peft_index = len(loras)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Live adapters (inference.live_adapters): SGLang's /load_lora_adapter, with peft."""
+        from peft import PeftModel
+
+        with self.lock:
+            if name in self._peft_name:
+                raise BadRequest(f"adapter {name!r} is already loaded")
+            peft_name = f"kaito_adapter_{self._next_peft_index}"
+            self._next_peft_index += 1
+            try:
+                if self.adapters:
+                    self.model.load_adapter(path, adapter_name=peft_name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, path, adapter_name=peft_name).eval()
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                raise BadRequest(f"cannot load adapter {name!r} from {path}: {type(e).__name__}: {e}") from None
+            self._peft_name[name] = peft_name
+            self.adapters.append(name)
+
+    def unload_adapter(self, name: str) -> None:
+        with self.lock:
+            if name not in self._peft_name:
+                raise BadRequest(f"adapter {name!r} is not loaded")
+            peft_name = self._peft_name.pop(name)
+            self.adapters.remove(name)
+            if not self.adapters:
+                self.model = self.model.unload().eval()  # the plain base model again
+                return
+            if peft_name in self.model.active_adapters:
+                self.model.set_adapter(self._peft_name[self.adapters[0]])
+            self.model.delete_adapter(peft_name)
 
     def adapter_for(self, model: str | None) -> str | None:
         if not model or model == self.served:
@@ -102,11 +135,15 @@ class Engine:
                 if adapter is not None:
                     self.model.set_adapter(self._peft_name[adapter])
                 out = self.model.generate(**enc, **kw, streamer=streamer)
-        new = out[0][enc["input_ids"].shape[1]:].tolist()
+        new = out[0][enc["input_ids"].shape[1] :].tolist()
         text = str(self.tokenizer.decode(new, skip_special_tokens=True))
         text, stopped = protocol.cut_at_stop(text, kw.get("stop_strings", []))
-        return {"text": text, "prompt_tokens": int(enc["input_ids"].shape[1]), "completion_tokens": len(new),
-                "finish_reason": protocol.finish_reason(new, self.eos_ids, kw["max_new_tokens"], stopped)}
+        return {
+            "text": text,
+            "prompt_tokens": int(enc["input_ids"].shape[1]),
+            "completion_tokens": len(new),
+            "finish_reason": protocol.finish_reason(new, self.eos_ids, kw["max_new_tokens"], stopped),
+        }
 
     def generate(self, adapter, prompt, body, default_max) -> dict:
         return self._run(adapter, prompt, self._gen_kwargs(body, default_max), body.get("seed"))
@@ -136,8 +173,9 @@ ENGINE = web.AppKey("engine", Engine)
 
 
 def _error(message: str, status: int = 400) -> web.Response:
-    return web.json_response({"object": "error", "message": message, "type": "BadRequestError", "code": status},
-                             status=status)
+    return web.json_response(
+        {"object": "error", "message": message, "type": "BadRequestError", "code": status}, status=status
+    )
 
 
 async def _body(request: web.Request) -> dict:
@@ -191,8 +229,15 @@ async def _stream(request, engine, adapter, prompt, body, default_max, chat, hea
     else:
         await resp.write(chunk(finish=result["finish_reason"]))
         if want_usage:
-            await resp.write(_sse({**head, "choices": [],
-                                   "usage": protocol.usage(result["prompt_tokens"], result["completion_tokens"])}))
+            await resp.write(
+                _sse(
+                    {
+                        **head,
+                        "choices": [],
+                        "usage": protocol.usage(result["prompt_tokens"], result["completion_tokens"]),
+                    }
+                )
+            )
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
@@ -218,23 +263,44 @@ def _handler(chat: bool):
         kind = "chat.completion" if chat else "text_completion"
         echo = bool(body.get("echo")) and not chat
         if body.get("stream"):
-            head = {"id": rid, "object": "chat.completion.chunk" if chat else kind, "created": created,
-                    "model": model}
-            return await _stream(request, engine, adapter, prompts[0], body, default_max, chat, head,
-                                 prompts[0] if echo else "")
+            head = {"id": rid, "object": "chat.completion.chunk" if chat else kind, "created": created, "model": model}
+            return await _stream(
+                request, engine, adapter, prompts[0], body, default_max, chat, head, prompts[0] if echo else ""
+            )
         loop = asyncio.get_running_loop()
         choices, n_in, n_out = [], 0, 0
         for i, prompt in enumerate(prompts):
             r = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
             n_in, n_out = n_in + r["prompt_tokens"], n_out + r["completion_tokens"]
             if chat:
-                choices.append({"index": i, "message": {"role": "assistant", "content": r["text"]},
-                                "logprobs": None, "finish_reason": r["finish_reason"]})
+                choices.append(
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": r["text"]},
+                        "logprobs": None,
+                        "finish_reason": r["finish_reason"],
+                    }
+                )
             else:
-                choices.append({"index": i, "text": (prompt if echo else "") + r["text"], "logprobs": None,
-                                "finish_reason": r["finish_reason"]})
-        return web.json_response({"id": rid, "object": kind, "created": created, "model": model,
-                                  "choices": choices, "usage": protocol.usage(n_in, n_out)})
+                choices.append(
+                    {
+                        "index": i,
+                        "text": (prompt if echo else "") + r["text"],
+                        "logprobs": None,
+                        "finish_reason": r["finish_reason"],
+                    }
+                )
+        return web.json_response(
+            {
+                "id": rid,
+                "object": kind,
+                "created": created,
+                "model": model,
+                "choices": choices,
+                "usage": protocol.usage(n_in, n_out),
+            }
+        )
+
     return handler
 
 
@@ -244,16 +310,50 @@ async def health(request: web.Request) -> web.Response:
 
 async def models(request: web.Request) -> web.Response:
     e = request.app[ENGINE]
-    data = [{"id": e.served, "object": "model", "owned_by": "kaito", "root": e.served, "parent": None,
-             "max_model_len": e.max_model_len}]
-    data += [{"id": f"{e.served}:{a}", "object": "model", "owned_by": "kaito", "root": a, "parent": e.served}
-             for a in e.adapters]
+    data = [
+        {
+            "id": e.served,
+            "object": "model",
+            "owned_by": "kaito",
+            "root": e.served,
+            "parent": None,
+            "max_model_len": e.max_model_len,
+        }
+    ]
+    data += [
+        {"id": f"{e.served}:{a}", "object": "model", "owned_by": "kaito", "root": a, "parent": e.served}
+        for a in e.adapters
+    ]
     return web.json_response({"object": "list", "data": data})
+
+
+def _adapter_admin(action: str):
+    async def handler(request: web.Request) -> web.Response:
+        engine = request.app[ENGINE]
+        try:
+            body = await _body(request)
+            name = body.get("lora_name")
+            if not isinstance(name, str) or not name:
+                raise BadRequest("`lora_name` must be a non-empty string")
+            loop = asyncio.get_running_loop()
+            if action == "load":
+                path = body.get("lora_path")
+                if not isinstance(path, str) or not path:
+                    raise BadRequest("`lora_path` must be a non-empty string")
+                await loop.run_in_executor(None, engine.load_adapter, name, path)
+            else:
+                await loop.run_in_executor(None, engine.unload_adapter, name)
+        except BadRequest as e:
+            return _error(str(e))
+        return web.json_response({"success": True, "error_message": ""})
+    return handler
 
 
 def make_app(engine: Engine) -> web.Application:
     app = web.Application()
     app[ENGINE] = engine
+    app.router.add_post("/load_lora_adapter", _adapter_admin("load"))
+    app.router.add_post("/unload_lora_adapter", _adapter_admin("unload"))
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", _handler(chat=True))
