@@ -6,11 +6,11 @@ them on the real server) are not refused."""
 from __future__ import annotations
 
 import pytest
+from workspace_support import NOW, condition, request, workspace
 
 from hooks.settings import Settings
 from hooks.workspace import catalog
 from hooks.workspace_sync import sync
-from workspace_support import NOW, condition, request, workspace
 
 ADAPTERS = [{"source": {"name": "a", "image": "r.io/a:1"}}]
 SKU = {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "x"}}}
@@ -59,3 +59,16 @@ def test_phi2_adapters_from_our_tuning_target_modules_sglang_cannot():
     for name in ("phi-3-mini-4k-instruct", "llama-3.1-8b-instruct"):
         p = catalog.presets()[name]
         assert p.sglang_lora and set(p.lora_target_modules) <= SGLANG_TARGET_MODULES
+
+
+def test_combined_is_a_reserved_adapter_name_with_several_adapters():
+    from hooks.workspace import validation
+    from inference.adapters import COMBINED_ADAPTER
+
+    assert validation.COMBINED_ADAPTER == COMBINED_ADAPTER
+    two = [{"source": {"name": "combined", "image": "r.io/a:1"}}, {"source": {"name": "b", "image": "r.io/b:1"}}]
+    resp = _sync(workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": two}))
+    message = condition(resp, "ResourceReady")["message"]
+    assert "inference.adapters[0].source.name" in message and "reserved" in message
+    one = [{"source": {"name": "combined", "image": "r.io/a:1"}}]
+    assert _runtime(_sync(workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": one})))

@@ -45,6 +45,9 @@ _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+# The adapter name the launcher gives the weighted sum of all adapters (inference.adapters.COMBINED_ADAPTER;
+# a test checks they agree: the hooks do not import the inference package).
+COMBINED_ADAPTER = "combined"
 IMAGE_REFERENCE = re.compile(rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$")
 _PLACEHOLDER = re.compile(r"[<>]|_HERE\b|\bYOUR[_ ]|ACR_REPO|REGISTRY_NAME", re.IGNORECASE)
 
@@ -204,6 +207,14 @@ def _inference_problems(ws: Workspace, inf: InferenceSpec) -> list[Problem]:
                 Problem(f"{path}.source.name", f"duplicate adapter name {src.name!r} (also adapters[{seen[src.name]}])")
             )
         seen.setdefault(src.name, i)
+        if src.name == COMBINED_ADAPTER and len(ws.adapters) > 1:
+            out.append(
+                Problem(
+                    f"{path}.source.name",
+                    f"{COMBINED_ADAPTER!r} is reserved: with several adapters it names the weighted sum of all of them "
+                    "(what /chat applies by default); rename the adapter",
+                )
+            )
         if src.urls:
             out.append(Problem(f"{path}.source.urls", "adapters cannot be downloaded from URLs; use source.image"))
         if (src.image is None) == (src.volumeSource is None):
