@@ -66,6 +66,9 @@ def cluster(built):
         logs = plane.logs()
         plane.stop()
         raise ClusterError(f"{error}\n{logs}") from None
+    except BaseException:  # e.g. the apiserver refused our CRDs: the message says why
+        plane.stop()
+        raise
     _running["cluster"] = plane
     try:
         yield plane

@@ -71,6 +71,17 @@ def wait_until(what: str, probe: Callable[[], object], timeout: float, every: fl
         time.sleep(every)
 
 
+def _die_with_parent() -> None:
+    """Linux: the component gets SIGTERM when the process that started it dies, even by SIGKILL (a
+    killed pytest must not leave an apiserver behind). Elsewhere nothing is done."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Process:
     """One component: a subprocess with its output in `log`."""
 
@@ -79,7 +90,8 @@ class Process:
         self.name, self.argv, self.log = name, argv, log
         self._out = open(log, "ab")
         self.proc = subprocess.Popen(
-            argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def exited(self) -> str | None:

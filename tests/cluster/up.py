@@ -92,7 +92,9 @@ def start(state: Path) -> int:
             stop(state)
             return 1
         time.sleep(1)
-    print(f"ready in {(state / 'ready').read_text().strip()} s. Use it with:\n\nexport KUBECONFIG={state / 'kubeconfig'}\n")
+    bin_dir = build() / "bin"  # cached by now: kubectl 1.35 (an older one may not talk to this apiserver)
+    print(f"ready in {(state / 'ready').read_text().strip()} s. Use it with:\n\n"
+          f"export KUBECONFIG={state / 'kubeconfig'} PATH={bin_dir}:$PATH\n")
     print("kubectl apply -f examples/inference-phi-3.yaml && kubectl get workspace -w")
     print("`make cluster-down` stops it.")
     return 0
