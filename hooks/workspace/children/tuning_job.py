@@ -87,17 +87,22 @@ def _without_flags(command: list[str], flags: tuple[str, ...]) -> list[str]:
 def _weights_from_preset_image(
     image: str, settings: Settings, init: list[dict], volumes: list[dict], trainer: dict
 ) -> None:
-    """A private preset (presetOptions.image) is tuned from the weights in its image, copied to WEIGHTS_DIR
-    as inference does, never from HuggingFace."""
+    """A private preset (presetOptions.image) is tuned from the weights in its image, never from HuggingFace:
+    mounted at WEIGHTS_DIR as an image volume, or (KAITO_IMAGE_VOLUMES=false) copied there."""
+    trainer["command"] = _without_flags(trainer["command"], ("--model-repo", "--weights-cache"))
+    mounts = [mount for mount in trainer["volumeMounts"] if mount["mountPath"] != WEIGHTS_DIR]
+    if settings.image_volumes:
+        volume, mount = weights.image_volume(image)
+        volumes.append(volume)
+        trainer["volumeMounts"] = [*mounts, {**mount, "mountPath": WEIGHTS_DIR}]
+        return
     if not any(v["name"] == "kaito-tools" for v in volumes):
         volumes.append(m.tools_volume())
     if not any(c["name"] == "install-copier" for c in init):
         init.append(m.copier_init_container(settings.tuning_image))
     volumes.append({"name": PRIVATE_WEIGHTS_VOLUME, "emptyDir": {}})
     init.append(m.copy_from_image("model-weights-copy", image, PRIVATE_WEIGHTS_VOLUME, WEIGHTS_DIR, WEIGHTS_DIR))
-    mounts = [mount for mount in trainer["volumeMounts"] if mount["mountPath"] != WEIGHTS_DIR]
     trainer["volumeMounts"] = [*mounts, {"name": PRIVATE_WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True}]
-    trainer["command"] = _without_flags(trainer["command"], ("--model-repo", "--weights-cache"))
 
 
 def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
