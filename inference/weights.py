@@ -25,10 +25,6 @@ def has_weights(weights_dir: str) -> bool:
     return os.path.isfile(os.path.join(weights_dir, "config.json"))
 
 
-def needs_download(model: str | None, weights_dir: str) -> bool:
-    return bool(model) and not has_weights(weights_dir)
-
-
 def ignore_patterns(repo_files: list[str]) -> list[str]:
     """Skip duplicate weight formats: when the repo has safetensors, the .bin/.pth copies and the
     `original/` checkpoints (Llama 3 ships both) are not needed by SGLang or transformers."""

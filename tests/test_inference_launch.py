@@ -248,15 +248,15 @@ def test_download_failure_names_the_model(tmp_path):
     assert "cannot fetch model 'microsoft/Phi-3-mini-128k-instruct'" in p.stderr
 
 
-def test_weights_decisions(tmp_path):
-    from inference.weights import ignore_patterns, needs_download
+def test_weights_decisions():
+    from inference.weights import ignore_patterns, select_files
+    from inference.weights_cache import RepoFile
 
-    assert needs_download("org/m", str(tmp_path))
-    (tmp_path / "config.json").write_text("{}")
-    assert not needs_download("org/m", str(tmp_path)) and not needs_download(None, str(tmp_path))
     st = ignore_patterns(["config.json", "model-00001.safetensors", "pytorch_model.bin", "original/consolidated.pth"])
     assert "*.bin" in st and "original/*" in st
     assert "*.bin" not in ignore_patterns(["config.json", "pytorch_model.bin"])
+    listing = [RepoFile(p, 1) for p in ("config.json", "a.safetensors", "b.bin", "original/x/y.pth", "README.md")]
+    assert [f.path for f in select_files(listing)] == ["config.json", "a.safetensors"]
 
 
 def test_rendered_v100_quick_start_uses_the_transformers_fallback(tmp_path):
