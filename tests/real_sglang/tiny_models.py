@@ -7,8 +7,6 @@ by the runtime under test (SGLang in its own venv, or inference.hf_server).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,12 +183,3 @@ LLAMA_ADAPTERS = {
 PHI3_ADAPTERS = {
     "fused": (AdapterPlan("fused", 8, ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"), seed=21), "1.0"),
 }
-
-
-def adapter_config(tiny: TinyModel, name: str) -> dict:
-    return json.loads((tiny.adapters_dir / name / "adapter_config.json").read_text())
-
-
-def rslora_factor(plan: AdapterPlan) -> float:
-    """PEFT's rsLoRA scale alpha/sqrt(r) over the plain alpha/r that SGLang applies."""
-    return math.sqrt(plan.rank) if plan.use_rslora else 1.0
