@@ -363,12 +363,3 @@ def _handler_for(arm: FakeArm):
         do_GET = do_PUT = do_DELETE = do_POST = _serve
 
     return Handler
-
-
-def unused_port() -> int:
-    """A loopback port with nothing listening (for 'ARM unreachable')."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -24,8 +24,8 @@ pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 pytest.importorskip("cryptography", reason="cryptography is not installed")
 
 from fake_arm import FakeArm
-from loopback_support import free_port as unused_port
-from test_machine_sync import hook_request, make_machine
+from loopback_support import free_port
+from machine_support import hook_request, make_machine
 
 from hooks.cli.main import gunicorn_argv
 
@@ -86,7 +86,7 @@ def fake_arm():
 @pytest.fixture(scope="module")
 def tls_hooks(certs):
     """`python -m hooks serve --tls-dir`, exactly as the Deployment runs it."""
-    port = unused_port()
+    port = free_port()
     server = Server([sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                      "--tls-dir", str(certs)], f"https://127.0.0.1:{port}", clean_env(),
                     verify=str(certs / "ca.crt"), cert=(str(certs / "client.crt"), str(certs / "client.key")))
@@ -97,7 +97,7 @@ def tls_hooks(certs):
 @pytest.fixture(scope="module")
 def tls_machine_hooks(certs, fake_arm):
     """The same gunicorn command line, with the Machine hook talking to the fake ARM (tests/machine_app.py)."""
-    port = unused_port()
+    port = free_port()
     argv = gunicorn_argv(f"127.0.0.1:{port}", 1, 4, str(certs))[:-1] + ["tests.machine_app:make_app()"]
     server = Server(argv, f"https://127.0.0.1:{port}",
                     clean_env(FAKE_ARM_URL=fake_arm.base_url, KAITO_HOOKS_CLIENT_NAMES="metacontroller"),
@@ -200,7 +200,7 @@ def test_certs_prints_the_two_secrets_the_install_names():
 @pytest.fixture
 def plain_hooks():
     """The serve command on loopback without TLS (`make run`), two workers as the Deployment has."""
-    port = unused_port()
+    port = free_port()
     server = Server([sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
                     f"http://127.0.0.1:{port}", clean_env())
     yield server

@@ -4,21 +4,18 @@ then our strength scaling compared against PEFT's own scaling of the same adapte
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from inference.adapters import (  # noqa: E402
+from inference.adapters import (
     AdapterError,
     adapter_info_from_config,
     prepare_adapters,
     read_adapter_info,
     union_target_modules,
 )
-from inference.launch_args import AdapterSpec  # noqa: E402
+from inference.launch_args import AdapterSpec
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
-from test_machine_sync import NAME, conditions, hook_request, make_machine
+from machine_support import NAME, conditions, hook_request, make_machine
 
 from hooks import machine_sync
 from hooks.adapters.aks import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable

@@ -16,13 +16,12 @@ import pytest
 import requests
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 
-from fake_arm import FakeArm, unused_port  # noqa: E402
-from test_machine_sync import NAME, hook_request, make_machine, make_node  # noqa: E402
+from fake_arm import FakeArm  # noqa: E402
+from loopback_support import free_port  # noqa: E402
+from machine_support import NAME, hook_request, make_machine, make_node  # noqa: E402
 
 pytestmark = pytest.mark.integration  # the hook server under gunicorn and a fake ARM
 
@@ -33,7 +32,7 @@ METACONTROLLER_CRDS = SHARED / "reference" / "metacontroller" / "metacontroller-
 
 class Gunicorn:
     def __init__(self, env_extra):
-        self.port = unused_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ARM_", "FAKE_ARM"))}
         env.update(env_extra)
@@ -176,7 +175,7 @@ def test_customize_over_http(hook):
 
 
 def test_unreachable_arm_is_500_and_missing_settings_do_not_stop_the_app():
-    down = Gunicorn({"FAKE_ARM_URL": f"https://127.0.0.1:{unused_port()}"})
+    down = Gunicorn({"FAKE_ARM_URL": f"https://127.0.0.1:{free_port()}"})
     try:
         response = down.post("/sync/machine", hook_request(make_machine()))
         assert response.status_code == 500

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
-from test_machine_sync import hook_request, make_machine
+from machine_support import hook_request, make_machine
 from workspace_support import METACONTROLLER_CRDS, REPO
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
-from test_machine_sync import conditions, hook_request, make_machine
+from machine_support import conditions, hook_request, make_machine
 
 from hooks import machine_sync
 from hooks.adapters.aks import AgentPools
