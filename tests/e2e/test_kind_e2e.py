@@ -11,12 +11,12 @@ What it checks, in order:
   2. The API server enforces the Workspace CRD's CEL rules (inference and tuning together: refused).
   3. The kind node, labelled with quick start 1's selector, is taken as a bring-your-own GPU node.
      Applying examples/inference-phi-3.yaml makes Metacontroller call the hooks through the
-     NetworkPolicy: the StatefulSet and both Services appear, owned by the Workspace, and the status
+     NetworkPolicy: the Deployment and both Services appear, owned by the Workspace, and the status
      says ResourceReady=True (NodesReady, the kind node) and runtime transformers (a V100 SKU).
   4. The kind node has no GPU, so the model pod stays Pending on nvidia.com/gpu: InferenceReady and
      WorkspaceReady are False with reason Unschedulable and the scheduler's message. A served model
      needs a GPU node; this test does not claim one.
-  5. Deleting the Workspace garbage-collects the StatefulSet, its pod and both Services.
+  5. Deleting the Workspace garbage-collects the Deployment, its pod and both Services.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_install_workspace_and_garbage_collection(installed):
     core.patch_node(node, {"metadata": {"labels": workspace["resource"]["labelSelector"]["matchLabels"]}})
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, workspace)
 
-    sts = wait_for("the StatefulSet", lambda: apps.read_namespaced_stateful_set(name, ns))
+    sts = wait_for("the Deployment", lambda: apps.read_namespaced_deployment(name, ns))
     owner = sts.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("Workspace", name, True)
     services = {s: wait_for(f"Service {s}", lambda s=s: core.read_namespaced_service(s, ns)) for s in (name, f"{name}-headless")}
@@ -177,14 +177,14 @@ def test_install_workspace_and_garbage_collection(installed):
     inference = condition(ws, "InferenceReady")
     assert inference["status"] == "False" and "nvidia.com/gpu" in inference["message"]
     assert condition(ws, "WorkspaceReady")["status"] == "False"
-    pod = core.read_namespaced_pod(f"{name}-0", ns)
+    (pod,) = core.list_namespaced_pod(ns, label_selector=f"kaito.sh/workspace={name}").items
     assert pod.status.phase == "Pending"
 
     # 5. Deleting the Workspace garbage-collects everything it owned.
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
     def all_gone():
-        left = [s.metadata.name for s in apps.list_namespaced_stateful_set(ns).items]
+        left = [s.metadata.name for s in apps.list_namespaced_deployment(ns).items]
         left += [s.metadata.name for s in core.list_namespaced_service(ns).items]
         left += [p.metadata.name for p in core.list_namespaced_pod(ns).items]
         left += [w["metadata"]["name"] for w in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]]
