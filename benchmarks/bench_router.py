@@ -294,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    if sglang_python() is None:
-        print("the SGLang venv is missing: python3 tests/real_sglang/install_sglang.py", file=sys.stderr)
-        return 2
+    if sglang_python() is None:  # `make bench` goes on with the other benchmarks
+        print("bench_router skipped: the SGLang venv is missing (python3 tests/real_sglang/install_sglang.py)")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
         root = Path(tmp)
