@@ -23,13 +23,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from controlplane import ClusterError, ControlPlane, build  # noqa: E402
+from controlplane import Build, ClusterError, ControlPlane, go_available  # noqa: E402
+
+_background: dict[str, Build] = {}
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.cluster)
+    """Mark this folder's tests `cluster` and run them last, while a cold Go build (started now, at low
+    priority) overlaps the rest of the session."""
+    mine = [item for item in items if HERE in Path(str(item.fspath)).parents]
+    for item in mine:
+        item.add_marker(pytest.mark.cluster)
+    chosen = set(map(id, mine))
+    items[:] = [item for item in items if id(item) not in chosen] + mine
+
+
+def pytest_collection_finish(session):
+    selected = any(HERE in Path(str(item.fspath)).parents for item in session.items)
+    if selected and go_available() and not session.config.option.collectonly and "build" not in _background:
+        _background["build"] = Build()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,9 +58,9 @@ _running: dict[str, ControlPlane] = {}
 
 @pytest.fixture(scope="session")
 def built() -> Path:
-    if shutil.which("go") is None and not os.environ.get("KAITO_CLUSTER_CACHE"):
+    if not go_available():
         pytest.skip("Go is not installed: the cluster tests build etcd, Kubernetes and kwok from Go modules")
-    return build()
+    return (_background.get("build") or Build()).result()
 
 
 @pytest.fixture(scope="session")
