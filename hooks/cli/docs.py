@@ -99,7 +99,7 @@ def workspace_fields(crd: dict) -> str:
         "|---|---|---|---|---|",
     ]
     frozen_paths = _frozen_paths(root, "")
-    for top in ("resource", "inference", "tuning", "status"):
+    for top in ("resource", "inference", "tuning", "spec", "status"):
         for path, schema in _walk(root["properties"][top], top):
             constraints = _constraints(schema, path in frozen_paths)
             required = _required(root, path)
