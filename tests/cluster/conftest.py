@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # the harness modules (controlplane, operator_stack, observe)
 
 from controlplane import Build, ClusterError, ControlPlane, go_available  # noqa: E402
 

@@ -11,20 +11,10 @@ import json
 import pytest
 import yaml
 
+import crd_support as offline  # the offline model of the apiserver (cel-python, jsonschema)
+from crd_support import IMMUTABLE_CHANGES, REJECTED_OBJECTS
 from operator_stack import INSTALL, METACONTROLLER_CRDS, REPO
 from workspace_support import KAITO_EXAMPLES, workspace
-
-try:  # the offline model of the apiserver that tests/test_crds.py checks with
-    import crd_support as offline
-    REJECTED_OBJECTS, IMMUTABLE_CHANGES = offline.REJECTED_OBJECTS, offline.IMMUTABLE_CHANGES
-except ImportError:  # until tests/crd_support.py exists (engineer C): the same lists, read from test_crds
-    import test_crds as offline
-
-    def _cases(test) -> list:
-        return next(m for m in test.pytestmark if m.name == "parametrize").args[1]
-
-    REJECTED_OBJECTS = _cases(offline.test_cel_rules_reject_bad_objects)
-    IMMUTABLE_CHANGES = _cases(offline.test_cel_transition_rules_make_fields_immutable)
 
 OUR_EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 GROUP, VERSION, PLURAL = "kaito.sh", "v1alpha1", "workspaces"
