@@ -52,4 +52,4 @@ def test_an_untouched_annotation_gives_back_exactly_what_was_desired():
     first = run(workspace())
     broken = workspace(inference={"preset": {"name": "no-such-model"}})
     response = run(broken, children=observed_from(first["children"]))
-    assert response["children"] == first["children"]
+    assert sorted(response["children"], key=identity) == sorted(first["children"], key=identity)  # order is free
