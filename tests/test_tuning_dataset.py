@@ -1,4 +1,5 @@
 """Dataset discovery, reading (parquet/json/jsonl/csv), row normalisation and loss masking."""
+import copy
 import csv
 import json
 
@@ -129,3 +130,20 @@ def test_system_turn_is_folded_for_templates_without_a_system_role(tokenizer):
     prompt, completion = render(ex, strict)
     assert prompt == f"<|user|>\nBe brief.\n\nRepeat: {tiny.SENTENCES[0]}<|end|>\n<|assistant|>\n"
     assert completion == tiny.SENTENCES[0] + "<|end|>\n"
+
+
+def test_a_template_without_a_system_role_gets_the_system_turn_folded_into_the_user_turn(tokenizer):
+    """Gemma-style templates raise on a system turn (TemplateError from raise_exception); render folds it."""
+    no_system = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + tiny.CHAT_TEMPLATE
+    )
+    strict = copy.copy(tokenizer)
+    strict.chat_template = no_system
+    example = Example(
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}],
+        completion=[{"role": "assistant", "content": "Hello operator!"}],
+    )
+    prompt, completion = render(example, strict)
+    assert "<|system|>" not in prompt and "<|user|>\nBe brief.\n\nSay hi<|end|>" in prompt
+    assert completion.startswith("Hello operator!")

@@ -22,10 +22,12 @@ def render(example: Example, tokenizer: Any) -> tuple[str, str]:
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in example.prompt)
         completion = "".join(f"{m['role']}: {m['content']}\n" for m in example.completion)
         return prompt, completion
+    from jinja2.exceptions import TemplateError  # what transformers' chat templates raise
+
     messages = example.prompt + example.completion
     try:
         full = tokenizer.apply_chat_template(messages, tokenize=False)
-    except Exception:
+    except TemplateError:
         # Some templates (e.g. Gemma's) raise on a system turn: fold it into the first user turn.
         if not any(m["role"] == "system" for m in messages):
             raise
