@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from inference_support.launcher import dry_run_gateway, make_adapter
 from inference_support.procs import start_module, stop
 from inference_support.stub_sglang import StubSGLang, free_port
 
@@ -29,13 +30,47 @@ PRESET = "phi-3-mini-4k-instruct"
 DISCOVERY_FLAGS = {"--service-discovery": 0, "--selector": 1, "--service-discovery-namespace": 1, "--service-discovery-port": 1}
 
 
-def router_pod_containers() -> tuple[dict, dict]:
+ADAPTERS = ("fin", "legal")
+
+
+def rendered() -> list[dict]:
     ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
                    inference={"preset": {"name": PRESET},
-                              "adapters": [{"source": {"name": "fin", "image": "r.io/fin:1"}}]})
-    resp = sync(request(ws), Settings(), "2026-11-26T12:00:00Z")
-    gateway, router = find(resp["children"], "Deployment", "ws1-router")["spec"]["template"]["spec"]["containers"]
+                              "adapters": [{"source": {"name": n, "image": f"r.io/{n}:1"}} for n in ADAPTERS]})
+    return sync(request(ws), Settings(), "2026-11-26T12:00:00Z")["children"]
+
+
+def router_pod_containers(children: list[dict]) -> tuple[dict, dict]:
+    gateway, router = find(children, "Deployment", "ws1-router")["spec"]["template"]["spec"]["containers"]
     return gateway, router
+
+
+def replica_gateway_args(children: list[dict], tmp: Path) -> list[str]:
+    """The gateway a replica's launcher starts (its dry run, on the replica's rendered args)."""
+    main = find(children, "Deployment", "ws1")["spec"]["template"]["spec"]["containers"][0]
+    args, it = [], iter(main["args"])
+    for a in it:
+        if a in ("--weights-dir", "--adapters-dir"):
+            args += [a, str(tmp / a.strip("-"))]
+            next(it)
+        else:
+            args.append(a)
+    (tmp / "weights-dir").mkdir()
+    for name in ADAPTERS:
+        make_adapter(tmp / "adapters-dir", name, 8, ["qkv_proj", "o_proj"])
+    argv = dry_run_gateway([*args, "--work-dir", str(tmp / "work")])
+    assert argv[1:3] == ["-m", "inference.gateway"], argv
+    out, it = [], iter(argv[3:])
+    for a in it:
+        if a in ("--runtime-pid", "--upstream", "--port"):  # the dry run's pid and the pod's ports
+            next(it)
+        else:
+            out.append(a)
+    return out
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
 
 
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
@@ -57,15 +92,19 @@ def without_discovery(args: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def chain():
+def chain(tmp_path_factory):
     stub = StubSGLang(PRESET).start()
     procs = []
+    children = rendered()
     try:
         replica_port = free_port()
-        procs.append(start_module(["inference.gateway", "--served-model-name", PRESET, "--adapter", "fin",
-                                   "--upstream", stub.url, "--host", "127.0.0.1", "--port", str(replica_port)],
-                                  f"http://127.0.0.1:{replica_port}/healthz"))
-        gateway, router = router_pod_containers()
+        replica = replica_gateway_args(children, tmp_path_factory.mktemp("replica"))
+        procs.append(start_module(["inference.gateway", *replica, "--upstream", stub.url, "--host", "127.0.0.1",
+                                   "--port", str(replica_port)], f"http://127.0.0.1:{replica_port}/healthz"))
+        gateway, router = router_pod_containers(children)
+        # The router pod's gateway serves the same adapter names and /chat default as each replica's.
+        for flag in ("--served-model-name", "--adapter", "--chat-default-adapter"):
+            assert flag_values(gateway["args"], flag) == flag_values(replica, flag), flag
         router_port, front_port = free_port(), free_port()
         router_args = without_discovery(router["args"])
         router_args = with_value(router_args, "--port", str(router_port))
@@ -93,6 +132,9 @@ def test_kaito_chat_reaches_a_replica_through_the_router(chain):
     assert "reply to: Hello" in r.json()["Result"]
     path, body = stub.requests[-1]
     assert path == "/v1/completions" and body["model"] == f"{PRESET}:fin"
+    # Naming no adapter, /chat uses all of them at their strengths, as a replica's own gateway would.
+    assert requests.post(f"{front}/chat", json={"prompt": "Hi"}, timeout=30).status_code == 200
+    assert stub.requests[-1][1]["model"] == f"{PRESET}:combined"
 
 
 def test_openai_requests_keep_their_adapter_and_unknown_ones_are_refused_in_front(chain):

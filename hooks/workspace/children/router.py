@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TypeGuard
 
 from hooks.settings import Settings
+from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
 from hooks.workspace.api import Workspace
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, WorkloadPlan
@@ -62,12 +63,24 @@ def router_args(ws: Workspace) -> list[str]:
     ]
 
 
+def served_adapters(plan: PresetServing) -> tuple[list[str], str | None]:
+    """The adapter names each replica serves and the one Kaito's /chat uses when a request names none, as the
+    replica's launcher derives them (inference.adapters): with several adapters also their weighted sum."""
+    names = [adapter.name for adapter in plan.adapters]
+    if len(names) > 1:
+        return [*names, COMBINED_ADAPTER], COMBINED_ADAPTER
+    return names, (names[0] if names else None)
+
+
 def gateway_args(plan: PresetServing) -> list[str]:
     # Ready (and so in the Service) once the router has a healthy replica: sglang-router's /readiness.
     args = ["--served-model-name", plan.preset.name, "--upstream", f"http://127.0.0.1:{ROUTER_PORT}",
             "--upstream-health-path", "/readiness", "--workers", str(GATEWAY_WORKERS), "--port", str(HTTP_PORT)]
-    for adapter in plan.adapters:
-        args += ["--adapter", adapter.name]
+    names, chat_default = served_adapters(plan)
+    for name in names:
+        args += ["--adapter", name]
+    if chat_default:
+        args += ["--chat-default-adapter", chat_default]
     return args
 
 
