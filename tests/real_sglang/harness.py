@@ -9,7 +9,9 @@ on PYTHONPATH (tests/real_sglang/shims: stand-ins for GPU kernels, see the READM
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +101,25 @@ def local_argv(rendered: list[str], python: str, weights: Path, adapters: Path, 
     return [python, "-m", "inference.launch", *args]
 
 
+def publish_live_adapters(args: list[str], adapters_src: Path, adapters: list[tuple[str, str]], root: Path) -> list[str]:
+    """When the hook renders live adapters (`--live-adapters FILE --adapter-files DIR`), do locally what the
+    pod's volumes do: the desired set at a local FILE (the ConfigMap's `adapters.json`) and each adapter's
+    files under DIR/<key> with the completion marker written last (the node's fetch pod)."""
+    if "--live-adapters" not in args:
+        return args
+    desired, files = root / "live-config" / "adapters.json", root / "live-files"
+    desired.parent.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, strength in adapters:
+        key = f"{name}-v1"
+        shutil.copytree(adapters_src / name, files / key, dirs_exist_ok=True)
+        (files / key / ".kaito-complete").write_text("")
+        entries.append({"name": name, "key": key, "strength": float(strength)})
+    desired.write_text(json.dumps({"adapters": entries}))
+    args = _replace_flag(args, "--live-adapters", str(desired))
+    return _replace_flag(args, "--adapter-files", str(files))
+
+
 @dataclass
 class Stack:
     runtime: str
@@ -144,6 +165,7 @@ def start_stack(runtime: str, preset: str, adapters: list[tuple[str, str]], weig
     rendered = rendered_launch_command(workspace(f"tiny-{runtime}", preset, adapters, runtime))
     port = free_port()
     argv = local_argv(rendered, python, weights, adapters_dir, work, port, free_port(), flags)
+    argv = publish_live_adapters(argv, adapters_dir, adapters, work)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{runtime}-{preset}.log"
     started = time.monotonic()
