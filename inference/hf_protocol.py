@@ -3,7 +3,7 @@
 The runtime either honours a field or answers 400 naming it; it never answers 200 with a silently
 different meaning. What it honours: model, messages/prompt (a string, or a list of strings without
 streaming), max_tokens/max_completion_tokens, temperature, top_p, top_k, min_tokens,
-min_p, repetition_penalty, seed, stop, echo, stream, stream_options.include_usage, n=1.
+min_p, repetition_penalty, seed, stop, echo, stream, stream_options.include_usage, n (not streamed).
 """
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ def check_request(body: dict, chat: bool) -> list[str]:
                 f"`{field}`: {what} is not supported by the transformers runtime; remove the field "
                 "(the SGLang runtime supports it)"
             )
-    n = body.get("n", 1)
-    if n not in (None, 1):
-        raise BadRequest("`n`: the transformers runtime returns one choice per prompt; send n=1 (or omit it)")
+    choices_per_prompt(body)
     best_of = body.get("best_of")
     if best_of not in (None, 1):
         raise BadRequest("`best_of`: not supported by the transformers runtime; send best_of=1 (or omit it)")
@@ -84,6 +82,18 @@ def check_request(body: dict, chat: bool) -> list[str]:
         "`prompt` must be a string or a list of strings (token-id prompts are not supported by the "
         "transformers runtime)"
     )
+
+
+def choices_per_prompt(body: dict) -> int:
+    """`n`: that many answers per prompt (generated one after another); not streamed."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 16:
+        raise BadRequest(f"`n` must be an integer from 1 to 16, got {n!r}")
+    if n > 1 and body.get("stream"):
+        raise BadRequest("`n`: the transformers runtime streams one choice; send n=1 with stream, or do not stream")
+    return n
 
 
 def max_new_tokens(body: dict, default: int) -> int:

@@ -269,7 +269,8 @@ def _handler(chat: bool):
             )
         loop = asyncio.get_running_loop()
         choices, n_in, n_out = [], 0, 0
-        for i, prompt in enumerate(prompts):
+        n = protocol.choices_per_prompt(body)
+        for i, prompt in enumerate(p for p in prompts for _ in range(n)):
             r = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
             n_in, n_out = n_in + r["prompt_tokens"], n_out + r["completion_tokens"]
             if chat:

@@ -14,7 +14,7 @@ from inference.hf_protocol import (
 
 
 @pytest.mark.parametrize("field,value", [
-    ("n", 2), ("best_of", 3), ("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
+    ("n", 0), ("n", 17), ("n", "2"), ("best_of", 3), ("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
     ("tools", [{"type": "function"}]), ("logit_bias", {"5": 10}), ("suffix", "end"), ("presence_penalty", 0.5),
     ("frequency_penalty", -1),
 ])
@@ -24,7 +24,7 @@ def test_unsupported_fields_are_refused_by_name(field, value):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("n", 1), ("n", None), ("logprobs", False), ("logprobs", None), ("response_format", {"type": "text"}),
+    ("n", 1), ("n", None), ("n", 3), ("logprobs", False), ("logprobs", None), ("response_format", {"type": "text"}),
     ("tool_choice", "none"), ("tools", []), ("presence_penalty", 0), ("frequency_penalty", 0.0),
 ])
 def test_off_values_are_accepted(field, value):
@@ -82,3 +82,9 @@ def test_stop_cutter_releases_a_held_back_prefix_that_was_not_a_stop():
     assert cutter.feed("d") == "abd"      # it did not
     assert cutter.feed("ab") == ""
     assert cutter.finish() == "ab"
+
+
+def test_n_choices_are_not_streamed():
+    with pytest.raises(BadRequest, match=r"`n`.*stream"):
+        check_request({"prompt": "x", "n": 2, "stream": True}, chat=False)
+    assert check_request({"prompt": "x", "n": 1, "stream": True}, chat=False) == ["x"]
