@@ -15,11 +15,11 @@ from __future__ import annotations
 from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace import conditions, replicas
-from hooks.workspace.children import desired_children
+from hooks.workspace import adapter_status, conditions, replicas
+from hooks.workspace.children import desired_children, live_adapters
 from hooks.workspace.children.pod_parts import workspace_labels
 from hooks.workspace.nodes import plan_nodes
-from hooks.workspace.planning import TuningPlan, parse_and_plan
+from hooks.workspace.planning import PresetServing, TuningPlan, parse_and_plan
 from hooks.workspace.request import existing_children, require_parent
 
 
@@ -37,16 +37,28 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
 
     ws, plan = planned.workspace, planned.plan
     machines = mc.by_name(mc.observed(request, mc.MACHINES))
-    pods = list(mc.related(request, mc.PODS).values())
+    related_pods = list(mc.related(request, mc.PODS).values())
+    pods = [p for p in related_pods if not live_adapters.is_fetch_pod(p)]
+    fetch_pods = [p for p in related_pods if live_adapters.is_fetch_pod(p)]
     nodes = plan_nodes(ws, plan.nodes * plan.replicas, mc.related(request, mc.NODES), machines, settings,
                        replicas.nodes_with_pods(pods))
-    children = desired_children(ws, plan, nodes.machines, settings)
+    adapter_nodes = live_adapters.fetch_nodes(nodes.worker_nodes, pods)
+    children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes)
     if isinstance(plan, TuningPlan):
         workload_kind = mc.JOBS
     else:
         workload_kind = mc.STATEFULSETS if plan.nodes > 1 else mc.DEPLOYMENTS
     workload = mc.by_name(mc.observed(request, workload_kind)).get(ws.name)
-    status, done = conditions.workspace_status(plan, nodes, workload, pods, observed_conditions, now, generation)
+    live = isinstance(plan, PresetServing) and live_adapters.enabled(plan)
+    adapters = []
+    if isinstance(plan, PresetServing) and live:
+        jobs = adapter_status.fetch_jobs(mc.observed(request, mc.JOBS))
+        adapters = adapter_status.adapter_states(plan, jobs, fetch_pods, pods)
+    extra = (adapter_status.adapters_ready(adapters),) if live else ()
+    status, done = conditions.workspace_status(plan, nodes, workload, pods, observed_conditions, now, generation, extra)
+    if live:
+        status["adapters"] = [a.as_dict() for a in adapters]
+        done = done and all(a.state in (adapter_status.READY, adapter_status.FAILED) for a in adapters)
     if not isinstance(plan, TuningPlan):
         status.update(replicas.status(plan.replicas, plan.nodes, workload, workspace_labels(ws)))
     return {"status": status, "children": children, "resyncAfterSeconds": 0 if done else settings.resync_seconds}
@@ -60,12 +72,13 @@ def customize(request: dict) -> dict:
     if isinstance(selector, dict) and (selector.get("matchLabels") or selector.get("matchExpressions")):
         node_selector = {k: selector[k] for k in ("matchLabels", "matchExpressions") if selector.get(k)}
         related.append({"apiVersion": "v1", "resource": "nodes", "labelSelector": node_selector})
-    related.append(
-        {
-            "apiVersion": "v1",
-            "resource": "pods",
-            "namespace": meta.get("namespace", "default"),
-            "labelSelector": {"matchLabels": {naming.WORKSPACE_LABEL: meta["name"]}},
-        }
-    )
+    for label in (naming.WORKSPACE_LABEL, live_adapters.FETCH_LABEL):  # the replicas, the adapter fetch pods
+        related.append(
+            {
+                "apiVersion": "v1",
+                "resource": "pods",
+                "namespace": meta.get("namespace", "default"),
+                "labelSelector": {"matchLabels": {label: meta["name"]}},
+            }
+        )
     return {"relatedResources": related}

@@ -67,7 +67,7 @@ def test_sync_answers_200_with_children_and_status(server):
     resp = post(server, "/sync/workspace", request(workspace()))
     assert resp.status_code == 200
     body = resp.json()
-    assert [c["kind"] for c in body["children"]] == ["Machine", "Deployment", "Service", "Service"]
+    assert [c["kind"] for c in body["children"]] == ["Machine", "ConfigMap", "Deployment", "Service", "Service"]
     assert condition(body, "ResourceReady")["status"] == "False"
     assert set(body) == {"status", "children", "resyncAfterSeconds"}
 
@@ -75,7 +75,7 @@ def test_sync_answers_200_with_children_and_status(server):
 def test_customize_answers_the_related_rules(server):
     resp = post(server, "/customize/workspace", {"controller": {}, "parent": workspace()})
     assert resp.status_code == 200
-    assert [r["resource"] for r in resp.json()["relatedResources"]] == ["nodes", "pods"]
+    assert [r["resource"] for r in resp.json()["relatedResources"]] == ["nodes", "pods", "pods"]
 
 
 @pytest.mark.parametrize("body", [b"{nope", b"{}", b"[1,2]", b"", b'{"parent": "x"}', b'{"parent": {"metadata": {}}}'])

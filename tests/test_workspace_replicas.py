@@ -45,7 +45,7 @@ def test_count_3_on_phi_3_gives_3_replicas_3_machines_and_a_router():
     assert find(resp["children"], "Deployment", "ws1")["spec"]["replicas"] == 3
     assert len(machines(resp)) == 3
     assert [k for k in kinds(resp) if k[0] != "Machine"] == [
-        ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless"),
+        ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless"),
         ("ServiceAccount", "ws1-router"), ("Role", "ws1-router"), ("RoleBinding", "ws1-router"), ("Deployment", "ws1-router"),
     ]
     svc = find(resp["children"], "Service", "ws1")

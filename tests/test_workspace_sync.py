@@ -47,7 +47,8 @@ def test_new_workspace_gets_a_machine_deployment_and_two_services():
     resp = run(workspace())
     kinds = [(c["kind"], c["metadata"]["name"]) for c in resp["children"]]
     machine = naming.machine_name("team", "ws1", 0)
-    assert kinds == [("Machine", machine), ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless")]
+    assert kinds == [("Machine", machine), ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"),
+                     ("Service", "ws1-headless")]
     assert set(resp) == {"status", "children", "resyncAfterSeconds"}
     assert resp["resyncAfterSeconds"] == AKS.resync_seconds
 
@@ -113,7 +114,7 @@ def test_enablelb_annotation_makes_a_load_balancer():
     assert find(run(ws)["children"], "Service", "ws1")["spec"]["type"] == "LoadBalancer"
 
 
-def test_adapters_become_init_containers_with_their_pull_secrets_and_strengths():
+def test_adapters_are_a_desired_set_and_fetch_jobs_not_init_containers():
     ws = workspace(
         inference={
             "preset": {"name": "phi-3-mini-128k-instruct"},
@@ -123,17 +124,16 @@ def test_adapters_become_init_containers_with_their_pull_secrets_and_strengths()
             ],
         }
     )
-    sts = find(run(ws)["children"], "Deployment")
+    children = run(ws)["children"]
+    sts = find(children, "Deployment")
     pod = sts["spec"]["template"]["spec"]
-    init = pod["initContainers"]
-    assert [c["name"] for c in init][-3:] == ["install-copier", "adapter-a1", "adapter-a2"]
-    init = {c["name"]: c for c in init}
-    assert init["install-copier"]["image"] == AKS.runtime_image
-    assert init["adapter-a1"]["image"] == "reg.example.com/a1:1"
-    assert init["adapter-a1"]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/adapter/a1"]
-    assert pod["imagePullSecrets"] == [{"name": "pull-a"}]
+    assert not [c for c in pod["initContainers"] if "adapter" in c["name"] or c["name"] == "install-copier"]
+    assert "imagePullSecrets" not in pod  # the fetch Jobs pull the adapter images
     args = args_of(sts)
-    assert [args[i + 1] for i, a in enumerate(args) if a == "--adapter"] == ["a1=0.3", "a2=1.0"]
+    assert "--adapter" not in args
+    assert args[args.index("--live-adapters") + 1] == "/etc/kaito/adapters/adapters.json"
+    desired = json.loads(find(children, "ConfigMap", "ws1-adapters")["data"]["adapters.json"])
+    assert [(a["name"], a["strength"]) for a in desired["adapters"]] == [("a1", 0.3), ("a2", 1.0)]
 
 
 def test_private_preset_image_is_streamed_into_the_node_cache_without_image_volumes():
@@ -434,6 +434,8 @@ def test_customize_relates_selected_nodes_and_the_workspace_pods():
         "relatedResources": [
             {"apiVersion": "v1", "resource": "nodes", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
             {"apiVersion": "v1", "resource": "pods", "namespace": "team", "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws1"}}},
+            {"apiVersion": "v1", "resource": "pods", "namespace": "team",
+             "labelSelector": {"matchLabels": {"kaito.sh/adapter-fetch": "ws1"}}},
         ]
     }
 

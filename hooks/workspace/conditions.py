@@ -56,8 +56,10 @@ def workspace_status(
     observed: list[dict] | None,
     now: str,
     generation: int | None,
+    extra: tuple[Condition, ...] = (),
 ) -> tuple[dict[str, Any], bool]:
-    """(status, done) of a planned Workspace; `workload` is its observed StatefulSet or Job.
+    """(status, done) of a planned Workspace; `workload` is its observed StatefulSet or Job; `extra`:
+    conditions that do not decide WorkspaceReady (AdaptersReady).
 
     Done means nothing will change without an event: served and ready, or tuning finished.
     """
@@ -71,6 +73,7 @@ def workspace_status(
         reason = "WorkspaceReady" if serving.status == "True" else serving.reason
         conds += [serving, Condition("WorkspaceReady", serving.status, reason, serving.message)]
         done = serving.status == "True"
+    conds += extra
     status: dict[str, Any] = {"conditions": render(conds, observed, now, generation), "workerNodes": nodes.worker_nodes}
     if isinstance(plan, PresetServing):
         status["runtime"] = plan.runtime

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import machines, router, services, statefulset, tuning_job
-from hooks.workspace.planning import TuningPlan, WorkloadPlan
+from hooks.workspace.children import live_adapters, machines, router, services, statefulset, tuning_job
+from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 
 
-def desired_children(ws: Workspace, plan: WorkloadPlan, machine_names: tuple[str, ...], settings: Settings) -> list[dict]:
+def desired_children(
+    ws: Workspace,
+    plan: WorkloadPlan,
+    machine_names: tuple[str, ...],
+    settings: Settings,
+    adapter_nodes: list[str] | None = None,
+) -> list[dict]:
     """Machines for missing nodes, then the tuning ConfigMap and Job, or the serving workload and its Services
-    (and, for several SGLang replicas, the router in front of them)."""
+    (and, for several SGLang replicas, the router in front of them), then a preset's desired adapter set and
+    the Jobs fetching its adapters onto `adapter_nodes`."""
     children = [machines.machine(ws, name, plan) for name in machine_names]
     if isinstance(plan, TuningPlan):
         cm = tuning_job.config_map(ws, plan)
@@ -18,7 +25,13 @@ def desired_children(ws: Workspace, plan: WorkloadPlan, machine_names: tuple[str
             children.append(cm)
         children.append(tuning_job.job(ws, plan, settings))
     else:
+        adapters = []
+        if isinstance(plan, PresetServing):
+            adapters = live_adapters.children(ws, plan, adapter_nodes or [], statefulset.runtime_image(plan, settings))
+        # The order of request.CHILD_TYPES (what an invalid Workspace keeps): ConfigMap, workload, Jobs, Services.
+        children += [c for c in adapters if c["kind"] == "ConfigMap"]
         children.append(statefulset.workload(ws, plan, settings))
+        children += [c for c in adapters if c["kind"] == "Job"]
         children += services.services(ws, plan)
         if router.uses_router(plan):
             children += router.children(ws, plan, settings)

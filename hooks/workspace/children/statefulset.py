@@ -10,7 +10,7 @@ from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
-from hooks.workspace.children import weights
+from hooks.workspace.children import live_adapters, weights
 from hooks.workspace.planning import PresetServing, TemplateServing
 
 WEIGHTS_DIR = weights.WEIGHTS_DIR
@@ -28,9 +28,11 @@ def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> lis
     args = ["--runtime", plan.runtime, "--served-model-name", preset.name]
     if not plan.options.image:
         args += ["--model", preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
-    args += ["--weights-dir", weights.weights_dir(plan.options.image, settings), "--adapters-dir", ADAPTERS_DIR]
-    for adapter in plan.adapters:
-        args += ["--adapter", f"{adapter.name}={adapter.strength}"]
+    args += ["--weights-dir", weights.weights_dir(plan.options.image, settings)]
+    if live_adapters.enabled(plan):  # the adapters come from the desired set, never from the pod's args
+        args += ["--adapters-dir", live_adapters.FILES_MOUNT, *live_adapters.launcher_args()]
+    else:
+        args += ["--adapters-dir", ADAPTERS_DIR]
     args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes),
              "--node-rank", "$(POD_INDEX)" if plan.nodes > 1 else "0"]
     if plan.nodes > 1:
@@ -72,22 +74,11 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
     if opts.image:
         pull_secrets += opts.imagePullSecrets or []
 
-    if any(a.image for a in plan.adapters):
-        volumes.append(m.tools_volume())
-        init.append(m.copier_init_container(image))
-    if plan.adapters:
-        volumes.append({"name": "adapter-volume", "emptyDir": {}})
-        mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
-    for adapter in plan.adapters:
-        name = adapter.name
-        if adapter.image:
-            init.append(
-                m.copy_from_image(f"adapter-{name}", adapter.image, "adapter-volume", ADAPTERS_DIR, f"{ADAPTERS_DIR}/{name}")
-            )
-            pull_secrets += adapter.pull_secrets
-        else:
-            volumes.append({"name": f"adapter-{name}", **copy.deepcopy(adapter.volume_source or {})})
-            mounts.append({"name": f"adapter-{name}", "mountPath": f"{ADAPTERS_DIR}/{name}", "readOnly": True})
+    # Adapters are live (children/live_adapters.py): nothing here depends on which adapters are desired.
+    if live_adapters.enabled(plan):
+        adapter_volumes, adapter_mounts = live_adapters.pod_volumes(ws)
+        volumes += adapter_volumes
+        mounts += adapter_mounts
     if plan.config:
         volumes.append({"name": "config-volume", "configMap": {"name": plan.config}})
         mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR, "readOnly": True})

@@ -1,0 +1,180 @@
+"""status.adapters and the AdaptersReady condition, from what the hook observes (no API calls):
+
+- the fetch Jobs (children) and their pods (related): files still copying, an image the kubelet cannot
+  pull (ErrImagePull / ImagePullBackOff, with the kubelet's message), a copy that failed;
+- what each model server pod reports about the adapters it serves: its agent's report (the gateway's
+  GET /adapters document) in the pod annotation `kaito.sh/adapters`. A report names the desired-set
+  revision it was made for; a report for an older revision says nothing about the current set.
+
+Precedence per adapter: Failed (fetch or any pod) > Ready (every running replica says Ready) > Loading
+(a replica is loading it) > Pending (files being fetched, or waiting for the replicas to see the change).
+WorkspaceReady never depends on this: a replica's readiness is sticky once it served its first set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hooks.workspace.children import live_adapters as live
+from hooks.workspace.conditions import Condition, false, true
+from hooks.workspace.planning import PresetServing
+
+REPORT_ANNOTATION = "kaito.sh/adapters"
+PENDING, LOADING, READY, FAILED = "Pending", "Loading", "Ready", "Failed"
+PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+MAX_MESSAGE = 512
+
+
+@dataclass(frozen=True)
+class AdapterState:
+    name: str
+    state: str
+    reason: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "state": self.state, "reason": self.reason, "message": self.message[:MAX_MESSAGE]}
+
+
+def _labels(obj: dict) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _node(job: dict) -> str:
+    return ((job.get("metadata") or {}).get("annotations") or {}).get(live.NODE_ANNOTATION, "?")
+
+
+def _job_failed(job: dict) -> dict | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _job_complete(job: dict) -> bool:
+    status = job.get("status") or {}
+    done = any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return done or bool(status.get("succeeded"))
+
+
+def _pull_error(pods: list[dict]) -> str | None:
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in PULL_ERRORS:
+                node = (pod.get("spec") or {}).get("nodeName", "?")
+                return f"node {node}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+    return None
+
+
+def _copy_failure(pods: list[dict]) -> str | None:
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            term = ((cs.get("state") or {}).get("terminated")) or ((cs.get("lastState") or {}).get("terminated")) or {}
+            if term and term.get("exitCode", 0) != 0:
+                detail = (term.get("message") or f"exit code {term.get('exitCode')}").strip()
+                return f"container {cs.get('name')}: {term.get('reason', 'Error')}: {detail}"
+    return None
+
+
+def pod_report(pod: dict) -> dict[str, Any] | None:
+    """The agent's report on a pod, or None when absent or unreadable."""
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(REPORT_ANNOTATION)
+    try:
+        doc = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("adapters"), list) else None
+
+
+def _serving(pods: list[dict]) -> list[dict]:
+    """Replicas that can serve: running and not being deleted."""
+    return [
+        p for p in pods
+        if (p.get("status") or {}).get("phase") == "Running" and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]  # fmt: skip
+
+
+def _fetch_state(name: str, key: str, jobs: list[dict], fetch_pods: list[dict]) -> AdapterState | None:
+    """Failed or Pending from the fetch side; None once every node has the files."""
+    mine = [j for j in jobs if _labels(j).get(live.KEY_LABEL) == key]
+    pods = [p for p in fetch_pods if _labels(p).get(live.KEY_LABEL) == key]
+    pull = _pull_error(pods)
+    if pull:
+        return AdapterState(name, FAILED, "ImagePullError", f"cannot pull the adapter image on {pull}")
+    for job in sorted(mine, key=lambda j: j["metadata"]["name"]):
+        failed = _job_failed(job)
+        if failed:
+            why = _copy_failure(pods) or f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}"
+            return AdapterState(
+                name, FAILED, "FetchFailed", f"copying the adapter files on node {_node(job)} failed: {why}"
+            )
+    waiting = sorted(_node(j) for j in mine if not _job_complete(j))
+    if waiting or not mine:
+        where = ", ".join(waiting) if waiting else "the Workspace's nodes (none ready yet)"
+        return AdapterState(name, PENDING, "Fetching", f"copying the adapter files to {where}")
+    return None
+
+
+def _replica_state(name: str, revision: str, replicas: list[dict]) -> AdapterState:
+    if not replicas:
+        return AdapterState(
+            name, PENDING, "WaitingForReplicas", "the files are on the nodes; no replica is running yet"
+        )
+    states: list[tuple[str, dict]] = []
+    for pod in sorted(replicas, key=lambda p: p["metadata"]["name"]):
+        report = pod_report(pod)
+        entry = None
+        if report is not None and report.get("revision", revision) == revision:
+            entry = next((a for a in report["adapters"] if isinstance(a, dict) and a.get("name") == name), None)
+        states.append((pod["metadata"]["name"], entry or {}))
+    for pod_name, entry in states:
+        if entry.get("state") == FAILED:
+            detail = entry.get("message") or entry.get("reason") or "the model server refused it"
+            return AdapterState(name, FAILED, entry.get("reason") or "LoadFailed", f"pod {pod_name}: {detail}")
+    if all(entry.get("state") == READY for _, entry in states):
+        return AdapterState(name, READY, "Loaded", f"served by {len(states)} of {len(states)} replicas")
+    if any(entry.get("state") == LOADING for _, entry in states):
+        loading = [p for p, e in states if e.get("state") == LOADING]
+        return AdapterState(name, LOADING, "Loading", f"loading in {', '.join(loading)}")
+    waiting = [p for p, e in states if e.get("state") != READY]
+    return AdapterState(
+        name, PENDING, "WaitingForReplicas", f"the files are on the nodes; waiting for {', '.join(waiting)}"
+    )
+
+
+def adapter_states(
+    plan: PresetServing, jobs: list[dict], fetch_pods: list[dict], replicas: list[dict]
+) -> list[AdapterState]:
+    """One state per desired adapter, in spec order."""
+    revision = live.desired_set(plan)["revision"]
+    serving = _serving(replicas)
+    out = []
+    for adapter in plan.adapters:
+        key = live.adapter_key(adapter)
+        out.append(_fetch_state(adapter.name, key, jobs, fetch_pods) or _replica_state(adapter.name, revision, serving))
+    return out
+
+
+def adapters_ready(states: list[AdapterState]) -> Condition:
+    if not states:
+        return true("AdaptersReady", "NoAdapters", "no adapters are desired")
+    failed = [s for s in states if s.state == FAILED]
+    if failed:
+        return false("AdaptersReady", "AdapterFailed", "; ".join(f"{s.name}: {s.reason}: {s.message}" for s in failed))
+    waiting = [s for s in states if s.state != READY]
+    if waiting:
+        return false(
+            "AdaptersReady", "AdaptersPending", "; ".join(f"{s.name}: {s.state}: {s.message}" for s in waiting)
+        )
+    return true(
+        "AdaptersReady", "AdaptersReady", f"{len(states)} adapter(s) served: {', '.join(s.name for s in states)}"
+    )
+
+
+def fetch_jobs(observed_jobs: dict[str, dict]) -> list[dict]:
+    return [j for j in observed_jobs.values() if live.FETCH_LABEL in _labels(j)]
