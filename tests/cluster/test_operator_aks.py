@@ -88,11 +88,24 @@ def test_quick_start_1_goes_to_workspace_ready(cluster, cluster_arm, aks, simula
 def test_quick_start_2_adapters(cluster, cluster_arm, aks, simulator, namespace):
     doc = apply_example(cluster, namespace, "inference-phi-3-with-adapters.yaml")
     _, node = provisioned_machine(cluster, cluster_arm, simulator, namespace)
-    pod = running_pod(cluster, namespace, node)
-    init_images = {c["image"] for c in pod["spec"].get("initContainers") or []}
-    for adapter in doc["inference"]["adapters"]:
-        assert adapter["source"]["image"] in init_images, init_images
-    assert {"name": "myregistry-pull"} in pod["spec"].get("imagePullSecrets", [])
+    running_pod(cluster, namespace, node)
+    # Each adapter image is pulled on the model's node by a pod the hook asks for, with the adapter's
+    # pull secrets: the model pod's init containers, or a fetch Job's pod pinned to that node.
+    def pulls() -> dict[str, set[str]]:
+        images: dict[str, set[str]] = {}
+        for pod in items(cluster, "pods", "-n", namespace):
+            if pod["spec"].get("nodeName") != node["metadata"]["name"]:
+                continue
+            secrets = {s["name"] for s in pod["spec"].get("imagePullSecrets") or []}
+            for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]:
+                images.setdefault(c["image"], set()).update(secrets)
+        return images
+
+    wanted = {a["source"]["image"]: set(a["source"].get("imagePullSecrets") or []) for a in doc["inference"]["adapters"]}
+    found = cluster.wait_for("the adapter images pulled on the model's node",
+                             lambda: (p := pulls()) and set(wanted) <= set(p) and p, timeout=WAIT_S)
+    for image, secrets in wanted.items():
+        assert secrets <= found[image], (image, found[image])
     assert_ready_columns(cluster, namespace, doc["metadata"]["name"], "Standard_NC24ads_A100_v4")
 
 
