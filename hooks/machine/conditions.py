@@ -56,18 +56,26 @@ def sync_conditions(
         return _all("False", "InvalidMachine", f"Machine {name}: {machine.problem}"), {}, 0
     if refusal is not None:
         text = refusal.text(name)
-        return [
-            _cond("Launched", "False", "ProvisioningRefused", text),
-            _cond("Registered", "False", "NotLaunched", f"agent pool {name} was not created"),
-            _cond("Ready", "False", "ProvisioningRefused", text),
-        ], {}, RESYNC_REFUSED_S
+        return (
+            [
+                _cond("Launched", "False", "ProvisioningRefused", text),
+                _cond("Registered", "False", "NotLaunched", f"agent pool {name} was not created"),
+                _cond("Ready", "False", "ProvisioningRefused", text),
+            ],
+            {},
+            RESYNC_REFUSED_S,
+        )
     if created or pool is None:
         text = f"creating AKS agent pool {name} (vmSize {machine.vm_size}, 1 node)"
-        return [
-            _cond("Launched", "Unknown", "Creating", text),
-            _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
-            _cond("Ready", "Unknown", "Creating", text),
-        ], {}, RESYNC_PROGRESS_S
+        return (
+            [
+                _cond("Launched", "Unknown", "Creating", text),
+                _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
+                _cond("Ready", "Unknown", "Creating", text),
+            ],
+            {},
+            RESYNC_PROGRESS_S,
+        )
     if not pool_is_ours(machine, pool):
         text = (
             f"an AKS agent pool named {name} already exists but was not created for this Machine "
@@ -85,27 +93,44 @@ def sync_conditions(
         # same capacity error); deleting the Machine is the retry: finalize removes the pool and the
         # workspace hook creates the Machine again.
         text += f"; to retry, delete the Machine (kubectl delete machine {name} -n {machine.namespace})"
-        return [
-            _cond("Launched", "False", reason, text),
-            _cond("Registered", "False", "NotLaunched", f"agent pool {name} is {state}"),
-            _cond("Ready", "False", reason, text),
-        ], {}, RESYNC_REFUSED_S
+        return (
+            [
+                _cond("Launched", "False", reason, text),
+                _cond("Registered", "False", "NotLaunched", f"agent pool {name} is {state}"),
+                _cond("Ready", "False", reason, text),
+            ],
+            {},
+            RESYNC_REFUSED_S,
+        )
     if state == "Deleting":
         text = f"AKS agent pool {name} is being deleted; it will be created again once gone"
         return _all("Unknown", "Deleting", text), {}, RESYNC_PROGRESS_S
     was_launched = machine.observed_conditions.get("Launched", {}).get("status") == "True"
     if state != "Succeeded" and (state == "Creating" or not was_launched):
         text = f"AKS agent pool {name} is {state}"
-        return [
-            _cond("Launched", "Unknown", "Provisioning", text),
-            _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
-            _cond("Ready", "Unknown", "Provisioning", text),
-        ], {}, RESYNC_PROGRESS_S
-    launched = _cond("Launched", "True", "Launched", f"AKS agent pool {name} ({pool.vm_size or machine.vm_size}) is {state}")
+        return (
+            [
+                _cond("Launched", "Unknown", "Provisioning", text),
+                _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
+                _cond("Ready", "Unknown", "Provisioning", text),
+            ],
+            {},
+            RESYNC_PROGRESS_S,
+        )
+    launched = _cond(
+        "Launched", "True", "Launched", f"AKS agent pool {name} ({pool.vm_size or machine.vm_size}) is {state}"
+    )
     if node is None:
         text = f"no Node labelled {naming.AGENTPOOL_LABEL}={name} has joined yet"
-        return [launched, _cond("Registered", "Unknown", "NodeNotFound", text),
-                _cond("Ready", "Unknown", "NodeNotFound", text)], {}, RESYNC_PROGRESS_S
+        return (
+            [
+                launched,
+                _cond("Registered", "Unknown", "NodeNotFound", text),
+                _cond("Ready", "Unknown", "NodeNotFound", text),
+            ],
+            {},
+            RESYNC_PROGRESS_S,
+        )
     node_name = node["metadata"].get("name", "")
     extra = {"nodeName": node_name}
     provider_id = (node.get("spec") or {}).get("providerID")

@@ -39,7 +39,9 @@ def _note_object(body: object) -> None:
             g.object = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
-def run_hook(hook: Callable[[Any], dict[str, Any]], errors: Callable[[Exception, Any], Response | None] | None = None) -> Response:
+def run_hook(
+    hook: Callable[[Any], dict[str, Any]], errors: Callable[[Exception, Any], Response | None] | None = None
+) -> Response:
     """Answer a hook request: 200 with hook(body), 400 for BadRequest, `errors`' answer, else 500.
 
     `errors(error, body)` lets a hook family map its own exceptions (None: not one of them).

@@ -8,7 +8,9 @@ from flask import Response
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers)
+    return Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers
+    )
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

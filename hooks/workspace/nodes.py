@@ -93,7 +93,11 @@ def plan_nodes(
             continue
         # With auto-provisioning, a node must also be of the requested size (or named in preferredNodes);
         # bring-your-own clusters choose their nodes by the labelSelector alone.
-        if not byo and name not in preferred and labels.get(naming.INSTANCE_TYPE_LABEL, "").lower() != ws.resource.instanceType.lower():
+        if (
+            not byo
+            and name not in preferred
+            and labels.get(naming.INSTANCE_TYPE_LABEL, "").lower() != ws.resource.instanceType.lower()
+        ):
             continue
         candidates.append(name)
     candidates.sort(key=lambda n: (preferred.index(n) if n in preferred else len(preferred), n))

@@ -131,7 +131,10 @@ def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
         ]
     if not sku.nvidia:
         return None, [
-            Problem("resource.instanceType", f"{sku.name} has {sku.gpu} GPUs; only NVIDIA GPUs are supported, e.g. Standard_NC24ads_A100_v4")
+            Problem(
+                "resource.instanceType",
+                f"{sku.name} has {sku.gpu} GPUs; only NVIDIA GPUs are supported, e.g. Standard_NC24ads_A100_v4",
+            )
         ]
     return sku, []
 
@@ -172,7 +175,9 @@ def _fit_problem(need: catalog.Need, sku: catalog.Sku, nodes: int, what: str, *,
     if sku.gpu_memory >= need.per_gpu_memory and has_total >= need.gpu_memory and sku.gpus * nodes >= need.gpus:
         return None
     fits = catalog.skus_that_fit(need, nodes=1, sglang_only=sglang_only)
-    suggestion = f"; {fits[0].name} ({fits[0].gpus} x {fits[0].gpu} {fits[0].gpu_memory:g} GiB) would fit" if fits else ""
+    suggestion = (
+        f"; {fits[0].name} ({fits[0].gpus} x {fits[0].gpu} {fits[0].gpu_memory:g} GiB) would fit" if fits else ""
+    )
     return Problem(
         "resource.instanceType",
         f"{what} needs {need.gpu_memory:g} GiB of GPU memory"
@@ -186,9 +191,16 @@ def _fit_problem(need: catalog.Need, sku: catalog.Sku, nodes: int, what: str, *,
 def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, str, list[Problem]]:
     asked = ws.annotations.get(RUNTIME_ANNOTATION, "").strip().lower()
     if asked not in ("", "sglang", "vllm", "transformers"):
-        return None, "", [
-            Problem(f"metadata.annotations[{RUNTIME_ANNOTATION}]", f"{asked!r} is not a runtime; use sglang or transformers")
-        ]
+        return (
+            None,
+            "",
+            [
+                Problem(
+                    f"metadata.annotations[{RUNTIME_ANNOTATION}]",
+                    f"{asked!r} is not a runtime; use sglang or transformers",
+                )
+            ],
+        )
     if asked == "transformers":
         return "transformers", "the kaito.sh/runtime annotation asks for transformers", []
     if sku.runs_sglang:
@@ -198,14 +210,18 @@ def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, st
         return "sglang", why, []
     if asked in ("sglang", "vllm"):
         ampere = catalog.skus_that_fit(catalog.Need(0, 0, 1), sglang_only=True)
-        return None, "", [
-            Problem(
-                "resource.instanceType",
-                f"kaito.sh/runtime: {asked} needs an Ampere or newer GPU, but {sku.name} has {sku.gpu} "
-                f"(compute capability {sku.compute_capability:.1f}); use e.g. {ampere[0].name}, or drop the annotation "
-                "to use the transformers runtime",
-            )
-        ]
+        return (
+            None,
+            "",
+            [
+                Problem(
+                    "resource.instanceType",
+                    f"kaito.sh/runtime: {asked} needs an Ampere or newer GPU, but {sku.name} has {sku.gpu} "
+                    f"(compute capability {sku.compute_capability:.1f}); use e.g. {ampere[0].name}, or drop the annotation "
+                    "to use the transformers runtime",
+                )
+            ],
+        )
     return (
         "transformers",
         f"{sku.gpu} has compute capability {sku.compute_capability:.1f}, below the 8.0 SGLang needs; "
@@ -223,7 +239,12 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
             return None, problems
         if not preset.supports_tuning:
             tunable = sorted(n for n, pr in catalog.presets().items() if pr.supports_tuning)
-            problems.append(Problem("tuning.preset.name", f"preset {preset.name} does not support tuning; presets that do: {', '.join(tunable)}"))
+            problems.append(
+                Problem(
+                    "tuning.preset.name",
+                    f"preset {preset.name} does not support tuning; presets that do: {', '.join(tunable)}",
+                )
+            )
             return None, problems
         need = catalog.tuning_need(preset, ws.tuning.method)
         if fit := _fit_problem(need, sku, 1, f"{ws.tuning.method} tuning of {preset.name}", sglang_only=False):
@@ -285,8 +306,16 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         why += f"; {preset.name} needs {nodes} nodes of {sku.name}, so it runs across {nodes} nodes"
     assert inf.preset is not None
     return PresetServing(
-        sku, nodes, preset, inf.preset.presetOptions or PresetOptions(), runtime, why, _adapters(ws), inf.config,
-        replicas=instances, replicas_note=replicas_note,
+        sku,
+        nodes,
+        preset,
+        inf.preset.presetOptions or PresetOptions(),
+        runtime,
+        why,
+        _adapters(ws),
+        inf.config,
+        replicas=instances,
+        replicas_note=replicas_note,
     ), []
 
 

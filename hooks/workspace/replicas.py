@@ -18,7 +18,10 @@ def single_node(count: int, requested: int | None) -> tuple[int, str]:
     if requested is not None and requested > count:
         return requested, ""
     if requested is not None and 1 < requested < count:
-        return count, f"spec.replicas {requested} is below resource.count {count}, the minimum; running {count} replicas"
+        return (
+            count,
+            f"spec.replicas {requested} is below resource.count {count}, the minimum; running {count} replicas",
+        )
     return count, ""
 
 

@@ -30,7 +30,11 @@ def require_parent(request: object) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise BadRequest(f"expected a JSON object, got {type(request).__name__}")
     parent = request.get("parent")
-    if not isinstance(parent, dict) or not isinstance(parent.get("metadata"), dict) or not parent["metadata"].get("name"):
+    if (
+        not isinstance(parent, dict)
+        or not isinstance(parent.get("metadata"), dict)
+        or not parent["metadata"].get("name")
+    ):
         raise BadRequest("missing 'parent' with metadata.name: not a Metacontroller request")
     for section in ("children", "related"):
         if section in request and not isinstance(request[section] or {}, dict):
