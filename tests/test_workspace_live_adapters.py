@@ -357,3 +357,23 @@ def planned_adapter(spec: dict) -> Adapter:
         src.get("volumeSource"),
         tuple(src.get("imagePullSecrets") or ()),
     )
+
+
+# --- what needs a restart ---------------------------------------------------------------------------------
+
+
+def test_the_max_lora_rank_annotation_sets_the_room_for_adapters_and_is_a_restart():
+    ws = serving(FIN)
+    ws["metadata"]["annotations"] = {"kaito.sh/max-lora-rank": "128"}
+    resp = run(ws)
+    args = find(resp["children"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-lora-rank") + 1] == "128"
+    assert pod_template(resp) != pod_template(run(serving(FIN)))  # documented: changing it restarts the pods
+
+
+@pytest.mark.parametrize("value", ["big", "0", "2048", "-1"])
+def test_a_bad_max_lora_rank_is_refused_naming_the_annotation(value):
+    ws = serving(FIN)
+    ws["metadata"]["annotations"] = {"kaito.sh/max-lora-rank": value}
+    c = condition(run(ws), "ResourceReady")
+    assert c["reason"] == "InvalidWorkspace" and "metadata.annotations[kaito.sh/max-lora-rank]" in c["message"]

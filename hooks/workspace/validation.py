@@ -190,6 +190,7 @@ def _inference_problems(ws: Workspace, inf: InferenceSpec) -> list[Problem]:
     if inf.config is not None and not is_dns_subdomain(inf.config):
         out.append(Problem("inference.config", f"{inf.config!r} is not a valid ConfigMap name"))
 
+    out += _max_lora_rank_problems(ws)
     seen: dict[str, int] = {}
     for i, adapter in enumerate(ws.adapters):
         path = f"inference.adapters[{i}]"
@@ -232,6 +233,33 @@ def _inference_problems(ws: Workspace, inf: InferenceSpec) -> list[Problem]:
                     Problem(f"{path}.strength", f'{adapter.strength!r} must be a number between 0 and 1, e.g. "0.5"')
                 )
     return out
+
+
+# The largest adapter rank the runtime makes room for at start (live adapters: the launcher's --max-lora-rank).
+# Changing it restarts the model server; adapters up to it come and go without one.
+MAX_LORA_RANK_ANNOTATION = "kaito.sh/max-lora-rank"
+MAX_LORA_RANK_LIMIT = 1024
+
+
+def max_lora_rank(ws: Workspace) -> int | None:
+    raw = ws.annotations.get(MAX_LORA_RANK_ANNOTATION)
+    return int(raw) if raw is not None and raw.strip().isdigit() else None
+
+
+def _max_lora_rank_problems(ws: Workspace) -> list[Problem]:
+    raw = ws.annotations.get(MAX_LORA_RANK_ANNOTATION)
+    if raw is None:
+        return []
+    rank = max_lora_rank(ws)
+    if rank is None or not 1 <= rank <= MAX_LORA_RANK_LIMIT:
+        return [
+            Problem(
+                f"metadata.annotations[{MAX_LORA_RANK_ANNOTATION}]",
+                f"{raw!r} must be a whole number from 1 to {MAX_LORA_RANK_LIMIT} (the largest adapter rank "
+                'to make room for), e.g. "128"; remove the annotation for the default 64',
+            )
+        ]
+    return []
 
 
 def _input_problems(src: DataSource, path: str) -> list[Problem]:

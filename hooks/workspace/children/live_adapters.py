@@ -27,6 +27,7 @@ from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
 from hooks.workspace.children.weights import IMAGE_UID
 from hooks.workspace.planning import Adapter, PresetServing
+from hooks.workspace.validation import max_lora_rank
 
 DESIRED_DIR = "/etc/kaito/adapters"
 DESIRED_FILE = "adapters.json"  # inference.live_adapters.DESIRED_FILE
@@ -121,8 +122,14 @@ def pod_volumes(ws: Workspace) -> tuple[list[dict], list[dict]]:
     return volumes, mounts
 
 
-def launcher_args() -> list[str]:
-    return ["--live-adapters", f"{DESIRED_DIR}/{DESIRED_FILE}", "--adapter-files", FILES_MOUNT]
+def launcher_args(ws: Workspace) -> list[str]:
+    """The desired-set file and the files folder; the room for adapter ranks when the Workspace asks for more
+    or less than the launcher's default (changing it changes the pod template: a restart)."""
+    args = ["--live-adapters", f"{DESIRED_DIR}/{DESIRED_FILE}", "--adapter-files", FILES_MOUNT]
+    rank = max_lora_rank(ws)
+    if rank is not None:
+        args += ["--max-lora-rank", str(rank)]
+    return args
 
 
 def _short(text: str, size: int) -> str:

@@ -30,7 +30,7 @@ def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> lis
         args += ["--model", preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
     args += ["--weights-dir", weights.weights_dir(plan.options.image, settings)]
     if live_adapters.enabled(plan):  # the adapters come from the desired set, never from the pod's args
-        args += ["--adapters-dir", live_adapters.FILES_MOUNT, *live_adapters.launcher_args()]
+        args += ["--adapters-dir", live_adapters.FILES_MOUNT, *live_adapters.launcher_args(ws)]
     else:
         args += ["--adapters-dir", ADAPTERS_DIR]
     args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes),
