@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from observe import WAIT_S, condition, get, items, wait_condition
 from operator_stack import REPO, gpu_node
 
