@@ -46,7 +46,7 @@ def wait_condition(cluster: ControlPlane, namespace: str, kind: str, name: str, 
     try:
         return cluster.wait_for(f"{kind}/{name} {condition_type}={status}" + (f" ({reason})" if reason else ""),
                                 probe_keeping_last, timeout=timeout, every=1)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - re-raised with the last status
         raise AssertionError(f"{error}\nlast status of {kind}/{name}: {json.dumps(last.get('status'), indent=1)}") from None
 
 
@@ -55,4 +55,4 @@ def printed_columns(cluster: ControlPlane, namespace: str, kind: str, name: str)
     header, row = cluster.kubectl("get", kind, name, "-n", namespace).stdout.splitlines()[:2]
     starts = [m.start() for m in re.finditer(r"\S+", header)]
     ends = starts[1:] + [None]
-    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends)}
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from controlplane import KWOK_NODE_LABEL, ClusterError, ControlPlane, Process, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,9 +132,10 @@ def operator_manifests(hook_url: str, mode: str) -> tuple[list[dict], list[dict]
             if doc["kind"] == "CustomResourceDefinition":
                 crds.append(doc)
                 continue
+            controller = doc
             if byo and doc["kind"] == "CompositeController":
-                doc = apply_json_patch(doc, byo["composite_json_patch"])
-            controllers.append(point_hooks_at(doc, hook_url))
+                controller = apply_json_patch(doc, byo["composite_json_patch"])
+            controllers.append(point_hooks_at(controller, hook_url))
     return crds, controllers
 
 
@@ -278,7 +278,7 @@ class AksSimulator:
                     elif state == "Deleting" and self.finish_deletes:
                         self.remove(name)
                         self._seen.pop(name, None)
-            except Exception as error:  # keep simulating; the log says what went wrong
+            except Exception as error:  # noqa: BLE001 - keep simulating; the log says what went wrong
                 print(f"aks simulator: {error}", file=sys.stderr, flush=True)
 
 

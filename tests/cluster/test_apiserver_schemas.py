@@ -8,10 +8,9 @@ from __future__ import annotations
 import copy
 import json
 
+import crd_support as offline  # the offline model of the apiserver (cel-python, jsonschema)
 import pytest
 import yaml
-
-import crd_support as offline  # the offline model of the apiserver (cel-python, jsonschema)
 from crd_support import IMMUTABLE_CHANGES, REJECTED_OBJECTS
 from operator_stack import INSTALL, METACONTROLLER_CRDS, REPO
 from workspace_support import KAITO_EXAMPLES, workspace

@@ -6,13 +6,10 @@ through the Machine's finalizer, and a hook server that dies mid-reconcile."""
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
-import pytest
 import yaml
-
 from observe import WAIT_S, condition, get, items, printed_columns, wait_condition
 from operator_stack import REPO
 
@@ -149,7 +146,7 @@ def test_delete_garbage_collects_and_the_finalizer_deletes_the_pool(cluster, clu
         cluster.kubectl("delete", "workspace", name, "-n", namespace, "--wait=false")
         for kind in ("deployments", "replicasets", "pods", "services", "configmaps"):
             cluster.wait_for(f"{kind} of the Workspace to be garbage-collected",
-                             lambda: not [o for o in items(cluster, kind, "-n", namespace)
+                             lambda kind=kind: not [o for o in items(cluster, kind, "-n", namespace)
                                           if o["metadata"].get("labels", {}).get("kaito.sh/workspace") == name],
                              timeout=WAIT_S)
         cluster.wait_for(f"DELETE of pool {pool} on the fake ARM", lambda: cluster_arm.calls("DELETE", pool),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from observe import WAIT_S, condition, items, printed_columns, wait_condition
 from operator_stack import REPO, gpu_node
 

@@ -35,8 +35,15 @@ START_TIMEOUT_S = 3600  # a cold build included
 
 def run(state: Path) -> int:
     from fake_arm import FakeArm
-    from operator_stack import (METACONTROLLER_CRDS, AksSimulator, Operator, install_hook_namespace,
-                                operator_manifests, standin_metacontroller, yaml_stream)
+    from operator_stack import (
+        METACONTROLLER_CRDS,
+        AksSimulator,
+        Operator,
+        install_hook_namespace,
+        operator_manifests,
+        standin_metacontroller,
+        yaml_stream,
+    )
 
     started = time.monotonic()
     built = build()
@@ -79,7 +86,7 @@ def start(state: Path) -> int:
     state.mkdir(parents=True, exist_ok=True)
     for stale in ("ready", "kubeconfig", "pid"):
         (state / stale).unlink(missing_ok=True)
-    log = open(state / "up.log", "wb")
+    log = open(state / "up.log", "wb")  # noqa: SIM115 - handed to the background process
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "run"], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "KAITO_CLUSTER_STATE": str(state)})
     (state / "pid").write_text(str(proc.pid))
