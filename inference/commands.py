@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from inference import UPSTREAM_HOST
-from inference.adapters import PreparedAdapter, chat_default_adapter, max_rank, union_target_modules
+from inference.adapters import ALL_MODULES, PreparedAdapter, chat_default_adapter, max_rank, union_target_modules
 from inference.launch_args import LaunchConfig
 
 
@@ -31,7 +32,11 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
     if cfg.nnodes > 1:
         assert cfg.dist_init_addr, "parse_launch_args requires --dist-init-addr with --nnodes > 1"
         argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank), "--dist-init-addr", cfg.dist_init_addr]
-    if adapters:
+    if cfg.live_adapters:
+        # Room for the adapters that arrive later: any supported module, up to --max-lora-rank.
+        argv += ["--enable-lora", "--lora-strict-loading", "--max-lora-rank", str(cfg.max_lora_rank),
+                 "--max-loras-per-batch", str(max_loras_per_batch([])), "--lora-target-modules", ALL_MODULES]
+    elif adapters:
         argv += [
             "--enable-lora",
             "--lora-strict-loading",
@@ -90,4 +95,9 @@ def gateway_argv(
     default = chat_default_adapter(adapters) if adapters is not None else None
     if default:
         argv += ["--chat-default-adapter", default]
+    if cfg.live_adapters and cfg.node_rank == 0:
+        assert cfg.adapter_files, "parse_launch_args requires --adapter-files with --live-adapters"
+        argv += ["--live-adapters", cfg.live_adapters, "--adapter-files", cfg.adapter_files,
+                 "--adapter-work-dir", os.path.join(cfg.work_dir, "live"),
+                 "--max-lora-rank", str(cfg.max_lora_rank), "--lora-target-modules", ALL_MODULES]
     return argv

@@ -11,9 +11,13 @@ endpoints: those pods run a runtime worker, not the API.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
@@ -30,6 +34,9 @@ from inference.gateway_translation import (
     upstream_error_detail,
 )
 
+if TYPE_CHECKING:
+    from inference.live_adapters_runner import LiveAdapters
+
 try:  # faster when present (it is in the SGLang image)
     import orjson
 
@@ -45,7 +52,15 @@ except ImportError:  # pragma: no cover
     def _dumps(o) -> bytes:
         return json.dumps(o).encode()
 
-SERVED = web.AppKey("served", Served)
+class ServedBox:
+    """What the gateway serves now: replaced whole when live adapters change (inference.live_adapters)."""
+
+    def __init__(self, served: Served):
+        self.current = served
+
+
+SERVED = web.AppKey("served", ServedBox)
+LIVE: web.AppKey[LiveAdapters | None] = web.AppKey("live")
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", ClientSession)
 RUNTIME_PID = web.AppKey("runtime_pid", int)
@@ -54,6 +69,10 @@ CREATED = web.AppKey("created", int)
 MAX_MODEL_LEN = web.AppKey("max_model_len", dict)  # {"value": int} once the runtime has told it
 HEALTH_TIMEOUT_S = 25.0
 JSON = "application/json"
+
+
+def _served(request: web.Request) -> Served:
+    return request.app[SERVED].current
 
 
 def _json(obj, status: int = 200) -> web.Response:
@@ -90,6 +109,9 @@ async def health(request: web.Request) -> web.Response:
                 request.app[UPSTREAM] + request.app[HEALTH_PATH], timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
             await up.read()
             if up.status == 200:
+                live = request.app[LIVE]
+                if live is not None and not live.started:
+                    return _detail("loading the Workspace's adapters (GET /adapters shows their state)", 503)
                 return _json({"status": "Healthy"})
             return _detail(f"model runtime not ready (HTTP {up.status})", 503)
     except (ClientError, TimeoutError) as e:
@@ -113,11 +135,11 @@ async def _max_model_len(request: web.Request) -> int | None:
 
 
 async def models(request: web.Request) -> web.Response:
-    return _json(models_listing(request.app[SERVED], request.app[CREATED], await _max_model_len(request)))
+    return _json(models_listing(_served(request), request.app[CREATED], await _max_model_len(request)))
 
 
 async def model(request: web.Request) -> web.Response:
-    entry = model_entry(request.app[SERVED], request.app[CREATED], request.match_info["model_id"],
+    entry = model_entry(_served(request), request.app[CREATED], request.match_info["model_id"],
                         await _max_model_len(request))
     if entry is None:
         message = f"The model '{request.match_info['model_id']}' does not exist"
@@ -126,20 +148,49 @@ async def model(request: web.Request) -> web.Response:
     return _json(entry)
 
 
-async def _relay(request: web.Request, path: str, body: bytes, stream: bool) -> web.StreamResponse:
+class ModelRenamer:
+    """Gives a live adapter's answers back the name the client used (the runtime echoes its internal
+    name, e.g. "phi:fin.3", in `model`). Streams are rewritten across chunk boundaries: a tail that could
+    be the start of a name waits for the next chunk."""
+
+    def __init__(self, names: dict[str, str]):
+        self.pairs = [(f'"{up}"'.encode(), f'"{client}"'.encode()) for up, client in names.items()]
+        self.keep = max((len(old) for old, _ in self.pairs), default=1) - 1
+        self.carry = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        data = self.carry + chunk
+        for old, new in self.pairs:
+            data = data.replace(old, new)
+        if self.keep:
+            data, self.carry = data[:-self.keep], data[-self.keep:]
+        return data
+
+    def flush(self) -> bytes:
+        data, self.carry = self.carry, b""
+        return data
+
+
+async def _relay(request: web.Request, path: str, body: bytes, stream: bool,
+                 renames: dict[str, str] | None = None) -> web.StreamResponse:
     try:
         up_cm = request.app[SESSION].post(request.app[UPSTREAM] + path, data=body,
                                           headers={"Content-Type": JSON})
         async with up_cm as up:
             ctype = up.headers.get("Content-Type", JSON)
+            rename = ModelRenamer(renames) if renames else None
             if not stream or up.status != 200:
-                return web.Response(body=await up.read(), status=up.status,
-                                    headers={"Content-Type": ctype})
+                data = await up.read()
+                if rename:
+                    data = rename(data) + rename.flush()
+                return web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
             resp = web.StreamResponse(status=200, headers={
                 "Content-Type": ctype, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             await resp.prepare(request)
             async for chunk in up.content.iter_any():
-                await resp.write(chunk)
+                await resp.write(rename(chunk) if rename else chunk)
+            if rename:
+                await resp.write(rename.flush())
             await resp.write_eof()
             return resp
     except ClientError as e:
@@ -150,10 +201,13 @@ def _openai_handler(path: str):
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             raw, body = await _read_json(request)
-            forward, changed = route_openai(body, request.app[SERVED])
+            served = _served(request)
+            forward, changed = route_openai(body, served)
         except RequestError as e:
             return _openai_error(str(e))
-        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True)
+        renames = served.client_model_names() if served.upstream_names else None
+        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True,
+                            renames)
     return handler
 
 
@@ -166,7 +220,7 @@ def _openai_error(message: str, status: int = 400) -> web.Response:
 async def chat(request: web.Request) -> web.Response:
     try:
         _, body = await _read_json(request)
-        plan = plan_chat(body, request.app[SERVED])
+        plan = plan_chat(body, _served(request))
     except RequestError as e:
         return _detail(str(e), 400)
     try:
@@ -207,15 +261,55 @@ async def _session_ctx(app: web.Application):
     await app[SESSION].close()
 
 
-def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool = False) -> web.Application:
+async def adapters_report(request: web.Request) -> web.Response:
+    """The live adapters' states (Pending, Loading, Ready, Failed with a reason) on this pod."""
+    live = request.app[LIVE]
+    if live is None:
+        return _json({"adapters": [{"name": a, "state": "Ready"} for a in _served(request).adapters],
+                      "live": False})
+    return _json({**live.agent.report(), "live": True, "started": live.started})
+
+
+async def _runtime_up(app: web.Application) -> bool:
+    try:
+        async with app[SESSION].get(app[UPSTREAM] + app[HEALTH_PATH], timeout=ClientTimeout(total=5)) as up:
+            await up.read()
+            return up.status == 200
+    except (ClientError, TimeoutError):
+        return False
+
+
+async def _live_adapters_ctx(app: web.Application):
+    live = app[LIVE]
+    assert live is not None, "registered only with live adapters"
+    task = asyncio.get_running_loop().create_task(live.run(lambda: _runtime_up(app)))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool = False,
+             live_adapters: Callable[[Callable[[Served], None]], LiveAdapters] | None = None) -> web.Application:
+    """`live_adapters(publish)` builds the live-adapter runner (inference.live_adapters_runner) given the
+    function that switches what the gateway serves."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[SERVED] = served
+    box = ServedBox(served)
+    app[SERVED] = box
+    app[LIVE] = None
+    if live_adapters is not None and not worker:
+        def publish(new: Served) -> None:
+            box.current = new
+
+        app[LIVE] = live_adapters(publish)
     app[UPSTREAM] = upstream.rstrip("/")
     app[RUNTIME_PID] = runtime_pid
     app[HEALTH_PATH] = "/health"
     app[CREATED] = int(time.time())
     app[MAX_MODEL_LEN] = {}
     app.cleanup_ctx.append(_session_ctx)
+    if app[LIVE] is not None:
+        app.cleanup_ctx.append(_live_adapters_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", health)
     if worker:
@@ -224,6 +318,7 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app.router.add_get("/", root)
     app.router.add_post("/chat", chat)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/adapters", adapters_report)
     app.router.add_get("/v1/models/{model_id}", model)
     app.router.add_post("/v1/chat/completions", _openai_handler("/v1/chat/completions"))
     app.router.add_post("/v1/completions", _openai_handler("/v1/completions"))
@@ -249,6 +344,18 @@ def _fork_workers(workers: int) -> None:
             return
 
 
+def _live_adapters_factory(ns: argparse.Namespace, served: Served):
+    from inference.live_adapters import Capacity
+    from inference.live_adapters_runner import LiveAdapters
+
+    defaults = Capacity()
+    capacity = Capacity(ns.max_lora_rank or defaults.max_rank,
+                        frozenset(ns.lora_target_modules) if ns.lora_target_modules else defaults.target_modules,
+                        ns.max_adapters or defaults.max_adapters)
+    return lambda publish: LiveAdapters(served, ns.upstream, ns.live_adapters, ns.adapter_files,
+                                        ns.adapter_work_dir, capacity, publish)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m inference.gateway")
     p.add_argument("--served-model-name", required=True)
@@ -262,11 +369,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--upstream-health-path", default="/health",
                    help="what /health asks the upstream (the router pod: sglang-router's /readiness)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    live = p.add_argument_group("live adapters (inference.live_adapters)")
+    live.add_argument("--live-adapters", default=None, metavar="FILE", help="the published desired adapter set")
+    live.add_argument("--adapter-files", default=None, metavar="DIR", help="where adapter images' files arrive")
+    live.add_argument("--adapter-work-dir", default=None, metavar="DIR", help="the served adapter copies")
+    live.add_argument("--max-lora-rank", type=int, default=None)
+    live.add_argument("--lora-target-modules", nargs="*", default=None)
+    live.add_argument("--max-adapters", type=int, default=None)
     ns = p.parse_args(argv)
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
     if ns.workers < 1:
         p.error("--workers must be at least 1")
-    app = make_app(served, ns.upstream, ns.runtime_pid, ns.worker)
+    if ns.live_adapters and (ns.workers > 1 or not ns.adapter_files or not ns.adapter_work_dir):
+        p.error("--live-adapters needs --adapter-files and --adapter-work-dir, and one worker process")
+    app = make_app(served, ns.upstream, ns.runtime_pid, ns.worker,
+                   _live_adapters_factory(ns, served) if ns.live_adapters else None)
     app[HEALTH_PATH] = ns.upstream_health_path
     _fork_workers(ns.workers)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream

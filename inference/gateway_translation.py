@@ -16,6 +16,16 @@ class Served:
     # The adapter /chat uses when the request names none (Kaito applies all adapters): the launcher's
     # combined adapter, or the only adapter; None means the first adapter (or the base model).
     chat_default: str | None = None
+    # Live adapters (inference.live_adapters): adapter name -> the name the runtime loaded it under.
+    upstream_names: tuple[tuple[str, str], ...] = ()
+
+    def upstream_adapter(self, adapter: str) -> str:
+        return next((internal for name, internal in self.upstream_names if name == adapter), adapter)
+
+    def client_model_names(self) -> dict[str, str]:
+        """Upstream model id -> the id the client asked for, for the renamed (live) adapters."""
+        return {f"{self.preset}:{internal}": f"{self.preset}:{name}"
+                for name, internal in self.upstream_names if internal != name}
 
 
 def resolve_model(model, served: Served) -> str:
@@ -38,7 +48,7 @@ def resolve_model(model, served: Served) -> str:
             )
         return _adapter_model(adapter, served)
     if model in served.adapters:
-        return f"{served.preset}:{model}"
+        return f"{served.preset}:{served.upstream_adapter(model)}"
     raise RequestError(f"unknown model {model!r}: available: {', '.join(model_ids(served))}")
 
 
@@ -46,15 +56,20 @@ def _adapter_model(adapter: str, served: Served) -> str:
     if adapter not in served.adapters:
         known = ", ".join(served.adapters) if served.adapters else "none"
         raise RequestError(f"unknown adapter {adapter!r} for model {served.preset!r} (loaded adapters: {known})")
-    return f"{served.preset}:{adapter}"
+    return f"{served.preset}:{served.upstream_adapter(adapter)}"
 
 
-def check_lora_path(value, served: Served) -> None:
-    """SGLang's own `lora_path` field selects an adapter too; hold it to the same rule."""
+def check_lora_path(value, served: Served):
+    """SGLang's own `lora_path` field selects an adapter too: hold it to the same rule; returns the
+    value to forward (live adapters by the name the runtime knows)."""
     values = value if isinstance(value, list) else [value]
     for v in values:
         if v is not None and v not in served.adapters:
             _adapter_model(str(v), served)
+    if not served.upstream_names:
+        return value
+    mapped = [None if v is None else served.upstream_adapter(v) for v in values]
+    return mapped if isinstance(value, list) else mapped[0]
 
 
 def route_openai(body, served: Served) -> tuple[dict, bool]:
@@ -64,11 +79,12 @@ def route_openai(body, served: Served) -> tuple[dict, bool]:
     model = resolve_model(body.get("model"), served)
     if "messages" in body:
         check_messages(body["messages"])
-    if "lora_path" in body:
-        check_lora_path(body["lora_path"], served)
+    lora_path = check_lora_path(body["lora_path"], served) if "lora_path" in body else None
     for name in ("max_tokens", "max_completion_tokens", "min_tokens"):
         if body.get(name) is not None:
             token_count(body[name], name)
+    if lora_path is not None and lora_path != body["lora_path"]:
+        return {**body, "model": model, "lora_path": lora_path}, True
     if body.get("model") == model:
         return body, False
     return {**body, "model": model}, True
@@ -106,6 +122,7 @@ def model_entry(served: Served, created: int, model_id: str, max_model_len: int 
         wanted = resolve_model(model_id, served)
     except RequestError:
         return None
+    wanted = served.client_model_names().get(wanted, wanted)  # a live adapter is listed by its own name
     return next(m for m in models_listing(served, created, max_model_len)["data"] if m["id"] == wanted)
 
 
@@ -199,7 +216,7 @@ def plan_chat(body, served: Served) -> ChatPlan:
     elif served.chat_default:
         model = _adapter_model(served.chat_default, served)
     else:
-        model = f"{served.preset}:{served.adapters[0]}" if served.adapters else served.preset
+        model = f"{served.preset}:{served.upstream_adapter(served.adapters[0])}" if served.adapters else served.preset
     params = generation_params({k: v for k, v in body.items()
                                 if k not in ("model", "adapter", "return_full_text", "stream")})
     if messages is not None:

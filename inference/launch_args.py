@@ -35,6 +35,10 @@ class LaunchConfig:
     extra_runtime_args: tuple[str, ...] = field(default=())
     weights_cache: str | None = None
     revision: str = "main"
+    # Live adapters (inference.live_adapters): the published desired set and where adapter files arrive.
+    live_adapters: str | None = None
+    adapter_files: str | None = None
+    max_lora_rank: int = 64
 
     @property
     def tp_size(self) -> int:
@@ -83,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-port", type=int, default=UPSTREAM_PORT, help="loopback port of the model server")
     p.add_argument("--work-dir", default="/tmp/adapters", help="writable dir for strength-scaled adapter copies")
     p.add_argument("--config-file", default=None, help="inference_config.yaml: its `sglang:` map becomes extra SGLang flags")
+    p.add_argument("--live-adapters", default=None, metavar="FILE",
+                   help="follow this desired adapter set without restarting the runtime (inference.live_adapters)")
+    p.add_argument("--adapter-files", default=None, metavar="DIR", help="with --live-adapters: adapter files by key")
+    p.add_argument("--max-lora-rank", type=int, default=64,
+                   help="with --live-adapters: the largest adapter rank the runtime makes room for")
     p.add_argument("--dry-run", action="store_true", help="print the runtime argv as JSON (last line) and exit")
     p.add_argument("runtime_args", nargs="*", help="after `--`: extra flags passed to the runtime verbatim")
     return p
@@ -103,6 +112,10 @@ def parse_launch_args(argv: list[str]) -> LaunchConfig:
         raise UsageError(f"--node-rank {ns.node_rank} must be in [0, --nnodes {ns.nnodes})")
     if ns.nnodes > 1 and not ns.dist_init_addr:
         raise UsageError("--dist-init-addr HOST:PORT is required when --nnodes > 1")
+    if ns.live_adapters and (ns.adapter or not ns.adapter_files):
+        raise UsageError("--live-adapters needs --adapter-files and no --adapter (the desired set names the adapters)")
+    if ns.max_lora_rank < 1:
+        raise UsageError("--max-lora-rank must be >= 1")
     if ns.runtime == "transformers" and ns.nnodes > 1:
         raise UsageError("--runtime transformers serves on a single node only (--nnodes 1)")
     return LaunchConfig(
@@ -124,4 +137,7 @@ def parse_launch_args(argv: list[str]) -> LaunchConfig:
         extra_runtime_args=tuple(ns.runtime_args),
         weights_cache=ns.weights_cache,
         revision=ns.revision,
+        live_adapters=ns.live_adapters,
+        adapter_files=ns.adapter_files,
+        max_lora_rank=ns.max_lora_rank,
     )

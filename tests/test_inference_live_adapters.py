@@ -1,0 +1,124 @@
+"""The live-adapter agent's order of operations, with a recording runtime (the real servers run in
+tests/real_sglang/test_live_adapters.py): a name is published only once its copy is loaded, and
+unloaded only after the mapping no longer points at it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from inference.gateway import ModelRenamer
+from inference.gateway_translation import Served, model_entry, resolve_model
+from inference.live_adapters import FILES_COMPLETE, Agent, Capacity, Published
+from inference.live_adapters_runner import served_from
+
+
+def _adapter(dest: Path, rank: int = 4) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True)
+    save_file(
+        {
+            "base_model.model.layers.0.q_proj.lora_A.weight": torch.ones(rank, 8),
+            "base_model.model.layers.0.q_proj.lora_B.weight": torch.ones(8, rank),
+        },
+        str(dest / "adapter_model.safetensors"),
+    )
+    (dest / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 8, "target_modules": ["q_proj"]})
+    )
+    (dest / FILES_COMPLETE).write_text("")
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.loaded: set[str] = set()
+
+    def load(self, internal, path):
+        assert Path(path).exists()
+        self.loaded.add(internal)
+        self.events.append(("load", internal))
+
+    def unload(self, internal):
+        self.loaded.discard(internal)
+        self.events.append(("unload", internal))
+
+    def publish(self, published: Published):
+        for internal in published.names.values():
+            assert internal in self.loaded, f"published {internal} before it was loaded"
+        self.events.append(("publish", dict(published.names)))
+
+
+@pytest.fixture
+def agent(tmp_path):
+    rec = Recorder()
+    desired = tmp_path / "adapters.json"
+    a = Agent(
+        str(desired),
+        str(tmp_path / "files"),
+        str(tmp_path / "work"),
+        Capacity(max_rank=16),
+        rec.load,
+        rec.unload,
+        rec.publish,
+    )
+    return a, rec, desired, tmp_path
+
+
+def _want(path: Path, *items):
+    path.write_text(json.dumps({"adapters": [{"name": n, "key": k, "strength": s} for n, k, s in items]}))
+
+
+def test_reweight_loads_the_new_copy_before_the_old_one_goes(agent):
+    a, rec, desired, tmp = agent
+    _adapter(tmp / "files" / "k1")
+    _want(desired, ("fin", "k1", 1.0))
+    a.reconcile()
+    assert a.published().names == {"fin": "fin.1"}
+    _want(desired, ("fin", "k1", 0.5))
+    a.reconcile()
+    assert rec.events[-3:] == [("load", "fin.2"), ("publish", {"fin": "fin.2"}), ("unload", "fin.1")]
+    assert not (tmp / "work" / "fin.1").exists() and (tmp / "work" / "fin.2").exists()
+
+
+def test_removal_unpublishes_before_unloading_and_deletes_the_copy(agent):
+    a, rec, desired, tmp = agent
+    _adapter(tmp / "files" / "k1")
+    _adapter(tmp / "files" / "k2")
+    _want(desired, ("fin", "k1", 1.0), ("legal", "k2", 1.0))
+    a.reconcile()
+    assert a.published().chat_default == "combined"
+    _want(desired, ("fin", "k1", 1.0))
+    a.reconcile()
+    i = rec.events.index(("unload", "legal.2"))
+    assert "legal" not in rec.events[i - 1][1], "the name left the mapping before the runtime unloaded it"
+    assert a.published() == Published({"fin": "fin.1"}, "fin")
+    assert sorted(p.name for p in (tmp / "work").iterdir()) == ["fin.1"]
+
+
+def test_files_not_there_yet_is_pending_and_an_oversized_adapter_fails_with_what_to_change(agent):
+    a, rec, desired, tmp = agent
+    _adapter(tmp / "files" / "big", rank=32)
+    _want(desired, ("late", "nope", 1.0), ("big", "big", 1.0))
+    a.reconcile()
+    states = {s.name: s for s in a.states.values()}
+    assert states["late"].state == "Pending" and not a.synced
+    assert states["big"].state == "Failed" and "--max-lora-rank 16" in states["big"].message
+    assert not rec.events, "nothing was loaded"
+
+
+def test_gateway_maps_live_names_both_ways():
+    served = served_from(Served("phi"), Published({"fin": "fin.3"}, "fin"))
+    assert resolve_model("phi:fin", served) == "phi:fin.3" and resolve_model("fin", served) == "phi:fin.3"
+    assert model_entry(served, 0, "phi:fin")["id"] == "phi:fin"
+    rename = ModelRenamer(served.client_model_names())
+    body = b'data: {"model":"phi:fin.3","x":1}\n\ndata: {"model":"phi:fin.3"}\n\n'
+    out = b"".join(rename(body[i : i + 5]) for i in range(0, len(body), 5)) + rename.flush()
+    assert out == body.replace(b"fin.3", b"fin")
