@@ -21,7 +21,7 @@ def test_render_prints_children_as_a_yaml_stream_and_status_on_stderr():
     out = render("examples/inference-phi-3.yaml")
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
-    assert [d["kind"] for d in docs] == ["Machine", "ConfigMap", "Deployment", "Service", "Service"]
+    assert [d["kind"] for d in docs] == ["Machine", "ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "Role", "RoleBinding"]
     assert "&id" not in out.stdout  # no YAML anchors for a human to untangle
     assert "workspace-phi-3-mini: ResourceReady=False" in out.stderr
     assert "runtime transformers" in out.stderr

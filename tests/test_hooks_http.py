@@ -67,7 +67,7 @@ def test_sync_answers_200_with_children_and_status(server):
     resp = post(server, "/sync/workspace", request(workspace()))
     assert resp.status_code == 200
     body = resp.json()
-    assert [c["kind"] for c in body["children"]] == ["Machine", "ConfigMap", "Deployment", "Service", "Service"]
+    assert [c["kind"] for c in body["children"]] == ["Machine", "ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "Role", "RoleBinding"]
     assert condition(body, "ResourceReady")["status"] == "False"
     assert set(body) == {"status", "children", "resyncAfterSeconds"}
 

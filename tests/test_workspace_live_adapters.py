@@ -8,7 +8,7 @@ import copy
 import json
 
 import pytest
-from workspace_support import CONFIGMAPS, DEPLOYMENTS, JOBS, NOW, condition, find, node, request, workspace
+from workspace_support import CONFIGMAPS, DEPLOYMENTS, JOBS, NOW, REPO, condition, find, node, request, workspace
 
 from hooks.settings import Settings
 from hooks.workspace import adapter_status
@@ -377,3 +377,40 @@ def test_a_bad_max_lora_rank_is_refused_naming_the_annotation(value):
     ws["metadata"]["annotations"] = {"kaito.sh/max-lora-rank": value}
     c = condition(run(ws), "ResourceReady")
     assert c["reason"] == "InvalidWorkspace" and "metadata.annotations[kaito.sh/max-lora-rank]" in c["message"]
+
+
+# --- the pod's report identity ------------------------------------------------------------------------------
+
+
+def test_the_replica_reports_with_a_pod_bound_token_mounted_in_the_main_container_only():
+    resp = run(serving(FIN))
+    spec = find(resp["children"], "Deployment", "ws1")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "kaito-adapter-report-ws1"
+    assert spec["automountServiceAccountToken"] is False  # no default token, in no container
+    [volume] = [v for v in spec["volumes"] if v["name"] == "adapter-report-token"]
+    [token] = [s["serviceAccountToken"] for s in volume["projected"]["sources"] if "serviceAccountToken" in s]
+    assert token["expirationSeconds"] <= 3600
+    [main] = spec["containers"]
+    assert {
+        "name": "adapter-report-token",
+        "mountPath": "/var/run/secrets/kaito/adapter-report",
+        "readOnly": True,
+    } in main["volumeMounts"]
+    assert not [
+        m for c in spec.get("initContainers", []) for m in c["volumeMounts"] if m["name"] == "adapter-report-token"
+    ]
+    role = find(resp["children"], "Role", "kaito-adapter-report-ws1")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    binding = find(resp["children"], "RoleBinding", "kaito-adapter-report-ws1")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kaito-adapter-report-ws1", "namespace": "team"}]
+
+
+def test_the_admission_policy_matches_the_service_accounts_the_hook_names():
+    import yaml
+
+    from hooks.workspace.children import adapter_report
+
+    policy, binding = yaml.safe_load_all((REPO / "metacontroller" / "adapter-report-policy.yaml").read_text())
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert adapter_report.NAME_PREFIX in policy["spec"]["matchConditions"][0]["expression"]
+    assert "adapter-report-policy.yaml" in (REPO / "metacontroller" / "kustomization.yaml").read_text()

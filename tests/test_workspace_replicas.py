@@ -46,6 +46,8 @@ def test_count_3_on_phi_3_gives_3_replicas_3_machines_and_a_router():
     assert len(machines(resp)) == 3
     assert [k for k in kinds(resp) if k[0] != "Machine"] == [
         ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless"),
+        ("ServiceAccount", "kaito-adapter-report-ws1"), ("Role", "kaito-adapter-report-ws1"),
+        ("RoleBinding", "kaito-adapter-report-ws1"),
         ("ServiceAccount", "ws1-router"), ("Role", "ws1-router"), ("RoleBinding", "ws1-router"), ("Deployment", "ws1-router"),
     ]
     svc = find(resp["children"], "Service", "ws1")

@@ -47,8 +47,9 @@ def test_new_workspace_gets_a_machine_deployment_and_two_services():
     resp = run(workspace())
     kinds = [(c["kind"], c["metadata"]["name"]) for c in resp["children"]]
     machine = naming.machine_name("team", "ws1", 0)
+    report = "kaito-adapter-report-ws1"  # the identity its pods report adapter states with
     assert kinds == [("Machine", machine), ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"),
-                     ("Service", "ws1-headless")]
+                     ("Service", "ws1-headless"), ("ServiceAccount", report), ("Role", report), ("RoleBinding", report)]
     assert set(resp) == {"status", "children", "resyncAfterSeconds"}
     assert resp["resyncAfterSeconds"] == AKS.resync_seconds
 

@@ -135,7 +135,10 @@ def operator_manifests(hook_url: str, mode: str) -> tuple[list[dict], list[dict]
             controller = doc
             if byo and doc["kind"] == "CompositeController":
                 controller = apply_json_patch(doc, byo["composite_json_patch"])
-            controllers.append(point_hooks_at(controller, hook_url))
+            # Metacontroller's controllers call our hooks; other manifests (the adapter-report admission
+            # policy) are installed as shipped.
+            has_hooks = "hooks" in (controller.get("spec") or {})
+            controllers.append(point_hooks_at(controller, hook_url) if has_hooks else controller)
     return crds, controllers
 
 

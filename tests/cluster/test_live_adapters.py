@@ -105,3 +105,38 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
         assert final["metadata"]["generation"] == before["metadata"]["generation"]
     finally:
         cluster.kubectl("delete", "node", node_name, "--ignore-not-found", "--wait=false")
+
+
+POLICY = REPO / "metacontroller" / "adapter-report-policy.yaml"
+
+
+def test_the_adapter_reporter_may_change_only_its_own_pods_report_annotation(cluster, namespace):
+    """The pod's report identity on the real kube-apiserver: a token bound to pod A may set A's
+    kaito.sh/adapters annotation and nothing else (the ValidatingAdmissionPolicy; this control plane
+    authorizes everything, so RBAC's get/patch on pods is not what is tested here)."""
+    cluster.kubectl("apply", "-f", str(POLICY))
+    reporter = "kaito-adapter-report-ws"
+    cluster.kubectl("create", "serviceaccount", reporter, "-n", namespace)
+    for pod in ("replica-a", "replica-b"):
+        cluster.kubectl("run", pod, "-n", namespace, "--image", "registry.k8s.io/pause:3.10", "--restart=Never",
+                        "--overrides", json.dumps({"spec": {"serviceAccountName": reporter}}))
+    token = cluster.kubectl("create", "token", reporter, "-n", namespace, "--bound-object-kind", "Pod",
+                            "--bound-object-name", "replica-a", "--duration", "10m").stdout.strip()
+    report = json.dumps({"adapters": [{"name": "fin", "state": "Ready"}], "synced": True})
+
+    def as_reporter(*args: str):
+        return cluster.kubectl(f"--token={token}", *args, "-n", namespace, check=False)
+
+    # The policy becomes active a moment after it is created.
+    cluster.wait_for("the policy refuses another pod", lambda: "bound to" in as_reporter(
+        "annotate", "pod", "replica-b", "--overwrite", f"kaito.sh/adapters={report}").stderr, timeout=WAIT_S)
+    own = as_reporter("annotate", "pod", "replica-a", "--overwrite", f"kaito.sh/adapters={report}")
+    assert own.returncode == 0, own.stderr
+    pod = get(cluster, "pod", "replica-a", "-n", namespace)
+    assert json.loads(pod["metadata"]["annotations"]["kaito.sh/adapters"])["adapters"][0]["state"] == "Ready"
+    for change in (["label", "pod", "replica-a", "x=y"], ["annotate", "pod", "replica-a", "other=1"],
+                   ["annotate", "pod", "replica-b", f"kaito.sh/adapters={report}", "--overwrite"]):
+        refused = as_reporter(*change)
+        assert refused.returncode != 0 and "kaito-adapter-report" in refused.stderr, (change, refused.stderr)
+    # Anyone else is not concerned by the policy.
+    cluster.kubectl("label", "pod", "replica-a", "-n", namespace, "x=y")

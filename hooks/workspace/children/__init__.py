@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import live_adapters, machines, router, services, statefulset, tuning_job
+from hooks.workspace.children import adapter_report, live_adapters, machines, router, services, statefulset, tuning_job
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 
 
@@ -33,6 +33,8 @@ def desired_children(
         children.append(statefulset.workload(ws, plan, settings))
         children += [c for c in adapters if c["kind"] == "Job"]
         children += services.services(ws, plan)
+        if adapters:
+            children += adapter_report.children(ws)
         if router.uses_router(plan):
             children += router.children(ws, plan, settings)
     return children

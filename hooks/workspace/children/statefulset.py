@@ -10,7 +10,7 @@ from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
-from hooks.workspace.children import live_adapters, weights
+from hooks.workspace.children import adapter_report, live_adapters, weights
 from hooks.workspace.planning import PresetServing, TemplateServing
 
 WEIGHTS_DIR = weights.WEIGHTS_DIR
@@ -77,8 +77,8 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
     # Adapters are live (children/live_adapters.py): nothing here depends on which adapters are desired.
     if live_adapters.enabled(plan):
         adapter_volumes, adapter_mounts = live_adapters.pod_volumes(ws)
-        volumes += adapter_volumes
-        mounts += adapter_mounts
+        volumes += [*adapter_volumes, adapter_report.token_volume()]
+        mounts += [*adapter_mounts, adapter_report.token_mount()]
     if plan.config:
         volumes.append({"name": "config-volume", "configMap": {"name": plan.config}})
         mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR, "readOnly": True})
@@ -111,6 +111,8 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         del pod["initContainers"]
     if pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in m.unique(pull_secrets)]
+    if live_adapters.enabled(plan):  # the agent reports adapter states on its own pod
+        pod["serviceAccountName"] = adapter_report.name(ws)
     return {
         "metadata": {
             "labels": m.workspace_labels(ws),
