@@ -24,8 +24,11 @@ def desired_set(cluster, namespace: str, name: str) -> dict:
 
 
 def replica_pods(cluster, namespace: str, name: str) -> list[dict]:
-    return [p for p in items(cluster, "pods", "-n", namespace, "-l", f"kaito.sh/workspace={name}")
-            if not p["metadata"].get("deletionTimestamp")]
+    return [
+        p
+        for p in items(cluster, "pods", "-n", namespace, "-l", f"kaito.sh/workspace={name}")
+        if not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def adapter_state(cluster, namespace: str, name: str, adapter: str) -> dict:
@@ -53,24 +56,45 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
         adapters = [{"source": {"name": "phi-3-dolly", "image": DOLLY}, "strength": "0.5"}]
         patch = {"inference": {**doc["inference"], "adapters": adapters}}
         cluster.kubectl("patch", "workspace", name, "-n", namespace, "--type", "merge", "-p", json.dumps(patch))
-        cluster.wait_for("the desired set names phi-3-dolly",
-                         lambda: [a["name"] for a in desired_set(cluster, namespace, name)["adapters"]] == ["phi-3-dolly"],
-                         timeout=WAIT_S)
+        cluster.wait_for(
+            "the desired set names phi-3-dolly",
+            lambda: [a["name"] for a in desired_set(cluster, namespace, name)["adapters"]] == ["phi-3-dolly"],
+            timeout=WAIT_S,
+        )
         key = desired_set(cluster, namespace, name)["adapters"][0]["key"]
-        jobs = cluster.wait_for("a fetch Job for phi-3-dolly", lambda: items(
-            cluster, "jobs", "-n", namespace, "-l", f"kaito.sh/adapter-fetch={name},kaito.sh/adapter-key={key}"),
-            timeout=WAIT_S)
+        jobs = cluster.wait_for(
+            "a fetch Job for phi-3-dolly",
+            lambda: items(
+                cluster, "jobs", "-n", namespace, "-l", f"kaito.sh/adapter-fetch={name},kaito.sh/adapter-key={key}"
+            ),
+            timeout=WAIT_S,
+        )
         assert [j["spec"]["template"]["spec"]["nodeName"] for j in jobs] == [node_name]
-        assert [c["image"] for c in jobs[0]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "copy"] == [DOLLY]
+        assert [c["image"] for c in jobs[0]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "copy"] == [
+            DOLLY
+        ]
 
         # A re-weight changes the set, not the Jobs.
         adapters[0]["strength"] = "0.9"
-        cluster.kubectl("patch", "workspace", name, "-n", namespace, "--type", "merge",
-                        "-p", json.dumps({"inference": {**doc["inference"], "adapters": adapters}}))
-        cluster.wait_for("the desired set has strength 0.9",
-                         lambda: desired_set(cluster, namespace, name)["adapters"][0]["strength"] == 0.9, timeout=WAIT_S)
-        assert [j["metadata"]["uid"] for j in items(cluster, "jobs", "-n", namespace, "-l",
-                                                    f"kaito.sh/adapter-key={key}")] == [jobs[0]["metadata"]["uid"]]
+        cluster.kubectl(
+            "patch",
+            "workspace",
+            name,
+            "-n",
+            namespace,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"inference": {**doc["inference"], "adapters": adapters}}),
+        )
+        cluster.wait_for(
+            "the desired set has strength 0.9",
+            lambda: desired_set(cluster, namespace, name)["adapters"][0]["strength"] == 0.9,
+            timeout=WAIT_S,
+        )
+        assert [
+            j["metadata"]["uid"] for j in items(cluster, "jobs", "-n", namespace, "-l", f"kaito.sh/adapter-key={key}")
+        ] == [jobs[0]["metadata"]["uid"]]
 
         after = get(cluster, "deployment", name, "-n", namespace)
         assert after["metadata"]["generation"] == before["metadata"]["generation"], "the Deployment's spec changed"
@@ -78,8 +102,11 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
         assert sorted(p["metadata"]["name"] for p in replica_pods(cluster, namespace, name)) == pods_before
 
         # The files are on the node (kwok completes the fetch pod): the adapter waits for the replica's report.
-        cluster.wait_for("phi-3-dolly waits for the replicas once fetched", lambda: adapter_state(
-            cluster, namespace, name, "phi-3-dolly").get("reason") == "WaitingForReplicas", timeout=WAIT_S)
+        cluster.wait_for(
+            "phi-3-dolly waits for the replicas once fetched",
+            lambda: adapter_state(cluster, namespace, name, "phi-3-dolly").get("reason") == "WaitingForReplicas",
+            timeout=WAIT_S,
+        )
         ws = get(cluster, "workspace", name, "-n", namespace)
         assert condition(ws, "AdaptersReady")["status"] == "False"
         assert condition(ws, "WorkspaceReady")["status"] == "True"
@@ -87,19 +114,38 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
         revision = desired_set(cluster, namespace, name)["revision"]
         report = {"adapters": [{"name": "phi-3-dolly", "state": "Ready"}], "synced": True, "revision": revision}
         for pod in pods_before:
-            cluster.kubectl("annotate", "pod", pod, "-n", namespace, "--overwrite",
-                            f"kaito.sh/adapters={json.dumps(report)}")
+            cluster.kubectl(
+                "annotate", "pod", pod, "-n", namespace, "--overwrite", f"kaito.sh/adapters={json.dumps(report)}"
+            )
         ws = wait_condition(cluster, namespace, "workspace", name, "AdaptersReady")
-        assert ws["status"]["adapters"] == [{"name": "phi-3-dolly", "state": "Ready", "reason": "Loaded",
-                                             "message": "served by 1 of 1 replicas"}]
+        assert ws["status"]["adapters"] == [
+            {"name": "phi-3-dolly", "state": "Ready", "reason": "Loaded", "message": "served by 1 of 1 replicas"}
+        ]
         assert condition(ws, "WorkspaceReady")["status"] == "True"
 
         # Removing the adapter removes its Job (Metacontroller deletes the child no longer returned).
-        cluster.kubectl("patch", "workspace", name, "-n", namespace, "--type", "json",
-                        "-p", json.dumps([{"op": "remove", "path": "/inference/adapters"}]))
-        cluster.wait_for("the fetch Job is deleted", lambda: not [
-            j for j in items(cluster, "jobs", "-n", namespace, "-l", f"kaito.sh/adapter-fetch={name}")
-            if not j["metadata"].get("deletionTimestamp")], timeout=WAIT_S)
+        cluster.kubectl(
+            "patch",
+            "workspace",
+            name,
+            "-n",
+            namespace,
+            "--type",
+            "json",
+            "-p",
+            json.dumps([{"op": "remove", "path": "/inference/adapters"}]),
+        )
+        cluster.wait_for(
+            "the fetch Job is deleted",
+            lambda: (
+                not [
+                    j
+                    for j in items(cluster, "jobs", "-n", namespace, "-l", f"kaito.sh/adapter-fetch={name}")
+                    if not j["metadata"].get("deletionTimestamp")
+                ]
+            ),
+            timeout=WAIT_S,
+        )
         assert desired_set(cluster, namespace, name)["adapters"] == []
         final = get(cluster, "deployment", name, "-n", namespace)
         assert final["metadata"]["generation"] == before["metadata"]["generation"]
@@ -118,24 +164,53 @@ def test_the_adapter_reporter_may_change_only_its_own_pods_report_annotation(clu
     reporter = "kaito-adapter-report-ws"
     cluster.kubectl("create", "serviceaccount", reporter, "-n", namespace)
     for pod in ("replica-a", "replica-b"):
-        cluster.kubectl("run", pod, "-n", namespace, "--image", "registry.k8s.io/pause:3.10", "--restart=Never",
-                        "--overrides", json.dumps({"spec": {"serviceAccountName": reporter}}))
-    token = cluster.kubectl("create", "token", reporter, "-n", namespace, "--bound-object-kind", "Pod",
-                            "--bound-object-name", "replica-a", "--duration", "10m").stdout.strip()
+        cluster.kubectl(
+            "run",
+            pod,
+            "-n",
+            namespace,
+            "--image",
+            "registry.k8s.io/pause:3.10",
+            "--restart=Never",
+            "--overrides",
+            json.dumps({"spec": {"serviceAccountName": reporter}}),
+        )
+    token = cluster.kubectl(
+        "create",
+        "token",
+        reporter,
+        "-n",
+        namespace,
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "replica-a",
+        "--duration",
+        "10m",
+    ).stdout.strip()
     report = json.dumps({"adapters": [{"name": "fin", "state": "Ready"}], "synced": True})
 
     def as_reporter(*args: str):
         return cluster.kubectl(f"--token={token}", *args, "-n", namespace, check=False)
 
     # The policy becomes active a moment after it is created.
-    cluster.wait_for("the policy refuses another pod", lambda: "bound to" in as_reporter(
-        "annotate", "pod", "replica-b", "--overwrite", f"kaito.sh/adapters={report}").stderr, timeout=WAIT_S)
+    cluster.wait_for(
+        "the policy refuses another pod",
+        lambda: (
+            "bound to"
+            in as_reporter("annotate", "pod", "replica-b", "--overwrite", f"kaito.sh/adapters={report}").stderr
+        ),
+        timeout=WAIT_S,
+    )
     own = as_reporter("annotate", "pod", "replica-a", "--overwrite", f"kaito.sh/adapters={report}")
     assert own.returncode == 0, own.stderr
     pod = get(cluster, "pod", "replica-a", "-n", namespace)
     assert json.loads(pod["metadata"]["annotations"]["kaito.sh/adapters"])["adapters"][0]["state"] == "Ready"
-    for change in (["label", "pod", "replica-a", "x=y"], ["annotate", "pod", "replica-a", "other=1"],
-                   ["annotate", "pod", "replica-b", f"kaito.sh/adapters={report}", "--overwrite"]):
+    for change in (
+        ["label", "pod", "replica-a", "x=y"],
+        ["annotate", "pod", "replica-a", "other=1"],
+        ["annotate", "pod", "replica-b", f"kaito.sh/adapters={report}", "--overwrite"],
+    ):
         refused = as_reporter(*change)
         assert refused.returncode != 0 and "kaito-adapter-report" in refused.stderr, (change, refused.stderr)
     # Anyone else is not concerned by the policy.
