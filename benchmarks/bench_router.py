@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
+    # A SIGTERM (e.g. from `timeout`) unwinds like an error, so the servers this run started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if sglang_python() is None:  # `make bench` goes on with the other benchmarks
         print("bench_router skipped: the SGLang venv is missing (python3 tests/real_sglang/install_sglang.py)")
         return 0
