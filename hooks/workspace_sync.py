@@ -40,8 +40,14 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
     related_pods = list(mc.related(request, mc.PODS).values())
     pods = [p for p in related_pods if not live_adapters.is_fetch_pod(p)]
     fetch_pods = [p for p in related_pods if live_adapters.is_fetch_pod(p)]
-    nodes = plan_nodes(ws, plan.nodes * plan.replicas, mc.related(request, mc.NODES), machines, settings,
-                       replicas.nodes_with_pods(pods))
+    nodes = plan_nodes(
+        ws,
+        plan.nodes * plan.replicas,
+        mc.related(request, mc.NODES),
+        machines,
+        settings,
+        replicas.nodes_with_pods(pods),
+    )
     adapter_nodes = live_adapters.fetch_nodes(nodes.worker_nodes, pods)
     children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes)
     if isinstance(plan, TuningPlan):

@@ -34,8 +34,16 @@ def sglang_argv(cfg: LaunchConfig, adapters: list[PreparedAdapter], python: str 
         argv += ["--nnodes", str(cfg.nnodes), "--node-rank", str(cfg.node_rank), "--dist-init-addr", cfg.dist_init_addr]
     if cfg.live_adapters:
         # Room for the adapters that arrive later: any supported module, up to --max-lora-rank.
-        argv += ["--enable-lora", "--lora-strict-loading", "--max-lora-rank", str(cfg.max_lora_rank),
-                 "--max-loras-per-batch", str(max_loras_per_batch([])), "--lora-target-modules", ALL_MODULES]
+        argv += [
+            "--enable-lora",
+            "--lora-strict-loading",
+            "--max-lora-rank",
+            str(cfg.max_lora_rank),
+            "--max-loras-per-batch",
+            str(max_loras_per_batch([])),
+            "--lora-target-modules",
+            ALL_MODULES,
+        ]
     elif adapters:
         argv += [
             "--enable-lora",
@@ -97,7 +105,16 @@ def gateway_argv(
         argv += ["--chat-default-adapter", default]
     if cfg.live_adapters and cfg.node_rank == 0:
         assert cfg.adapter_files, "parse_launch_args requires --adapter-files with --live-adapters"
-        argv += ["--live-adapters", cfg.live_adapters, "--adapter-files", cfg.adapter_files,
-                 "--adapter-work-dir", os.path.join(cfg.work_dir, "live"),
-                 "--max-lora-rank", str(cfg.max_lora_rank), "--lora-target-modules", ALL_MODULES]
+        argv += [
+            "--live-adapters",
+            cfg.live_adapters,
+            "--adapter-files",
+            cfg.adapter_files,
+            "--adapter-work-dir",
+            os.path.join(cfg.work_dir, "live"),
+            "--max-lora-rank",
+            str(cfg.max_lora_rank),
+            "--lora-target-modules",
+            ALL_MODULES,
+        ]
     return argv

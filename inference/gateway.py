@@ -46,11 +46,13 @@ try:  # faster when present (it is in the SGLang image)
     def _dumps(o) -> bytes:
         return orjson.dumps(o)
 except ImportError:  # pragma: no cover
+
     def _loads(b: bytes):
         return json.loads(b)
 
     def _dumps(o) -> bytes:
         return json.dumps(o).encode()
+
 
 class ServedBox:
     """What the gateway serves now: replaced whole when live adapters change (inference.live_adapters)."""
@@ -106,7 +108,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     try:
         async with request.app[SESSION].get(
-                request.app[UPSTREAM] + request.app[HEALTH_PATH], timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
+            request.app[UPSTREAM] + request.app[HEALTH_PATH], timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)
+        ) as up:
             await up.read()
             if up.status == 200:
                 live = request.app[LIVE]
@@ -123,8 +126,9 @@ async def _max_model_len(request: web.Request) -> int | None:
     known = request.app[MAX_MODEL_LEN]
     if "value" not in known:
         try:
-            async with request.app[SESSION].get(request.app[UPSTREAM] + "/v1/models",
-                                                timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)) as up:
+            async with request.app[SESSION].get(
+                request.app[UPSTREAM] + "/v1/models", timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)
+            ) as up:
                 if up.status == 200:
                     value = max_model_len_of(_loads(await up.read()))
                     if value:
@@ -139,12 +143,19 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def model(request: web.Request) -> web.Response:
-    entry = model_entry(_served(request), request.app[CREATED], request.match_info["model_id"],
-                        await _max_model_len(request))
+    entry = model_entry(
+        _served(request), request.app[CREATED], request.match_info["model_id"], await _max_model_len(request)
+    )
     if entry is None:
         message = f"The model '{request.match_info['model_id']}' does not exist"
-        return _json({"object": "error", "error": {"message": message, "type": "invalid_request_error",
-                                                   "code": "model_not_found"}, "message": message}, 404)
+        return _json(
+            {
+                "object": "error",
+                "error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"},
+                "message": message,
+            },
+            404,
+        )
     return _json(entry)
 
 
@@ -163,7 +174,7 @@ class ModelRenamer:
         for old, new in self.pairs:
             data = data.replace(old, new)
         if self.keep:
-            data, self.carry = data[:-self.keep], data[-self.keep:]
+            data, self.carry = data[: -self.keep], data[-self.keep :]
         return data
 
     def flush(self) -> bytes:
@@ -171,11 +182,11 @@ class ModelRenamer:
         return data
 
 
-async def _relay(request: web.Request, path: str, body: bytes, stream: bool,
-                 renames: dict[str, str] | None = None) -> web.StreamResponse:
+async def _relay(
+    request: web.Request, path: str, body: bytes, stream: bool, renames: dict[str, str] | None = None
+) -> web.StreamResponse:
     try:
-        up_cm = request.app[SESSION].post(request.app[UPSTREAM] + path, data=body,
-                                          headers={"Content-Type": JSON})
+        up_cm = request.app[SESSION].post(request.app[UPSTREAM] + path, data=body, headers={"Content-Type": JSON})
         async with up_cm as up:
             ctype = up.headers.get("Content-Type", JSON)
             rename = ModelRenamer(renames) if renames else None
@@ -184,8 +195,9 @@ async def _relay(request: web.Request, path: str, body: bytes, stream: bool,
                 if rename:
                     data = rename(data) + rename.flush()
                 return web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
-            resp = web.StreamResponse(status=200, headers={
-                "Content-Type": ctype, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            resp = web.StreamResponse(
+                status=200, headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
             await resp.prepare(request)
             async for chunk in up.content.iter_any():
                 await resp.write(rename(chunk) if rename else chunk)
@@ -206,15 +218,22 @@ def _openai_handler(path: str):
         except RequestError as e:
             return _openai_error(str(e))
         renames = served.client_model_names() if served.upstream_names else None
-        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True,
-                            renames)
+        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True, renames)
+
     return handler
 
 
 def _openai_error(message: str, status: int = 400) -> web.Response:
     # OpenAI clients read error.message; Kaito-style clients read detail.
-    return _json({"object": "error", "error": {"message": message, "type": "invalid_request_error",
-                                               "code": status}, "message": message, "detail": message}, status)
+    return _json(
+        {
+            "object": "error",
+            "error": {"message": message, "type": "invalid_request_error", "code": status},
+            "message": message,
+            "detail": message,
+        },
+        status,
+    )
 
 
 async def chat(request: web.Request) -> web.Response:
@@ -224,8 +243,9 @@ async def chat(request: web.Request) -> web.Response:
     except RequestError as e:
         return _detail(str(e), 400)
     try:
-        async with request.app[SESSION].post(request.app[UPSTREAM] + plan.path, data=_dumps(plan.payload),
-                                             headers={"Content-Type": JSON}) as up:
+        async with request.app[SESSION].post(
+            request.app[UPSTREAM] + plan.path, data=_dumps(plan.payload), headers={"Content-Type": JSON}
+        ) as up:
             data = await up.read()
             if up.status != 200:
                 return _detail(upstream_error_detail(up.status, data), up.status)
@@ -240,8 +260,11 @@ async def chat(request: web.Request) -> web.Response:
 async def passthrough(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSION].get(request.app[UPSTREAM] + request.path) as up:
-            return web.Response(body=await up.read(), status=up.status,
-                                headers={"Content-Type": up.headers.get("Content-Type", "text/plain")})
+            return web.Response(
+                body=await up.read(),
+                status=up.status,
+                headers={"Content-Type": up.headers.get("Content-Type", "text/plain")},
+            )
     except ClientError as e:
         return _detail(f"model server unavailable: {type(e).__name__}", 503)
 
@@ -255,8 +278,11 @@ async def worker_only(request: web.Request) -> web.Response:
 
 
 async def _session_ctx(app: web.Application):
-    app[SESSION] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=60),
-                                 timeout=ClientTimeout(total=None, sock_connect=5), auto_decompress=False)
+    app[SESSION] = ClientSession(
+        connector=TCPConnector(limit=0, keepalive_timeout=60),
+        timeout=ClientTimeout(total=None, sock_connect=5),
+        auto_decompress=False,
+    )
     yield
     await app[SESSION].close()
 
@@ -265,8 +291,7 @@ async def adapters_report(request: web.Request) -> web.Response:
     """The live adapters' states (Pending, Loading, Ready, Failed with a reason) on this pod."""
     live = request.app[LIVE]
     if live is None:
-        return _json({"adapters": [{"name": a, "state": "Ready"} for a in _served(request).adapters],
-                      "live": False})
+        return _json({"adapters": [{"name": a, "state": "Ready"} for a in _served(request).adapters], "live": False})
     return _json({**live.agent.report(), "live": True, "started": live.started})
 
 
@@ -289,8 +314,13 @@ async def _live_adapters_ctx(app: web.Application):
         await task
 
 
-def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool = False,
-             live_adapters: Callable[[Callable[[Served], None]], LiveAdapters] | None = None) -> web.Application:
+def make_app(
+    served: Served,
+    upstream: str,
+    runtime_pid: int = 0,
+    worker: bool = False,
+    live_adapters: Callable[[Callable[[Served], None]], LiveAdapters] | None = None,
+) -> web.Application:
     """`live_adapters(publish)` builds the live-adapter runner (inference.live_adapters_runner) given the
     function that switches what the gateway serves."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -298,6 +328,7 @@ def make_app(served: Served, upstream: str, runtime_pid: int = 0, worker: bool =
     app[SERVED] = box
     app[LIVE] = None
     if live_adapters is not None and not worker:
+
         def publish(new: Served) -> None:
             box.current = new
 
@@ -349,11 +380,14 @@ def _live_adapters_factory(ns: argparse.Namespace, served: Served):
     from inference.live_adapters_runner import LiveAdapters
 
     defaults = Capacity()
-    capacity = Capacity(ns.max_lora_rank or defaults.max_rank,
-                        frozenset(ns.lora_target_modules) if ns.lora_target_modules else defaults.target_modules,
-                        ns.max_adapters or defaults.max_adapters)
-    return lambda publish: LiveAdapters(served, ns.upstream, ns.live_adapters, ns.adapter_files,
-                                        ns.adapter_work_dir, capacity, publish)
+    capacity = Capacity(
+        ns.max_lora_rank or defaults.max_rank,
+        frozenset(ns.lora_target_modules) if ns.lora_target_modules else defaults.target_modules,
+        ns.max_adapters or defaults.max_adapters,
+    )
+    return lambda publish: LiveAdapters(
+        served, ns.upstream, ns.live_adapters, ns.adapter_files, ns.adapter_work_dir, capacity, publish
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -366,8 +400,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
     p.add_argument("--runtime-pid", type=int, default=0, help="/healthz fails once this process is gone")
     p.add_argument("--worker", action="store_true", help="node-rank > 0: health endpoints only")
-    p.add_argument("--upstream-health-path", default="/health",
-                   help="what /health asks the upstream (the router pod: sglang-router's /readiness)")
+    p.add_argument(
+        "--upstream-health-path",
+        default="/health",
+        help="what /health asks the upstream (the router pod: sglang-router's /readiness)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     live = p.add_argument_group("live adapters (inference.live_adapters)")
     live.add_argument("--live-adapters", default=None, metavar="FILE", help="the published desired adapter set")
@@ -382,15 +419,23 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--workers must be at least 1")
     if ns.live_adapters and (ns.workers > 1 or not ns.adapter_files or not ns.adapter_work_dir):
         p.error("--live-adapters needs --adapter-files and --adapter-work-dir, and one worker process")
-    app = make_app(served, ns.upstream, ns.runtime_pid, ns.worker,
-                   _live_adapters_factory(ns, served) if ns.live_adapters else None)
+    app = make_app(
+        served, ns.upstream, ns.runtime_pid, ns.worker, _live_adapters_factory(ns, served) if ns.live_adapters else None
+    )
     app[HEALTH_PATH] = ns.upstream_health_path
     _fork_workers(ns.workers)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the
     # handler, and so the generation, run to completion for nobody).
-    web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True,
-                reuse_port=ns.workers > 1)
+    web.run_app(
+        app,
+        host=ns.host,
+        port=ns.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        reuse_port=ns.workers > 1,
+    )
 
 
 if __name__ == "__main__":

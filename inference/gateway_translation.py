@@ -24,8 +24,11 @@ class Served:
 
     def client_model_names(self) -> dict[str, str]:
         """Upstream model id -> the id the client asked for, for the renamed (live) adapters."""
-        return {f"{self.preset}:{internal}": f"{self.preset}:{name}"
-                for name, internal in self.upstream_names if internal != name}
+        return {
+            f"{self.preset}:{internal}": f"{self.preset}:{name}"
+            for name, internal in self.upstream_names
+            if internal != name
+        }
 
 
 def resolve_model(model, served: Served) -> str:
@@ -98,8 +101,10 @@ def check_messages(messages) -> None:
         if not isinstance(m, dict) or "role" not in m:
             raise RequestError(f"`messages[{i}]` must be an object with `role` and `content`")
         if m.get("content") is None and not (m["role"] == "assistant" and m.get("tool_calls")):
-            raise RequestError(f"`messages[{i}].content` is null or missing: give the message text "
-                               "(only an assistant message with `tool_calls` may have no content)")
+            raise RequestError(
+                f"`messages[{i}].content` is null or missing: give the message text "
+                "(only an assistant message with `tool_calls` may have no content)"
+            )
 
 
 def model_ids(served: Served) -> list[str]:
@@ -109,10 +114,29 @@ def model_ids(served: Served) -> list[str]:
 def models_listing(served: Served, created: int, max_model_len: int | None = None) -> dict:
     """OpenAI's model list; max_model_len (the runtime's context length) as SGLang lists it."""
     extra = {"max_model_len": max_model_len} if max_model_len else {}
-    data = [{"id": served.preset, "object": "model", "created": created, "owned_by": "kaito",
-             "root": served.preset, "parent": None, **extra}]
-    data += [{"id": f"{served.preset}:{a}", "object": "model", "created": created, "owned_by": "kaito",
-              "root": a, "parent": served.preset, **extra} for a in served.adapters]
+    data = [
+        {
+            "id": served.preset,
+            "object": "model",
+            "created": created,
+            "owned_by": "kaito",
+            "root": served.preset,
+            "parent": None,
+            **extra,
+        }
+    ]
+    data += [
+        {
+            "id": f"{served.preset}:{a}",
+            "object": "model",
+            "created": created,
+            "owned_by": "kaito",
+            "root": a,
+            "parent": served.preset,
+            **extra,
+        }
+        for a in served.adapters
+    ]
     return {"object": "list", "data": data}
 
 
@@ -140,8 +164,18 @@ def max_model_len_of(listing) -> int | None:
 # The generate_kwargs defaults of Kaito's transformers server (v0.1-v0.8) for /chat, merged over the model's
 # generation_config there.
 KAITO_DEFAULTS = {"max_length": 200, "do_sample": True, "temperature": 1.0, "top_k": 10, "top_p": 1.0}
-_PASSTHROUGH = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                "frequency_penalty", "seed", "stop", "n")
+_PASSTHROUGH = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "n",
+)
 
 
 def generation_params(body: dict) -> dict:
@@ -155,7 +189,11 @@ def generation_params(body: dict) -> dict:
     gk = body.get("generate_kwargs") or {}
     if not isinstance(gk, dict):
         raise RequestError("`generate_kwargs` must be a JSON object")
-    p = {**KAITO_DEFAULTS, **{k: v for k, v in body.items() if k not in ("prompt", "messages", "generate_kwargs")}, **gk}
+    p = {
+        **KAITO_DEFAULTS,
+        **{k: v for k, v in body.items() if k not in ("prompt", "messages", "generate_kwargs")},
+        **gk,
+    }
     out = {k: p[k] for k in _PASSTHROUGH if p.get(k) is not None}
     budget = next((k for k in ("max_new_tokens", "max_tokens", "max_length") if p.get(k) is not None), None)
     if budget is not None:
@@ -189,8 +227,8 @@ def token_count(value, name: str) -> int:
 
 @dataclass(frozen=True)
 class ChatPlan:
-    path: str           # upstream path
-    payload: dict       # upstream JSON body
+    path: str  # upstream path
+    payload: dict  # upstream JSON body
     prompt: str | None  # set for prompt mode (text completion)
     return_full_text: bool
 
@@ -217,8 +255,9 @@ def plan_chat(body, served: Served) -> ChatPlan:
         model = _adapter_model(served.chat_default, served)
     else:
         model = f"{served.preset}:{served.upstream_adapter(served.adapters[0])}" if served.adapters else served.preset
-    params = generation_params({k: v for k, v in body.items()
-                                if k not in ("model", "adapter", "return_full_text", "stream")})
+    params = generation_params(
+        {k: v for k, v in body.items() if k not in ("model", "adapter", "return_full_text", "stream")}
+    )
     if messages is not None:
         check_messages(messages)
         return ChatPlan("/v1/chat/completions", {"model": model, "messages": messages, **params}, None, False)

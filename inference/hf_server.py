@@ -347,6 +347,7 @@ def _adapter_admin(action: str):
         except BadRequest as e:
             return _error(str(e))
         return web.json_response({"success": True, "error_message": ""})
+
     return handler
 
 

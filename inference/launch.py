@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     # The gateway first: /healthz answers during a long download; /health stays 503 until the model is up.
     subprocess.Popen(gateway, preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads exist yet)
     try:
-        model_path, weights_entry = ensure_weights(cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None,
-                                                   cfg.weights_cache, cfg.revision, log=_log)
+        model_path, weights_entry = ensure_weights(
+            cfg.model, cfg.weights_dir, os.environ.get("HF_TOKEN") or None, cfg.weights_cache, cfg.revision, log=_log
+        )
         prepared = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=True)
         if cfg.runtime == "sglang":
             check_sglang_servable(prepared)

@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", required=True, help="the preset name; clients use it as `model`")
     p.add_argument("--model", default=None, help="HF repo id, fetched into the weights cache and served from there")
     p.add_argument("--revision", default="main", help="branch, tag or commit of --model")
-    p.add_argument("--weights-dir", required=True,
-                   help="the weights when no --model is given; else the pod-local cache when no --weights-cache")
+    p.add_argument(
+        "--weights-dir",
+        required=True,
+        help="the weights when no --model is given; else the pod-local cache when no --weights-cache",
+    )
     p.add_argument("--weights-cache", default=None, help="the node-local weights cache (see inference.weights_cache)")
     p.add_argument("--adapters-dir", required=True, help="init containers put each adapter in <dir>/<name>")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME[=STRENGTH]")
@@ -86,12 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=GATEWAY_PORT)
     p.add_argument("--runtime-port", type=int, default=UPSTREAM_PORT, help="loopback port of the model server")
     p.add_argument("--work-dir", default="/tmp/adapters", help="writable dir for strength-scaled adapter copies")
-    p.add_argument("--config-file", default=None, help="inference_config.yaml: its `sglang:` map becomes extra SGLang flags")
-    p.add_argument("--live-adapters", default=None, metavar="FILE",
-                   help="follow this desired adapter set without restarting the runtime (inference.live_adapters)")
+    p.add_argument(
+        "--config-file", default=None, help="inference_config.yaml: its `sglang:` map becomes extra SGLang flags"
+    )
+    p.add_argument(
+        "--live-adapters",
+        default=None,
+        metavar="FILE",
+        help="follow this desired adapter set without restarting the runtime (inference.live_adapters)",
+    )
     p.add_argument("--adapter-files", default=None, metavar="DIR", help="with --live-adapters: adapter files by key")
-    p.add_argument("--max-lora-rank", type=int, default=64,
-                   help="with --live-adapters: the largest adapter rank the runtime makes room for")
+    p.add_argument(
+        "--max-lora-rank",
+        type=int,
+        default=64,
+        help="with --live-adapters: the largest adapter rank the runtime makes room for",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the runtime argv as JSON (last line) and exit")
     p.add_argument("runtime_args", nargs="*", help="after `--`: extra flags passed to the runtime verbatim")
     return p

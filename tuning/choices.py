@@ -1,4 +1,5 @@
 """Pure decisions for the trainer: compute dtype from the hardware, LoRA targets per model family."""
+
 from __future__ import annotations
 
 _ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -4,6 +4,7 @@ Every row becomes an Example: `prompt` (not trained on, may be empty) + `complet
 as chat messages when the row is conversational, or as plain text otherwise. Rendering with the
 model's chat template and tokenising happen in `tuning.tokenize`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -113,7 +114,9 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return out
 
 
-def row_to_example(row: dict[str, Any], where: str, text_column: str = "text", messages_column: str = "messages") -> Example:
+def row_to_example(
+    row: dict[str, Any], where: str, text_column: str = "text", messages_column: str = "messages"
+) -> Example:
     """Normalise one row: messages, prompt/completion (strings or message lists), instruction/output, or text."""
     if row.get(messages_column) is not None:
         msgs = _messages(row[messages_column], where)
@@ -125,13 +128,18 @@ def row_to_example(row: dict[str, Any], where: str, text_column: str = "text", m
         p, c = row["prompt"], row["completion"]
         if isinstance(p, list) or isinstance(c, list):
             return Example(prompt=_messages(p, where) if p else [], completion=_messages(c, where))
-        return Example(prompt=[{"role": "user", "content": str(p)}], completion=[{"role": "assistant", "content": str(c)}])
+        return Example(
+            prompt=[{"role": "user", "content": str(p)}], completion=[{"role": "assistant", "content": str(c)}]
+        )
     if row.get("instruction") is not None and row.get("output") is not None:
         user = str(row["instruction"])
         extra = row.get("input") or row.get("context")
         if extra:
             user = f"{user}\n\n{extra}"
-        return Example(prompt=[{"role": "user", "content": user}], completion=[{"role": "assistant", "content": str(row["output"])}])
+        return Example(
+            prompt=[{"role": "user", "content": user}],
+            completion=[{"role": "assistant", "content": str(row["output"])}],
+        )
     if row.get(text_column) is not None:
         return Example(prompt="", completion=str(row[text_column]))
     raise DatasetError(

@@ -5,6 +5,7 @@ is vetted, and the connection goes to those vetted addresses only (TLS still ver
 Redirects are followed by hand and each hop is vetted the same way. No shell, no subprocess: URLs and
 file names are only ever data. A file is kept only when the answer is HTTP 200 with a non-empty body.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,17 @@ def _open(url: str, allow_loopback: bool, resolver, timeout: float):
     return conn, conn.getresponse()
 
 
-def fetch(url: str, dest_dir: str, *, allow_loopback: bool = False, resolver=socket.getaddrinfo,
-          attempts: int = 3, backoff_s: float = 2.0, timeout: float = 60.0, max_redirects: int = 5) -> str:
+def fetch(
+    url: str,
+    dest_dir: str,
+    *,
+    allow_loopback: bool = False,
+    resolver=socket.getaddrinfo,
+    attempts: int = 3,
+    backoff_s: float = 2.0,
+    timeout: float = 60.0,
+    max_redirects: int = 5,
+) -> str:
     """Download one URL into `dest_dir/<basename of the URL path>` and return that path.
 
     Raises UrlRefused (never retried) for any policy refusal, DownloadError when all attempts fail.

@@ -3,6 +3,7 @@
 Byte-for-byte deterministic (fixed mtimes, owners and gzip header) so the same adapter always gives the
 same layer digest.
 """
+
 from __future__ import annotations
 
 import gzip

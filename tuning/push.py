@@ -5,6 +5,7 @@ an OCI image config with rootfs.diff_ids, and the manifest annotation sh.kaito.m
 Registry traffic goes through the `oras` library (blob upload, manifest PUT, Basic or Bearer-token auth);
 credentials come from a docker config.json and are never logged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,14 @@ def _check(response, what: str) -> None:
         raise PushError(f"{what} failed: HTTP {response.status_code} {response.reason} {detail}".strip())
 
 
-def push(source: str, image: str, docker_config: str | None = None, plain_http: bool = False,
-         preset: str | None = None, require_marker: bool = True) -> str:
+def push(
+    source: str,
+    image: str,
+    docker_config: str | None = None,
+    plain_http: bool = False,
+    preset: str | None = None,
+    require_marker: bool = True,
+) -> str:
     """Push the adapter in `source` to `image`; returns the manifest digest the registry reported."""
     import oras.container
 

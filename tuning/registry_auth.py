@@ -1,4 +1,5 @@
 """Pure helpers for registry credentials and endpoints (docker config.json lookup, challenge scheme)."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """Render examples with the tokenizer's chat template and build masked training features."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,7 @@ def render(example: Example, tokenizer: Any) -> tuple[str, str]:
         return "", full
     prompt = tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
     if full.startswith(prompt):
-        return prompt, full[len(prompt):]
+        return prompt, full[len(prompt) :]
     return "", full  # a template that rewrites earlier turns: train on the whole conversation
 
 
@@ -71,7 +72,9 @@ def features(example: Example, tokenizer: Any, max_length: int) -> dict[str, lis
     return {"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)}
 
 
-def pad_batch(batch: list[dict[str, list[int]]], pad_id: int, multiple_of: int | None = None) -> dict[str, list[list[int]]]:
+def pad_batch(
+    batch: list[dict[str, list[int]]], pad_id: int, multiple_of: int | None = None
+) -> dict[str, list[list[int]]]:
     """Right-pad a batch (labels with -100, mask with 0); returns nested lists for the caller to tensorise."""
     longest = max(len(f["input_ids"]) for f in batch)
     if multiple_of:

@@ -105,9 +105,7 @@ def workspace_fields(crd: dict) -> str:
             required = _required(root, path)
             if required:
                 constraints.insert(0, "required")
-            description = " ".join(
-                [schema.get("description", "")] + [f"Rule: {m}." for m in _rules(schema)]
-            ).strip()
+            description = " ".join([schema.get("description", "")] + [f"Rule: {m}." for m in _rules(schema)]).strip()
             default = schema.get("default")
             lines.append(
                 "| `{}` | {} | {} | {} | {} |".format(
@@ -161,7 +159,11 @@ def preset_table() -> str:
         "| Preset | Model | GPUs (min) | GPU memory | Weights (GiB) | Context | Multi-node | Weights from | Tuning |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    source = {"hf": "HuggingFace", "hf-gated": "HuggingFace (gated: modelAccessSecret)", "private": "presetOptions.image"}
+    source = {
+        "hf": "HuggingFace",
+        "hf-gated": "HuggingFace (gated: modelAccessSecret)",
+        "private": "presetOptions.image",
+    }
     for p in catalog.presets().values():
         tuning = ", ".join(f"{m} ({_num(n.gpu_memory)} GiB)" for m, n in sorted(p.tuning.items())) or "no"
         lines.append(

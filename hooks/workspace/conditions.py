@@ -43,7 +43,9 @@ def render(conditions: list[Condition], observed: list[dict] | None, now: str, g
     return out
 
 
-def invalid_status(problems: list[Problem], tuning: bool, observed: list[dict] | None, now: str, generation: int | None) -> dict:
+def invalid_status(
+    problems: list[Problem], tuning: bool, observed: list[dict] | None, now: str, generation: int | None
+) -> dict:
     """The status of a Workspace that failed validation or planning: every problem, on ResourceReady."""
     return {"conditions": render(invalid(problems, tuning), observed, now, generation)}
 
@@ -84,7 +86,11 @@ def workspace_status(
 
 
 def runtime_note(plan: WorkloadPlan) -> str:
-    note = f"runtime {plan.runtime}: {plan.runtime_reason}" if isinstance(plan, PresetServing) else "runtime: your pod template"
+    note = (
+        f"runtime {plan.runtime}: {plan.runtime_reason}"
+        if isinstance(plan, PresetServing)
+        else "runtime: your pod template"
+    )
     return f"{note}; {plan.replicas_note}" if plan.replicas_note else note
 
 
@@ -102,7 +108,9 @@ def invalid(problems: list[Problem], tuning: bool) -> list[Condition]:
 def resource(nodes: NodePlan) -> Condition:
     ready, target = nodes.ready_count, nodes.target
     if ready >= target:
-        return true("ResourceReady", "NodesReady", f"{ready} of {target} GPU nodes ready: {', '.join(nodes.worker_nodes)}")
+        return true(
+            "ResourceReady", "NodesReady", f"{ready} of {target} GPU nodes ready: {', '.join(nodes.worker_nodes)}"
+        )
     failed = nodes.failed_machines
     if failed:
         detail = "; ".join(f"machine {f.name}: {f.reason}: {f.message}" for f in failed)
@@ -139,14 +147,20 @@ def pod_trouble(pods: list[dict]) -> tuple[str, str] | None:
         name = pod["metadata"]["name"]
         status = pod.get("status") or {}
         for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 return "Unschedulable", f"pod {name}: {cond.get('message', '')}"
         statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
         for cs in statuses:
             state = cs.get("state") or {}
             waiting = state.get("waiting") or {}
             if waiting.get("reason") in _WAITING_REASONS:
-                return _WAITING_REASONS[waiting["reason"]], f"pod {name} container {cs.get('name')}: {waiting.get('reason')}: {waiting.get('message', '')}"
+                return _WAITING_REASONS[
+                    waiting["reason"]
+                ], f"pod {name} container {cs.get('name')}: {waiting.get('reason')}: {waiting.get('message', '')}"
             last = (cs.get("lastState") or {}).get("terminated") or {}
             if last.get("reason") == "OOMKilled":
                 return "ContainerOOMKilled", f"pod {name} container {cs.get('name')} was OOMKilled"
@@ -178,7 +192,11 @@ def tuning(job: dict | None, pods: list[dict]) -> list[Condition]:
     if status.get("failed"):
         trouble = pod_trouble(pods)
         failure: dict = next((c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {})
-        why = trouble[1] if trouble else f"{failure.get('reason', 'JobFailed')}: {failure.get('message', 'the tuning pod failed')}"
+        why = (
+            trouble[1]
+            if trouble
+            else f"{failure.get('reason', 'JobFailed')}: {failure.get('message', 'the tuning pod failed')}"
+        )
         why = _pod_failure(pods) or why
         return [
             false("JobStarted", "TuningJobFailed", why),
@@ -202,5 +220,7 @@ def _pod_failure(pods: list[dict]) -> str | None:
             term = (cs.get("state") or {}).get("terminated") or {}
             if term and term.get("exitCode", 0) != 0:
                 detail = term.get("message") or f"exit code {term.get('exitCode')}"
-                return f"pod {pod['metadata']['name']} container {cs.get('name')}: {term.get('reason', 'Error')}: {detail}"
+                return (
+                    f"pod {pod['metadata']['name']} container {cs.get('name')}: {term.get('reason', 'Error')}: {detail}"
+                )
     return None

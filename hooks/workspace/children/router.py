@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import TypeGuard
 
 from hooks.settings import Settings
-from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
 from hooks.workspace.api import Workspace
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, WorkloadPlan
+from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
 
 ROUTER_LABEL = "kaito.sh/workspace-router"
 # sglang-router on loopback: its admin API (/add_worker, /remove_worker, /flush_cache) stays inside the pod.
@@ -50,16 +50,29 @@ def pod_labels(ws: Workspace) -> dict[str, str]:
 
 def router_args(ws: Workspace) -> list[str]:
     return [
-        "--host", "127.0.0.1", "--port", str(ROUTER_PORT),
-        "--policy", "cache_aware",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(ROUTER_PORT),
+        "--policy",
+        "cache_aware",
         "--service-discovery",
-        "--selector", *[f"{k}={v}" for k, v in sorted(workspace_labels(ws).items())],
-        "--service-discovery-namespace", ws.namespace,
-        "--service-discovery-port", str(HTTP_PORT),
-        "--health-check-endpoint", "/health",
-        "--health-check-interval-secs", str(HEALTH_INTERVAL_SECONDS),
-        "--health-failure-threshold", str(HEALTH_FAILURES),
-        "--prometheus-host", "0.0.0.0", "--prometheus-port", str(METRICS_PORT),
+        "--selector",
+        *[f"{k}={v}" for k, v in sorted(workspace_labels(ws).items())],
+        "--service-discovery-namespace",
+        ws.namespace,
+        "--service-discovery-port",
+        str(HTTP_PORT),
+        "--health-check-endpoint",
+        "/health",
+        "--health-check-interval-secs",
+        str(HEALTH_INTERVAL_SECONDS),
+        "--health-failure-threshold",
+        str(HEALTH_FAILURES),
+        "--prometheus-host",
+        "0.0.0.0",
+        "--prometheus-port",
+        str(METRICS_PORT),
     ]
 
 
@@ -74,8 +87,18 @@ def served_adapters(plan: PresetServing) -> tuple[list[str], str | None]:
 
 def gateway_args(plan: PresetServing) -> list[str]:
     # Ready (and so in the Service) once the router has a healthy replica: sglang-router's /readiness.
-    args = ["--served-model-name", plan.preset.name, "--upstream", f"http://127.0.0.1:{ROUTER_PORT}",
-            "--upstream-health-path", "/readiness", "--workers", str(GATEWAY_WORKERS), "--port", str(HTTP_PORT)]
+    args = [
+        "--served-model-name",
+        plan.preset.name,
+        "--upstream",
+        f"http://127.0.0.1:{ROUTER_PORT}",
+        "--upstream-health-path",
+        "/readiness",
+        "--workers",
+        str(GATEWAY_WORKERS),
+        "--port",
+        str(HTTP_PORT),
+    ]
     names, chat_default = served_adapters(plan)
     for name in names:
         args += ["--adapter", name]
@@ -85,8 +108,12 @@ def gateway_args(plan: PresetServing) -> list[str]:
 
 
 def _security_context() -> dict:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
@@ -97,8 +124,16 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         "command": ["python", "-m", "inference.gateway"],
         "args": gateway_args(plan),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": HTTP_PORT}, "periodSeconds": 5, "failureThreshold": 2},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": HTTP_PORT}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": HTTP_PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HTTP_PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": _security_context(),
     }
@@ -135,8 +170,11 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
 
 
 def service_account(ws: Workspace) -> dict:
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
+    }
 
 
 def role(ws: Workspace) -> dict:
