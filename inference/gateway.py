@@ -375,6 +375,41 @@ def _fork_workers(workers: int) -> None:
             return
 
 
+def served_names_from(base: Served, desired_file: str) -> Served:
+    """The router pod's view of the live adapter set: the names only (each replica's gateway maps them to
+    what its runtime loaded); /chat's default is the combined adapter with two or more, as on a replica."""
+    from inference.adapters import COMBINED_ADAPTER
+    from inference.live_adapters import DesiredSetError, read_desired
+
+    try:
+        names = [d.name for d in read_desired(desired_file)]
+    except DesiredSetError:
+        return base  # keep serving the names it had
+    if len(names) > 1:
+        return Served(base.preset, (*names, COMBINED_ADAPTER), COMBINED_ADAPTER)
+    return Served(base.preset, tuple(names), names[0] if names else None)
+
+
+class NamesFollower:
+    """Re-reads the desired set's names once a second (kubelet updates the mounted ConfigMap in place)."""
+
+    def __init__(self, base: Served, desired_file: str, publish: Callable[[Served], None]):
+        self.base, self.desired_file, self._publish = base, desired_file, publish
+        publish(served_names_from(base, desired_file))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._publish(served_names_from(self.base, self.desired_file))
+
+    async def ctx(self, app: web.Application):
+        task = asyncio.get_running_loop().create_task(self.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _live_adapters_factory(ns: argparse.Namespace, served: Served):
     from inference.live_adapters import Capacity
     from inference.live_adapters_runner import LiveAdapters
@@ -413,16 +448,27 @@ def main(argv: list[str] | None = None) -> None:
     live.add_argument("--max-lora-rank", type=int, default=None)
     live.add_argument("--lora-target-modules", nargs="*", default=None)
     live.add_argument("--max-adapters", type=int, default=None)
+    live.add_argument("--adapter-names-from", default=None, metavar="FILE",
+                      help="serve the names of this desired set (the router pod: replicas load the adapters)")
     ns = p.parse_args(argv)
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
     if ns.workers < 1:
         p.error("--workers must be at least 1")
+    if ns.live_adapters and ns.adapter_names_from:
+        p.error("--live-adapters and --adapter-names-from exclude each other")
     if ns.live_adapters and (ns.workers > 1 or not ns.adapter_files or not ns.adapter_work_dir):
         p.error("--live-adapters needs --adapter-files and --adapter-work-dir, and one worker process")
     app = make_app(
         served, ns.upstream, ns.runtime_pid, ns.worker, _live_adapters_factory(ns, served) if ns.live_adapters else None
     )
     app[HEALTH_PATH] = ns.upstream_health_path
+    if ns.adapter_names_from:
+        box = app[SERVED]
+
+        def publish(new: Served) -> None:
+            box.current = new
+
+        app.cleanup_ctx.append(NamesFollower(served, ns.adapter_names_from, publish).ctx)
     _fork_workers(ns.workers)
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, and SGLang aborts a generation whose HTTP client has gone (aiohttp's default lets the

@@ -8,6 +8,7 @@ one part that needs an API server), in front of a replica's gateway and a stub o
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,28 +16,38 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 from inference_support.launcher import dry_run_gateway, make_adapter
 from inference_support.procs import start_module, stop
 from inference_support.stub_sglang import StubSGLang, free_port
+from workspace_support import find, request, workspace
 
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
-from workspace_support import find, request, workspace
 
 pytestmark = pytest.mark.integration  # starts gateways, sglang-router and stub servers as processes
 launch_router = pytest.importorskip("sglang_router.launch_router", reason="sglang-router (test extra) is not installed")
 
 PRESET = "phi-3-mini-4k-instruct"
-DISCOVERY_FLAGS = {"--service-discovery": 0, "--selector": 1, "--service-discovery-namespace": 1, "--service-discovery-port": 1}
+DISCOVERY_FLAGS = {
+    "--service-discovery": 0,
+    "--selector": 1,
+    "--service-discovery-namespace": 1,
+    "--service-discovery-port": 1,
+}
 
 
 ADAPTERS = ("fin", "legal")
 
 
 def rendered() -> list[dict]:
-    ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
-                   inference={"preset": {"name": PRESET},
-                              "adapters": [{"source": {"name": n, "image": f"r.io/{n}:1"}} for n in ADAPTERS]})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
+        inference={
+            "preset": {"name": PRESET},
+            "adapters": [{"source": {"name": n, "image": f"r.io/{n}:1"}} for n in ADAPTERS],
+        },
+    )
     return sync(request(ws), Settings(), "2026-11-26T12:00:00Z")["children"]
 
 
@@ -45,13 +56,44 @@ def router_pod_containers(children: list[dict]) -> tuple[dict, dict]:
     return gateway, router
 
 
+def write_desired_set(children: list[dict], tmp: Path) -> Path:
+    """The published desired set (the ConfigMap the pods mount) and each adapter's files where the node's fetch
+    pod puts them (the kubelet pulling adapter images is the part that cannot run here)."""
+    from safetensors.torch import save_file
+
+    desired = json.loads(find(children, "ConfigMap", "ws1-adapters")["data"]["adapters.json"])
+    for item in desired["adapters"]:
+        folder = tmp / "files" / item["key"]
+        folder.mkdir(parents=True)
+        prefix = "base_model.model.model.layers.0.self_attn.qkv_proj"
+        save_file(
+            {f"{prefix}.lora_A.weight": torch.ones(8, 16), f"{prefix}.lora_B.weight": torch.ones(48, 8)},
+            str(folder / "adapter_model.safetensors"),
+        )
+        (folder / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["qkv_proj"]})
+        )
+        (folder / ".kaito-complete").write_text("")
+    path = tmp / "desired" / "adapters.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(desired))
+    return path
+
+
 def replica_gateway_args(children: list[dict], tmp: Path) -> list[str]:
     """The gateway a replica's launcher starts (its dry run, on the replica's rendered args)."""
     main = find(children, "Deployment", "ws1")["spec"]["template"]["spec"]["containers"][0]
+    desired = write_desired_set(children, tmp)
+    local = {
+        "--weights-dir": tmp / "weights-dir",
+        "--adapters-dir": tmp / "adapters-dir",
+        "--live-adapters": desired,
+        "--adapter-files": tmp / "files",
+    }
     args, it = [], iter(main["args"])
     for a in it:
-        if a in ("--weights-dir", "--adapters-dir"):
-            args += [a, str(tmp / a.strip("-"))]
+        if a in local:
+            args += [a, str(local[a])]
             next(it)
         else:
             args.append(a)
@@ -75,7 +117,7 @@ def flag_values(args: list[str], flag: str) -> list[str]:
 
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
     i = args.index(flag)
-    return [*args[: i + 1], value, *args[i + 2:]]
+    return [*args[: i + 1], value, *args[i + 2 :]]
 
 
 def without_discovery(args: list[str]) -> list[str]:
@@ -99,25 +141,48 @@ def chain(tmp_path_factory):
     try:
         replica_port = free_port()
         replica = replica_gateway_args(children, tmp_path_factory.mktemp("replica"))
-        procs.append(start_module(["inference.gateway", *replica, "--upstream", stub.url, "--host", "127.0.0.1",
-                                   "--port", str(replica_port)], f"http://127.0.0.1:{replica_port}/healthz"))
+        procs.append(
+            start_module(
+                [
+                    "inference.gateway",
+                    *replica,
+                    "--upstream",
+                    stub.url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(replica_port),
+                ],
+                f"http://127.0.0.1:{replica_port}/healthz",
+            )
+        )
         gateway, router = router_pod_containers(children)
-        # The router pod's gateway serves the same adapter names and /chat default as each replica's.
-        for flag in ("--served-model-name", "--adapter", "--chat-default-adapter"):
-            assert flag_values(gateway["args"], flag) == flag_values(replica, flag), flag
+        # The router pod's gateway follows the same desired set (names only) as each replica's.
+        main = find(children, "Deployment", "ws1")["spec"]["template"]["spec"]["containers"][0]
+        assert flag_values(gateway["args"], "--adapter-names-from") == flag_values(main["args"], "--live-adapters")
+        assert flag_values(gateway["args"], "--served-model-name") == flag_values(replica, "--served-model-name")
         router_port, front_port = free_port(), free_port()
         router_args = without_discovery(router["args"])
         router_args = with_value(router_args, "--port", str(router_port))
-        router_args = with_value(with_value(router_args, "--prometheus-host", "127.0.0.1"), "--prometheus-port", str(free_port()))
+        router_args = with_value(
+            with_value(router_args, "--prometheus-host", "127.0.0.1"), "--prometheus-port", str(free_port())
+        )
         router_args += ["--worker-urls", f"http://127.0.0.1:{replica_port}"]
         assert router["command"][:3] == ["python", "-m", "sglang_router.launch_router"]
-        procs.append(start_module(["sglang_router.launch_router", *router_args], f"http://127.0.0.1:{router_port}/readiness",
-                                  timeout=60))
+        procs.append(
+            start_module(
+                ["sglang_router.launch_router", *router_args], f"http://127.0.0.1:{router_port}/readiness", timeout=60
+            )
+        )
         front_args = with_value(gateway["args"], "--port", str(front_port))
         front_args = with_value(front_args, "--upstream", f"http://127.0.0.1:{router_port}")
+        front_args = with_value(front_args, "--adapter-names-from", flag_values(replica, "--live-adapters")[0])
         assert gateway["command"] == ["python", "-m", "inference.gateway"]
-        procs.append(start_module(["inference.gateway", *front_args, "--host", "127.0.0.1"],
-                                  f"http://127.0.0.1:{front_port}/healthz"))
+        procs.append(
+            start_module(
+                ["inference.gateway", *front_args, "--host", "127.0.0.1"], f"http://127.0.0.1:{front_port}/healthz"
+            )
+        )
         yield f"http://127.0.0.1:{front_port}", stub
     finally:
         for p in reversed(procs):
@@ -131,21 +196,27 @@ def test_kaito_chat_reaches_a_replica_through_the_router(chain):
     assert r.status_code == 200, r.text
     assert "reply to: Hello" in r.json()["Result"]
     path, body = stub.requests[-1]
-    assert path == "/v1/completions" and body["model"] == f"{PRESET}:fin"
+    assert path == "/v1/completions" and body["model"].startswith(f"{PRESET}:fin."), body  # as the replica loaded it
     # Naming no adapter, /chat uses all of them at their strengths, as a replica's own gateway would.
     assert requests.post(f"{front}/chat", json={"prompt": "Hi"}, timeout=30).status_code == 200
-    assert stub.requests[-1][1]["model"] == f"{PRESET}:combined"
+    assert stub.requests[-1][1]["model"].startswith(f"{PRESET}:combined.")
 
 
 def test_openai_requests_keep_their_adapter_and_unknown_ones_are_refused_in_front(chain):
     front, stub = chain
-    ok = requests.post(f"{front}/v1/chat/completions", json={"model": f"{PRESET}:fin", "messages": [{"role": "user", "content": "hi"}]},
-                       timeout=30)
+    ok = requests.post(
+        f"{front}/v1/chat/completions",
+        json={"model": f"{PRESET}:fin", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
     assert ok.status_code == 200, ok.text
-    assert stub.requests[-1][1]["model"] == f"{PRESET}:fin"
+    assert stub.requests[-1][1]["model"].startswith(f"{PRESET}:fin.")
     before = len(stub.requests)
-    bad = requests.post(f"{front}/v1/chat/completions", json={"model": f"{PRESET}:nope", "messages": [{"role": "user", "content": "hi"}]},
-                        timeout=30)
+    bad = requests.post(
+        f"{front}/v1/chat/completions",
+        json={"model": f"{PRESET}:nope", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
     assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
     assert len(stub.requests) == before
 
@@ -164,11 +235,13 @@ class Upstream:
         self.ready = False
         self.port = free_port()
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         from aiohttp import web
 
         async def readiness(request):
-            return web.json_response({"status": "ready" if self.ready else "not ready"}, status=200 if self.ready else 503)
+            return web.json_response(
+                {"status": "ready" if self.ready else "not ready"}, status=200 if self.ready else 503
+            )
 
         async def info(request):
             return web.json_response({"path": request.path, "model_path": "/workspace/weights"})
@@ -201,9 +274,22 @@ class Upstream:
 def test_gateway_health_follows_the_upstream_health_path_and_passes_info_through():
     up = Upstream().start()
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", f"http://127.0.0.1:{up.port}",
-                         "--upstream-health-path", "/readiness", "--host", "127.0.0.1", "--port", str(port)],
-                        f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            f"http://127.0.0.1:{up.port}",
+            "--upstream-health-path",
+            "/readiness",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         assert requests.get(f"{base}/health", timeout=30).status_code == 503
@@ -233,15 +319,38 @@ def _gateway_children(pid: int) -> list[int]:
 def test_gateway_workers_share_the_port_and_exit_with_the_first():
     stub = StubSGLang(PRESET).start()
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", stub.url, "--workers", "3",
-                         "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            stub.url,
+            "--workers",
+            "3",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
         children = _gateway_children(proc.pid)
         assert len(children) == 2, children
         with ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda i: requests.post(
-                f"http://127.0.0.1:{port}/v1/completions", json={"model": PRESET, "prompt": f"p{i}"}, timeout=30).status_code,
-                range(40)))
+            codes = list(
+                pool.map(
+                    lambda i: (
+                        requests.post(
+                            f"http://127.0.0.1:{port}/v1/completions",
+                            json={"model": PRESET, "prompt": f"p{i}"},
+                            timeout=30,
+                        ).status_code
+                    ),
+                    range(40),
+                )
+            )
         assert codes == [200] * 40
     finally:
         stop(proc)

@@ -15,13 +15,14 @@ import threading
 import time
 
 from aiohttp import web
-from loopback_support import free_port  # noqa: F401 (re-exported for the tests that import it from here)
+from loopback_support import free_port
 
 
 class StubSGLang:
     def __init__(self, served: str):
         self.served = served
         self.requests: list[tuple[str, dict]] = []
+        self.loaded_loras: dict[str, str] = {}
         self.release: threading.Event | None = None
         self.release_timed_out = False
         self.port = free_port()
@@ -35,7 +36,7 @@ class StubSGLang:
 
     def _adapter(self, model: str | None) -> str | None:
         if model and model.startswith(self.served + ":"):
-            return model[len(self.served) + 1:] or None
+            return model[len(self.served) + 1 :] or None
         return None
 
     def _text(self, body: dict, prompt_text: str) -> str:
@@ -48,11 +49,16 @@ class StubSGLang:
         text = self._text(body, body["messages"][-1]["content"])
         if body.get("stream"):
             return await self._stream(request, body, text, chat=True)
-        return web.json_response({
-            "id": "cmpl-1", "object": "chat.completion", "created": 1, "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+        return web.json_response(
+            {
+                "id": "cmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+            }
+        )
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -60,10 +66,16 @@ class StubSGLang:
         text = self._text(body, body["prompt"])
         if body.get("stream"):
             return await self._stream(request, body, text, chat=False)
-        return web.json_response({
-            "id": "cmpl-2", "object": "text_completion", "created": 1, "model": body.get("model"),
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+        return web.json_response(
+            {
+                "id": "cmpl-2",
+                "object": "text_completion",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+            }
+        )
 
     async def _stream(self, request, body, text, chat: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -71,8 +83,12 @@ class StubSGLang:
         for i, word in enumerate(text.split(" ")):
             piece = word if i == 0 else " " + word
             choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
-            chunk = {"id": "s", "object": "chat.completion.chunk" if chat else "text_completion",
-                     "model": body.get("model"), "choices": [choice]}
+            chunk = {
+                "id": "s",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "model": body.get("model"),
+                "choices": [choice],
+            }
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if i == 0 and self.release is not None:
                 ok = await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
@@ -84,14 +100,28 @@ class StubSGLang:
     async def _health(self, request):
         return web.Response(text="")
 
+    async def _load_lora(self, request):
+        """SGLang's /load_lora_adapter: the stub only remembers the names (live adapters load through it)."""
+        body = await request.json()
+        self.loaded_loras[body["lora_name"]] = body["lora_path"]
+        return web.json_response({"success": True})
+
+    async def _unload_lora(self, request):
+        body = await request.json()
+        if self.loaded_loras.pop(body["lora_name"], None) is None:
+            return web.json_response({"success": False, "error_message": "not loaded"}, status=400)
+        return web.json_response({"success": True})
+
     async def _metrics(self, request):
         return web.Response(text="sglang:num_running_reqs 0\n", content_type="text/plain")
 
-    def start(self) -> "StubSGLang":
+    def start(self) -> StubSGLang:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/load_lora_adapter", self._load_lora)
+        app.router.add_post("/unload_lora_adapter", self._unload_lora)
         app.router.add_get("/metrics", self._metrics)
         ready = threading.Event()
 

@@ -17,6 +17,7 @@ from typing import TypeGuard
 
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
+from hooks.workspace.children import live_adapters
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, WorkloadPlan
 from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
@@ -99,6 +100,9 @@ def gateway_args(plan: PresetServing) -> list[str]:
         "--port",
         str(HTTP_PORT),
     ]
+    if live_adapters.enabled(plan):
+        # The names follow the replicas' desired set (the same ConfigMap): no restart when adapters change.
+        return [*args, "--adapter-names-from", f"{live_adapters.DESIRED_DIR}/{live_adapters.DESIRED_FILE}"]
     names, chat_default = served_adapters(plan)
     for name in names:
         args += ["--adapter", name]
@@ -137,6 +141,14 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": _security_context(),
     }
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    if live_adapters.enabled(plan):
+        gateway["volumeMounts"] = [
+            {"name": live_adapters.DESIRED_VOLUME, "mountPath": live_adapters.DESIRED_DIR, "readOnly": True}
+        ]
+        volumes.append(
+            {"name": live_adapters.DESIRED_VOLUME, "configMap": {"name": live_adapters.config_map_name(ws.name)}}
+        )
     router = {
         "name": "router",
         "image": settings.router_image,
@@ -162,7 +174,7 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
                     "serviceAccountName": name(ws),
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [gateway, router],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },
