@@ -9,8 +9,8 @@ import math
 from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import pod_parts as m
 from hooks.workspace.children import adapter_report, live_adapters, weights
+from hooks.workspace.children import pod_parts as m
 from hooks.workspace.planning import PresetServing, TemplateServing
 
 WEIGHTS_DIR = weights.WEIGHTS_DIR
@@ -33,8 +33,14 @@ def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> lis
         args += ["--adapters-dir", live_adapters.FILES_MOUNT, *live_adapters.launcher_args(ws)]
     else:
         args += ["--adapters-dir", ADAPTERS_DIR]
-    args += ["--gpus-per-node", str(plan.gpus_per_node), "--nnodes", str(plan.nodes),
-             "--node-rank", "$(POD_INDEX)" if plan.nodes > 1 else "0"]
+    args += [
+        "--gpus-per-node",
+        str(plan.gpus_per_node),
+        "--nnodes",
+        str(plan.nodes),
+        "--node-rank",
+        "$(POD_INDEX)" if plan.nodes > 1 else "0",
+    ]
     if plan.nodes > 1:
         args += ["--dist-init-addr", naming.rank0_address(ws.name, ws.namespace, m.DIST_PORT)]
     if plan.config:
@@ -124,12 +130,18 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
 
 def _env(plan: PresetServing) -> list[dict]:
     env: list[dict] = [
-        {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}},
+        },
         {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
     ]
     if plan.options.modelAccessSecret:
         env.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}}}
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}},
+            }
         )
     return env
 
