@@ -120,6 +120,18 @@ def read_desired(path: str) -> list[DesiredAdapter]:
     return out
 
 
+def desired_revision(path: str) -> str | None:
+    """The hook's revision of the desired set (a hash of it), echoed in the pod's report so the hook can
+    tell a report about the current set from one about an older set."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    revision = doc.get("revision") if isinstance(doc, dict) else None
+    return revision if isinstance(revision, str) else None
+
+
 def files_ready(files_root: str, key: str) -> bool:
     return os.path.exists(os.path.join(files_root, key, FILES_COMPLETE))
 
@@ -186,10 +198,13 @@ class Agent:
         self._generation = 0
         self._failed: dict[str, str] = {}  # adapter name -> the attempt (files@strength) that failed
         self.synced = False  # the last reconcile left nothing to wait for (files, loads)
+        self.revision: str | None = None  # of the desired set the states are about
 
     # --- what the pod reports -------------------------------------------------------------------
     def report(self) -> dict:
         out: dict = {"adapters": [s.as_dict() for s in self.states.values()], "synced": self.synced}
+        if self.revision is not None:
+            out["revision"] = self.revision
         if self.desired_error:
             out["error"] = self.desired_error
         return out
@@ -208,6 +223,7 @@ class Agent:
     def reconcile(self) -> None:
         try:
             desired = read_desired(self.desired_file)
+            revision = desired_revision(self.desired_file)
             self.desired_error = None
         except DesiredSetError as e:
             self.desired_error = str(e)  # keep serving what is loaded
@@ -244,6 +260,7 @@ class Agent:
             self._put(d, current)
         self._recombine()
         self.synced = not waiting
+        self.revision = revision
 
     def _put(self, d: DesiredAdapter, current: Loaded | None) -> None:
         internal = self._internal_name(d.name)

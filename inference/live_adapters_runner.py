@@ -13,6 +13,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -54,6 +56,60 @@ class RuntimeAdapters:
         self._post("/unload_lora_adapter", {"lora_name": internal})
 
 
+# Where the hook mounts the report identity (hooks/workspace/children/adapter_report.py): a pod-bound token,
+# the cluster CA, the pod's name and namespace. Only the model server's container has it.
+REPORT_TOKEN_DIR = "/var/run/secrets/kaito/adapter-report"
+REPORT_ANNOTATION = "kaito.sh/adapters"
+
+
+class PodReporter:
+    """Writes the agent's report into this pod's `kaito.sh/adapters` annotation, where the Workspace hook
+    reads it (the hook never calls pods). Only on change: each write is a pod event and so a hook sync.
+    The token is re-read for every write (the kubelet renews it); an admission policy lets it change only
+    that annotation of this pod."""
+
+    def __init__(self, token_dir: str = REPORT_TOKEN_DIR, api: str | None = None):
+        self.token_dir = token_dir
+        self.api = api or _in_cluster_api()
+        self._last: str | None = None
+
+    def enabled(self) -> bool:
+        return self.api is not None and os.path.exists(os.path.join(self.token_dir, "token"))
+
+    def _read(self, name: str) -> str:
+        with open(os.path.join(self.token_dir, name), encoding="utf-8") as f:
+            return f.read().strip()
+
+    def report(self, report: dict) -> None:
+        text = json.dumps(report, sort_keys=True, separators=(",", ":"))
+        if text == self._last or not self.enabled():
+            return
+        url = f"{self.api}/api/v1/namespaces/{self._read('namespace')}/pods/{self._read('pod-name')}"
+        body = json.dumps({"metadata": {"annotations": {REPORT_ANNOTATION: text}}}).encode()
+        req = urllib.request.Request(
+            url,
+            data=body,
+            method="PATCH",
+            headers={"Content-Type": "application/merge-patch+json", "Authorization": f"Bearer {self._read('token')}"},
+        )
+        ca = os.path.join(self.token_dir, "ca.crt")
+        context = ssl.create_default_context(cafile=ca) if url.startswith("https") and os.path.exists(ca) else None
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError) as e:
+            log.warning("live adapters: cannot write the pod report: %s", e)
+            return  # retried on the next step: _last is unchanged
+        self._last = text
+
+
+def _in_cluster_api() -> str | None:
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def served_from(base: Served, published: Published) -> Served:
     """What the gateway serves once the agent has published a mapping."""
     return Served(
@@ -83,6 +139,7 @@ class LiveAdapters:
         self.agent = Agent(desired_file, files_root, work_dir, capacity, runtime.load, runtime.unload, self._publish)
         self.desired_file = desired_file
         self.started = False  # sticky: the first desired set has been served (or failed): the pod may be Ready
+        self.reporter = PodReporter()
         self._seen: str | None = None
 
     def _publish(self, published: Published) -> None:
@@ -99,6 +156,7 @@ class LiveAdapters:
         """One reconcile if the desired set changed or something still waits."""
         digest = self._desired_digest()
         if digest == self._seen and self.agent.synced:
+            self.reporter.report(self.agent.report())  # a write that failed is retried
             return
         self._seen = digest
         self.agent.reconcile()
@@ -107,6 +165,7 @@ class LiveAdapters:
         for state in self.agent.states.values():
             if state.state == "Failed":
                 log.warning("adapter %s: %s %s", state.name, state.reason, state.message)
+        self.reporter.report(self.agent.report())
 
     async def run(self, runtime_up: Callable[[], object]) -> None:
         while not await runtime_up():  # type: ignore[misc]

@@ -122,3 +122,49 @@ def test_gateway_maps_live_names_both_ways():
     body = b'data: {"model":"phi:fin.3","x":1}\n\ndata: {"model":"phi:fin.3"}\n\n'
     out = b"".join(rename(body[i : i + 5]) for i in range(0, len(body), 5)) + rename.flush()
     assert out == body.replace(b"fin.3", b"fin")
+
+
+def test_pod_report_is_patched_into_the_pods_annotation_once_per_change(agent, tmp_path):
+    """The report reaches the hook as this pod's annotation: a merge patch with the pod-bound token (a loopback
+    HTTP server stands in for the API server here; tests/cluster checks the admission policy on the real one)."""
+    import http.server
+    import threading
+
+    from inference.live_adapters_runner import PodReporter
+
+    seen = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_PATCH(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["Authorization"], self.headers["Content-Type"], json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tokens = tmp_path / "token-dir"
+        tokens.mkdir()
+        for name, value in {"token": "t0k", "namespace": "ns1", "pod-name": "ws1-abc"}.items():
+            (tokens / name).write_text(value + "\n")
+        reporter = PodReporter(str(tokens), f"http://127.0.0.1:{server.server_address[1]}")
+        a, _, desired, tmp = agent
+        _adapter(tmp / "files" / "k1")
+        desired.write_text(json.dumps({"adapters": [{"name": "fin", "key": "k1", "strength": 1.0}], "revision": "r1"}))
+        a.reconcile()
+        reporter.report(a.report())
+        reporter.report(a.report())  # unchanged: no second write
+        assert len(seen) == 1
+        path, auth, ctype, body = seen[0]
+        assert path == "/api/v1/namespaces/ns1/pods/ws1-abc" and auth == "Bearer t0k"
+        assert ctype == "application/merge-patch+json"
+        report = json.loads(body["metadata"]["annotations"]["kaito.sh/adapters"])
+        assert report["revision"] == "r1" and report["adapters"] == [{"name": "fin", "state": "Ready"}]
+    finally:
+        server.shutdown()
+        server.server_close()
