@@ -53,6 +53,7 @@ def pytest_runtest_makereport(item, call):
 
 
 _running: dict[str, ControlPlane] = {}
+TEST_NAMESPACE_LABEL = "kaito.sh/cluster-test"
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +115,10 @@ class Operators:
         operator = self.started[mode]
         if self.current is not operator:
             if self.current is not None:
+                # Let the installed controllers finish with earlier tests' Workspaces (Machines, agent
+                # pools) before the other mode's controllers take over what is left.
+                self.cluster.kubectl("wait", "--for=delete", "namespace", "-l", TEST_NAMESPACE_LABEL,
+                                     "--timeout=120s", check=False, timeout=150)
                 self.current.uninstall()
             operator.install()
             self.current = operator
@@ -157,6 +162,7 @@ def namespace(cluster, request):
     unique = hashlib.sha256(f"{request.node.nodeid}/{os.getpid()}/{time.time()}".encode()).hexdigest()[:6]
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:48].strip("-") + "-" + unique
     cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, f"{TEST_NAMESPACE_LABEL}=yes")
     cluster.wait_for(f"serviceaccount default in {name}",
                      lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0)
     yield name
