@@ -448,8 +448,12 @@ def main(argv: list[str] | None = None) -> None:
     live.add_argument("--max-lora-rank", type=int, default=None)
     live.add_argument("--lora-target-modules", nargs="*", default=None)
     live.add_argument("--max-adapters", type=int, default=None)
-    live.add_argument("--adapter-names-from", default=None, metavar="FILE",
-                      help="serve the names of this desired set (the router pod: replicas load the adapters)")
+    live.add_argument(
+        "--adapter-names-from",
+        default=None,
+        metavar="FILE",
+        help="serve the names of this desired set (the router pod: replicas load the adapters)",
+    )
     ns = p.parse_args(argv)
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
     if ns.workers < 1:
