@@ -42,8 +42,9 @@ test-setup: $(PY) system-packages
 	$(PYTHON) tests/real_sglang/install_sglang.py --quiet
 
 # KAITO_REQUIRE_REAL_SGLANG: the real-SGLang tests fail instead of skipping when its venv is missing.
-# The release lint runs first: the workflows and Dockerfiles cannot be built here (`make lint` adds ruff/mypy).
-test: test-setup lint-release
+# Lint runs first: ruff, the formatter's check and mypy (lint-python), then the workflows and Dockerfiles,
+# which cannot be built here (lint-release).
+test: test-setup lint
 	KAITO_REQUIRE_REAL_SGLANG=1 $(PY) -m pytest
 
 # The kind-based end-to-end test (needs Docker and kind; skips otherwise).
