@@ -178,7 +178,7 @@ def inference(resource_ready: bool, sts: dict | None, pods: list[dict], runtime_
     if trouble:
         return false("InferenceReady", trouble[0], trouble[1])
     if sts is None:
-        return false("InferenceReady", "Creating", f"creating the inference StatefulSet; {runtime_note}")
+        return false("InferenceReady", "Creating", f"creating the inference workload; {runtime_note}")
     return false("InferenceReady", "InferencePending", f"{ready} of {spec_replicas} pods ready; {runtime_note}")
 
 
