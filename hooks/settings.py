@@ -51,7 +51,7 @@ class Settings:
     image_volumes: bool = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         mode = env.get("KAITO_NODE_PROVISIONING", "aks").strip().lower()
         if mode not in ("aks", "byo"):
