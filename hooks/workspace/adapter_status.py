@@ -14,6 +14,7 @@ WorkspaceReady never depends on this: a replica's readiness is sticky once it se
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,11 @@ REPORT_ANNOTATION = "kaito.sh/adapters"
 PENDING, LOADING, READY, FAILED = "Pending", "Loading", "Ready", "Failed"
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 MAX_MESSAGE = 512
+# A pod writes its own report, so its fields are untrusted: a reason is kept only when it is a short
+# CamelCase word (the CRD allows 1024 characters; conditions' reasons are words like this), a message only
+# when it is text, truncated. Anything else would make the apiserver refuse the whole status.
+REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DEFAULT_FAILED_REASON = "LoadFailed"
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,18 @@ def pod_report(pod: dict) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("adapters"), list) else None
 
 
+def report_reason(entry: dict, default: str) -> str:
+    """The reason a replica reported, if it is a short word; `default` otherwise."""
+    reason = entry.get("reason")
+    return reason if isinstance(reason, str) and REASON.match(reason) else default
+
+
+def report_text(entry: dict, key: str) -> str:
+    """A text field of a replica's report, truncated; "" when it is not text."""
+    value = entry.get(key)
+    return value[:MAX_MESSAGE] if isinstance(value, str) else ""
+
+
 def _serving(pods: list[dict]) -> list[dict]:
     """Replicas that can serve: running and not being deleted."""
     return [
@@ -134,8 +152,9 @@ def _replica_state(name: str, revision: str, replicas: list[dict]) -> AdapterSta
         states.append((pod["metadata"]["name"], entry or {}))
     for pod_name, entry in states:
         if entry.get("state") == FAILED:
-            detail = entry.get("message") or entry.get("reason") or "the model server refused it"
-            return AdapterState(name, FAILED, entry.get("reason") or "LoadFailed", f"pod {pod_name}: {detail}")
+            reason = report_reason(entry, DEFAULT_FAILED_REASON)
+            detail = report_text(entry, "message") or report_text(entry, "reason") or "the model server refused it"
+            return AdapterState(name, FAILED, reason, f"pod {pod_name}: {detail}")
     if all(entry.get("state") == READY for _, entry in states):
         return AdapterState(name, READY, "Loaded", f"served by {len(states)} of {len(states)} replicas")
     if any(entry.get("state") == LOADING for _, entry in states):
