@@ -141,6 +141,11 @@ REJECTED_OBJECTS = [
         "between 0 and 1",
     ),
     (workspace(inference=None, tuning={**TUNING, "output": {"image": "r.io/x:1"}}), "needs imagePushSecret"),
+    (workspace(metadata={"name": "7b-chat", "namespace": "team"}), "must be a DNS-1035 label"),
+    (
+        workspace(resource={"labelSelector": {"matchLabels": {"a": "b"}}, "partition": {"mode": "mig"}}),
+        "mode mig needs a profile",
+    ),
     (
         workspace(inference=None, tuning={**TUNING, "input": {"urls": ["https://e.com/a"], "image": "r.io/d:1"}}),
         "exactly one of tuning.input",
@@ -153,4 +158,5 @@ IMMUTABLE_CHANGES = [
     (lambda w: w["resource"].update(instanceType="Standard_NC48ads_A100_v4"), "instanceType is immutable"),
     (lambda w: w["resource"].update(count=2), "count is immutable"),
     (lambda w: w["resource"].update(labelSelector={"matchLabels": {"apps": "other"}}), "labelSelector is immutable"),
+    (lambda w: w["resource"].update(partition={"mode": "mig", "profile": "1g.10gb"}), "partition is immutable"),
 ]

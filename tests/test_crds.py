@@ -44,6 +44,23 @@ def test_workspace_crd_identity_and_printer_columns():
     assert adapters["maxItems"] == 10
 
 
+def test_v1beta1_is_served_with_the_same_schema_columns_and_subresources_so_conversion_none_is_lossless():
+    spec = load_yaml("workspace-crd.yaml")["spec"]
+    versions = {v["name"]: v for v in spec["versions"]}
+    assert set(versions) == {"v1alpha1", "v1beta1"}
+    assert all(v["served"] for v in versions.values())
+    assert [n for n, v in versions.items() if v["storage"]] == ["v1alpha1"]
+    assert spec.get("conversion", {"strategy": "None"})["strategy"] == "None"
+    alpha, beta = ({k: v for k, v in versions[n].items() if k not in ("name", "storage")} for n in ("v1alpha1", "v1beta1"))
+    assert alpha == beta
+
+
+def test_a_digit_first_workspace_name_is_refused_by_the_rule_that_names_dns_1035():
+    """Its Services would be refused (DNS-1035); a letter-first name with digits is fine."""
+    assert any("DNS-1035" in v for v in cel_violations(schema_root(), workspace(metadata={"name": "7b-chat"})))
+    assert cel_violations(schema_root(), workspace(metadata={"name": "chat-7b"})) == []
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_our_examples_validate_against_our_crd_schema(path):
     jsonschema.validate(yaml.safe_load(path.read_text()), workspace_schema())
@@ -154,13 +171,16 @@ def test_scale_subresource_points_at_replica_fields_of_the_right_types():
     assert _schema_at(".status.readyReplicas")["type"] == "integer"
 
 
-def test_spec_replicas_is_mutable_and_positive():
+def test_spec_replicas_is_mutable_and_may_be_zero():
     old = workspace(spec={"replicas": 1})
     new = workspace(spec={"replicas": 4})
     assert cel_violations(schema_root(), new, old) == []
     jsonschema.validate(new, workspace_schema())
+    jsonschema.validate(workspace(spec={"replicas": 0}), workspace_schema())  # scaled to zero
     with pytest.raises(jsonschema.ValidationError, match="minimum"):
-        jsonschema.validate(workspace(spec={"replicas": 0}), workspace_schema())
+        jsonschema.validate(workspace(spec={"replicas": -1}), workspace_schema())
+    violations = cel_violations(schema_root(), workspace(inference=None, tuning=TUNING, spec={"replicas": 0}))
+    assert any("a tuning Workspace runs one Job: spec.replicas must be 1" in v for v in violations), violations
 
 
 def test_a_tuning_workspace_cannot_be_scaled():

@@ -1,4 +1,4 @@
-"""The Workspace API (kaito.sh/v1alpha1) as pydantic models.
+"""The Workspace API (kaito.sh/v1alpha1 and Kaito v0.12's v1beta1, one schema) as pydantic models.
 
 Field names mirror Kaito's CRD exactly: there is no `spec` wrapper, `resource`, `inference` and
 `tuning` sit beside `metadata`. These models check shape and types (what the CRD schema checks);
@@ -12,6 +12,9 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 API_VERSION: Final = "kaito.sh/v1alpha1"
+# The CRD serves both with the same schema (conversion: None); Metacontroller watches v1alpha1, and
+# `render` reads files written in either.
+API_VERSIONS: Final = ("kaito.sh/v1alpha1", "kaito.sh/v1beta1")
 DEFAULT_INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
 MAX_ADAPTERS = 10
 
@@ -33,11 +36,21 @@ class LabelSelector(_Spec):
     matchExpressions: list[LabelSelectorRequirement] | None = None
 
 
+class PartitionSpec(_Spec):
+    """Kaito v0.12's GPU partitioning: one MIG slice per replica (mode mig), or whole accelerators."""
+
+    mode: Literal["mig", "accelerator"]
+    profile: str | None = Field(default=None, pattern=r"^[1-7]g\.[0-9]+gb$")
+    count: int | None = Field(default=None, ge=1, le=8)
+
+
 class ResourceSpec(_Spec):
-    count: int = Field(default=1, ge=1)
+    # The CRD's maximum too: the hook refuses more whoever wrote the object (one Machine, one GPU node each).
+    count: int = Field(default=1, ge=1, le=64)
     instanceType: str = DEFAULT_INSTANCE_TYPE
     labelSelector: LabelSelector
     preferredNodes: list[str] | None = None
+    partition: PartitionSpec | None = None
 
 
 class PresetOptions(_Spec):
@@ -100,13 +113,13 @@ class ObjectMeta(BaseModel):
 class ScaleSpec(_Spec):
     """Not in Kaito's Workspace: the scale subresource's replica count (Kubernetes wants it under .spec)."""
 
-    replicas: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=0, le=64)
 
 
 class Workspace(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    apiVersion: Literal["kaito.sh/v1alpha1"] = API_VERSION
+    apiVersion: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = API_VERSION
     kind: Literal["Workspace"] = "Workspace"
     metadata: ObjectMeta
     resource: ResourceSpec

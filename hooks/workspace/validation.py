@@ -104,6 +104,16 @@ def field_problems(ws: Workspace) -> list[Problem]:
     name = ws.metadata.name
     if not is_dns_label(name):
         problems.append(Problem("metadata.name", f"{name!r} must be a DNS-1123 label (lowercase letters, digits, '-')"))
+    elif not name[0].isalpha():
+        # The same rule as the CRD's CEL: the Services take the Workspace's name, and the API server
+        # refuses a Service name that is not a DNS-1035 label.
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"{name!r} must be a DNS-1035 label (start with a lowercase letter): the Workspace's Services "
+                "take its name; e.g. rename 7b-chat to chat-7b",
+            )
+        )
     elif len(name) > MAX_WORKSPACE_NAME:
         problems.append(
             Problem(
