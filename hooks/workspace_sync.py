@@ -15,7 +15,7 @@ from __future__ import annotations
 from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace import adapter_status, conditions, replicas
+from hooks.workspace import adapter_status, conditions, replicas, scale_to_zero
 from hooks.workspace.children import desired_children, live_adapters
 from hooks.workspace.children.pod_parts import workspace_labels
 from hooks.workspace.nodes import plan_nodes
@@ -61,12 +61,20 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
         jobs = adapter_status.fetch_jobs(mc.observed(request, mc.JOBS))
         adapters = adapter_status.adapter_states(plan, jobs, fetch_pods, pods)
     extra = (adapter_status.adapters_ready(adapters),) if live else ()
-    status, done = conditions.workspace_status(plan, nodes, workload, pods, observed_conditions, now, generation, extra)
+    wake = scale_to_zero.enabled(ws)
+    status, done = conditions.workspace_status(
+        plan, nodes, workload, pods, observed_conditions, now, generation, extra, wakes_on_demand=wake is not None
+    )
     if live:
         status["adapters"] = [a.as_dict() for a in adapters]
         done = done and all(a.state in (adapter_status.READY, adapter_status.FAILED) for a in adapters)
     if not isinstance(plan, TuningPlan):
         status.update(replicas.status(plan.replicas, plan.nodes, workload, workspace_labels(ws)))
+        observed_state = (parent.get("status") or {}).get("scaleToZero")
+        if wake is not None or plan.replicas == 0 or observed_state:
+            status["scaleToZero"] = scale_to_zero.state(
+                status["replicas"], status["readyReplicas"], status.get("coldStart"), observed_state, now
+            )
     return {"status": status, "children": children, "resyncAfterSeconds": 0 if done else settings.resync_seconds}
 
 

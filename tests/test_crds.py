@@ -39,7 +39,7 @@ def test_workspace_crd_identity_and_printer_columns():
     assert version["name"] == "v1alpha1" and set(version["subresources"]) == {"status", "scale"}
     cols = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert cols == [("Instance", 0), ("ResourceReady", 0), ("InferenceReady", 0), ("JobStarted", 1), ("WorkspaceReady", 0),
-                    ("Replicas", 1), ("Ready", 1), ("Age", 0)]
+                    ("Replicas", 1), ("Ready", 1), ("Scale", 0), ("Waking", 1), ("Age", 0)]
     adapters = version["schema"]["openAPIV3Schema"]["properties"]["inference"]["properties"]["adapters"]
     assert adapters["maxItems"] == 10
 

@@ -59,6 +59,7 @@ def workspace_status(
     now: str,
     generation: int | None,
     extra: tuple[Condition, ...] = (),
+    wakes_on_demand: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """(status, done) of a planned Workspace; `workload` is its observed StatefulSet or Job; `extra`:
     conditions that do not decide WorkspaceReady (AdaptersReady).
@@ -70,6 +71,10 @@ def workspace_status(
     if isinstance(plan, TuningPlan):
         conds += tuning(workload, pods)
         done = conds[-1].status == "True" or conds[1].reason == "TuningJobFailed"
+    elif plan.replicas == 0:
+        serving = scaled_to_zero(wakes_on_demand)
+        conds += [serving, Condition("WorkspaceReady", serving.status, serving.reason, serving.message)]
+        done = not nodes.machines  # resync until the last Machine is released
     else:
         serving = inference(resource_ready.status == "True", workload, pods, runtime_note(plan))
         reason = "WorkspaceReady" if serving.status == "True" else serving.reason
@@ -105,8 +110,21 @@ def invalid(problems: list[Problem], tuning: bool) -> list[Condition]:
     return conds
 
 
+def scaled_to_zero(wakes_on_demand: bool) -> Condition:
+    """InferenceReady at spec.replicas 0: no model server runs, so not ready; what a request gets meanwhile."""
+    then = (
+        "the front holds requests and asks for one replica (kaito.sh/scale-to-zero-after)"
+        if wakes_on_demand
+        else "requests fail until it is scaled up (kubectl scale workspace --replicas=1)"
+    )
+    return false("InferenceReady", "ScaledToZero", f"spec.replicas is 0: no model server runs; {then}")
+
+
 def resource(nodes: NodePlan) -> Condition:
     ready, target = nodes.ready_count, nodes.target
+    if target == 0:
+        held = f"; releasing {', '.join(nodes.machines)} once no pod runs there" if nodes.machines else ""
+        return true("ResourceReady", "ScaledToZero", f"scaled to zero: no GPU node is held{held}")
     if ready >= target:
         return true(
             "ResourceReady", "NodesReady", f"{ready} of {target} GPU nodes ready: {', '.join(nodes.worker_nodes)}"

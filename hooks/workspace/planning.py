@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hooks.workspace import catalog, replicas
+from hooks.workspace import catalog, replicas, scale_to_zero
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
 from hooks.workspace.validation import Problem, parse_workspace
 
@@ -104,8 +104,9 @@ def parse_and_plan(obj: dict[str, Any]) -> tuple[PlannedWorkspace | None, list[P
     if ws is None:
         return None, problems
     workload, problems = plan(ws)
-    if workload is None:
-        return None, problems
+    _, wake_problems = scale_to_zero.parse(ws)
+    if workload is None or wake_problems:
+        return None, problems + wake_problems
     return PlannedWorkspace(ws, workload), []
 
 
@@ -286,7 +287,7 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         instances, replicas_note = replicas.single_node(count, ws.requested_replicas)
     else:
         nodes = max(count, catalog.nodes_needed(need, sku))
-        instances, replicas_note = 1, replicas.multi_node_note(ws.requested_replicas, nodes)
+        instances, replicas_note = replicas.multi_node(ws.requested_replicas, nodes)
     if nodes > 1 and not preset.distributed:
         if fit := _fit_problem(need, sku, 1, preset.name, sglang_only=runtime == "sglang"):
             problems.append(fit)

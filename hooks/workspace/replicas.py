@@ -14,7 +14,11 @@ GONE_PHASES = ("Succeeded", "Failed")
 
 
 def single_node(count: int, requested: int | None) -> tuple[int, str]:
-    """(replicas, note) of a preset or template that fits one node; the note says when spec.replicas is overridden."""
+    """(replicas, note) of a preset or template that fits one node; the note says when spec.replicas is overridden.
+
+    0 is scale-to-zero and wins over resource.count: a floor that kept a GPU node would defeat it."""
+    if requested == 0:
+        return 0, ""
     if requested is not None and requested > count:
         return requested, ""
     if requested is not None and 1 < requested < count:
@@ -25,10 +29,13 @@ def single_node(count: int, requested: int | None) -> tuple[int, str]:
     return count, ""
 
 
-def multi_node_note(requested: int | None, nodes: int) -> str:
+def multi_node(requested: int | None, nodes: int) -> tuple[int, str]:
+    """(instances, note) of a preset served across `nodes` nodes: one instance, or none when scaled to zero."""
+    if requested == 0:
+        return 0, ""
     if requested is not None and requested > 1:
-        return f"spec.replicas {requested} is not applied: a preset served across {nodes} nodes runs one instance"
-    return ""
+        return 1, f"spec.replicas {requested} is not applied: a preset served across {nodes} nodes runs one instance"
+    return 1, ""
 
 
 def nodes_with_pods(pods: Iterable[dict]) -> frozenset[str]:

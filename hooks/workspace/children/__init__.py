@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from hooks.settings import Settings
+from hooks.workspace import scale_to_zero
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import adapter_report, live_adapters, machines, router, services, statefulset, tuning_job
+from hooks.workspace.children import (
+    adapter_report,
+    live_adapters,
+    machines,
+    router,
+    services,
+    statefulset,
+    tuning_job,
+    wake_front,
+)
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 
 
@@ -37,4 +47,7 @@ def desired_children(
             children += adapter_report.children(ws)
         if router.uses_router(plan):
             children += router.children(ws, plan, settings)
+        wake = scale_to_zero.enabled(ws)
+        if wake is not None and isinstance(plan, PresetServing):
+            children += wake_front.children(ws, plan, wake, settings)
     return children

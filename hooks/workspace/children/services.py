@@ -4,8 +4,9 @@ and `<name>-headless` (pod DNS and the torch-dist port 29500 for multi-node)."""
 from __future__ import annotations
 
 from hooks import naming
+from hooks.workspace import scale_to_zero
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import router
+from hooks.workspace.children import router, wake_front
 from hooks.workspace.children.pod_parts import DIST_PORT, HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, TemplateServing
 
@@ -20,6 +21,7 @@ def _selector(ws: Workspace, plan: PresetServing | TemplateServing) -> dict[str,
 
 def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]:
     labels = workspace_labels(ws)
+    wakes = isinstance(plan, PresetServing) and scale_to_zero.enabled(ws) is not None
     lb = ws.annotations.get("kaito.sh/enablelb") == "True"
     main = {
         "apiVersion": "v1",
@@ -27,7 +29,8 @@ def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]
         "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": labels},
         "spec": {
             "type": "LoadBalancer" if lb else "ClusterIP",
-            "selector": _selector(ws, plan),
+            # A Workspace that scales to zero is reached through its front, which relays to <ws>-backend.
+            "selector": wake_front.pod_labels(ws) if wakes else _selector(ws, plan),
             # Clients get the API only: the ranks of a multi-node instance reach each other's port 29500
             # through the headless Service's pod DNS (naming.rank0_address), never through this one.
             "ports": [{"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"}],
@@ -44,4 +47,6 @@ def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]
             "ports": [{"name": "torch-dist", "port": DIST_PORT, "targetPort": DIST_PORT, "protocol": "TCP"}],
         },
     }
+    if wakes:
+        return [main, headless, wake_front.backend_service(ws, _selector(ws, plan))]
     return [main, headless]

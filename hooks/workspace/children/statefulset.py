@@ -177,7 +177,7 @@ def statefulset(ws: Workspace, plan: PresetServing | TemplateServing, settings: 
         "kind": "StatefulSet",
         "metadata": {"name": ws.name, "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
         "spec": {
-            "replicas": plan.nodes,
+            "replicas": plan.nodes * plan.replicas,  # 0 when scaled to zero
             "serviceName": naming.headless_service(ws.name),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": m.workspace_labels(ws)},
