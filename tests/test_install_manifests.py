@@ -1,8 +1,11 @@
 """The install manifests: `kubectl apply -k metacontroller/` and `kubectl apply -k overlays/byo/`.
 
 Built with kubectl's own kustomize. The one remote resource (Metacontroller's upstream manifests)
-cannot be fetched offline, so the builds here run on a copy of metacontroller/ and overlays/ with
-exactly that line removed; everything else is the real files. Built-in objects are validated with
+cannot be fetched offline, so the builds here run on a copy of metacontroller/ and overlays/ with that
+line pointing at the same manifests in Metacontroller's source beside the checkout
+(../shared/third_party/metacontroller-v4.17.2/manifests/production); where that is absent, the line and
+the install's patches of those upstream objects are removed, and the tests of the patched upstream
+objects skip saying so. Everything else is the real files. Built-in objects are validated with
 kubernetes-validate (strict, Kubernetes 1.33).
 """
 
@@ -18,7 +21,8 @@ import yaml
 
 from hooks.settings import Settings
 from release.images import image_ref, project_version
-from workspace_support import METACONTROLLER_CRDS, REPO, need_shared
+from hooks.machine.deadline import ARM_BUDGET_S
+from workspace_support import METACONTROLLER_CRDS, REPO, SHARED, need_shared
 
 pytestmark = pytest.mark.integration  # builds the install with kustomize
 
@@ -27,6 +31,7 @@ METACONTROLLER_URL = "https://github.com/metacontroller/metacontroller/manifests
 OUR_GROUPS = ("kaito.sh", "metacontroller.k8s.io")
 HOOK_NS, HOOK_NAME = "kaito-system", "kaito-hooks"
 KUBECTL = shutil.which("kubectl")
+UPSTREAM = SHARED / "third_party" / "metacontroller-v4.17.2" / "manifests" / "production"
 
 
 def _yaml_files() -> list[Path]:
@@ -68,12 +73,26 @@ def _build(tmp_path: Path, target: str, aks_env: str | None = None) -> list[dict
     text = kfile.read_text()
     line = f"  - {METACONTROLLER_URL}\n"
     assert text.count(line) == 1
-    kfile.write_text(text.replace(line, ""))
+    if UPSTREAM.is_dir():
+        shutil.copytree(UPSTREAM, work / "metacontroller-upstream")
+        kfile.write_text(text.replace(line, "  - ../metacontroller-upstream\n"))
+    else:
+        kustomization = yaml.safe_load(text.replace(line, ""))
+        kustomization["patches"] = [p for p in kustomization.get("patches", []) if not patches_upstream(work, p)]
+        kfile.write_text(yaml.safe_dump(kustomization, sort_keys=False))
     if aks_env is not None:
         (work / "metacontroller" / "aks.env").write_text(aks_env)
     out = subprocess.run([KUBECTL, "kustomize", str(work / target)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def patches_upstream(work: Path, patch: dict) -> bool:
+    """Whether a kustomize patch of metacontroller/ changes an object of Metacontroller's own manifests."""
+    if patch.get("target", {}).get("namespace") == "metacontroller":
+        return True
+    doc = yaml.safe_load((work / "metacontroller" / patch["path"]).read_text()) if "path" in patch else {}
+    return isinstance(doc, dict) and doc.get("metadata", {}).get("name") == "metacontroller"
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +176,11 @@ def test_install_orders_what_is_needed_first(install):
     last_crd = max(i for i, k in enumerate(kinds) if k == "CustomResourceDefinition")
     for kind in ("CompositeController", "DecoratorController", "Deployment"):
         assert kinds.index(kind) > last_crd
-    assert {o["metadata"]["name"] for o in find(install, "CustomResourceDefinition")} == {
-        "workspaces.kaito.sh",
-        "machines.kaito.sh",
-    }
+    ours = {d["metadata"]["name"] for path in (REPO / "metacontroller").glob("*crd*.yaml")
+            for d in yaml.safe_load_all(path.read_text()) if d}
+    assert {"workspaces.kaito.sh", "machines.kaito.sh"} <= ours
+    names = {o["metadata"]["name"] for o in find(install, "CustomResourceDefinition")}
+    assert ours <= names and all(n.endswith(".metacontroller.k8s.io") for n in names - ours), names
     assert one(install, "DecoratorController", "machine") and one(install, "CompositeController", "workspace")
 
 
@@ -358,3 +378,50 @@ def test_the_orphaned_pool_sweep_is_installed_only_with_aks(install, byo):
         return [o for o in objs if o["kind"] == "DecoratorController" and o["metadata"]["name"] == "pool-sweep"]
 
     assert len(sweeps(install)) == 1 and sweeps(byo) == []
+
+
+def test_metacontroller_gets_a_least_privilege_role_covering_every_kind_our_controllers_name(install):
+    need_shared(UPSTREAM)
+    role = one(install, "ClusterRole", "metacontroller")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    full = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    for controller in find(install, "CompositeController"):
+        spec = controller["spec"]
+        parent = (spec["parentResource"]["apiVersion"].rpartition("/")[0], spec["parentResource"]["resource"])
+        assert {"get", "list", "watch", "update", "patch"} <= granted.get(parent, set()), parent
+        assert {"update", "patch"} <= granted.get((parent[0], parent[1] + "/status"), set()), parent
+        for child in spec["childResources"]:
+            key = (child["apiVersion"].rpartition("/")[0], child["resource"])
+            assert full <= granted.get(key, set()), f"{controller['metadata']['name']} child {key}: {granted.get(key)}"
+    for controller in find(install, "DecoratorController"):
+        for resource in controller["spec"]["resources"]:
+            key = (resource["apiVersion"].rpartition("/")[0], resource["resource"])
+            assert {"get", "list", "watch", "update", "patch"} <= granted.get(key, set()), key
+    binding = one(install, "ClusterRoleBinding", "metacontroller")
+    assert binding["roleRef"]["name"] == "metacontroller"
+
+
+def test_metacontroller_runs_with_the_tuned_rate_limit_and_workers(install):
+    need_shared(UPSTREAM)
+    args = one(install, "StatefulSet", "metacontroller")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--discovery-interval=20s" in args, "upstream's own args are kept"
+    values = dict(a.removeprefix("--").split("=", 1) for a in args)
+    assert float(values["client-go-qps"]) > 5 and int(values["client-go-burst"]) > 10 and int(values["workers"]) > 5
+    assert "apply-strategy" not in values, "the install keeps the default dynamic-apply"
+
+
+def test_every_webhook_has_an_explicit_timeout_above_the_arm_budget(install):
+    def seconds(duration: str) -> float:
+        assert duration.endswith("s") and duration[:-1].isdigit(), duration
+        return float(duration[:-1])
+
+    webhooks = [hook["webhook"] for kind in ("CompositeController", "DecoratorController")
+                for c in find(install, kind) for hook in c["spec"]["hooks"].values()]
+    assert webhooks
+    for webhook in webhooks:
+        assert seconds(webhook["timeout"]) > ARM_BUDGET_S, webhook
