@@ -42,7 +42,7 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
     fetch_pods = [p for p in related_pods if live_adapters.is_fetch_pod(p)]
     nodes = plan_nodes(
         ws,
-        plan.nodes * plan.replicas,
+        plan.node_count,
         mc.related(request, mc.NODES),
         machines,
         settings,

@@ -299,6 +299,8 @@ class FakeArm:
         if refused:
             status, code, message = refused
             return status, {}, _err(code, message)
+        if mig := _gpu_instance_profile_refusal(props):
+            return 400, {}, mig
         if pool is not None:
             pool["properties"].update(props)
             pool["properties"]["provisioningState"] = "Updating"
@@ -306,6 +308,38 @@ class FakeArm:
             return 200, {}, pool
         self.state.pools[name] = created = self._pool(name, props, "Creating")
         return 201, {"Azure-AsyncOperation": self._operation_url(), "Retry-After": "10"}, created
+
+
+# ARM's GPUInstanceProfile enum (Microsoft.ContainerService agentPools), and the VM sizes AKS creates MIG
+# pools on (the A100 and H100 NC sizes); anything else with a gpuInstanceProfile is a 400.
+GPU_INSTANCE_PROFILES = ("MIG1g", "MIG2g", "MIG3g", "MIG4g", "MIG7g")
+MIG_VM_SIZES = frozenset(
+    s.lower()
+    for s in (
+        "Standard_NC24ads_A100_v4",
+        "Standard_NC48ads_A100_v4",
+        "Standard_NC96ads_A100_v4",
+        "Standard_NC40ads_H100_v5",
+        "Standard_NC80adis_H100_v5",
+    )
+)
+
+
+def _gpu_instance_profile_refusal(props: dict[str, Any]) -> dict[str, Any] | None:
+    profile = props.get("gpuInstanceProfile")
+    if profile is None:
+        return None
+    if profile not in GPU_INSTANCE_PROFILES:
+        return _err(
+            "InvalidParameter",
+            f"The value {profile!r} of properties.gpuInstanceProfile is invalid; allowed: {', '.join(GPU_INSTANCE_PROFILES)}.",
+        )
+    if str(props["vmSize"]).lower() not in MIG_VM_SIZES:
+        return _err(
+            "InvalidParameter",
+            f"GPU instance profile {profile} is not supported on VM size {props['vmSize']}; it needs a MIG-capable GPU size.",
+        )
+    return None
 
 
 def _err(code: str, message: str) -> dict[str, Any]:

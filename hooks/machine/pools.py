@@ -99,7 +99,7 @@ def pool_body(machine: Machine) -> dict[str, Any]:
     workspace_ns = machine.labels.get(naming.WORKSPACE_NAMESPACE_LABEL) or machine.namespace
     if workspace_ns:
         tags["kaito-workspace-namespace"] = workspace_ns
-    return {
+    body: dict[str, Any] = {
         "properties": {
             "type": "VirtualMachineScaleSets",
             "vmSize": machine.vm_size,
@@ -112,6 +112,9 @@ def pool_body(machine: Machine) -> dict[str, Any]:
             "tags": tags,
         }
     }
+    if machine.gpu_instance_profile:  # MIG: AKS splits the pool's GPUs into this profile's slices
+        body["properties"]["gpuInstanceProfile"] = machine.gpu_instance_profile
+    return body
 
 
 def pool_is_ours(machine: Machine, pool: Pool) -> bool:

@@ -32,6 +32,7 @@ class Machine:
     taints: tuple[str, ...]
     problem: str | None
     observed_conditions: dict[str, dict[str, Any]]
+    gpu_instance_profile: str | None = None  # ARM's MIG profile of the pool (MIG1g..MIG7g)
 
 
 def machine_object(request: Any) -> dict[str, Any]:
@@ -144,6 +145,7 @@ def read_machine(obj: dict[str, Any]) -> Machine:
         taints=tuple(taints),
         problem="; ".join(problems) or None,
         observed_conditions=observed,
+        gpu_instance_profile=str(spec["gpuInstanceProfile"]) if spec.get("gpuInstanceProfile") else None,
     )
 
 

@@ -60,6 +60,7 @@ class Sku:
     gpu_memory: float  # per GPU, GiB
     compute_capability: float | None
     nvme: bool = False
+    mig: str | None = None  # the MIG table of this size, when its AKS pools take a gpuInstanceProfile
 
     @property
     def total_gpu_memory(self) -> float:
@@ -96,6 +97,30 @@ def presets() -> dict[str, Preset]:
 def skus() -> dict[str, Sku]:
     raw = yaml.safe_load((DATA_DIR / "skus.yaml").read_text())
     return {name: Sku(name=name, **s) for name, s in raw["skus"].items()}
+
+
+@dataclass(frozen=True)
+class MigProfile:
+    """One NVIDIA MIG slice as a Workspace names it (`1g.10gb`) and as AKS creates it (`MIG1g`)."""
+
+    name: str
+    aks: str
+    per_gpu: int
+    memory: float  # GiB of GPU memory in one slice
+
+
+@lru_cache(maxsize=1)
+def _mig_tables() -> dict[str, dict[str, MigProfile]]:
+    raw = yaml.safe_load((DATA_DIR / "skus.yaml").read_text())
+    return {
+        table: {name: MigProfile(name=name, **p) for name, p in profiles.items()}
+        for table, profiles in raw["mig_profiles"].items()
+    }
+
+
+def mig_profiles(sku: Sku) -> dict[str, MigProfile]:
+    """The MIG profiles an AKS pool of `sku` can be created with, smallest first; empty where it has none."""
+    return dict(_mig_tables().get(sku.mig or "", {}))
 
 
 def find_sku(name: str) -> Sku | None:

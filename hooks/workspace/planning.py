@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hooks.workspace import catalog, replicas, scale_to_zero
+from hooks import naming
+from hooks.workspace import catalog, partition, replicas, scale_to_zero
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
 from hooks.workspace.validation import Problem, parse_workspace
 
@@ -40,10 +41,24 @@ class _Plan:
     # Instances of the workload (each on its own `nodes` nodes), and why it differs from what was asked.
     replicas: int = field(default=1, kw_only=True)
     replicas_note: str = field(default="", kw_only=True)
+    # resource.partition mode mig: each replica runs on one slice, and replicas share a node's slices.
+    mig: partition.MigPartition | None = field(default=None, kw_only=True)
 
     @property
     def gpus_per_node(self) -> int:
-        return self.sku.gpus
+        """GPUs one pod gets: all of its node's, or one MIG slice."""
+        return 1 if self.mig is not None else self.sku.gpus
+
+    @property
+    def gpu_resource(self) -> str:
+        return self.mig.resource if self.mig is not None else naming.GPU_RESOURCE
+
+    @property
+    def node_count(self) -> int:
+        """GPU nodes the workload needs: `nodes` per replica, or replicas packed onto MIG slices."""
+        if self.mig is not None:
+            return self.mig.nodes_for(self.replicas)
+        return self.nodes * self.replicas
 
 
 @dataclass(frozen=True)
@@ -234,6 +249,8 @@ def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, st
 def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     sku, problems = _sku_problems(ws)
     if ws.tuning is not None:
+        if ws.resource.partition is not None:
+            problems.append(Problem("resource.partition", "tuning runs on whole GPUs; remove resource.partition"))
         preset, p = _preset(ws, "tuning.preset")
         problems += p
         if preset is None or sku is None:
@@ -256,6 +273,12 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
 
     inf = ws.inference
     assert inf is not None, "validation guarantees inference or tuning"
+    if ws.resource.partition is not None and inf.preset is None:
+        problems.append(
+            Problem(
+                "resource.partition", "GPU partitions apply to inference.preset; a pod template asks for its own GPUs"
+            )
+        )
     if inf.template is not None:
         if problems or sku is None:
             return None, problems
@@ -281,6 +304,26 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         )
     need = catalog.serving_need(preset)
     count = ws.resource.count
+    if ws.resource.partition is not None:
+        mig, p = partition.plan_partition(ws, sku, need, preset.name)
+        problems += p
+        if mig is None or problems:
+            return None, problems
+        instances, replicas_note = replicas.single_node(count, ws.requested_replicas)
+        assert inf.preset is not None
+        return PresetServing(
+            sku,
+            1,
+            preset,
+            inf.preset.presetOptions or PresetOptions(),
+            runtime,
+            why + f"; one {mig.profile.name} MIG slice per replica, {mig.slices_per_node} per node",
+            _adapters(ws),
+            inf.config,
+            replicas=instances,
+            replicas_note=replicas_note,
+            mig=mig,
+        ), []
     # Kaito's count: replicas for a preset that fits one node, the node count of one instance otherwise.
     if catalog.nodes_needed(need, sku) == 1:
         nodes = 1

@@ -14,17 +14,20 @@ def machine(ws: Workspace, name: str, plan: WorkloadPlan) -> dict:
         naming.WORKSPACE_NAMESPACE_LABEL: ws.namespace,
         naming.MACHINE_TYPE_LABEL: "gpu",
     }
+    spec: dict = {
+        "requirements": [
+            {"key": naming.INSTANCE_TYPE_LABEL, "operator": "In", "values": [plan.sku.name]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ],
+        "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+        "resources": {"requests": {"storage": f"{plan.disk_gib}Gi"}},
+    }
+    if plan.mig is not None:  # the pool's GPUs are split into the profile's MIG slices when AKS creates it
+        spec["gpuInstanceProfile"] = plan.mig.gpu_instance_profile
     return {
         "apiVersion": "kaito.sh/v1alpha1",
         "kind": "Machine",
         "metadata": {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))},
-        "spec": {
-            "requirements": [
-                {"key": naming.INSTANCE_TYPE_LABEL, "operator": "In", "values": [plan.sku.name]},
-                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-            ],
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-            "resources": {"requests": {"storage": f"{plan.disk_gib}Gi"}},
-        },
+        "spec": spec,
     }

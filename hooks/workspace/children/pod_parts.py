@@ -44,7 +44,7 @@ def node_affinity(ws: Workspace) -> dict:
 
 def gpu_resources(plan: WorkloadPlan) -> dict:
     gpus = str(plan.gpus_per_node)
-    return {"requests": {naming.GPU_RESOURCE: gpus}, "limits": {naming.GPU_RESOURCE: gpus}}
+    return {"requests": {plan.gpu_resource: gpus}, "limits": {plan.gpu_resource: gpus}}
 
 
 def shm_volume() -> tuple[dict, dict]:

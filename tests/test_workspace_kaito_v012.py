@@ -1,0 +1,83 @@
+"""Kaito v0.12 users apply their YAML unchanged: v1beta1 Workspaces, and every example in Kaito v0.12's
+examples folder either renders children valid under Kubernetes' strict schemas or is refused with a
+message that starts with the field to change."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from test_workspace_corpus import render, validate_child
+from workspace_support import SHARED, need_shared, workspace
+
+from hooks.workspace.validation import parse_workspace
+
+KAITO_V012_EXAMPLES = SHARED / "reference" / "kaito-v0.12.0-examples"
+FIELD_PATH = re.compile(r"^(metadata|resource|inference|tuning|spec)[\w.\[\]/'-]*: ")
+
+
+def v012_documents() -> list[tuple[str, dict]]:
+    if not KAITO_V012_EXAMPLES.exists():
+        return []
+    out = []
+    for path in sorted(KAITO_V012_EXAMPLES.rglob("*.yaml")):
+        for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
+            if doc.get("kind") == "Workspace":
+                out.append((f"{path.name}#{i}", doc))
+    return out
+
+
+def test_a_v1beta1_workspace_parses_like_its_v1alpha1_twin():
+    alpha, problems = parse_workspace(workspace())
+    beta, beta_problems = parse_workspace(workspace(apiVersion="kaito.sh/v1beta1"))
+    assert problems == beta_problems == []
+    assert alpha is not None and beta is not None
+    assert beta.model_dump(exclude={"apiVersion"}) == alpha.model_dump(exclude={"apiVersion"})
+
+
+def test_an_unknown_kaito_version_is_refused_naming_the_served_ones():
+    _, problems = parse_workspace(workspace(apiVersion="kaito.sh/v1"))
+    assert [p.field for p in problems] == ["apiVersion"]
+    assert "kaito.sh/v1alpha1" in problems[0].message and "kaito.sh/v1beta1" in problems[0].message
+
+
+def test_a_digit_first_name_is_refused_by_the_hook_too():
+    _, problems = parse_workspace(workspace(metadata={"name": "7b-chat", "namespace": "team"}))
+    assert [p.field for p in problems] == ["metadata.name"] and "DNS-1035" in problems[0].message
+
+
+@pytest.mark.parametrize("name, doc", v012_documents(), ids=[n for n, _ in v012_documents()])
+def test_kaito_v012_workspace_renders_valid_children_or_is_refused_by_field(name: str, doc: dict):
+    children, problems = render(doc)
+    if problems:
+        for p in problems:
+            assert FIELD_PATH.match(p), f"problem does not start with a field path: {p}"
+        return
+    assert children
+    for child in children:
+        validate_child(child)
+
+
+def test_kaito_v012_examples_are_here_or_the_test_says_why():
+    need_shared(KAITO_V012_EXAMPLES)
+    assert len(v012_documents()) >= 29
+
+
+def test_which_kaito_v012_workspaces_are_refused_and_why():
+    need_shared(KAITO_V012_EXAMPLES)
+    refused = {}
+    for name, doc in v012_documents():
+        _, problems = render(doc)
+        if problems:
+            refused[name.split("#")[0]] = problems
+    # Kaito's own placeholders (ACR_REPO_HERE) and the accelerator partition, which needs a device plugin we
+    # do not assume; everything else renders.
+    assert set(refused) == {
+        "kaito_workspace_tuning_falcon_7b_mental.yaml",
+        "kaito_workspace_tuning_falcon_7b_oai.yaml",
+        "kaito_workspace_tuning_phi_3.yaml",
+        "kaito_workspace_phi_3_with_adapters.yaml",
+        "kaito_workspace_accelerator.yaml",
+    }, refused
+    assert any("resource.partition.mode" in p for p in refused["kaito_workspace_accelerator.yaml"])
