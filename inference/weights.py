@@ -17,6 +17,7 @@ import sys
 import time
 
 from inference.weights_cache import CacheError, Entry, Listing, RepoFile, WeightsCache
+from inference.weights_cache_access import NO_NAMESPACE, check_namespace, record_access, was_accepted
 
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -67,21 +68,50 @@ def _falls_back_to_cache(error: Exception) -> bool:
     return status is None or status >= 500 or status == 429
 
 
-def resolve(cache: WeightsCache, model: str, revision: str, token: str | None, prefer_local: bool, log) -> Listing:
-    """The listing to fetch: from the Hub, or (prefer_local, or the Hub unreachable) a complete local entry."""
-    if prefer_local:
+def _namespace_known(namespace: str | None) -> bool:
+    """In a pod the namespace must be named for the offline fallback: without it, every namespace's pods
+    would share one access record."""
+    return bool(namespace) or not os.environ.get("KUBERNETES_SERVICE_HOST")
+
+
+def resolve(
+    cache: WeightsCache,
+    model: str,
+    revision: str,
+    token: str | None,
+    prefer_local: bool,
+    log,
+    namespace: str | None = None,
+) -> Listing:
+    """The listing to fetch: from the Hub, or a complete local entry the Hub accepted `namespace` for
+    before (prefer_local, or the Hub unreachable). The Hub's answer is recorded for the namespace."""
+    check_namespace(namespace)
+
+    def accepted_local() -> Listing | None:
         local = cache.complete_listing_for(model, revision)
-        if local is not None:
-            return local
+        if local is None or not _namespace_known(namespace):
+            return None
+        return local if was_accepted(cache.root, model, local.commit, namespace) else None
+
+    if prefer_local and (local := accepted_local()) is not None:
+        return local
     try:
         listing = hub_listing(model, revision, token)
     except Exception as e:
-        local = cache.complete_listing_for(model, revision) if _falls_back_to_cache(e) else None
+        local = accepted_local() if _falls_back_to_cache(e) else None
         if local is None:
+            if _falls_back_to_cache(e) and cache.complete_listing_for(model, revision) is not None:
+                raise CacheError(
+                    f"the Hub is unreachable ({type(e).__name__}: {e}) and it never accepted namespace "
+                    f"{namespace or NO_NAMESPACE!r} for {model}: the copy on this node serves only namespaces "
+                    "whose own request (HF_TOKEN from presetOptions.modelAccessSecret) the Hub answered; "
+                    "let the pod reach the Hub once"
+                ) from e
             raise
         log(f"the Hub is unreachable ({type(e).__name__}: {e}); using the verified local copy {local.commit}")
         return local
     cache.remember_ref(model, revision, listing.commit)
+    record_access(cache.root, model, listing.commit, namespace)
     return listing
 
 
@@ -95,10 +125,12 @@ def fetch_into_cache(
     log=lambda _m: None,
     reserve_bytes: int = 1 << 30,
     max_bytes: int | None = None,
+    namespace: str | None = None,
 ) -> Entry:
-    """The verified cache entry of model@revision, downloaded if needed. Release it (or exec) when done."""
+    """The verified cache entry of model@revision, downloaded if needed. Release it (or exec) when done.
+    `namespace` is whose request this is (the pod's): see inference.weights_cache_access."""
     cache = WeightsCache(cache_dir, reserve_bytes=reserve_bytes, max_bytes=max_bytes, log=log)
-    listing = resolve(cache, model, revision, token, prefer_local, log)
+    listing = resolve(cache, model, revision, token, prefer_local, log, namespace)
     return cache.ensure(listing, hub_fetcher(model, listing.commit, token), full_verify=full_verify)
 
 
@@ -111,10 +143,14 @@ def ensure_weights(
     log=lambda _m: None,
 ) -> tuple[str, Entry | None]:
     """(model path, cache entry or None). With a model, its verified cache entry (under cache_dir, else
-    under weights_dir: a pod-local cache); without one, weights_dir, which must already hold the
-    weights (presetOptions.image puts them there)."""
+    under weights_dir: a pod-local cache), read as the model container reads it (read-only, as the
+    `model-weights` init container left it), else fetched here; without a model, weights_dir, which must
+    already hold the weights (presetOptions.image puts them there)."""
     if model:
-        entry = fetch_into_cache(model, cache_dir or weights_dir, revision, token, prefer_local=True, log=log)
+        cache = WeightsCache(cache_dir or weights_dir, log=log)
+        entry = cache.open_read_only(model, revision)
+        if entry is None:
+            entry = fetch_into_cache(model, cache_dir or weights_dir, revision, token, log=log)
         return entry.path, entry
     if not has_weights(weights_dir):
         raise FileNotFoundError(
@@ -153,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="HF repo id, e.g. microsoft/Phi-3-mini-4k-instruct")
     p.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
     p.add_argument("--cache", required=True, help="the node-local weights cache dir")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        help="the pod's namespace (default: $POD_NAMESPACE): whose Hub access the cache records and checks",
+    )
     p.add_argument("--full-verify", action="store_true", help="hash every file of a cached entry again")
     p.add_argument("--reserve-gib", type=float, default=1.0, help="free space to keep on the cache disk")
     p.add_argument("--max-gib", type=float, default=None, help="cap on the cache's size (default: the disk)")
@@ -173,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             reserve_bytes=int(args.reserve_gib * (1 << 30)),
             max_bytes=None if args.max_gib is None else int(args.max_gib * (1 << 30)),
+            namespace=args.namespace,
         )
     except Exception as e:  # noqa: BLE001 - network, auth (gated model without HF_TOKEN), disk, verification
         message = f"cannot fetch {args.model}@{args.revision} into {args.cache}: {type(e).__name__}: {e}"

@@ -5,9 +5,9 @@ loopback_hub.py, which speaks the HTTP API `huggingface_hub` uses); everything e
 `huggingface_hub` downloads, `python -m inference.weights` runs as separate processes sharing one cache
 folder (one "node"), killed with SIGKILL half way, racing each other on the flock.
 """
+
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -20,9 +20,11 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
-from inference.weights import fetch_into_cache  # noqa: E402
-from inference.weights_cache import CacheError  # noqa: E402
-from weights_support.loopback_hub import LoopbackHub  # noqa: E402
+from weights_support.loopback_hub import LoopbackHub
+
+from inference.weights import fetch_into_cache
+from inference.weights_cache import CacheError
+from inference.weights_cache_locks import SHARED, Lock
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # loopback servers and subprocesses
@@ -50,10 +52,27 @@ def wanted_bytes(files: dict[str, bytes]) -> int:
 
 
 def run_fetch(hub: LoopbackHub, cache: Path, *extra: str, wait: bool = True):
-    args = [sys.executable, "-m", "inference.weights", "--model", MODEL, "--cache", str(cache),
-            "--reserve-gib", "0", "--termination-log", str(cache.parent / f"term-{time.monotonic_ns()}"), *extra]
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ETAG_TIMEOUT": "5",
-           "PYTHONPATH": str(REPO)}
+    args = [
+        sys.executable,
+        "-m",
+        "inference.weights",
+        "--model",
+        MODEL,
+        "--cache",
+        str(cache),
+        "--reserve-gib",
+        "0",
+        "--termination-log",
+        str(cache.parent / f"term-{time.monotonic_ns()}"),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "PYTHONPATH": str(REPO),
+    }
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
@@ -177,19 +196,49 @@ def test_a_corrupted_entry_is_detected_and_repaired(hub, tmp_path, damage):
     assert shard.read_bytes() == good
 
 
-def test_full_verify_finds_a_silent_change(hub, tmp_path):
-    """A flipped byte whose mtime was put back escapes the quick check; --full-verify hashes everything."""
+def _rewrite_same_size_keeping_mtime(path: Path, offset: int) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model-00001-of-00002.safetensors"])
+def test_a_same_size_rewrite_with_its_mtime_restored_is_re_verified(hub, tmp_path, name):
+    """The poisoned-cache case: a file rewritten in place, same size, mtime put back. The quick check
+    compares the kernel-kept ctime and inode too, so the file is hashed again and repaired: 0 poisoned hits."""
     cache = tmp_path / "node-cache"
     first, _ = run_fetch(hub, cache)
+    target = cache / "models" / "org--tiny" / first["commit"] / name
+    _rewrite_same_size_keeping_mtime(target, offset=5)
+    hub.reset_counters()
+    second, err = run_fetch(hub, cache, "--namespace", "other-team")
+    assert "damaged" in err and name in err
+    assert second["cached"] is False and [p for p, _r in hub.file_gets] == [name]
+    assert target.read_bytes() == hub.repos[MODEL][name]
+
+
+def test_full_verify_hashes_every_file(hub, tmp_path):
+    cache = tmp_path / "node-cache"
+    first, _ = run_fetch(hub, cache)
+    marker = cache / "models" / "org--tiny" / (first["commit"] + ".complete")
+    doc = json.loads(marker.read_text())
     shard = cache / "models" / "org--tiny" / first["commit"] / "model-00001-of-00002.safetensors"
-    st = shard.stat()
-    data = bytearray(shard.read_bytes())
-    data[1000] ^= 0x01
-    shard.write_bytes(bytes(data))
-    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _rewrite_same_size_keeping_mtime(shard, offset=1000)
+    for entry in doc["files"]:  # a marker that vouches for the changed file: only hashing finds it
+        if entry["path"] == shard.name:
+            entry["stamp"] = {
+                "size": shard.stat().st_size,
+                "mtime_ns": shard.stat().st_mtime_ns,
+                "ctime_ns": shard.stat().st_ctime_ns,
+                "ino": shard.stat().st_ino,
+            }
+    marker.write_text(json.dumps(doc))
     hub.reset_counters()
     quick, _ = run_fetch(hub, cache)
-    assert quick["cached"] is True  # documented limit of the cheap check
+    assert quick["cached"] is True
     full, err = run_fetch(hub, cache, "--full-verify")
     assert full["cached"] is False and "sha256" in err
     assert shard.read_bytes() == hub.repos[MODEL]["model-00001-of-00002.safetensors"]
@@ -209,15 +258,15 @@ def test_hub_unreachable_uses_the_verified_copy_but_a_refusal_does_not(tmp_path,
     entry.release()
     with LoopbackHub({}) as empty_hub:  # answers 404: no such repo (or no access) -> no fallback
         monkeypatch.setattr(c, "ENDPOINT", empty_hub.url)
-        with pytest.raises(Exception, match="404|not found|Repository"):
+        with pytest.raises(Exception, match=r"404|not found|Repository"):
             fetch_into_cache(MODEL, str(cache), reserve_bytes=0)
 
 
-def _lock(path: Path, mode: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, mode)
-    return fd
+def _use(cache: Path, repo_dir: str, commit: str) -> Lock:
+    """A pod serving from the entry: the shared `use` lock, taken as a read-only model container takes it."""
+    lock = Lock(str(cache / "models" / repo_dir / ".locks" / f"{commit}.use"), writable=False)
+    assert lock.try_lock(SHARED)
+    return lock
 
 
 def test_eviction_is_lru_and_spares_entries_in_use(tmp_path, monkeypatch):
@@ -235,16 +284,16 @@ def test_eviction_is_lru_and_spares_entries_in_use(tmp_path, monkeypatch):
             entry.release()
             os.utime(entry.path + ".complete", (1000 + i, 1000 + i))  # m0 least recently used
         # m0 is oldest but a pod serves from it (shared use lock): m1 goes instead.
-        in_use = _lock(cache / "locks" / f"org--m0@{commits['org/m0']}.use", fcntl.LOCK_SH)
+        in_use = _use(cache, "org--m0", commits["org/m0"])
         cap = 3 * size + size // 2  # room for three entries
         entry = fetch_into_cache("org/m3", str(cache), reserve_bytes=0, max_bytes=cap)
         assert entry.stats.evicted == [f"org--m1@{commits['org/m1']}"]
         entry.release()
-        present = {p.name for p in (cache / "models").glob("*/*") if p.is_dir()}
+        present = {p.name for p in (cache / "models").glob("*/[!.]*") if p.is_dir()}
         assert present == {commits["org/m0"], commits["org/m2"], hub.commits["org/m3"]}
         # Everything else in use too: a clear error instead of filling the disk.
-        held = [_lock(cache / "locks" / f"org--{r}@{hub.commits['org/' + r]}.use", fcntl.LOCK_SH) for r in ("m2", "m3")]
+        held = [_use(cache, f"org--{r}", hub.commits["org/" + r]) for r in ("m2", "m3")]
         with pytest.raises(CacheError, match="cache size cap"):
             fetch_into_cache("org/m1", str(cache), reserve_bytes=0, max_bytes=cap)
-        for fd in [in_use, *held]:
-            os.close(fd)
+        for lock in [in_use, *held]:
+            lock.release()

@@ -5,9 +5,9 @@ The HuggingFace Hub is the boundary that cannot exist here: tests/weights_suppor
 serves a tiny random Llama over the Hub's HTTP API. The launcher, the downloader (`python -m
 inference.weights`, the init container's command), the transformers server and the gateway are real.
 """
+
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -27,6 +27,8 @@ from inference_support.stub_sglang import free_port, wait_http  # noqa: E402
 from tuning_support.tiny import make_tokenizer  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
+from inference.weights_cache_locks import EXCLUSIVE, Lock  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # loopback servers and subprocesses
 MODEL = "org/tiny-llama"
@@ -36,10 +38,18 @@ def tiny_llama_files(directory: Path) -> dict[str, bytes]:
     """A random 2-layer Llama whose safetensors (~8 MiB) is big enough to be cut half way."""
     tok = make_tokenizer(str(directory))
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                   pad_token_id=tok.pad_token_id)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     transformers.LlamaForCausalLM(cfg).save_pretrained(directory)
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
@@ -51,9 +61,25 @@ def test_killed_download_resumes_and_the_server_starts(tmp_path):
     cache = tmp_path / "node-cache"
     with LoopbackHub({MODEL: files}, bytes_per_s=2 << 20) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
-        init = subprocess.Popen([sys.executable, "-m", "inference.weights", "--model", MODEL, "--cache", str(cache),
-                                 "--reserve-gib", "0", "--termination-log", str(tmp_path / "term")],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        init = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inference.weights",
+                "--model",
+                MODEL,
+                "--cache",
+                str(cache),
+                "--reserve-gib",
+                "0",
+                "--termination-log",
+                str(tmp_path / "term"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         partial = cache / "models" / "org--tiny-llama" / hub.commits[MODEL] / ".partial" / f"{shard}.part"
         deadline = time.monotonic() + 60
         while not partial.exists() or partial.stat().st_size < len(files[shard]) // 2:
@@ -67,31 +93,55 @@ def test_killed_download_resumes_and_the_server_starts(tmp_path):
 
         port, rport = free_port(), free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.launch", "--runtime", "transformers", "--served-model-name", "tiny",
-             "--model", MODEL, "--weights-dir", str(tmp_path / "unused"), "--weights-cache", str(cache),
-             "--adapters-dir", str(tmp_path / "adapters"), "--port", str(port), "--runtime-port", str(rport),
-             "--work-dir", str(tmp_path / "work")],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "inference.launch",
+                "--runtime",
+                "transformers",
+                "--served-model-name",
+                "tiny",
+                "--model",
+                MODEL,
+                "--weights-dir",
+                str(tmp_path / "unused"),
+                "--weights-cache",
+                str(cache),
+                "--adapters-dir",
+                str(tmp_path / "adapters"),
+                "--port",
+                str(port),
+                "--runtime-port",
+                str(rport),
+                "--work-dir",
+                str(tmp_path / "work"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             try:
                 wait_http(f"http://127.0.0.1:{port}/health", 120)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure to come up: show the server output
                 proc.kill()
                 raise RuntimeError(proc.communicate(timeout=5)[0].decode(errors="replace")[-3000:]) from None
             resumed = [r for p, r in hub.file_gets if p == shard]
             assert resumed and resumed[0] and int(resumed[0].split("=")[1].split("-")[0]) > 0, hub.file_gets
             assert hub.body_bytes < sum(map(len, files.values())) - half // 2  # only the rest was fetched
-            r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
-                "model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4})
+            r = requests.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                timeout=60,
+                json={"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4},
+            )
             assert r.status_code == 200, r.text
             commit = hub.commits[MODEL]
-            use_lock = cache / "locks" / f"org--tiny-llama@{commit}.use"
-            fd = os.open(use_lock, os.O_RDWR)
-            try:
-                with pytest.raises(BlockingIOError):  # the server (the launcher's exec) holds it shared
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            use_lock = Lock(str(cache / "models" / "org--tiny-llama" / ".locks" / f"{commit}.use"))
+            try:  # the server (the launcher's exec) holds it shared
+                assert not use_lock.try_lock(EXCLUSIVE)
             finally:
-                os.close(fd)
+                use_lock.release()
             marker = json.loads((cache / "models" / "org--tiny-llama" / f"{commit}.complete").read_text())
             assert sorted(f["path"] for f in marker["files"]) == sorted(files)
         finally:

@@ -5,6 +5,7 @@ Served: GET /api/models/<org>/<name>[/revision/<rev>] (model info with file size
 blob ids), HEAD and GET /<org>/<name>/resolve/<rev>/<path> (ETag, X-Repo-Commit, Range requests).
 It counts what it sends, and can be slowed down so that a test can kill a client half way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,16 @@ def git_blob_id(data: bytes) -> str:
 
 
 class LoopbackHub:
-    def __init__(self, repos: dict[str, dict[str, bytes]], bytes_per_s: float | None = None):
+    def __init__(
+        self, repos: dict[str, dict[str, bytes]], bytes_per_s: float | None = None, gated_tokens: set[str] | None = None
+    ):
         self.repos = repos
+        # A gated repo: only requests bearing one of these tokens get an answer (None: every request).
+        self.gated_tokens = gated_tokens
         self.bytes_per_s = bytes_per_s
-        self.commits = {repo: hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest() for repo, files in repos.items()}
+        self.commits = {
+            repo: hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest() for repo, files in repos.items()
+        }
         self.lock = threading.Lock()
         self.body_bytes = 0  # file content bytes sent by GET /resolve
         self.file_gets: list[tuple[str, str | None]] = []  # (path, Range header)
@@ -43,7 +50,7 @@ class LoopbackHub:
         with self.lock:
             self.body_bytes, self.file_gets, self.api_calls = 0, [], 0
 
-    def __enter__(self) -> "LoopbackHub":
+    def __enter__(self) -> LoopbackHub:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +84,16 @@ class LoopbackHub:
 
     def _answer(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(h.path).path)
+        if self.gated_tokens is not None:
+            token = (h.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if token not in self.gated_tokens:
+                return self._send(
+                    h,
+                    403,
+                    b'{"error": "Access to this model is restricted"}',
+                    {"Content-Type": "application/json", "X-Error-Code": "GatedRepo"},
+                    head,
+                )
         m = re.fullmatch(r"/api/models/([^/]+)/([^/]+)(?:/revision/([^/]+))?", path)
         if m:
             with self.lock:
@@ -90,8 +107,13 @@ class LoopbackHub:
     def _model_info(self, h, org, name, rev, head):
         repo, commit = self._repo_at(org, name, rev)
         if repo is None:
-            return self._send(h, 404, b'{"error": "Repository not found"}',
-                              {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"}, head)
+            return self._send(
+                h,
+                404,
+                b'{"error": "Repository not found"}',
+                {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"},
+                head,
+            )
         siblings = []
         for fname, data in sorted(self.repos[repo].items()):
             entry = {"rfilename": fname, "size": len(data), "blobId": git_blob_id(data)}
@@ -107,8 +129,12 @@ class LoopbackHub:
         if data is None:
             return self._send(h, 404, b"Entry not found", {"X-Error-Code": "EntryNotFound"}, head)
         etag = hashlib.sha256(data).hexdigest() if len(data) >= LFS_THRESHOLD else git_blob_id(data)
-        headers = {"ETag": f'"{etag}"', "X-Repo-Commit": commit, "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "ETag": f'"{etag}"',
+            "X-Repo-Commit": commit,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if len(data) >= LFS_THRESHOLD:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
         rng = h.headers.get("Range")
@@ -119,7 +145,7 @@ class LoopbackHub:
             end = int(m.group(2)) if m.group(2) else len(data) - 1
             if start >= len(data):
                 return self._send(h, 416, b"", {"Content-Range": f"bytes */{len(data)}"}, head)
-            status, body = 206, data[start:end + 1]
+            status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
         if not head:
             with self.lock:
@@ -137,7 +163,7 @@ class LoopbackHub:
             return
         step = 64 << 10
         for i in range(0, len(body), step):
-            chunk = body[i:i + step]
+            chunk = body[i : i + step]
             try:
                 h.wfile.write(chunk)
                 h.wfile.flush()
