@@ -17,7 +17,7 @@ import sys
 from inference.adapters import AdapterError, check_sglang_servable, prepare_adapters
 from inference.commands import gateway_argv, runtime_argv
 from inference.launch_args import UsageError, parse_launch_args
-from inference.runtime_config import RuntimeConfigError, flags_from_config
+from inference.runtime_config import RuntimeConfigError, check_with_sglang_parser, flags_from_config
 from inference.weights import ensure_weights
 
 
@@ -36,10 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_launch_args(sys.argv[1:] if argv is None else argv)
         adapters = prepare_adapters(cfg.adapters, cfg.adapters_dir, cfg.work_dir, write=False)
-        config_flags = flags_from_config(cfg.config_file, cfg.runtime) if cfg.config_file else []
+        config_flags = (
+            flags_from_config(cfg.config_file, cfg.runtime, cfg.tp_size, cfg.work_dir) if cfg.config_file else []
+        )
     except (UsageError, AdapterError, RuntimeConfigError) as e:
         return _fail(e, 2)
     run = runtime_argv(cfg, adapters) + config_flags
+    if config_flags and cfg.runtime == "sglang":
+        try:  # a misspelt flag fails here, naming it, rather than in SGLang's usage message
+            check_with_sglang_parser(run[3:])
+        except ImportError:
+            pass  # no SGLang in this environment (dry runs): it checks its own arguments when exec'd
+        except RuntimeConfigError as e:
+            return _fail(e, 2)
     gateway = gateway_argv(cfg, os.getpid(), adapters=adapters)
     if cfg.dry_run:
         print("gateway: " + json.dumps(gateway))

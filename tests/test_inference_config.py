@@ -1,4 +1,5 @@
-"""Kaito's inference.config ConfigMap: its `sglang:` flags reach SGLang's own parser; a `vllm:` map is refused."""
+"""Kaito's inference.config ConfigMap: its `sglang:` flags reach SGLang's own parser; its `vllm:` keys are mapped
+to SGLang's flags or refused by name (more in tests/test_inference_kaito_config.py)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def test_sglang_section_becomes_flags_that_sglang_accepts(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("vllm:\n  gpu-memory-utilization: 0.9\n", "vLLM flags"),
         ("sglang: [1, 2]\n", "must map flag names"),
         ("- not a mapping\n", "expected a mapping"),
+        ("vllm:\n  num-scheduler-steps: 1\n", "vllm.num-scheduler-steps has no SGLang equivalent"),
+        ("probe: 1\n", "unknown top-level key(s) probe"),
     ],
 )
 def test_unusable_config_is_a_clear_start_error(tmp_path, text, message):
