@@ -81,3 +81,56 @@ def test_which_kaito_v012_workspaces_are_refused_and_why():
         "kaito_workspace_accelerator.yaml",
     }, refused
     assert any("resource.partition.mode" in p for p in refused["kaito_workspace_accelerator.yaml"])
+
+
+# ---- Kaito v0.12 annotations ----------------------------------------------------------------------
+
+
+def _main_args(ws: dict) -> list[str]:
+    from workspace_support import NOW, find, request
+
+    from hooks.settings import Settings
+    from hooks.workspace_sync import sync
+
+    deployment = find(sync(request(ws), Settings(), NOW)["children"], "Deployment")
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_performance_mode_throughput_becomes_sglang_scheduler_flags_sglang_accepts(tmp_path):
+    from inference_support.launcher import base_args, dry_run, sglang_parse, sglang_prefix
+
+    args = _main_args(workspace(metadata={"name": "ws1", "annotations": {"kaito.sh/performance-mode": "throughput"}}))
+    tail = args[args.index("--") :]
+    assert tail == ["--", "--enable-mixed-chunk", "--schedule-conservativeness", "0.5"]
+    (tmp_path / "weights").mkdir()
+    rc, argv, err = dry_run(base_args(tmp_path))
+    assert rc == 0, err
+    sa = sglang_parse(sglang_prefix(argv) + tail[1:])  # what the launcher appends after its own flags
+    assert sa.enable_mixed_chunk is True and sa.schedule_conservativeness == 0.5
+    assert "--" not in _main_args(workspace())
+
+
+@pytest.mark.parametrize(
+    "annotation, value, says",
+    [
+        ("kaito.sh/performance-mode", "fastest", "use balanced or throughput"),
+        ("kaito.sh/enablelb", "True", "LoadBalancer"),
+        ("kaito.sh/bypass-resource-checks", "True", "GPU memory check"),
+        ("kaito.sh/node-image-family", "AzureLinux", "node image"),
+        ("kaito.sh/run-benchmark", "true", "benchmark"),
+    ],
+)
+def test_kaito_annotations_without_an_equivalent_are_refused_with_the_reason(annotation, value, says):
+    ws = workspace(metadata={"name": "ws1", "annotations": {annotation: value}})
+    _, problems = render(ws)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"metadata.annotations[{annotation}]: ") and says in problems[0]
+
+
+def test_performance_mode_on_the_transformers_runtime_is_refused():
+    ws = workspace(
+        metadata={"name": "ws1", "annotations": {"kaito.sh/performance-mode": "throughput"}},
+        resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "x"}}},
+    )
+    _, problems = render(ws)
+    assert any("performance modes tune SGLang" in p for p in problems), problems

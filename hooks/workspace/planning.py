@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hooks import naming
-from hooks.workspace import catalog, partition, replicas, scale_to_zero
+from hooks.workspace import catalog, kaito_annotations, partition, replicas, scale_to_zero
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
 from hooks.workspace.validation import Problem, parse_workspace
 
@@ -248,6 +248,7 @@ def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, st
 
 def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     sku, problems = _sku_problems(ws)
+    problems += kaito_annotations.problems(ws)
     if ws.tuning is not None:
         if ws.resource.partition is not None:
             problems.append(Problem("resource.partition", "tuning runs on whole GPUs; remove resource.partition"))
@@ -293,6 +294,14 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     problems += p
     if runtime is None:
         return None, problems
+    if runtime != "sglang" and kaito_annotations.runtime_flags(ws):
+        problems.append(
+            Problem(
+                f"metadata.annotations[{kaito_annotations.PERFORMANCE_MODE}]",
+                f"performance modes tune SGLang's scheduler, and this Workspace runs the {runtime} runtime; "
+                "remove the annotation",
+            )
+        )
 
     if runtime == "sglang" and ws.adapters and not preset.sglang_lora:
         problems.append(

@@ -8,6 +8,7 @@ import math
 
 from hooks import naming
 from hooks.settings import Settings
+from hooks.workspace import kaito_annotations
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import adapter_report, live_adapters, weights
 from hooks.workspace.children import pod_parts as m
@@ -46,6 +47,8 @@ def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> lis
     if plan.config:
         args += ["--config-file", f"{CONFIG_DIR}/inference_config.yaml"]
     args += ["--port", str(m.HTTP_PORT)]
+    if plan.runtime == "sglang" and (flags := kaito_annotations.runtime_flags(ws)):
+        args += ["--", *flags]  # the launcher passes what follows `--` to SGLang verbatim
     return args
 
 
