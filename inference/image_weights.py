@@ -7,7 +7,8 @@ container asks the registry for the image itself (the OCI distribution API: mani
 blob, with Bearer or Basic auth from the pod's pull secrets) and streams every layer through gunzip
 and tar, keeping only the files under data/, so nothing but the weights lands on disk. Each layer's
 sha256 is checked as it streams. The entry is keyed by the manifest digest, shared by the node's pods,
-locked and marked complete like the HuggingFace entries (inference/weights_cache.py); an interrupted
+locked and marked complete like the HuggingFace entries (inference/weights_cache.py), in the folder
+`models/image--<hash of the reference>` the model container mounts read-only; an interrupted
 pull starts that image again (layers are not resumable mid-stream). `--link` makes PATH a symlink to
 the entry's files, so the launcher's --weights-dir stays fixed.
 """
@@ -50,10 +51,11 @@ class ImageRef:
     repository: str
     reference: str  # tag or digest
 
-    @property
-    def cache_repo(self) -> str:
-        """`<org>/<name>` for the cache layout: the registry and the repository, flattened."""
-        return "image/" + re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.registry}/{self.repository}")
+
+def cache_repo(image: str) -> str:
+    """`<org>/<name>` for the cache layout: a hash of the reference as the Workspace writes it, so the hook
+    can name the same folder for the model container's read-only mount without parsing the reference."""
+    return "image/" + hashlib.sha256(image.encode()).hexdigest()[:32]
 
 
 def parse_ref(ref: str) -> ImageRef:
@@ -230,7 +232,7 @@ def fetch_image(image: str, cache_dir: str, docker_configs: list[str], plain_htt
 
     cache = WeightsCache(cache_dir, log=log)
     needed = sum(int(layer.get("size") or 0) for layer in layers)
-    return cache.ensure_filled(ref.cache_repo, digest.split(":", 1)[-1], needed, fill)
+    return cache.ensure_filled(cache_repo(image), digest.split(":", 1)[-1], needed, fill)
 
 
 def link(target: str, path: str) -> None:

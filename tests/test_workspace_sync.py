@@ -79,7 +79,7 @@ def test_deployment_follows_the_pod_contract():
     assert sts["spec"]["replicas"] == 1
     assert sts["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert sts["spec"]["template"]["metadata"]["labels"] == {"kaito.sh/workspace": "ws1"}
-    assert main["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "20Gi"}  # phi-3-mini's footprint
     assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]

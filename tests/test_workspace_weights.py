@@ -71,13 +71,16 @@ def test_hf_weights_come_from_the_node_cache_on_nvme():
     assert volumes["weights-cache"]["hostPath"] == {"path": AKS.weights_cache_nvme_path, "type": "DirectoryOrCreate"}
     init = {c["name"]: c for c in pod["initContainers"]}
     assert init["model-weights"]["command"] == [
-        "python", "-m", "inference.weights", "--model", "microsoft/Phi-3-mini-4k-instruct", "--cache", "/mnt/weights-cache"]
+        "python", "-m", "inference.weights", "--model", "microsoft/Phi-3-mini-4k-instruct", "--cache", "/mnt/weights-cache",
+        "--namespace", "$(POD_NAMESPACE)"]
     owner = init["weights-cache-owner"]
     assert owner["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     assert [c["name"] for c in pod["initContainers"]] == ["weights-cache-owner", "model-weights"]
     args = pod["containers"][0]["args"]
     assert args[args.index("--weights-cache") + 1] == "/mnt/weights-cache"
-    assert {"name": "weights-cache", "mountPath": "/mnt/weights-cache"} in pod["containers"][0]["volumeMounts"]
+    folder = "models/microsoft--Phi-3-mini-4k-instruct"  # only its own model, read-only
+    assert {"name": "weights-cache", "mountPath": f"/mnt/weights-cache/{folder}", "subPath": folder,
+            "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 
 def test_without_nvme_the_cache_is_on_the_os_disk_and_can_be_per_pod():
@@ -94,7 +97,10 @@ def test_without_nvme_the_cache_is_on_the_os_disk_and_can_be_per_pod():
 def test_gated_weights_get_the_token_in_the_fetching_container():
     ws = workspace(inference={"preset": {"name": "llama-3.1-8b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}})
     fetch = next(c for c in pod_of(render(ws))["initContainers"] if c["name"] == "model-weights")
-    assert fetch["env"] == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}}]
+    assert fetch["env"] == [
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}},
+    ]
 
 
 PRIVATE = {"preset": {"name": "llama-2-7b", "accessMode": "private",
@@ -129,7 +135,8 @@ def test_without_image_volumes_the_image_is_streamed_into_the_node_cache_not_cop
     assert "hostPath" in volumes["weights-cache"] and "model-weights" not in volumes
     args = pod["containers"][0]["args"]
     assert args[args.index("--weights-dir") + 1] == "/mnt/weights-link/weights"
-    assert {"name": "weights-link", "mountPath": "/mnt/weights-link"} in pod["containers"][0]["volumeMounts"]
+    link = {"name": "weights-link", "mountPath": "/mnt/weights-link", "readOnly": True}
+    assert link in pod["containers"][0]["volumeMounts"]
 
 
 def test_settings_name_the_variable_on_bad_values():

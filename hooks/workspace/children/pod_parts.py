@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hooks import naming
 from hooks.workspace.api import Workspace
-from hooks.workspace.planning import WorkloadPlan
+from hooks.workspace.planning import PresetServing, WorkloadPlan
 
 HTTP_PORT = 5000
 DIST_PORT = 29500
@@ -45,6 +46,29 @@ def node_affinity(ws: Workspace) -> dict:
 def gpu_resources(plan: WorkloadPlan) -> dict:
     gpus = str(plan.gpus_per_node)
     return {"requests": {plan.gpu_resource: gpus}, "limits": {plan.gpu_resource: gpus}}
+
+
+# The model server's host memory beyond its share of the weights: the runtime's own processes (tokenizer,
+# scheduler, detokenizer), the gateway and adapter copies, and per GPU one worker with its CUDA context.
+MODEL_SERVER_BASE_GIB = 8
+MODEL_SERVER_PER_GPU_GIB = 4
+
+
+def model_server_memory_gib(weights_gib: float, nodes: int, gpus_per_node: int) -> int:
+    """Host memory one model server pod may use: its node's share of the weights (read once into memory
+    on their way to the GPUs) plus the runtime's own footprint. A limit, so a runaway read (an adapter
+    file that never ends) ends this pod, not whatever the node's OOM killer would pick."""
+    share = weights_gib / max(1, nodes)
+    return math.ceil(share + MODEL_SERVER_BASE_GIB + MODEL_SERVER_PER_GPU_GIB * gpus_per_node)
+
+
+def model_server_resources(plan: PresetServing) -> dict:
+    """GPUs, and a memory limit the preset's footprint justifies (the request defaults to it: every node
+    that holds the preset's GPUs has that much memory)."""
+    resources = gpu_resources(plan)
+    memory = model_server_memory_gib(plan.preset.weights, plan.nodes, plan.gpus_per_node)
+    resources["limits"]["memory"] = f"{memory}Gi"
+    return resources
 
 
 def shm_volume() -> tuple[dict, dict]:

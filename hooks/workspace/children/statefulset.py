@@ -70,13 +70,13 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         mounts.append(mount)
     else:
         volumes.append(weights.cache_volume(plan.sku, settings))
-        mounts.append(weights.cache_mount())
+        mounts.append(weights.reader_mount(None if opts.image else plan.preset.hf_repo, opts.image))
         init += weights.cache_owner_container(image, settings)
         if opts.image:  # no image volumes: the image's /data streamed from the registry into the node cache
             pull_volumes, container = weights.image_pull_container(image, opts.image, opts.imagePullSecrets or [])
             volumes += pull_volumes
             volumes.append(weights.link_volume())
-            mounts.append(weights.link_mount())
+            mounts.append(weights.link_mount(read_only=True))
             init.append(container)
         else:
             init.append(weights.fetch_container(image, plan.preset, [e for e in env if e["name"] == "HF_TOKEN"]))
@@ -103,7 +103,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
             {"name": "http", "containerPort": m.HTTP_PORT, "protocol": "TCP"},
             {"name": "torch-dist", "containerPort": m.DIST_PORT, "protocol": "TCP"},
         ],
-        "resources": m.gpu_resources(plan),
+        "resources": m.model_server_resources(plan),
         "volumeMounts": mounts,
         "startupProbe": _http_probe("/health", failureThreshold=startup_failures),
         "readinessProbe": _http_probe("/health", failureThreshold=3),

@@ -8,6 +8,11 @@
   /data read-only: nothing is copied. With KAITO_IMAGE_VOLUMES=false (older clusters) the `model-weights`
   init container streams the image's /data from the registry into the node cache instead
   (inference/image_weights.py), so the weights are on the node once, not as image layers plus a copy.
+- Writers and readers: only the `model-weights` init container (our code) mounts the cache read-write. The
+  model container mounts one folder of it read-only, its own model's `models/<org>--<name>` (for an image
+  without image volumes, the image's folder), at the same path: it reads the files and holds the entry's
+  `use` lock shared, but cannot change a file, marker or lock, and sees no other model on the node.
+  The init container names the pod's namespace (downward API), whose Hub access the cache records.
 - Startup probe budget: the main container starts after the weights are on the node, so the probe only
   waits for the model server to read them and get ready:
       min(CAP, max(preset readiness_timeout_minutes, BASE + weights / LOAD_BANDWIDTH))
@@ -17,6 +22,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -58,6 +64,20 @@ def cache_mount(read_only: bool = False) -> dict:
     return mount
 
 
+def model_folder(hf_repo: str | None, preset_image: str | None) -> str:
+    """The cache folder of one model, relative to the cache root (inference/weights_cache.py's layout;
+    for an image, inference.image_weights.cache_repo: a hash of the reference as written)."""
+    if hf_repo:
+        return "models/" + hf_repo.replace("/", "--")
+    return "models/image--" + hashlib.sha256((preset_image or "").encode()).hexdigest()[:32]
+
+
+def reader_mount(hf_repo: str | None, preset_image: str | None) -> dict:
+    """The model container's view of the cache: its own model's folder, read-only, at the same path."""
+    folder = model_folder(hf_repo, preset_image)
+    return {"name": CACHE_VOLUME, "mountPath": f"{CACHE_MOUNT}/{folder}", "subPath": folder, "readOnly": True}
+
+
 def cache_owner_container(image: str, settings: Settings) -> list[dict]:
     """A hostPath folder is created root-owned: hand it to the images' user, once per pod start.
     Only this step runs as root, with no capability but changing ownership."""
@@ -86,13 +106,17 @@ def fetch_container(image: str, preset: Preset, env: list[dict]) -> dict:
     container = {
         "name": WEIGHTS_VOLUME,
         "image": image,
-        "command": ["python", "-m", "inference.weights", "--model", preset.hf_repo, "--cache", CACHE_MOUNT],
+        "command": ["python", "-m", "inference.weights", "--model", preset.hf_repo, "--cache", CACHE_MOUNT,
+                    "--namespace", "$(POD_NAMESPACE)"],
         "terminationMessagePolicy": "File",
         "volumeMounts": [cache_mount()],
-    }
-    if env:
-        container["env"] = list(env)
+        "env": [NAMESPACE_ENV, *env],
+    }  # fmt: skip
     return container
+
+
+# Whose Hub access the cache records and checks (inference/weights_cache_access.py).
+NAMESPACE_ENV = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
 
 
 LINK_DIR = "/mnt/weights-link"
@@ -112,8 +136,11 @@ def link_volume() -> dict:
     return {"name": LINK_VOLUME, "emptyDir": {}}
 
 
-def link_mount() -> dict:
-    return {"name": LINK_VOLUME, "mountPath": LINK_DIR}
+def link_mount(read_only: bool = False) -> dict:
+    mount: dict[str, Any] = {"name": LINK_VOLUME, "mountPath": LINK_DIR}
+    if read_only:
+        mount["readOnly"] = True
+    return mount
 
 
 def image_pull_container(image: str, preset_image: str, pull_secrets: list[str]) -> tuple[list[dict], dict]:
