@@ -18,19 +18,28 @@ import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from inference import GATEWAY_PORT, UPSTREAM_HOST, UPSTREAM_PORT
+from inference import GATEWAY_PORT, UPSTREAM_HOST, UPSTREAM_PORT, egress_guard
 from inference.gateway_translation import (
     RequestError,
     Served,
     chat_result,
+    check_seed,
+    honours_seed,
     max_model_len_of,
     model_entry,
     models_listing,
+    path_is_plain,
     plan_chat,
     route_openai,
+    safe_path_segment,
+    seed_matters,
+    shape_answer,
+    shape_chunk,
+    stop_strings_of,
     upstream_error_detail,
 )
 
@@ -69,6 +78,11 @@ RUNTIME_PID = web.AppKey("runtime_pid", int)
 HEALTH_PATH = web.AppKey("health_path", str)  # the upstream path /health asks
 CREATED = web.AppKey("created", int)
 MAX_MODEL_LEN = web.AppKey("max_model_len", dict)  # {"value": int} once the runtime has told it
+SEED_HONOURED = web.AppKey("seed_honoured", dict)  # {"value": bool} once the runtime has told it
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+# Request bodies above this are refused as they arrive (a long prompt is well under 1 MiB; images sent
+# inline as base64 are the large legitimate case).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 HEALTH_TIMEOUT_S = 25.0
 JSON = "application/json"
 
@@ -85,8 +99,30 @@ def _detail(message: str, status: int) -> web.Response:
     return _json({"detail": message}, status)
 
 
+class BodyTooLarge(Exception):
+    """A request body over the gateway's limit (answered 413 naming the limit)."""
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The body, read as it arrives and abandoned at the limit: a declared Content-Length over it is
+    refused before reading anything, a chunked body once the limit is passed."""
+    limit = request.app[MAX_BODY_BYTES]
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(_too_large(limit))
+    return bytes(body)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than the gateway's limit of {limit} bytes ({limit // (1024 * 1024)} MiB)"
+
+
 async def _read_json(request: web.Request):
-    raw = await request.read()
+    raw = await _read_body(request)
     try:
         return raw, _loads(raw)
     except ValueError:
@@ -129,13 +165,31 @@ async def _max_model_len(request: web.Request) -> int | None:
             async with request.app[SESSION].get(
                 request.app[UPSTREAM] + "/v1/models", timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)
             ) as up:
-                if up.status == 200:
-                    value = max_model_len_of(_loads(await up.read()))
-                    if value:
-                        known["value"] = value
+                if up.status == 200:  # a runtime that does not list it is not asked again
+                    known["value"] = max_model_len_of(_loads(await up.read()))
         except (ClientError, TimeoutError, ValueError):
             pass
     return known.get("value")
+
+
+async def _runtime_honours_seed(request: web.Request) -> bool:
+    """Whether the runtime makes sampling repeatable for a `seed`, read once from its /server_info
+    (SGLang lists its server arguments there; the transformers runtime has none and honours `seed`).
+    While the runtime cannot tell, the request goes through unchanged."""
+    known = request.app[SEED_HONOURED]
+    if "value" not in known:
+        try:
+            async with request.app[SESSION].get(
+                request.app[UPSTREAM] + "/server_info", timeout=ClientTimeout(total=HEALTH_TIMEOUT_S)
+            ) as up:
+                data = await up.read()
+                if up.status == 200:
+                    known["value"] = honours_seed(_loads(data))
+                elif up.status == 404:
+                    known["value"] = True
+        except (ClientError, TimeoutError, ValueError):
+            pass
+    return known.get("value", True)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -182,9 +236,55 @@ class ModelRenamer:
         return data
 
 
+class EventShaper:
+    """Rewrites a server-sent event stream chunk by chunk (shape_chunk on each `data:` event); bytes
+    of an event split across chunks wait for the rest of it."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.cutters: dict = {}
+        self.buffer = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        self.buffer += data
+        out = []
+        while (end := self.buffer.find(b"\n\n")) >= 0:
+            event, self.buffer = self.buffer[: end + 2], self.buffer[end + 2 :]
+            out.append(self._event(event))
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes:
+        if not event.startswith(b"data: ") or event.startswith(b"data: [DONE]"):
+            return event
+        try:
+            chunk = _loads(event[6:])
+        except ValueError:
+            return event
+        return b"data: " + _dumps(chunk) + b"\n\n" if shape_chunk(chunk, self.stops, self.cutters) else event
+
+    def flush(self) -> bytes:
+        data, self.buffer = self.buffer, b""
+        return data
+
+
+def _shaped_answer(data: bytes, stops: list[str]) -> bytes:
+    try:
+        answer = _loads(data)
+    except ValueError:
+        return data
+    return _dumps(answer) if shape_answer(answer, stops) else data
+
+
 async def _relay(
-    request: web.Request, path: str, body: bytes, stream: bool, renames: dict[str, str] | None = None
+    request: web.Request,
+    path: str,
+    body: bytes,
+    stream: bool,
+    renames: dict[str, str] | None = None,
+    stops: list[str] | None = None,
 ) -> web.StreamResponse:
+    """`stops`: None leaves the answer as the runtime gave it (the Responses API); a list (maybe empty)
+    holds a chat/completions answer to the OpenAI types and cuts it at the earliest stop string."""
     try:
         up_cm = request.app[SESSION].post(request.app[UPSTREAM] + path, data=body, headers={"Content-Type": JSON})
         async with up_cm as up:
@@ -194,15 +294,24 @@ async def _relay(
                 data = await up.read()
                 if rename:
                     data = rename(data) + rename.flush()
+                if stops is not None and up.status == 200:
+                    data = _shaped_answer(data, stops)
                 return web.Response(body=data, status=up.status, headers={"Content-Type": ctype})
+            # Parsing every event costs CPU per token: only when the runtime's own cut can be wrong
+            # (several stop strings, SGLang cuts at the first in list order).
+            shaper = EventShaper(stops) if stops is not None and len(stops) > 1 else None
             resp = web.StreamResponse(
                 status=200, headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             )
             await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(rename(chunk) if rename else chunk)
-            if rename:
-                await resp.write(rename.flush())
+            async for piece in up.content.iter_any():
+                data = rename(piece) if rename else piece
+                await resp.write(shaper(data) if shaper else data)
+            tail = rename.flush() if rename else b""
+            if shaper:
+                tail = shaper(tail) + shaper.flush()
+            if tail:
+                await resp.write(tail)
             await resp.write_eof()
             return resp
     except ClientError as e:
@@ -210,15 +319,22 @@ async def _relay(
 
 
 def _openai_handler(path: str):
+    answers_shaped = path in ("/v1/chat/completions", "/v1/completions")
+
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             raw, body = await _read_json(request)
             served = _served(request)
-            forward, changed = route_openai(body, served)
+            forward, changed = route_openai(body, served, await _max_model_len(request))
+            if seed_matters(forward):
+                check_seed(forward, await _runtime_honours_seed(request))
         except RequestError as e:
             return _openai_error(str(e))
         renames = served.client_model_names() if served.upstream_names else None
-        return await _relay(request, path, _dumps(forward) if changed else raw, forward.get("stream") is True, renames)
+        stops = stop_strings_of(forward) if answers_shaped else None
+        return await _relay(
+            request, path, _dumps(forward) if changed else raw, forward.get("stream") is True, renames, stops
+        )
 
     return handler
 
@@ -239,7 +355,9 @@ def _openai_error(message: str, status: int = 400) -> web.Response:
 async def chat(request: web.Request) -> web.Response:
     try:
         _, body = await _read_json(request)
-        plan = plan_chat(body, _served(request))
+        plan = plan_chat(body, _served(request), await _max_model_len(request))
+        if seed_matters(plan.payload):
+            check_seed(plan.payload, await _runtime_honours_seed(request))
     except RequestError as e:
         return _detail(str(e), 400)
     try:
@@ -252,14 +370,34 @@ async def chat(request: web.Request) -> web.Response:
     except ClientError as e:
         return _detail(f"model server unavailable: {type(e).__name__}: {e}", 503)
     try:
-        return _json(chat_result(plan, _loads(data)))
+        answer = _loads(data)
+        shape_answer(answer, stop_strings_of(plan.payload))
+        return _json(chat_result(plan, answer))
     except ValueError as e:
         return _detail(str(e), 502)
 
 
-async def passthrough(request: web.Request) -> web.StreamResponse:
+def _passthrough(upstream_path: str):
+    """GET a fixed upstream path: the client's path never reaches the runtime, whose admin endpoints
+    (flush_cache, start_profile, ...) sit on the same port."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _get_upstream(request, upstream_path)
+
+    return handler
+
+
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    """GET /v1/responses/{id}: the id is one plain path segment (letters, digits, '-', '_')."""
+    response_id = request.match_info["response_id"]
+    if not safe_path_segment(response_id):
+        return _openai_error(f"invalid response id {response_id!r}: letters, digits, '-' and '_' only", 400)
+    return await _get_upstream(request, "/v1/responses/" + response_id)
+
+
+async def _get_upstream(request: web.Request, upstream_path: str) -> web.StreamResponse:
     try:
-        async with request.app[SESSION].get(request.app[UPSTREAM] + request.path) as up:
+        async with request.app[SESSION].get(request.app[UPSTREAM] + upstream_path) as up:
             return web.Response(
                 body=await up.read(),
                 status=up.status,
@@ -267,6 +405,36 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             )
     except ClientError as e:
         return _detail(f"model server unavailable: {type(e).__name__}", 503)
+
+
+SERVED_ROUTES = "POST /v1/chat/completions, /v1/completions, /v1/responses, /chat; GET /v1/models, /health"
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every error the gateway itself answers is OpenAI-shaped JSON: unknown routes (e.g. embeddings),
+    wrong methods, oversized bodies, and paths that try to leave their route."""
+    if not path_is_plain(request.raw_path):
+        return _openai_error(f"Invalid URL ({request.method} {request.raw_path}): not a plain path", 404)
+    try:
+        return await handler(request)
+    except BodyTooLarge as e:
+        response = _openai_error(str(e), 413)
+        response.force_close()  # not wait for (and read) the rest of a body that is refused anyway
+        return response
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        if e.status == 404:
+            message = f"Invalid URL ({request.method} {request.path}): this server serves {SERVED_ROUTES}"
+        elif e.status == 405:
+            message = f"Invalid method {request.method} for {request.path}; allowed: {e.headers.get('Allow', '')}"
+        else:
+            message = e.text or e.reason
+        response = _openai_error(message, e.status)
+        if "Allow" in e.headers:
+            response.headers["Allow"] = e.headers["Allow"]
+        return response
 
 
 async def root(request: web.Request) -> web.Response:
@@ -320,10 +488,13 @@ def make_app(
     runtime_pid: int = 0,
     worker: bool = False,
     live_adapters: Callable[[Callable[[Served], None]], LiveAdapters] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> web.Application:
     """`live_adapters(publish)` builds the live-adapter runner (inference.live_adapters_runner) given the
     function that switches what the gateway serves."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[openai_errors])
+    app[MAX_BODY_BYTES] = max_body_bytes
+    app[SEED_HONOURED] = {}
     box = ServedBox(served)
     app[SERVED] = box
     app[LIVE] = None
@@ -354,11 +525,11 @@ def make_app(
     app.router.add_post("/v1/chat/completions", _openai_handler("/v1/chat/completions"))
     app.router.add_post("/v1/completions", _openai_handler("/v1/completions"))
     app.router.add_post("/v1/responses", _openai_handler("/v1/responses"))
-    app.router.add_get("/v1/responses/{response_id}", passthrough)
-    app.router.add_get("/metrics", passthrough)
+    app.router.add_get("/v1/responses/{response_id}", stored_response)
+    app.router.add_get("/metrics", _passthrough("/metrics"))
     # sglang-router reads these from each replica it adds (model name, tokenizer path, server args).
-    app.router.add_get("/server_info", passthrough)
-    app.router.add_get("/model_info", passthrough)
+    app.router.add_get("/server_info", _passthrough("/server_info"))
+    app.router.add_get("/model_info", _passthrough("/model_info"))
     return app
 
 
@@ -441,6 +612,12 @@ def main(argv: list[str] | None = None) -> None:
         help="what /health asks the upstream (the router pod: sglang-router's /readiness)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument(
+        "--max-body-mib",
+        type=float,
+        default=DEFAULT_MAX_BODY_BYTES / (1024 * 1024),
+        help="request bodies above this many MiB are refused with 413 as they arrive",
+    )
     live = p.add_argument_group("live adapters (inference.live_adapters)")
     live.add_argument("--live-adapters", default=None, metavar="FILE", help="the published desired adapter set")
     live.add_argument("--adapter-files", default=None, metavar="DIR", help="where adapter images' files arrive")
@@ -458,12 +635,21 @@ def main(argv: list[str] | None = None) -> None:
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
     if ns.workers < 1:
         p.error("--workers must be at least 1")
+    if not 0 < ns.max_body_mib <= 1024:
+        p.error("--max-body-mib must be more than 0 and at most 1024")
     if ns.live_adapters and ns.adapter_names_from:
         p.error("--live-adapters and --adapter-names-from exclude each other")
     if ns.live_adapters and (ns.workers > 1 or not ns.adapter_files or not ns.adapter_work_dir):
         p.error("--live-adapters needs --adapter-files and --adapter-work-dir, and one worker process")
+    # The gateway talks to its runtime only: nothing it does may reach past this machine.
+    egress_guard.install(allowed_hosts=[urlsplit(ns.upstream).hostname or ""])
     app = make_app(
-        served, ns.upstream, ns.runtime_pid, ns.worker, _live_adapters_factory(ns, served) if ns.live_adapters else None
+        served,
+        ns.upstream,
+        ns.runtime_pid,
+        ns.worker,
+        _live_adapters_factory(ns, served) if ns.live_adapters else None,
+        max_body_bytes=int(ns.max_body_mib * 1024 * 1024),
     )
     app[HEALTH_PATH] = ns.upstream_health_path
     if ns.adapter_names_from:

@@ -22,12 +22,16 @@ _UNSUPPORTED = {
     "functions": "function calling",
     "function_call": "function calling",
     "logit_bias": "logit bias",
-    "suffix": "suffix insertion",
     "parallel_tool_calls": "tool calling",
     "presence_penalty": "presence penalty (use repetition_penalty)",
     "frequency_penalty": "frequency penalty (use repetition_penalty)",
 }
 _PENALTIES = ("presence_penalty", "frequency_penalty")
+# Neither runtime inserts text before a suffix (SGLang 0.5.23 ignores the field): both answer this.
+SUFFIX_UNSUPPORTED = (
+    "`suffix`: text after the insertion point (fill-in-the-middle) is not supported by this server; "
+    "remove the field and put the text in `prompt`"
+)
 
 
 def _is_off(field: str, value) -> bool:
@@ -51,6 +55,8 @@ def check_request(body: dict, chat: bool) -> list[str]:
                 f"`{field}`: {what} is not supported by the transformers runtime; remove the field "
                 "(the SGLang runtime supports it)"
             )
+    if body.get("suffix") not in (None, ""):
+        raise BadRequest(SUFFIX_UNSUPPORTED)
     choices_per_prompt(body)
     best_of = body.get("best_of")
     if best_of not in (None, 1):
@@ -96,13 +102,35 @@ def choices_per_prompt(body: dict) -> int:
     return n
 
 
-def max_new_tokens(body: dict, default: int) -> int:
+def max_new_tokens(body: dict, default: int | None) -> int | None:
     value = body.get("max_completion_tokens", body.get("max_tokens"))
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequest(f"`max_tokens` must be a positive integer, got {value!r}")
     return value
+
+
+def token_budget(prompt_tokens: int, requested: int | None, default: int, context_len: int | None) -> int:
+    """The new-token budget, refused before generating when the prompt (or the prompt and the requested
+    budget) does not fit the context, in SGLang's words; an unrequested budget shrinks to fit instead."""
+    if context_len:
+        if prompt_tokens >= context_len:
+            raise BadRequest(
+                f"The input ({prompt_tokens} tokens) is longer than the model's context length ({context_len} tokens)."
+            )
+        if requested is not None and prompt_tokens + requested >= context_len:
+            raise BadRequest(
+                f"Requested token count exceeds the model's maximum context length of {context_len} tokens. "
+                f"You requested a total of {prompt_tokens + requested} tokens: {prompt_tokens} tokens from the "
+                f"input messages and {requested} tokens for the completion. Please reduce the number of tokens "
+                "in the input messages or the completion to fit within the limit."
+            )
+    if requested is not None:
+        return requested
+    if context_len:
+        return max(1, min(default, context_len - prompt_tokens - 1))
+    return default
 
 
 def stop_strings(body: dict) -> list[str]:
@@ -117,7 +145,8 @@ def stop_strings(body: dict) -> list[str]:
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """OpenAI semantics: the answer ends before the first stop string, which is not part of it."""
+    """OpenAI semantics: the answer ends before whichever stop string comes first in the text (not the
+    first in list order), which is not part of it."""
     hits = [text.find(s) for s in stops if s in text]
     if not hits:
         return text, False

@@ -98,8 +98,18 @@ class Engine:
             return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
-    def _gen_kwargs(self, body: dict, default_max: int) -> dict:
-        kw: dict[str, Any] = {"max_new_tokens": protocol.max_new_tokens(body, default_max)}
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt)["input_ids"])
+
+    def token_budget(self, prompt: str, body: dict, chat: bool) -> int:
+        """New tokens for this prompt; BadRequest when it does not fit the context. Completions ask for
+        16 unless told (OpenAI's default, which SGLang counts as requested); chat fills what is left,
+        up to 256."""
+        requested = protocol.max_new_tokens(body, None if chat else 16)
+        return protocol.token_budget(self.count_tokens(prompt), requested, 256, self.max_model_len)
+
+    def _gen_kwargs(self, body: dict, max_new: int) -> dict:
+        kw: dict[str, Any] = {"max_new_tokens": max_new}
         temperature = body.get("temperature", 1.0)
         if temperature is not None and float(temperature) <= 0.0:
             kw["do_sample"] = False
@@ -145,16 +155,16 @@ class Engine:
             "finish_reason": protocol.finish_reason(new, self.eos_ids, kw["max_new_tokens"], stopped),
         }
 
-    def generate(self, adapter, prompt, body, default_max) -> dict:
-        return self._run(adapter, prompt, self._gen_kwargs(body, default_max), body.get("seed"))
+    def generate(self, adapter, prompt, body, max_new: int) -> dict:
+        return self._run(adapter, prompt, self._gen_kwargs(body, max_new), body.get("seed"))
 
-    def stream(self, adapter, prompt, body, default_max, result: dict):
+    def stream(self, adapter, prompt, body, max_new: int, result: dict):
         """Start generating in a thread; the returned streamer yields text; `result` gets _run's answer
         (or "error") once the returned thread ends."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kw = self._gen_kwargs(body, default_max)
+        kw = self._gen_kwargs(body, max_new)
 
         def work():
             try:
@@ -192,13 +202,13 @@ def _sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-async def _stream(request, engine, adapter, prompt, body, default_max, chat, head: dict, echo: str):
+async def _stream(request, engine, adapter, prompt, body, max_new: int, chat, head: dict, echo: str):
     """Server-sent events as OpenAI streams them: the role first (chat), text deltas, a last chunk with
     finish_reason, a usage chunk when stream_options.include_usage, then [DONE]."""
     loop = asyncio.get_running_loop()
     want_usage = protocol.include_usage(body)
     result: dict = {}
-    streamer, thread = engine.stream(adapter, prompt, body, default_max, result)
+    streamer, thread = engine.stream(adapter, prompt, body, max_new, result)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
 
@@ -246,14 +256,14 @@ async def _stream(request, engine, adapter, prompt, body, default_max, chat, hea
 def _handler(chat: bool):
     async def handler(request: web.Request) -> web.StreamResponse:
         engine = request.app[ENGINE]
-        default_max = 256 if chat else 16
         try:
             body = await _body(request)
             adapter = engine.adapter_for(body.get("model"))
             prompts = protocol.check_request(body, chat)
             if chat:
                 prompts = [engine.chat_prompt(body["messages"])]
-            protocol.max_new_tokens(body, default_max)
+            # Before generating: a prompt longer than the context is refused, not answered with garbage.
+            budgets = [engine.token_budget(p, body, chat) for p in prompts]
             protocol.stop_strings(body)
             protocol.include_usage(body)
         except BadRequest as e:
@@ -265,14 +275,16 @@ def _handler(chat: bool):
         if body.get("stream"):
             head = {"id": rid, "object": "chat.completion.chunk" if chat else kind, "created": created, "model": model}
             return await _stream(
-                request, engine, adapter, prompts[0], body, default_max, chat, head, prompts[0] if echo else ""
+                request, engine, adapter, prompts[0], body, budgets[0], chat, head, prompts[0] if echo else ""
             )
         loop = asyncio.get_running_loop()
         choices, n_in, n_out = [], 0, 0
         n = protocol.choices_per_prompt(body)
-        for i, prompt in enumerate(p for p in prompts for _ in range(n)):
-            r = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, default_max)
-            n_in, n_out = n_in + r["prompt_tokens"], n_out + r["completion_tokens"]
+        runs = [(p, budget, k) for p, budget in zip(prompts, budgets, strict=True) for k in range(n)]
+        for i, (prompt, budget, k) in enumerate(runs):
+            r = await loop.run_in_executor(None, engine.generate, adapter, prompt, body, budget)
+            # OpenAI counts each prompt once, however many choices it gets.
+            n_in, n_out = n_in + (r["prompt_tokens"] if k == 0 else 0), n_out + r["completion_tokens"]
             if chat:
                 choices.append(
                     {

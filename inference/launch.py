@@ -17,6 +17,7 @@ import sys
 from inference.adapters import AdapterError, check_sglang_servable, prepare_adapters
 from inference.commands import gateway_argv, runtime_argv
 from inference.launch_args import UsageError, parse_launch_args
+from inference.offline_env import HUB_OFFLINE
 from inference.runtime_config import RuntimeConfigError, check_with_sglang_parser, flags_from_config
 from inference.weights import ensure_weights
 
@@ -73,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if weights_entry is not None:
         weights_entry.keep_across_exec()  # the model server holds the entry's `use` lock: no eviction under it
         run = runtime_argv(dataclasses.replace(cfg, weights_dir=model_path), adapters) + config_flags
-    env = dict(os.environ)
-    # Everything is local now: a wrong adapter path must fail fast instead of SGLang trying the Hub.
-    env["HF_HUB_OFFLINE"] = "1"
+    # Everything is local now: a wrong adapter path must fail fast instead of the runtime trying the Hub,
+    # and the libraries' own Hub lookups (bitsandbytes' `kernels`) stay in the cache.
+    env = {**os.environ, **HUB_OFFLINE}
     _log("exec " + " ".join(run))
     sys.stdout.flush()
     sys.stderr.flush()

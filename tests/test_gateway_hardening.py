@@ -17,11 +17,10 @@ import time
 
 import pytest
 import requests
-
-pytestmark = pytest.mark.integration
-
 from inference_support.procs import start_module, stop
 from loopback_support import free_port
+
+pytestmark = pytest.mark.integration
 
 PRESET = "phi-3-mini-4k-instruct"
 HOLD_S = 60.0
@@ -63,8 +62,8 @@ class HangingUpstream:
                 body += conn.recv(65536)
             if path == "/health" or path == "/v1/models":
                 reply = b'{"data": []}' if path == "/v1/models" else b"{}"
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(reply), reply))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n%s" % (len(reply), reply))
                 return
             with self.lock:
                 self.started.append(path)
@@ -202,3 +201,148 @@ def test_an_absurd_token_budget_is_a_400_naming_the_field(gw, upstream, path, bo
     assert r.status_code == 400, (r.status_code, r.text)
     assert f"`{field}`" in r.json()["detail"], r.text
     assert len(upstream.started) == before
+
+
+# --- only the gateway's own routes reach the runtime (issue 21, item 4) ------------------------------
+# SGLang's admin endpoints (flush_cache, start_profile, get_server_info, ...) listen on the same loopback
+# port as its API. The gateway used to forward GET /v1/responses/<id> by the client's decoded path, so
+# an id of "..%2F..%2Fflush_cache" became /v1/responses/../../flush_cache upstream, which SGLang's
+# router normalises to /flush_cache.
+
+TRAVERSALS = [
+    "/v1/responses/..%2F..%2Fflush_cache", "/v1/responses/..%2f..%2fstart_profile",
+    "/v1/responses/..%2F..%2Fget_server_info", "/v1/responses/..%2F..%2Fmetrics",
+    "/v1/responses/%2E%2E%2F%2E%2E%2Fflush_cache", "/v1/responses/..%5C..%5Cflush_cache",
+    "/v1/responses/%252E%252E%252Fflush_cache", "/v1/responses/../../flush_cache", "/v1/models/../../flush_cache",
+    "/metrics/../flush_cache", "/v1/responses/./x", "/v1/responses/a..b%2Fc",
+]
+
+
+@pytest.fixture
+def scripted():
+    from inference_support.scripted_upstream import ScriptedUpstream
+
+    u = ScriptedUpstream()
+    u.answer("/v1/models", 200, {"object": "list", "data": [{"id": PRESET, "max_model_len": 4096}]})
+    u.answer("/v1/chat/completions", 200, {"id": "c", "object": "chat.completion", "created": 1, "model": PRESET,
+                                          "choices": [], "usage": None})
+    u.answer("/v1/responses/resp_123", 200, {"id": "resp_123"})
+    yield u
+    u.close()
+
+
+def start_gateway(upstream_url: str, *extra: str):
+    port = free_port()
+    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", upstream_url,
+                         "--host", "127.0.0.1", "--port", str(port), *extra], f"http://127.0.0.1:{port}/healthz")
+    return proc, port
+
+
+def raw_request(port: int, head: bytes, body_parts=(b"",), pause: float = 0.0) -> bytes:
+    """One HTTP/1.1 request exactly as written (no client normalises the path), the answer's bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head)
+        try:
+            for part in body_parts:
+                s.sendall(part)
+                time.sleep(pause)
+        except OSError:
+            pass  # the gateway may answer and close before the whole body is sent
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+            head_end = out.find(b"\r\n\r\n")
+            if head_end >= 0:  # the whole answer is in: do not wait for the server to close
+                length = next((int(line.split(b":", 1)[1]) for line in out[:head_end].split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), None)
+                if length is not None and len(out) >= head_end + 4 + length:
+                    break
+        return out
+
+
+@pytest.fixture
+def scripted_gw(scripted):
+    proc, port = start_gateway(scripted.url, "--max-body-mib", "1")
+    yield port
+    stop(proc)
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_paths_that_leave_their_route_never_reach_the_runtime(scripted_gw, scripted, path):
+    answer = raw_request(scripted_gw, b"GET %s HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n" % path.encode())
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 404), answer[:300]
+    assert b'"invalid_request_error"' in answer, answer[:300]
+    assert [p for p in scripted.paths() if p not in ("/v1/models",)] == [], scripted.paths()
+
+
+def test_a_stored_response_is_still_fetched_by_its_id(scripted_gw, scripted):
+    r = requests.get(f"http://127.0.0.1:{scripted_gw}/v1/responses/resp_123", timeout=10)
+    assert r.status_code == 200 and r.json() == {"id": "resp_123"}
+    assert scripted.paths()[-1] == "/v1/responses/resp_123"
+
+
+# --- bodies and the work one request may ask for (issue 21, item 11) ---------------------------------
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(scripted_gw, scripted):
+    size = 60 << 20
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % size)
+    started = time.monotonic()
+    answer = raw_request(scripted_gw, head, [b"{" + b" " * 1000])  # 1 kB of the 60 MiB declared
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"limit of 1048576 bytes" in answer
+    assert time.monotonic() - started < 10
+    assert "/v1/chat/completions" not in scripted.paths()
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(scripted_gw, scripted):
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    piece = b" " * (256 << 10)
+    parts = [b"%x\r\n%s\r\n" % (len(piece), piece)] * 64  # 16 MiB offered in 256 KiB chunks
+    answer = raw_request(scripted_gw, head, parts)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert "/v1/chat/completions" not in scripted.paths()
+
+
+def test_a_body_under_the_limit_is_served(scripted_gw, scripted):
+    body = {"model": PRESET, "messages": [{"role": "user", "content": "x" * (900 << 10)}]}
+    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"n": 17}, "n"), ({"n": 0}, "n"), ({"n": 10**9}, "n"), ({"best_of": 100}, "best_of"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": -1}, "top_logprobs"),
+    ({"max_tokens": 4097}, "max_tokens"), ({"max_completion_tokens": 10**6}, "max_completion_tokens"),
+])
+def test_work_caps_are_a_400_naming_the_field(scripted_gw, scripted, body, field):
+    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+                      json={"model": PRESET, "messages": MESSAGES, **body}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(f"`{field}`"), r.text
+    assert "/v1/chat/completions" not in scripted.paths()
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/completions", {"prompt": "x", "logprobs": 21}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 5000}, "max_tokens"),
+    ("/chat", {"prompt": "x", "n": 50}, "n"),
+    ("/chat", {"prompt": "x", "max_new_tokens": 5000}, "max_new_tokens"),
+])
+def test_work_caps_on_completions_and_kaito_chat(scripted_gw, scripted, path, body, field):
+    r = requests.post(f"http://127.0.0.1:{scripted_gw}{path}", json={"model": PRESET, **body}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert f"`{field}`" in r.text
+    assert path not in scripted.paths() and "/v1/completions" not in scripted.paths()
+
+
+def test_the_context_length_bounds_max_tokens_and_says_so(scripted_gw, scripted):
+    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+                      json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4097}, timeout=10)
+    assert "context length (4096 tokens)" in r.json()["error"]["message"]
+    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+                      json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4096, "n": 16,
+                            "logprobs": True, "top_logprobs": 20}, timeout=10)
+    assert r.status_code == 200, r.text
