@@ -116,10 +116,12 @@ def plan_nodes(
     shortfall = target - len(existing)
     waiting = [m.name for m in observed if m.name not in kept and not m.ready]
     keep = kept + waiting[: max(shortfall - len(kept), 0)]
+    taken = set(keep)
     index = 0
     while len(keep) < shortfall:
         name = naming.machine_name(ws.namespace, ws.name, index)
-        if name not in keep:
+        if name not in taken:
             keep.append(name)
+            taken.add(name)
         index += 1
     return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed))
