@@ -94,7 +94,8 @@ def test_a_profile_the_size_does_not_offer_is_refused_with_the_ones_it_does():
     found = problems(mig_workspace(profile="2g.24gb"))
     assert found == [
         "resource.partition.profile: '2g.24gb' is not a MIG profile AKS offers on Standard_NC24ads_A100_v4; "
-        "use one of 1g.10gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb"
+        "use one of 1g.10gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb, or a size that offers it: resource.instanceType "
+        "Standard_NC40ads_H100_v5 or Standard_NC80adis_H100_v5"
     ]
     assert problems(mig_workspace(profile="2g.24gb", instance="Standard_NC40ads_H100_v5")) == []
 

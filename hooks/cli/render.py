@@ -1,7 +1,8 @@
-"""`python -m hooks render FILE.yaml`: the children the hook would ask Metacontroller to create.
+"""`python -m hooks render FILE.yaml`: the children the hooks would ask Metacontroller to create.
 
 They go to stdout as a YAML stream, the status to stderr; exit 2 with one line per problem (field
-path first) on an invalid Workspace.
+path first) on an invalid Workspace or InferenceSet. An InferenceSet renders its Workspace (and
+ScaledObject, as with KEDA installed), then that Workspace's children.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import IO, Any
 
 import yaml
 
-from hooks import kube, workspace_sync
+from hooks import inferenceset_sync, kube, workspace_sync
+from hooks.inferenceset import autoscaling
+from hooks.inferenceset.workspace import check
 from hooks.settings import Settings
 from hooks.workspace.planning import parse_and_plan
 from hooks.workspace.request import new_workspace_request
@@ -36,20 +39,46 @@ def render(path: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str
     code = 0
     stream = []
     for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "Workspace":
-            print(f"{path}: skipping a document that is not a Workspace", file=err)
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind == "InferenceSet":
+            name = (doc.get("metadata") or {}).get("name", "?")
+            _, problems = check(doc)
+            response = inferenceset_sync.sync(_inferenceset_request(doc), kube.now())
+            if problems or response["status"]["conditions"][0]["reason"] == "InvalidInferenceSet":
+                for c in response["status"]["conditions"]:
+                    print(f"{name}: {c['message']}", file=err)
+                code = EXIT_INVALID
+                continue
+            stream += response["children"]
+            workspace = next(c for c in response["children"] if c["kind"] == "Workspace")
+        elif kind == "Workspace":
+            workspace = doc
+        else:
+            print(f"{path}: skipping a document that is not a Workspace or InferenceSet", file=err)
             continue
-        name = (doc.get("metadata") or {}).get("name", "?")
-        _, problems = parse_and_plan(doc)
+        name = (workspace.get("metadata") or {}).get("name", "?")
+        _, problems = parse_and_plan(workspace)
         if problems:
             for p in problems:
                 print(f"{name}: {p}", file=err)
             code = EXIT_INVALID
             continue
-        response = workspace_sync.sync(new_workspace_request(doc), settings, kube.now())
+        response = workspace_sync.sync(new_workspace_request(workspace), settings, kube.now())
         stream += response["children"]
         for c in response["status"]["conditions"]:
             print(f"{name}: {c['type']}={c['status']} {c['reason']}: {c['message']}", file=err)
     if stream:
         yaml.dump_all(stream, out, Dumper=_NoAliasDumper, sort_keys=False)
     return code
+
+
+def _inferenceset_request(doc: dict) -> dict:
+    """A sync request for a new InferenceSet, on an install with KEDA (so its ScaledObject shows too)."""
+    parent = {**doc, "metadata": {"namespace": "default", **(doc.get("metadata") or {})}}
+    return {
+        "controller": {"metadata": {"name": "inferenceset"}},
+        "parent": parent,
+        "children": {inferenceset_sync.WORKSPACES: {}, autoscaling.SCALEDOBJECTS: {}},
+        "related": {},
+        "finalizing": False,
+    }

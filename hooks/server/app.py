@@ -1,6 +1,7 @@
 """The hook server: a Flask application factory.
 
-Routes: the Workspace hooks (hooks/server/workspace_routes.py), the Machine hooks
+Routes: the Workspace hooks (hooks/server/workspace_routes.py), the InferenceSet hook
+(hooks/server/inferenceset_routes.py), the Machine hooks
 (hooks/server/machine_routes.py), GET /healthz, GET /metrics. Every route answers JSON; errors are
 {"error": message} (hooks/server/handling.py). With allowed client names (KAITO_HOOKS_CLIENT_NAMES, set by
 `python -m hooks serve --tls-dir`), hook routes answer 401 to callers without Metacontroller's client
@@ -22,6 +23,7 @@ from hooks import kube
 from hooks.machine.pools import PoolsAPI
 from hooks.server import caller_auth
 from hooks.server.handling import log
+from hooks.server.inferenceset_routes import inferenceset_blueprint
 from hooks.server.machine_routes import machine_blueprint
 from hooks.server.metrics import Metrics
 from hooks.server.responses import json_error, json_response
@@ -121,5 +123,6 @@ def create_app(
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
     app.register_blueprint(workspace_blueprint(settings, now))
+    app.register_blueprint(inferenceset_blueprint(now))
     app.register_blueprint(machine_blueprint(pools_provider or _production_pools))
     return app

@@ -89,10 +89,13 @@ def plan_partition(
         ]
     profile = profiles.get(spec.profile or "")
     if profile is None:
+        elsewhere = sorted(s.name for s in catalog.skus().values() if spec.profile in catalog.mig_profiles(s))
+        other = f", or a size that offers it: resource.instanceType {' or '.join(elsewhere)}" if elsewhere else ""
         return None, [
             Problem(
                 "resource.partition.profile",
-                f"{spec.profile!r} is not a MIG profile AKS offers on {sku.name}; use one of {', '.join(profiles)}",
+                f"{spec.profile!r} is not a MIG profile AKS offers on {sku.name}; use one of {', '.join(profiles)}"
+                + other,
             )
         ]
     fitting = [p for p in profiles.values() if p.memory >= need.gpu_memory and p.memory >= need.per_gpu_memory]

@@ -42,7 +42,7 @@ def require_parent(request: object) -> dict[str, Any]:
     return parent
 
 
-def _as_previously_desired(child: dict) -> dict:
+def as_previously_desired(child: dict) -> dict:
     """What we last asked for, keyed by the observed object's own identity.
 
     Metacontroller keeps our last desired state in an annotation; anyone who can edit the child can edit
@@ -76,7 +76,7 @@ def existing_children(request: dict) -> list[dict]:
     out = []
     for kind in CHILD_TYPES:
         for key in sorted(observed(request, kind)):
-            out.append(_as_previously_desired(observed(request, kind)[key]))
+            out.append(as_previously_desired(observed(request, kind)[key]))
     return out
 
 
