@@ -20,6 +20,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from inference.adapter_files import MAX_CONFIG_BYTES, UnsafeAdapterFiles, read_bounded
+
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
 BIN_FILE = "adapter_model.bin"
@@ -85,14 +87,17 @@ def lora_b_factor(info: AdapterInfo, strength: float) -> float:
 def read_adapter_info(name: str, adapter_dir: str) -> AdapterInfo:
     path = os.path.join(adapter_dir, CONFIG_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+        cfg = json.loads(read_bounded(path, MAX_CONFIG_BYTES))
     except FileNotFoundError:
         raise AdapterError(
             f"adapter {name!r}: {path} not found (the adapter image must hold /data/{CONFIG_FILE})"
         ) from None
-    except json.JSONDecodeError as e:
+    except UnsafeAdapterFiles as e:
+        raise AdapterError(f"adapter {name!r}: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AdapterError(f"adapter {name!r}: {path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise AdapterError(f"adapter {name!r}: {path} is not a JSON object")
     return adapter_info_from_config(name, cfg)
 
 

@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from inference.adapter_files import UnsafeAdapterFiles, is_regular_file, snapshot
 from inference.adapters import (
     ALL_MODULES,
     COMBINED_ADAPTER,
@@ -133,7 +134,7 @@ def desired_revision(path: str) -> str | None:
 
 
 def files_ready(files_root: str, key: str) -> bool:
-    return os.path.exists(os.path.join(files_root, key, FILES_COMPLETE))
+    return is_regular_file(os.path.join(files_root, key, FILES_COMPLETE))
 
 
 def fit_problem(name: str, rank: int, targets: tuple[str, ...], capacity: Capacity) -> str | None:
@@ -265,21 +266,25 @@ class Agent:
     def _put(self, d: DesiredAdapter, current: Loaded | None) -> None:
         internal = self._internal_name(d.name)
         path = os.path.join(self.work_dir, internal)
+        # The image's files are untrusted: read only a private snapshot of them (no symlinks, bounded sizes).
+        incoming = os.path.join(self.work_dir, f".incoming-{internal}")
         try:
-            src = os.path.join(self.files_root, d.key)
-            info = read_adapter_info(d.name, src)
+            shutil.rmtree(incoming, ignore_errors=True)
+            snapshot(os.path.join(self.files_root, d.key), incoming, skip=frozenset({FILES_COMPLETE}))
+            info = read_adapter_info(d.name, incoming)
             problem = fit_problem(d.name, info.rank, info.target_modules, self.capacity)
             if problem:
                 raise AdapterError(problem)
             # Always a private copy: the runtime's path must vanish on removal, whatever mounts it came from.
-            scale_lora_b(src, path, lora_b_factor(info, d.strength))
+            scale_lora_b(incoming, path, lora_b_factor(info, d.strength))
             self._load(internal, path)
-        except (AdapterError, RuntimeRefused, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - one broken adapter fails alone; the others keep serving
             shutil.rmtree(path, ignore_errors=True)
-            reason = "RuntimeRefused" if isinstance(e, RuntimeRefused) else "InvalidAdapter"
-            self.states[d.name] = AdapterState(d.name, FAILED, reason, str(e))
+            self.states[d.name] = AdapterState(d.name, FAILED, _failure_reason(e), _failure_message(e))
             self._failed[d.name] = _attempt(d)
             return
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
         self._failed.pop(d.name, None)
         self.loaded[d.name] = Loaded(d.name, internal, d.key, d.strength, path, info.rank, info.target_modules)
         self._publish(self.published())
@@ -321,7 +326,7 @@ class Agent:
                 raise AdapterError(problem + " (the combined adapter's rank is the sum of the adapters' ranks)")
             write_combination(prepared, path)
             self._load(internal, path)
-        except (AdapterError, RuntimeRefused, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - /chat falls back to one adapter; every adapter keeps serving
             shutil.rmtree(path, ignore_errors=True)
             self.states[COMBINED_ADAPTER] = AdapterState(COMBINED_ADAPTER, FAILED, "CombinationFailed", str(e))
             old = self.combined
@@ -341,6 +346,20 @@ class Agent:
         # "." cannot occur in an adapter name (a DNS label), so an internal name never shadows a user's.
         self._generation += 1
         return f"{name}.{self._generation}"
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, RuntimeRefused):
+        return "RuntimeRefused"
+    if isinstance(error, UnsafeAdapterFiles):
+        return "UnsafeFiles"
+    return "InvalidAdapter"
+
+
+def _failure_message(error: Exception) -> str:
+    if isinstance(error, (AdapterError, RuntimeRefused, UnsafeAdapterFiles, OSError)):
+        return str(error)
+    return f"{type(error).__name__} while preparing the adapter: {error}"  # e.g. a tensor file that is not one
 
 
 def _attempt(d: DesiredAdapter) -> str:

@@ -24,18 +24,34 @@ transformers = pytest.importorskip("transformers")
 
 def tiny_llama(seed=0):
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
 def saved_adapter(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnt-adapter")
-    model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
-        lora_dropout=0.0))
+    model = peft.get_peft_model(
+        tiny_llama(),
+        peft.LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            init_lora_weights=False,
+            lora_dropout=0.0,
+        ),
+    )
     model.save_pretrained(root / "fin")
     (root / "fin" / "extra.txt").write_text("kept")
     return root
@@ -129,7 +145,9 @@ def test_target_module_union_and_rank():
     b = adapter_info_from_config("b", {"r": 4, "target_modules": ["k_proj", "v_proj"]})
     assert (a.rank, b.rank) == (8, 4)
     assert union_target_modules([a, b]) == ["k_proj", "q_proj", "v_proj"]
-    phi = adapter_info_from_config("phi", {"r": 8, "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]})
+    phi = adapter_info_from_config(
+        "phi", {"r": 8, "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}
+    )
     assert union_target_modules([phi]) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
     falcon = adapter_info_from_config("f", {"r": 8, "target_modules": ["query_key_value"]})
     assert union_target_modules([a, falcon]) == ["all"]
@@ -143,8 +161,12 @@ def test_adapters_sglang_would_misserve_are_refused_by_field():
         with pytest.raises(AdapterError, match=rf"adapter 'p'.*sets {key}.*train without {key}"):
             adapter_info_from_config("p", {"r": 8, "target_modules": ["k_proj"], key: value})
     # empty patterns (what PEFT writes by default) are fine
-    assert adapter_info_from_config("ok", {"r": 8, "target_modules": ["q_proj"], "rank_pattern": {},
-                                           "alpha_pattern": {}}).rank == 8
+    assert (
+        adapter_info_from_config(
+            "ok", {"r": 8, "target_modules": ["q_proj"], "rank_pattern": {}, "alpha_pattern": {}}
+        ).rank
+        == 8
+    )
 
 
 def test_combined_is_a_reserved_adapter_name(saved_adapter, tmp_path):
@@ -194,7 +216,9 @@ def test_rslora_factor_is_folded_into_lora_b(tmp_path):
     alt = tmp_path / "unfolded"
     alt.mkdir()
     (alt / "adapter_config.json").write_text(json.dumps({**plain, "use_rslora": False}))
-    (alt / "adapter_model.safetensors").write_bytes((tmp_path / "mnt" / "rs" / "adapter_model.safetensors").read_bytes())
+    (alt / "adapter_model.safetensors").write_bytes(
+        (tmp_path / "mnt" / "rs" / "adapter_model.safetensors").read_bytes()
+    )
     assert not torch.allclose(_served_logits(str(alt)), _peft_logits(tmp_path / "mnt", [("rs", 1.0)]), atol=1e-3)
 
 
@@ -209,7 +233,9 @@ def test_combined_adapter_is_the_exact_strength_weighted_sum(tmp_path):
     assert (combined.name, combined.rank) == ("combined", 16)
     assert combined.target_modules == ("down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")
     want = _peft_logits(mnt, [(s.name, s.strength) for s in specs])
-    assert torch.allclose(_served_logits(combined.path), want, atol=1e-5), (_served_logits(combined.path) - want).abs().max()
+    assert torch.allclose(_served_logits(combined.path), want, atol=1e-5), (
+        (_served_logits(combined.path) - want).abs().max()
+    )
     # and it differs from each single adapter
     for s in specs:
         assert (want - _peft_logits(mnt, [(s.name, s.strength)])).abs().max() > 1e-3
@@ -224,7 +250,7 @@ def test_our_module_list_matches_installed_sglang():
     common = pytest.importorskip("sglang.srt.utils.common", reason="sglang is not installed in this venv")
     from inference.adapters import SGLANG_TARGET_MODULES
 
-    assert SGLANG_TARGET_MODULES <= set(common.SUPPORTED_LORA_TARGET_MODULES)
+    assert set(common.SUPPORTED_LORA_TARGET_MODULES) >= SGLANG_TARGET_MODULES
 
 
 def test_vision_encoder_weights_are_refused_for_sglang(saved_adapter, tmp_path):
@@ -238,11 +264,31 @@ def test_vision_encoder_weights_are_refused_for_sglang(saved_adapter, tmp_path):
     (src / "adapter_config.json").write_bytes((saved_adapter / "fin" / "adapter_config.json").read_bytes())
     tensors = load_file(saved_adapter / "fin" / "adapter_model.safetensors")
     language_only = dict(tensors)
-    tensors["base_model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = \
-        torch.zeros(4, 16)
+    tensors["base_model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.zeros(
+        4, 16
+    )
     save_file(tensors, src / "adapter_model.safetensors")
     prepared = prepare_adapters([AdapterSpec("mm")], str(tmp_path / "mnt"), str(tmp_path / "work"))
     with pytest.raises(AdapterError, match=r"adapter 'mm': holds LoRA weights for the vision encoder.*transformers"):
         check_sglang_servable(prepared)
     save_file(language_only, src / "adapter_model.safetensors")
     check_sglang_servable(prepared)
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "elsewhere.json"])
+def test_an_adapter_config_that_is_a_symlink_is_refused_without_reading_it(tmp_path, target):
+    adapter = tmp_path / "a"
+    adapter.mkdir()
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"r": 4, "target_modules": ["q_proj"]}))
+    (adapter / "adapter_config.json").symlink_to(target)
+    with pytest.raises(AdapterError, match=r"adapter 'a': adapter_config\.json is a symbolic link"):
+        read_adapter_info("a", str(adapter))
+
+
+def test_an_oversized_adapter_config_is_refused(tmp_path):
+    adapter = tmp_path / "a"
+    adapter.mkdir()
+    with open(adapter / "adapter_config.json", "wb") as f:
+        f.truncate(2 << 20)  # sparse: 2 MiB of nothing, over the 1 MiB a config may have
+    with pytest.raises(AdapterError, match="more than the 1048576 allowed"):
+        read_adapter_info("a", str(adapter))

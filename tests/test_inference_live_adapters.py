@@ -5,6 +5,7 @@ unloaded only after the mapping no longer points at it."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,57 @@ def test_pod_report_is_patched_into_the_pods_annotation_once_per_change(agent, t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _break(kind: str, folder: Path, secret_dir: Path) -> None:
+    """A broken adapter image, as kaito-copy would leave it on the node (it keeps symlinks as they are)."""
+    if kind == "config-to-dev-zero":
+        (folder / "adapter_config.json").unlink()
+        (folder / "adapter_config.json").symlink_to("/dev/zero")
+    elif kind == "directory-symlink":
+        (folder / "extra").symlink_to(secret_dir, target_is_directory=True)
+    elif kind == "oversized-file":  # sparse: 9 GiB on paper, nothing on disk; refused before a byte is read
+        with open(folder / "adapter_model.safetensors", "r+b") as f:
+            f.truncate(9 << 30)
+    elif kind == "folder-is-a-symlink":
+        real = folder.parent / "elsewhere"
+        folder.rename(real)
+        folder.symlink_to(real, target_is_directory=True)
+    elif kind == "fifo":
+        os.mkfifo(folder / "adapter_model.bin")
+    elif kind == "not-a-tensor-file":
+        (folder / "adapter_model.safetensors").write_bytes(b"\xff" * 64)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "says"),
+    [
+        ("config-to-dev-zero", "UnsafeFiles", "adapter_config.json is a symbolic link"),
+        ("directory-symlink", "UnsafeFiles", "extra is a symbolic link"),
+        ("oversized-file", "UnsafeFiles", "more than the 8589934592 allowed per file"),
+        ("folder-is-a-symlink", "UnsafeFiles", "is a symbolic link"),
+        ("fifo", "UnsafeFiles", "adapter_model.bin is not a regular file"),
+        ("not-a-tensor-file", "InvalidAdapter", "while preparing the adapter"),
+    ],
+)
+def test_a_broken_adapter_fails_alone_with_its_reason_and_the_others_keep_serving(agent, kind, reason, says):
+    a, rec, desired, tmp = agent
+    secret_dir = tmp / "token-stand-in"
+    secret_dir.mkdir()
+    (secret_dir / "token").write_text("s3cret")
+    _adapter(tmp / "files" / "good")
+    _adapter(tmp / "files" / "bad")
+    _break(kind, tmp / "files" / "bad", secret_dir)
+    _want(desired, ("fin", "good", 1.0), ("evil", "bad", 1.0))
+    a.reconcile()
+    states = {s.name: s for s in a.states.values()}
+    assert states["fin"].state == "Ready"
+    assert states["evil"].state == "Failed" and states["evil"].reason == reason, states["evil"]
+    assert says in states["evil"].message, states["evil"].message
+    assert a.published() == Published({"fin": "fin.1"}, "fin")
+    copied = [p for p in (tmp / "work").rglob("*")]
+    assert not any(p.name == "token" or p.is_symlink() for p in copied), copied
+    assert sorted(p.name for p in (tmp / "work").iterdir()) == ["fin.1"]  # no leftover snapshot or copy
+    events = len(rec.events)
+    a.reconcile()  # the same broken files are not tried again on every poll
+    assert len(rec.events) == events and a.states["evil"].state == "Failed"
