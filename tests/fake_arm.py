@@ -85,6 +85,8 @@ class _State:
     parent_missing: tuple[int, str, str] | None = None
     clock: datetime.datetime = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
     operations: int = 0
+    # The VMs of each pool: power state (Running or Deallocated) and what its OS disk holds (scaleDownMode model).
+    nodes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -205,6 +207,18 @@ class FakeArm:
     def finish_delete(self, name: str) -> None:
         with self._lock:
             self.state.pools.pop(name, None)
+            self.state.nodes.pop(name, None)  # a deleted pool's VMs and their disks go with it
+
+    def pool_nodes(self, name: str) -> list[dict[str, Any]]:
+        """The pool's VMs: {name, power: Running|Deallocated, disk: {what the node cached}, starts}."""
+        return self.state.nodes.get(name, [])
+
+    def write_disk(self, name: str, key: str) -> None:
+        """Every running VM of the pool now holds `key` on its OS disk (an image, a weights cache entry)."""
+        with self._lock:
+            for node in self.state.nodes.get(name, []):
+                if node["power"] == "Running":
+                    node["disk"][key] = True
 
     def calls(self, method: str, name: str | None = None) -> list[Recorded]:
         return [
@@ -233,6 +247,27 @@ class FakeArm:
             "systemData": {"createdAt": self._now(), "lastModifiedAt": self._now()},
             "properties": props,
         }
+
+    def _scale_nodes(self, name: str, props: dict[str, Any]) -> None:
+        """AKS scale-down mode: Delete removes surplus VMs (and any deallocated ones); Deallocate stops them and
+        keeps their OS disks. A scale-up starts deallocated VMs first (disk as it was), then creates new ones."""
+        nodes = self.state.nodes.setdefault(name, [])
+        want = int(props.get("count", 1))
+        deallocate = props.get("scaleDownMode", "Delete") == "Deallocate"
+        if not deallocate:
+            nodes[:] = [n for n in nodes if n["power"] == "Running"]
+        running = [n for n in nodes if n["power"] == "Running"]
+        for node in running[want:]:
+            if deallocate:
+                node["power"] = "Deallocated"
+            else:
+                nodes.remove(node)
+        missing = want - min(len(running), want)
+        for node in [n for n in nodes if n["power"] == "Deallocated"][:missing]:
+            node["power"], node["starts"] = "Running", node["starts"] + 1
+            missing -= 1
+        for _ in range(missing):
+            nodes.append({"name": f"aks-{name}-vmss{len(nodes):06d}", "power": "Running", "disk": {}, "starts": 1})
 
     def _operation_url(self) -> str:
         self.state.operations += 1
@@ -301,12 +336,17 @@ class FakeArm:
             return status, {}, _err(code, message)
         if mig := _gpu_instance_profile_refusal(props):
             return 400, {}, mig
+        if scale := _scale_down_refusal(props, pool):
+            return 400, {}, scale
         if pool is not None:
+            self._scale_nodes(name, {**pool["properties"], **props})
             pool["properties"].update(props)
             pool["properties"]["provisioningState"] = "Updating"
             self._touch(pool)
             return 200, {}, pool
         self.state.pools[name] = created = self._pool(name, props, "Creating")
+        self.state.nodes[name] = []
+        self._scale_nodes(name, props)
         return 201, {"Azure-AsyncOperation": self._operation_url(), "Retry-After": "10"}, created
 
 
@@ -338,6 +378,35 @@ def _gpu_instance_profile_refusal(props: dict[str, Any]) -> dict[str, Any] | Non
         return _err(
             "InvalidParameter",
             f"GPU instance profile {profile} is not supported on VM size {props['vmSize']}; it needs a MIG-capable GPU size.",
+        )
+    return None
+
+
+SCALE_DOWN_MODES = ("Delete", "Deallocate")
+OS_DISK_TYPES = ("Managed", "Ephemeral")
+
+
+def _scale_down_refusal(props: dict[str, Any], pool: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ARM refuses about count, scaleDownMode and osDiskType (the REST spec's ranges and enums, and AKS's
+    documented limits: Deallocate needs Managed OS disks; osDiskType cannot change after creation)."""
+    merged = {**((pool or {}).get("properties") or {}), **props}
+    count, mode = merged.get("count", 1), merged.get("mode", "User")
+    low = 1 if mode == "System" else 0
+    if not isinstance(count, int) or not low <= count <= 1000:
+        return _err("InvalidParameter", f"properties.count {count!r} must be {low} to 1000 for a {mode} pool.")
+    if merged.get("scaleDownMode", "Delete") not in SCALE_DOWN_MODES:
+        return _err("InvalidParameter", f"properties.scaleDownMode must be one of {', '.join(SCALE_DOWN_MODES)}.")
+    disk = merged.get("osDiskType")
+    if disk is not None and disk not in OS_DISK_TYPES:
+        return _err("InvalidParameter", f"properties.osDiskType must be one of {', '.join(OS_DISK_TYPES)}.")
+    before = ((pool or {}).get("properties") or {}).get("osDiskType")
+    if pool is not None and "osDiskType" in props and props["osDiskType"] != before:
+        return _err("PropertyChangeNotAllowed", "Changing property 'osDiskType' is not allowed.")
+    if merged.get("scaleDownMode") == "Deallocate" and disk != "Managed":
+        return _err(
+            "InvalidParameter",
+            "scaleDownMode Deallocate is not supported with Ephemeral OS disks (the default where the VM size "
+            "supports them); set properties.osDiskType to Managed.",
         )
     return None
 
