@@ -14,7 +14,7 @@ SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0
 EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run setup test test-setup system-packages e2e cluster cluster-down bench clean
+.PHONY: run run-setup setup test test-setup system-packages e2e cluster cluster-down bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,25 @@ $(PY):
 setup: $(PY)
 	$(PIP) install --quiet -e .
 
-# The main job: show what the hook creates for an example Workspace, then serve the hooks locally.
-run: setup
-	$(PY) -m hooks render $(EXAMPLE)
-	@echo "--- serving the hooks on http://$(BIND) (POST /sync/workspace, GET /healthz, GET /metrics); Ctrl-C stops"
-	$(PY) -m hooks serve --bind $(BIND) --workers 2
+# The main job: the operator on a local control plane (etcd, kube-apiserver, controller-manager, scheduler,
+# the real Metacontroller, kwok GPU nodes, a fake ARM), built from Go modules on first use; EXAMPLE is applied
+# and watched until WORKSPACEREADY, then it keeps running until Ctrl-C. Without Go: render EXAMPLE and serve
+# the hooks on BIND.
+run: run-setup
+	@if command -v go >/dev/null; then \
+		$(PY) tests/cluster/up.py run --example $(EXAMPLE); \
+	else \
+		echo "note: Go is not installed, so the local control plane cannot be built (install Go: https://go.dev/doc/install)."; \
+		echo "--- what the hook creates for $(EXAMPLE):"; \
+		$(PY) -m hooks render $(EXAMPLE) && \
+		echo "--- serving the hooks on http://$(BIND) (POST /sync/workspace, GET /healthz, GET /metrics); Ctrl-C stops" && \
+		$(PY) -m hooks serve --bind $(BIND) --workers 2; \
+	fi
+
+# What `make run` needs: the hooks with the Azure SDK (the Machine hook talks to the fake ARM), and the
+# harness's HTTP client.
+run-setup: $(PY)
+	$(PIP) install --quiet -e '.[azure]' requests
 
 # Debian packages the tests use for real: an OCI registry, a registry client, htpasswd for its auth.
 system-packages:
@@ -36,7 +50,7 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null; \
 	else echo "note: docker-registry/skopeo missing and not root: the registry tests will skip"; fi
 
-test-setup: $(PY) system-packages
+test-setup: $(PY) system-packages image-tools
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) install --quiet --no-deps sglang==$(SGLANG_VERSION) $(SGLANG_LIGHT_DEPS)
 	$(PYTHON) tests/real_sglang/install_sglang.py --quiet
@@ -58,6 +72,13 @@ cluster: test-setup
 cluster-down:
 	$(PY) tests/cluster/up.py stop
 
+# The benchmarks, like the tests, never ask the HuggingFace Hub (the set in inference/offline_env.py);
+# bench_weights serves a Hub of its own on loopback and turns HF_HUB_OFFLINE off for that process only.
+bench: export HF_HUB_OFFLINE = 1
+bench: export TRANSFORMERS_OFFLINE = 1
+bench: export HF_DATASETS_OFFLINE = 1
+bench: export HF_HUB_DISABLE_TELEMETRY = 1
+bench: export DISABLE_KERNEL_MAPPING = 1
 bench: test-setup
 	$(PY) benchmarks/bench_sync.py
 	@for b in benchmarks/bench_*.py; do [ "$$b" = benchmarks/bench_sync.py ] || $(PY) $$b; done
@@ -109,3 +130,20 @@ format: test-setup
 # The fast unit tests only (seconds): no servers, clusters, real SGLang or kind (markers in pyproject.toml).
 test-fast: test-setup
 	$(PY) -m pytest -m "not integration and not slow and not cluster and not real_sglang and not e2e"
+
+# `make images` (README: Building the images): the five release images as the release workflow builds them
+# (one definition, release/images.py), with buildah where no Docker engine answers and local stand-ins for
+# bases that cannot be pulled, pushed to the loopback registry with pyproject's version and their layers
+# searched for the build's pip secrets; then each image is started and checked for what it is for.
+.PHONY: images image-tools
+image-tools:
+	@if docker info >/dev/null 2>&1; then :; \
+	elif command -v buildah >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null \
+		&& command -v mmdebstrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc mmdebstrap >/dev/null; \
+	else echo "note: no Docker engine, and buildah/podman/runc/mmdebstrap missing and not root: the image tests skip"; fi
+
+images: test-setup
+	$(PY) -m release.build_images
+	KAITO_TEST_BIG_IMAGES=1 $(PY) -m pytest tests/test_images_small.py tests/test_images_big.py

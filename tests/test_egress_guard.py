@@ -96,3 +96,15 @@ def test_an_installed_guard_refuses_in_a_fresh_process():
     """)
     p = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "refused" in p.stdout, p.stdout + p.stderr
+
+
+def test_tests_and_benchmarks_run_with_the_hub_offline():
+    """This session has the set (tests/conftest.py) and `make bench` exports the same one."""
+    import os
+    import re
+
+    from inference.offline_env import HUB_OFFLINE
+
+    assert {k: os.environ.get(k) for k in HUB_OFFLINE} == HUB_OFFLINE
+    exported = dict(re.findall(r"^bench: export (\w+) = (\S+)$", (REPO / "Makefile").read_text(), re.M))
+    assert exported == HUB_OFFLINE

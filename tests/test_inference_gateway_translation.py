@@ -26,7 +26,7 @@ def test_resolve_model():
     assert resolve_model("phi-3", S) == "phi-3"
     assert resolve_model("phi-3:fin", S) == "phi-3:fin"
     assert resolve_model("legal", S) == "phi-3:legal"
-    with pytest.raises(RequestError, match="unknown adapter 'x'.*fin, legal"):
+    with pytest.raises(RequestError, match=r"unknown adapter 'x'.*fin, legal"):
         resolve_model("phi-3:x", S)
     with pytest.raises(RequestError, match="unknown model"):
         resolve_model("gpt-4", S)
@@ -81,7 +81,7 @@ def test_plan_chat_modes_and_result():
     assert plan.path == "/v1/chat/completions" and plan.payload["model"] == "phi-3:legal"
     assert chat_result(plan, {"choices": [{"message": {"content": "a"}}]}) == {"Result": "a"}
     assert plan_chat({"prompt": "x", "adapter": ""}, S).payload["model"] == "phi-3"
-    with pytest.raises(RequestError, match="`prompt`.*`messages`"):
+    with pytest.raises(RequestError, match=r"`prompt`.*`messages`"):
         plan_chat({}, S)
     with pytest.raises(RequestError, match="messages"):
         plan_chat({"messages": "hello"}, S)
@@ -130,3 +130,78 @@ def test_max_model_len_from_the_runtime_listing():
     assert max_model_len_of(sglang) == 4096
     assert max_model_len_of({"data": [{"id": "x"}]}) is None
     assert max_model_len_of("garbage") is None
+
+
+def test_work_caps_name_the_field():
+    from inference.gateway_translation import check_limits
+
+    for body, field in [({"n": 17}, "n"), ({"n": True}, "n"), ({"best_of": 0}, "best_of"),
+                        ({"top_logprobs": 21}, "top_logprobs"), ({"logprobs": 21}, "logprobs"),
+                        ({"max_tokens": 513}, "max_tokens"), ({"min_tokens": 600}, "min_tokens"),
+                        ({"max_output_tokens": 10**9}, "max_output_tokens")]:
+        with pytest.raises(RequestError, match=f"^`{field}`"):
+            check_limits(body, 512)
+    check_limits({"n": 16, "best_of": 16, "top_logprobs": 20, "logprobs": True, "max_tokens": 512}, 512)
+    check_limits({"max_tokens": 10**6}, None)  # the context length not known yet: only the absolute bound
+
+
+def test_kaito_chat_budget_is_held_to_the_context_only_when_given():
+    plan = plan_chat({"prompt": "x"}, S, max_model_len=128)  # Kaito's default max_length 200 is not a request
+    assert plan.payload["max_tokens"] == 200
+    with pytest.raises(RequestError, match=r"^`max_new_tokens` must be at most the model's context length"):
+        plan_chat({"prompt": "x", "generate_kwargs": {"max_new_tokens": 129}}, S, max_model_len=128)
+    with pytest.raises(RequestError, match=r"^`n`"):
+        plan_chat({"prompt": "x", "n": 17}, S)
+
+
+def test_seed_rules():
+    from inference.gateway_translation import check_seed, honours_seed
+
+    assert honours_seed({"enable_deterministic_inference": True, "tp_size": 1})
+    assert not honours_seed({"enable_deterministic_inference": False})
+    assert honours_seed({"detail": "Not Found"})  # not SGLang: the transformers runtime honours it
+    with pytest.raises(RequestError, match=r"^`seed`"):
+        check_seed({"seed": 1}, runtime_honours_seed=False)  # temperature defaults to 1
+    check_seed({"seed": 1, "temperature": 0}, runtime_honours_seed=False)
+    check_seed({"seed": 1, "temperature": 0.7}, runtime_honours_seed=True)
+    check_seed({"temperature": 0.7}, runtime_honours_seed=False)
+
+
+def test_answers_are_shaped_to_the_sdk_types():
+    from inference.gateway_translation import shape_answer
+
+    answer = {"metadata": {"weight_versions": ["default"]}, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "\ufffdroadapte"}, "finish_reason": "length"},
+        {"index": 1, "text": "a b c", "finish_reason": "length"}]}
+    assert shape_answer(answer, ["rs", "ad", "b"])
+    assert "metadata" not in answer
+    assert answer["choices"][0]["message"]["content"] == "\ufffdro" and answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["choices"][1]["text"] == "a " and answer["choices"][1]["finish_reason"] == "stop"
+    kept = {"metadata": {"k": "v"}, "choices": [{"index": 0, "text": "abc", "finish_reason": "length"}]}
+    assert not shape_answer(kept, ["x"]) and kept["metadata"] == {"k": "v"}
+
+
+def test_streamed_chunks_end_at_the_earliest_stop_across_chunks():
+    from inference.gateway_translation import shape_chunk
+
+    cutters: dict = {}
+    pieces = ["he", "llo wo", "rld a", "nd more", ""]
+    out = []
+    for i, piece in enumerate(pieces):
+        chunk = {"choices": [{"index": 0, "delta": {"content": piece},
+                              "finish_reason": "length" if i == len(pieces) - 1 else None}]}
+        shape_chunk(chunk, ["more", "ld"], cutters)
+        out.append(chunk["choices"][0]["delta"]["content"])
+    assert "".join(out) == "hello wor" and chunk["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("path, plain", [
+    ("/v1/responses/resp_1", True), ("/v1/chat/completions?x=1", True), ("/v1/responses/..%2F..%2Fflush_cache", False),
+    ("/v1/responses/%2e%2e/x", False), ("/v1/responses/..%5Cx", False), ("/v1/responses/%252E", False),
+    ("/a/../flush_cache", False), ("/a/./b", False), ("/a\\b", False),
+])
+def test_only_plain_paths_pass(path, plain):
+    from inference.gateway_translation import path_is_plain, safe_path_segment
+
+    assert path_is_plain(path) is plain
+    assert safe_path_segment("resp_0123-abc") and not safe_path_segment("..") and not safe_path_segment("a/b")

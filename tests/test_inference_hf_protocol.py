@@ -88,3 +88,42 @@ def test_n_choices_are_not_streamed():
     with pytest.raises(BadRequest, match=r"`n`.*stream"):
         check_request({"prompt": "x", "n": 2, "stream": True}, chat=False)
     assert check_request({"prompt": "x", "n": 1, "stream": True}, chat=False) == ["x"]
+
+
+def test_a_prompt_over_the_context_is_refused_in_sglangs_words():
+    from inference.hf_protocol import token_budget
+
+    with pytest.raises(BadRequest, match=r"^The input \(10018 tokens\) is longer than the model's context length "
+                                         r"\(512 tokens\)\.$"):
+        token_budget(10018, None, 256, 512)
+    with pytest.raises(BadRequest, match=r"The input \(512 tokens\)"):
+        token_budget(512, 1, 256, 512)  # equal is over, as SGLang counts
+    with pytest.raises(BadRequest, match=r"maximum context length of 512 tokens\. You requested a total of 530 tokens: "
+                                         r"30 tokens from the input messages and 500 tokens for the completion"):
+        token_budget(30, 500, 256, 512)
+
+
+def test_an_unrequested_budget_shrinks_to_the_context_and_a_requested_one_is_kept():
+    from inference.hf_protocol import token_budget
+
+    assert token_budget(500, None, 256, 512) == 11
+    assert token_budget(30, None, 256, 512) == 256
+    assert token_budget(30, 400, 256, 512) == 400
+    assert token_budget(10**6, None, 256, None) == 256  # context unknown: nothing to check against
+
+
+def test_suffix_message_is_the_gateways():
+    from inference.gateway_translation import RequestError, Served, route_openai
+    from inference.hf_protocol import SUFFIX_UNSUPPORTED
+
+    with pytest.raises(BadRequest) as runtime:
+        check_request({"prompt": "x", "suffix": "end"}, chat=False)
+    with pytest.raises(RequestError) as gateway:
+        route_openai({"prompt": "x", "suffix": "end"}, Served("m"))
+    assert str(runtime.value) == str(gateway.value) == SUFFIX_UNSUPPORTED
+    assert "SGLang runtime supports" not in SUFFIX_UNSUPPORTED
+
+
+def test_the_earliest_stop_string_in_the_text_wins_whatever_the_list_order():
+    assert cut_at_stop("\ufffdroadapters", ["rs", "ad"]) == ("\ufffdro", True)
+    assert cut_at_stop("\ufffdroadapters", ["ad", "rs"]) == ("\ufffdro", True)
