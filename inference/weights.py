@@ -150,6 +150,12 @@ def ensure_weights(
         cache = WeightsCache(cache_dir or weights_dir, log=log)
         entry = cache.open_read_only(model, revision)
         if entry is None:
+            model_dir = cache.model_dir(model)
+            if os.path.isdir(model_dir) and not os.access(model_dir, os.W_OK):
+                raise CacheError(
+                    f"no verified copy of {model}@{revision} in {model_dir}, which this container mounts "
+                    "read-only: the model-weights init container fills it; delete the pod to run it again"
+                )
             entry = fetch_into_cache(model, cache_dir or weights_dir, revision, token, log=log)
         return entry.path, entry
     if not has_weights(weights_dir):

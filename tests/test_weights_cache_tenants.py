@@ -144,6 +144,11 @@ for what, act in [
         out[what] = "allowed"
     except OSError as e:
         out[what] = type(e).__name__ + ":" + str(e.errno)
+try:
+    ensure_weights(model, "/nonexistent", None, cache, revision="not-fetched")
+    out["not_fetched"] = "served"
+except Exception as e:
+    out["not_fetched"] = str(e)
 print(json.dumps(out))
 sys.stdout.flush()
 sys.stdin.read()  # hold the entry until the test is done with eviction
@@ -187,6 +192,7 @@ def test_the_model_container_reads_its_entry_through_a_read_only_mount_and_chang
             assert seen[what] == "OSError:30", (what, seen[what])  # EROFS
         assert seen["exclusive_lock"] == "OSError:9", seen  # EBADF: a read-only descriptor takes shared locks only
         assert not (view / "models" / "org--other").exists()
+        assert "mounts read-only: the model-weights init container fills it" in seen["not_fetched"], seen
         # While it serves, a writer that needs room cannot evict the entry (the reader's shared lock).
         cache_obj = WeightsCache(str(cache), reserve_bytes=0)
         commit = next(p.name for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
