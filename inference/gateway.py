@@ -290,6 +290,9 @@ async def _relay(
         async with up_cm as up:
             ctype = up.headers.get("Content-Type", JSON)
             rename = ModelRenamer(renames) if renames else None
+            if up.status >= 400 and not ctype.startswith(JSON):  # e.g. a route this runtime lacks
+                text = (await up.read())[:200].decode("utf-8", "replace")
+                return _openai_error(f"{path}: the model server answered HTTP {up.status}: {text}", up.status)
             if not stream or up.status != 200:
                 data = await up.read()
                 if rename:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from inference import UPSTREAM_HOST, UPSTREAM_PORT
+from inference import UPSTREAM_HOST, UPSTREAM_PORT, egress_guard
 from inference import hf_protocol as protocol
 from inference.hf_protocol import BadRequest
 
@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=UPSTREAM_PORT)
     ns = p.parse_args(argv)
     loras = [tuple(x.split("=", 1)) for x in ns.lora]
+    # Single node, local weights and adapters: nothing this process does may leave the pod.
+    egress_guard.install()
     engine = Engine(ns.model_path, ns.served_model_name, loras)  # load first: /health answers only once ready
     web.run_app(make_app(engine), host=ns.host, port=ns.port, access_log=None, print=None)
 

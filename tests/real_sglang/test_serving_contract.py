@@ -5,19 +5,30 @@ adapter served at the wrong strength, fails.
 
 The runtime is real: SGLang 0.5.23 on CPU (its only stand-ins are the two GPU-kernel shims, see
 shims/README.md) or inference.hf_server. Nothing is mocked.
+
+Every answer the SDK gets is also held to the SDK's own types, strictly: each non-streamed 200 answer
+of /v1/chat/completions, /v1/completions and /v1/responses is `model_validate`d (the SDK itself only
+constructs, without checking), and so is every streamed chunk (StrictTypes below).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 import requests
 
 openai = pytest.importorskip("openai")
 
+from openai.types import Completion  # noqa: E402
+from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
+from openai.types.responses import Response  # noqa: E402
 from tiny_models import LLAMA_ADAPTERS, LLAMA_PRESET  # noqa: E402
+
+from inference.hf_protocol import SUFFIX_UNSUPPORTED  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "hello world how are you"}]
 PROMPT = "the quick brown fox"
@@ -36,9 +47,91 @@ def all_adapters_mix() -> tuple:
     return tuple((name, strength(name)) for name in LLAMA_ADAPTERS)
 
 
+# path -> (type of a non-streamed answer, type of a streamed chunk)
+SDK_TYPES = {
+    "/v1/chat/completions": (ChatCompletion, ChatCompletionChunk),
+    "/v1/completions": (Completion, Completion),
+    "/v1/responses": (Response, None),
+}
+
+
+class _Tee(httpx.SyncByteStream):
+    def __init__(self, inner, done):
+        self.inner, self.done, self.data = inner, done, bytearray()
+
+    def __iter__(self):
+        for chunk in self.inner:
+            self.data += chunk
+            yield chunk
+
+    def close(self):
+        self.inner.close()
+        self.done(bytes(self.data))
+
+
+def _with_a_finish_reason(chunk: dict) -> dict:
+    """The SDK types a streamed legacy completion chunk as a Completion, whose finish_reason cannot be
+    null; OpenAI's own streams send null until the last chunk. Every other field is checked as is."""
+    choices = [{**c, "finish_reason": c.get("finish_reason") or "length"} if isinstance(c, dict) else c
+               for c in chunk.get("choices") or []]
+    return {**chunk, "choices": choices}
+
+
+class StrictTypes(httpx.BaseTransport):
+    """The SDK's transport, recording every answer it reads and validating it against the SDK's types."""
+
+    def __init__(self):
+        self.inner = httpx.HTTPTransport()
+        self.problems: list[str] = []
+        self.validated = 0
+
+    def handle_request(self, request):
+        response = self.inner.handle_request(request)
+        types = SDK_TYPES.get(request.url.path)
+        if response.status_code == 200 and types is not None:
+            streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+            response.stream = _Tee(response.stream, lambda data: self.check(request.url.path, types, streamed, data))
+        return response
+
+    def check(self, path, types, streamed, data: bytes) -> None:
+        answer_type, chunk_type = types
+        if not streamed:
+            objects, kind = [json.loads(data)], answer_type
+        else:
+            events = [e[6:] for e in data.decode().split("\n\n") if e.startswith("data: ") and e != "data: [DONE]"]
+            objects, kind = [json.loads(e) for e in events], chunk_type
+        for obj in objects:
+            if kind is None:
+                continue
+            try:
+                kind.model_validate(_with_a_finish_reason(obj) if streamed and kind is Completion else obj)
+                self.validated += 1
+            except Exception as e:  # noqa: BLE001 -- pydantic's ValidationError; recorded for the test to report
+                self.problems.append(f"{path}: {kind.__name__}: {e}\n{json.dumps(obj)[:500]}")
+
+    def close(self):
+        self.inner.close()
+
+
 @pytest.fixture(scope="module")
-def client(stack):
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=300)
+def strict_types(stack):
+    return StrictTypes()
+
+
+@pytest.fixture(scope="module")
+def client(stack, strict_types):
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=300,
+                         http_client=httpx.Client(transport=strict_types, timeout=300))
+
+
+@pytest.fixture(autouse=True)
+def answers_hold_to_the_sdk_types(request):
+    """After each test that used the SDK: every answer and chunk it got validated."""
+    yield
+    if "client" in request.fixturenames:
+        strict = request.getfixturevalue("strict_types")
+        problems, strict.problems[:] = list(strict.problems), []
+        assert not problems, "answers the SDK's types reject:\n" + "\n".join(problems)
 
 
 def chat(client, model, max_tokens=N, messages=MESSAGES, **kw):
@@ -265,9 +358,129 @@ def test_responses_api(stack, client):
     if stack.runtime == "transformers":
         r = requests.post(f"{stack.url}/v1/responses", json={"model": LLAMA_PRESET, "input": "hi"}, timeout=60)
         assert r.status_code == 404  # documented: the transformers runtime has no Responses API
+        assert "/v1/responses" in r.json()["error"]["message"]
         return
     got = client.responses.create(model=f"{LLAMA_PRESET}:fin", input="hello world", max_output_tokens=N,
                                   temperature=0)
     assert got.model == f"{LLAMA_PRESET}:fin" and got.output_text
     with pytest.raises(openai.BadRequestError, match="nope"):
         client.responses.create(model=f"{LLAMA_PRESET}:nope", input="hello world", max_output_tokens=N)
+
+
+# --- answers as OpenAI gives them (issue: six answers real clients got wrong) ---------------------------
+
+def test_the_strict_type_check_sees_every_answer_and_chunk(client, strict_types):
+    before = strict_types.validated
+    chat(client, LLAMA_PRESET, max_tokens=3)
+    list(chat(client, LLAMA_PRESET, max_tokens=3, stream=True))
+    complete(client, LLAMA_PRESET, max_tokens=3)
+    assert strict_types.validated >= before + 3 + 3  # 2 answers, and the chat stream's role + 3 tokens
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+def test_usage_counts_the_prompt_once_with_n(client, llama_ref, kind):
+    want = llama_ref.chat(MESSAGES, N) if kind == "chat" else llama_ref.complete(PROMPT, N)
+    call = (lambda: chat(client, LLAMA_PRESET, n=2)) if kind == "chat" else (lambda: complete(client, LLAMA_PRESET,
+                                                                                           n=2))
+    got = call()
+    assert len(got.choices) == 2
+    assert got.usage.prompt_tokens == want["prompt_tokens"]
+    assert got.usage.completion_tokens == 2 * want["completion_tokens"]
+    assert got.usage.total_tokens == got.usage.prompt_tokens + got.usage.completion_tokens
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_naming_the_limit(client):
+    long_prompt = "hello world how are you " * 2000  # about 10,000 tokens; the context is 512
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, LLAMA_PRESET, prompt=long_prompt)
+    assert "is longer than the model's context length (512 tokens)" in str(err.value)
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(client, LLAMA_PRESET, messages=[{"role": "user", "content": long_prompt}])
+    assert "is longer than the model's context length (512 tokens)" in str(err.value)
+
+
+def test_prompt_and_max_tokens_over_the_context_is_a_400_naming_the_limit(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, LLAMA_PRESET, max_tokens=510)
+    assert "maximum context length of 512 tokens" in str(err.value)
+
+
+def test_max_tokens_over_the_context_is_a_400_naming_the_field(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, LLAMA_PRESET, max_tokens=100_000)
+    assert "`max_tokens`" in str(err.value) and "512" in str(err.value)
+
+
+def test_seed_is_honoured_or_refused(client):
+    def sampled(seed):
+        return client.chat.completions.create(model=LLAMA_PRESET, messages=MESSAGES, max_tokens=N, temperature=1.0,
+                                              seed=seed).choices[0].message.content
+
+    try:
+        first = sampled(7)
+    except openai.BadRequestError as e:
+        assert "`seed`" in str(e), e
+        return
+    assert sampled(7) == first, "the same seed gave another answer"
+    assert any(sampled(s) != first for s in (8, 9, 10)), "other seeds gave the same answer: sampling is not random"
+
+
+def test_suffix_is_refused_with_one_message_on_both_runtimes(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, LLAMA_PRESET, suffix=" the end")
+    assert err.value.body["message"] == SUFFIX_UNSUPPORTED
+
+
+def _one_token_with_two_stops(llama_ref):
+    """Two stop strings that one generated token holds both of (the later one first in the list), and
+    neither in the text before that token; the answer must end before the earlier one."""
+    want = llama_ref.complete(PROMPT, 40)
+    text, before = want["text"], ""
+    for piece in want["pieces"]:
+        if len(piece) >= 4 and piece.isascii() and piece[:2] != piece[2:4]:
+            first, second = piece[:2], piece[2:4]
+            if first not in before + piece[:1] and second not in before + piece[:3]:
+                return [second, first], text[:text.index(first)]
+        before += piece
+    pytest.fail(f"no generated token holds two stop strings: {want['pieces']}")
+
+
+def test_the_answer_ends_at_the_earliest_stop_string_not_the_first_listed(client, llama_ref):
+    stops, expected = _one_token_with_two_stops(llama_ref)
+    for order in (stops, stops[::-1]):
+        got = complete(client, LLAMA_PRESET, max_tokens=40, stop=order)
+        assert got.choices[0].text == expected, order
+        assert got.choices[0].finish_reason == "stop"
+        streamed = [c for c in complete(client, LLAMA_PRESET, max_tokens=40, stop=order, stream=True) if c.choices]
+        assert "".join(c.choices[0].text for c in streamed) == expected, order
+
+
+def test_embeddings_are_an_openai_shaped_404(client, stack):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.embeddings.create(model=LLAMA_PRESET, input="hello")
+    assert "/v1/embeddings" in err.value.body["message"]
+    r = requests.post(f"{stack.url}/v1/embeddings", json={"model": LLAMA_PRESET, "input": "x"}, timeout=30)
+    assert r.headers["Content-Type"].startswith("application/json") and r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/responses/..%2F..%2Fflush_cache", "/v1/responses/..%2F..%2Fget_server_info",
+                                  "/v1/responses/..%2F..%2Fstart_profile", "/v1/responses/%2E%2E%2F%2E%2E%2Fmetrics"])
+def test_admin_endpoints_are_not_reachable_through_the_gateway(stack, path):
+    host, port = stack.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", path)  # sent as written: no client normalises it
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 404, body[:300]
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("field, value", [("n", 17), ("top_logprobs", 21), ("best_of", 17)])
+def test_work_caps_are_a_400_naming_the_field(client, field, value):
+    extra = {"logprobs": True} if field == "top_logprobs" else {}
+    call = (lambda: complete(client, LLAMA_PRESET, **{field: value})) if field == "best_of" else \
+        (lambda: chat(client, LLAMA_PRESET, **extra, **{field: value}))
+    with pytest.raises(openai.BadRequestError) as err:
+        call()
+    assert f"`{field}`" in str(err.value)

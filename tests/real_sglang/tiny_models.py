@@ -166,7 +166,8 @@ class Reference:
         finished = bool(new) and new[-1] == self.tokenizer.eos_token_id
         return {"text": self.tokenizer.decode(new, skip_special_tokens=True),
                 "prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new),
-                "finish_reason": "stop" if finished else "length"}
+                "finish_reason": "stop" if finished else "length",
+                "pieces": [self.tokenizer.decode([t], skip_special_tokens=True) for t in new]}
 
 
 # The Workspaces the tests serve. name -> (how the adapter is trained, strength as the Workspace says it)
