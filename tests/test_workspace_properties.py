@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from hooks import naming
 from hooks.workspace import catalog
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
@@ -160,3 +162,40 @@ def test_desired_children_fed_back_are_reproduced_and_responses_are_identical(ws
     second = sync(request(parent, children=by_kind(first["children"]), nodes=nodes), Settings(), NOW)
     assert second["children"] == first["children"]
     assert second["status"]["conditions"][0]["lastTransitionTime"] == first["status"]["conditions"][0]["lastTransitionTime"]
+
+
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def names_the_apiserver_refuses(children: list[dict]) -> list[str]:
+    """Child names the API server's name validation refuses: Services must be DNS-1035 labels, every other
+    name a DNS-1123 subdomain (and pod-producing workloads a DNS-1123 label)."""
+    out = []
+    for child in children:
+        name = child["metadata"]["name"]
+        if child["kind"] == "Service" and not (len(name) <= 63 and DNS1035.match(name)):
+            out.append(f"Service {name}")
+        elif not naming.is_dns_subdomain(name):
+            out.append(f"{child['kind']} {name}")
+    return out
+
+
+@PROPERTY_SETTINGS
+@given(workspaces())
+def test_no_admitted_workspace_gets_a_child_name_the_apiserver_refuses(ws):
+    """A digit-first name (7b-chat) used to be admitted while its Services were refused; the CRD's CEL
+    refuses it now, so every admitted Workspace's children have valid names."""
+    assume(admitted(ws))
+    assert names_the_apiserver_refuses(sync(request(ws), Settings(), NOW)["children"]) == []
+
+
+def test_a_digit_first_workspace_is_not_admitted():
+    ws = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": "7b-chat", "namespace": "team"},
+        "resource": {"labelSelector": {"matchLabels": {"apps": "x"}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+    }
+    assert not admitted(ws)
+    assert names_the_apiserver_refuses(sync(request(ws), Settings(), NOW)["children"]) == []
