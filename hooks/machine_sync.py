@@ -35,11 +35,13 @@ def sync(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
             refusal = Refusal.of(error, "read")
         if refusal is None and should_create(machine, pool):
             try:
-                pools.create(machine.name, pool_body(machine))
+                pools.create(machine.name, pool_body(machine, pools.install_id))
                 created = True
             except ArmRefused as error:
                 refusal = Refusal.of(error, "create")
-    conds, extra, resync = conditions.sync_conditions(machine, pool, node, created=created, refusal=refusal)
+    conds, extra, resync = conditions.sync_conditions(
+        machine, pool, node, install_id=pools.install_id, created=created, refusal=refusal
+    )
     response: dict[str, Any] = {"status": conditions.status(conds, machine, observed_time(obj, pool, node), extra)}
     if resync:
         response["resyncAfterSeconds"] = resync
@@ -72,11 +74,13 @@ def finalize(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
     if naming.MACHINE_NAME.match(machine.name):
         try:
             pool = pools.get(machine.name)
-            if should_delete(machine, pool):
+            if should_delete(machine, pool, pools.install_id):
                 started = pools.delete(machine.name)
         except ArmRefused as error:
             refusal = Refusal.of(error, "read" if pool is None else "delete")
-    conds, finalized, resync = conditions.finalize_conditions(machine, pool, delete_started=started, refusal=refusal)
+    conds, finalized, resync = conditions.finalize_conditions(
+        machine, pool, install_id=pools.install_id, delete_started=started, refusal=refusal
+    )
     extra = {}
     if node is not None and not finalized:
         extra["nodeName"] = node["metadata"].get("name", "")

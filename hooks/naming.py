@@ -64,10 +64,20 @@ def tuning_config_map(workspace: str) -> str:
     return f"{workspace}-tuning-config"
 
 
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def machine_name(namespace: str, workspace: str, index: int) -> str:
-    """The Machine (and AKS agent pool) name: `ws` + 10 hex chars, stable for (namespace, workspace, index)."""
-    digest = hashlib.sha256(f"{namespace}/{workspace}/{index}".encode()).hexdigest()
-    return "ws" + digest[:10]
+    """The Machine (and AKS agent pool) name, stable for (namespace, workspace, index): a letter and 11 letters
+    or digits from a SHA-256, all the entropy a pool name allows (26 x 36^11, about 2^61.6), so finding a
+    Workspace name whose Machine collides with another tenant's is out of reach."""
+    number = int.from_bytes(hashlib.sha256(f"{namespace}/{workspace}/{index}".encode()).digest(), "big")
+    number, first = divmod(number, 26)
+    chars = [_BASE36[10 + first]]
+    for _ in range(11):
+        number, digit = divmod(number, 36)
+        chars.append(_BASE36[digit])
+    return "".join(chars)
 
 
 def rank0_address(workspace: str, namespace: str, port: int = 29500) -> str:

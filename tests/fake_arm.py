@@ -35,6 +35,8 @@ TOKEN = "fake-arm-token"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 RESOURCE_GROUP = "rg-kaito"
 CLUSTER = "aks-kaito"
+# The identity of the install under test (KAITO_INSTALL_ID): a kube-system namespace UID.
+INSTALL_ID = "5f1d6a2e-0000-4000-8000-00000000c1a5"
 
 _POOL_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerService"
@@ -183,8 +185,10 @@ class FakeArm:
         messages = {
             "ResourceGroupNotFound": f"Resource group '{RESOURCE_GROUP}' could not be found.",
             "SubscriptionNotFound": f"The subscription '{SUBSCRIPTION}' could not be found.",
-            "ResourceNotFound": (f"The Resource 'Microsoft.ContainerService/managedClusters/{CLUSTER}' under resource "
-                                 f"group '{RESOURCE_GROUP}' was not found."),
+            "ResourceNotFound": (
+                f"The Resource 'Microsoft.ContainerService/managedClusters/{CLUSTER}' under resource "
+                f"group '{RESOURCE_GROUP}' was not found."
+            ),
         }
         self.state.parent_missing = (404, code, messages[code])
 
@@ -222,7 +226,8 @@ class FakeArm:
 
     def calls(self, method: str, name: str | None = None) -> list[Recorded]:
         return [
-            r for r in self.state.requests
+            r
+            for r in self.state.requests
             if r.method == method and (name is None or r.path.rstrip("/").endswith("/agentPools/" + name))
         ]
 
@@ -294,13 +299,22 @@ class FakeArm:
             if _OPERATION_PATH.match(path) and method == "GET":
                 return 200, {}, {"status": "InProgress"}
             listing = _POOLS_PATH.match(path)
-            if listing and method == "GET" and (listing["sub"], listing["rg"].lower(), listing["cluster"]) == (
-                SUBSCRIPTION, RESOURCE_GROUP.lower(), CLUSTER,
+            if (
+                listing
+                and method == "GET"
+                and (listing["sub"], listing["rg"].lower(), listing["cluster"])
+                == (
+                    SUBSCRIPTION,
+                    RESOURCE_GROUP.lower(),
+                    CLUSTER,
+                )
             ):
                 return 200, {}, {"value": [self.state.pools[n] for n in sorted(self.state.pools)]}
             match = _POOL_PATH.match(path)
             if not match or (match["sub"], match["rg"].lower(), match["cluster"]) != (
-                SUBSCRIPTION, RESOURCE_GROUP.lower(), CLUSTER,
+                SUBSCRIPTION,
+                RESOURCE_GROUP.lower(),
+                CLUSTER,
             ):
                 return 404, {}, _err("ResourceNotFound", f"The resource at {path} was not found.")
             name = match["name"]
@@ -324,8 +338,13 @@ class FakeArm:
 
     def _put(self, name: str, pool: dict[str, Any] | None, body: Any):
         if not _POOL_NAME.match(name):
-            return 400, {}, _err(
-                "InvalidParameter", f"Agent pool name {name!r} is invalid: lowercase letters and digits, 1-12 characters."
+            return (
+                400,
+                {},
+                _err(
+                    "InvalidParameter",
+                    f"Agent pool name {name!r} is invalid: lowercase letters and digits, 1-12 characters.",
+                ),
             )
         props = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(props, dict) or not props.get("vmSize"):
@@ -457,7 +476,7 @@ def _handler_for(arm: FakeArm):
             self._headers_buffer = []
             try:
                 for i in range(len(raw)):
-                    self.wfile.write(raw[i:i + 1])
+                    self.wfile.write(raw[i : i + 1])
                     self.wfile.flush()
                     time.sleep(arm.state.drip_seconds_per_byte)
             except OSError:  # the client gave up

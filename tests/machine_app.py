@@ -15,13 +15,19 @@ def _pools_provider():
     base_url = os.environ.get("FAKE_ARM_URL")
     if not base_url:
         return AgentPools.from_env
-    from tests.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from tests.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
     def provider():
         return AgentPools(
-            StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=base_url, connection_verify=False
+            StaticTokenCredential(),
+            SUBSCRIPTION,
+            RESOURCE_GROUP,
+            CLUSTER,
+            install_id=INSTALL_ID,
+            base_url=base_url,
+            connection_verify=False,
         )
 
     return provider

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
 
 from hooks.adapters.aks import (
@@ -42,6 +42,7 @@ def pools_for(base_url, credential=None, **kwargs):
         SUBSCRIPTION,
         RESOURCE_GROUP,
         CLUSTER,
+        install_id=INSTALL_ID,
         base_url=base_url,
         connection_verify=False,
         **kwargs,
@@ -66,7 +67,11 @@ def test_create_sends_the_body_verbatim_and_does_not_poll(arm):
     assert credential.scopes == [(arm.base_url + "/.default",)]
     pool = pools.get("ws0000000001")
     assert isinstance(pool, Pool)
-    assert (pool.name, pool.provisioning_state, pool.vm_size) == ("ws0000000001", "Creating", BODY["properties"]["vmSize"])
+    assert (pool.name, pool.provisioning_state, pool.vm_size) == (
+        "ws0000000001",
+        "Creating",
+        BODY["properties"]["vmSize"],
+    )
     assert pool.last_modified.startswith("2026-11-26T12:00:00")
 
 
@@ -80,7 +85,9 @@ def test_failed_pool_exposes_arm_error(arm):
 
 
 def test_quota_refusal_keeps_code_and_message(arm):
-    arm.refuse_vm_size("Standard_NC24ads_A100_v4", "QuotaExceeded", "Operation results in exceeding quota limits of Core.")
+    arm.refuse_vm_size(
+        "Standard_NC24ads_A100_v4", "QuotaExceeded", "Operation results in exceeding quota limits of Core."
+    )
     with pytest.raises(ArmRefused) as caught:
         pools_for(arm.base_url).create("ws0000000001", BODY)
     assert (caught.value.status, caught.value.code) == (400, "QuotaExceeded")
@@ -90,7 +97,12 @@ def test_quota_refusal_keeps_code_and_message(arm):
 
 def test_put_into_a_missing_cluster_is_a_refusal(arm):
     pools = AgentPools(
-        StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, "no-such-cluster", base_url=arm.base_url,
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        "no-such-cluster",
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
         connection_verify=False,
     )
     with pytest.raises(ArmRefused) as caught:
@@ -162,10 +174,13 @@ def test_default_timeouts_stay_under_the_hook_timeout(arm):
 def test_from_env_requires_settings_and_reads_no_credential():
     with pytest.raises(ArmSettingsError, match="AZURE_RESOURCE_GROUP, AZURE_CLUSTER_NAME"):
         AgentPools.from_env({"AZURE_SUBSCRIPTION_ID": SUBSCRIPTION})
-    pools = AgentPools.from_env(
-        {"AZURE_SUBSCRIPTION_ID": SUBSCRIPTION, "AZURE_RESOURCE_GROUP": "rg", "AZURE_CLUSTER_NAME": "aks"}
-    )
-    assert (pools.resource_group, pools.cluster_name) == ("rg", "aks")
+    azure = {"AZURE_SUBSCRIPTION_ID": SUBSCRIPTION, "AZURE_RESOURCE_GROUP": "rg", "AZURE_CLUSTER_NAME": "aks"}
+    with pytest.raises(ArmSettingsError, match=r"missing: KAITO_INSTALL_ID .*kube-system"):
+        AgentPools.from_env(azure)
+    with pytest.raises(ArmSettingsError, match="KAITO_INSTALL_ID 'not one/id' must be"):
+        AgentPools.from_env({**azure, "KAITO_INSTALL_ID": "not one/id"})
+    pools = AgentPools.from_env({**azure, "KAITO_INSTALL_ID": INSTALL_ID})
+    assert (pools.resource_group, pools.cluster_name, pools.install_id) == ("rg", "aks", INSTALL_ID)
     pools.close()
 
 

@@ -176,8 +176,12 @@ def test_install_orders_what_is_needed_first(install):
     last_crd = max(i for i, k in enumerate(kinds) if k == "CustomResourceDefinition")
     for kind in ("CompositeController", "DecoratorController", "Deployment"):
         assert kinds.index(kind) > last_crd
-    ours = {d["metadata"]["name"] for path in (REPO / "metacontroller").glob("*crd*.yaml")
-            for d in yaml.safe_load_all(path.read_text()) if d}
+    ours = {
+        d["metadata"]["name"]
+        for path in (REPO / "metacontroller").glob("*crd*.yaml")
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    }
     assert {"workspaces.kaito.sh", "machines.kaito.sh"} <= ours
     names = {o["metadata"]["name"] for o in find(install, "CustomResourceDefinition")}
     assert ours <= names and all(n.endswith(".metacontroller.k8s.io") for n in names - ours), names
@@ -252,10 +256,7 @@ def test_service_selects_the_hook_pods_and_controllers_call_it(build, request):
 
     routes = {rule.rule for rule in create_app(Settings()).url_map.iter_rules() if "POST" in rule.methods}
     hooks = [
-        h
-        for o in objs
-        if o["apiVersion"].startswith("metacontroller.k8s.io/")
-        for h in o["spec"]["hooks"].values()
+        h for o in objs if o["apiVersion"].startswith("metacontroller.k8s.io/") for h in o["spec"]["hooks"].values()
     ]
     assert hooks
     for hook in hooks:
@@ -277,7 +278,9 @@ def policy_admits(policy: dict, namespace_labels: dict, pod_labels: dict, port: 
         if ports and not any(named_ports.get(p["port"], p["port"]) == port for p in ports):
             continue
         for peer in rule.get("from") or []:
-            ns_ok = "namespaceSelector" not in peer or _selects(peer["namespaceSelector"].get("matchLabels") or {}, namespace_labels)
+            ns_ok = "namespaceSelector" not in peer or _selects(
+                peer["namespaceSelector"].get("matchLabels") or {}, namespace_labels
+            )
             # Without a namespaceSelector, a podSelector only looks in the policy's own namespace.
             if "namespaceSelector" not in peer:
                 ns_ok = namespace_labels.get("kubernetes.io/metadata.name") == policy["metadata"]["namespace"]
@@ -294,7 +297,9 @@ def test_network_policy_admits_only_metacontroller_to_the_hook_pods(build, reque
     assert policy["metadata"]["namespace"] == HOOK_NS
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     pod_labels = one(objs, "Deployment", HOOK_NAME)["spec"]["template"]["metadata"]["labels"]
-    assert policy["spec"]["podSelector"]["matchLabels"] and _selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels)
+    assert policy["spec"]["podSelector"]["matchLabels"] and _selects(
+        policy["spec"]["podSelector"]["matchLabels"], pod_labels
+    )
     named = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
     port = named["https"]
 
@@ -318,6 +323,7 @@ def test_aks_install_wires_workload_identity_and_arm_settings(tmp_path, monkeypa
         aks_env=(
             "AZURE_SUBSCRIPTION_ID=00000000-0000-0000-0000-000000000001\nAZURE_RESOURCE_GROUP=rg\n"
             "AZURE_CLUSTER_NAME=aks\nAZURE_CLIENT_ID=11111111-2222-3333-4444-555555555555\n"
+            "KAITO_INSTALL_ID=5f1d6a2e-0000-4000-8000-00000000c1a5\n"
             "AZURE_TOKEN_CREDENTIALS=WorkloadIdentityCredential\nARM_ENDPOINT=\n"
         ),
     )
@@ -341,7 +347,13 @@ def test_aks_install_wires_workload_identity_and_arm_settings(tmp_path, monkeypa
 
 def test_default_aks_env_has_every_setting_the_hook_reads(install):
     data = aks_configmap(install)["data"]
-    assert {"AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_CLUSTER_NAME", "AZURE_CLIENT_ID"} <= set(data)
+    assert {
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_CLUSTER_NAME",
+        "AZURE_CLIENT_ID",
+        "KAITO_INSTALL_ID",
+    } <= set(data)
     assert data["AZURE_TOKEN_CREDENTIALS"] == "WorkloadIdentityCredential"
     assert set(resolved_env(install)) >= {"AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_CLUSTER_NAME"}
 
@@ -420,8 +432,12 @@ def test_every_webhook_has_an_explicit_timeout_above_the_arm_budget(install):
         assert duration.endswith("s") and duration[:-1].isdigit(), duration
         return float(duration[:-1])
 
-    webhooks = [hook["webhook"] for kind in ("CompositeController", "DecoratorController")
-                for c in find(install, kind) for hook in c["spec"]["hooks"].values()]
+    webhooks = [
+        hook["webhook"]
+        for kind in ("CompositeController", "DecoratorController")
+        for c in find(install, kind)
+        for hook in c["spec"]["hooks"].values()
+    ]
     assert webhooks
     for webhook in webhooks:
         assert seconds(webhook["timeout"]) > ARM_BUDGET_S, webhook

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import NAME, conditions, hook_request, make_machine
 
 from hooks import machine_sync
@@ -25,8 +25,15 @@ from hooks.server.app import create_app
 
 
 def agent_pools(arm):
-    return AgentPools(StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=arm.base_url,
-                      connection_verify=False)
+    return AgentPools(
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
+        connection_verify=False,
+    )
 
 
 @pytest.fixture
@@ -35,12 +42,13 @@ def client(arm):
 
 
 def existing_pool(arm):
-    agent_pools(arm).create(NAME, pool_body(read_machine(make_machine())))
+    agent_pools(arm).create(NAME, pool_body(read_machine(make_machine()), INSTALL_ID))
     arm.set_state(NAME, "Succeeded")
     arm.state.requests.clear()
 
 
 # ---- item 6: only the agent pool's own 404 means "pool gone" -------------------------------------
+
 
 @pytest.mark.parametrize("code", ["ResourceGroupNotFound", "SubscriptionNotFound", "ResourceNotFound"])
 def test_finalize_keeps_the_machine_when_arm_cannot_find_the_cluster_or_its_group(arm, code):
@@ -70,6 +78,7 @@ def test_sync_shows_a_missing_resource_group_as_a_refusal_to_read(arm):
 
 # ---- item 8: overlapping syncs create the pool once ---------------------------------------------
 
+
 def test_two_overlapping_syncs_create_the_pool_once(arm):
     """Both syncs read "no pool" and both PUT; the PUT is create-only (If-None-Match: *), so the second
     is answered 412 by ARM without touching the pool (on real AKS a second PUT on a Creating pool is an
@@ -95,6 +104,7 @@ def test_two_overlapping_syncs_create_the_pool_once(arm):
 
 # ---- item 9: malformed answers are transient; Retry-After is clamped ----------------------------
 
+
 @pytest.mark.parametrize("body", [b'{"unexpected": true}', b"<html>gateway</html>", b'{"properties": {}}', b""])
 def test_a_malformed_200_is_transient_not_a_refusal(arm, client, body):
     arm.answer_raw_next(200, body)
@@ -106,8 +116,9 @@ def test_a_malformed_200_is_transient_not_a_refusal(arm, client, body):
     assert not arm.calls("PUT")
 
 
-@pytest.mark.parametrize("raw, expected", [("99999999", MAX_RETRY_AFTER_S), ("inf", MAX_RETRY_AFTER_S),
-                                           ("nan", 10), ("0", 1), ("12", 12)])
+@pytest.mark.parametrize(
+    "raw, expected", [("99999999", MAX_RETRY_AFTER_S), ("inf", MAX_RETRY_AFTER_S), ("nan", 10), ("0", 1), ("12", 12)]
+)
 def test_retry_after_is_clamped(arm, client, raw, expected):
     arm.fail_next(429, "TooManyRequests", "slow down", {"Retry-After": raw})
     with pytest.raises(ArmThrottled) as caught:
@@ -119,6 +130,7 @@ def test_retry_after_is_clamped(arm, client, raw, expected):
 
 
 # ---- item 13: one deadline across all ARM calls of a request ------------------------------------
+
 
 def test_two_slow_calls_share_one_budget(arm):
     """Each answer comes just under the adapter's own read timeout; together they would pass the budget."""

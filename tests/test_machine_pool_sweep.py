@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import hook_request, make_machine
 from workspace_support import METACONTROLLER_CRDS, REPO
 
@@ -31,19 +31,28 @@ HOOK_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kai
 
 
 def pools_for(arm):
-    return AgentPools(StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=arm.base_url,
-                      connection_verify=False)
+    return AgentPools(
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
+        connection_verify=False,
+    )
 
 
 def sweep_request(machines=(), proof=True):
-    related = {"Machine.kaito.sh/v1alpha1": {f"{m['metadata']['namespace']}/{m['metadata']['name']}": m for m in machines}}
+    related = {
+        "Machine.kaito.sh/v1alpha1": {f"{m['metadata']['namespace']}/{m['metadata']['name']}": m for m in machines}
+    }
     if proof:
         related["Service.v1"] = {"kaito-system/kaito-hooks": HOOK_SERVICE}
     return {"controller": {"kind": "DecoratorController"}, "object": NAMESPACE, "attachments": {}, "related": related}
 
 
 def create_pool(arm, name):
-    pools_for(arm).create(name, pool_body(read_machine(make_machine(name=name))))
+    pools_for(arm).create(name, pool_body(read_machine(make_machine(name=name)), INSTALL_ID))
     arm.set_state(name, "Succeeded")
 
 
@@ -81,11 +90,15 @@ def test_the_same_pools_give_the_same_answer_whatever_the_time(arm):
     control plane: one Namespace write a second)."""
     create_pool(arm, "wsorphan0001")
     arm.set_state("wsorphan0001", "Deleting")
-    answers = [sweep.sweep(sweep_request(), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
-               for s in (0, 1, 3600)]
+    answers = [
+        sweep.sweep(sweep_request(), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+        for s in (0, 1, 3600)
+    ]
     assert answers[0] == answers[1] == answers[2]
-    unproven = [sweep.sweep(sweep_request(proof=False), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
-                for s in (0, 1)]
+    unproven = [
+        sweep.sweep(sweep_request(proof=False), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+        for s in (0, 1)
+    ]
     assert unproven[0] == unproven[1]
 
 
@@ -114,8 +127,11 @@ def test_the_sweep_controller_matches_metacontrollers_schema_and_is_left_out_of_
         pytest.skip(f"{METACONTROLLER_CRDS} is absent (needs the shared reference checkout)")
     import jsonschema
 
-    crd = next(d for d in yaml.safe_load_all(METACONTROLLER_CRDS.read_text())
-               if d and d["spec"]["names"]["kind"] == "DecoratorController")
+    crd = next(
+        d
+        for d in yaml.safe_load_all(METACONTROLLER_CRDS.read_text())
+        if d and d["spec"]["names"]["kind"] == "DecoratorController"
+    )
     schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
     controller = yaml.safe_load((REPO / "metacontroller" / "pool-sweep-controller.yaml").read_text())
     jsonschema.validate(controller, schema)

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import conditions, hook_request, make_machine
 
 from hooks import machine_sync
@@ -16,17 +16,27 @@ pytestmark = pytest.mark.integration
 
 
 def sync(arm, machine):
-    pools = AgentPools(StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=arm.base_url,
-                       connection_verify=False)
+    pools = AgentPools(
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
+        connection_verify=False,
+    )
     return machine_sync.sync(hook_request(machine), pools)
 
 
-@pytest.mark.parametrize("vm, storage, why", [
-    ("Standard_D96s_v5", "120Gi", "not an NVIDIA GPU size"),          # a CPU size
-    ("Standard_NG32ads_V620_v1", "120Gi", "not an NVIDIA GPU size"),  # an AMD GPU: no driver support
-    ("Standard_ND96isr_H100_v5", "4Ti", "between 30Gi and 2048Gi"),
-    ("Standard_ND96isr_H100_v5", "1Gi", "between 30Gi and 2048Gi"),
-])
+@pytest.mark.parametrize(
+    "vm, storage, why",
+    [
+        ("Standard_D96s_v5", "120Gi", "not an NVIDIA GPU size"),  # a CPU size
+        ("Standard_NG32ads_V620_v1", "120Gi", "not an NVIDIA GPU size"),  # an AMD GPU: no driver support
+        ("Standard_ND96isr_H100_v5", "4Ti", "between 30Gi and 2048Gi"),
+        ("Standard_ND96isr_H100_v5", "1Gi", "between 30Gi and 2048Gi"),
+    ],
+)
 def test_a_machine_outside_the_catalog_or_disk_bounds_never_reaches_arm(arm, vm, storage, why):
     response = sync(arm, make_machine(vm=vm, storage=storage))
     ready = conditions(response)["Ready"]

@@ -16,7 +16,7 @@ import yaml
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
 from machine_support import NAME, VM, conditions, hook_request, make_machine, make_node
 
@@ -34,7 +34,13 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 @pytest.fixture
 def pools(arm):
     return AgentPools(
-        StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=arm.base_url, connection_verify=False
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
+        connection_verify=False,
     )
 
 
@@ -107,6 +113,8 @@ def test_full_lifecycle(arm, pools, machine_schema):
             "nodeTaints": ["sku=gpu:NoSchedule"],
             "tags": {
                 "kaito-machine": NAME,
+                "kaito-machine-namespace": "default",
+                "kaito-install": INSTALL_ID,
                 "kaito-workspace": "workspace-phi-3",
                 "kaito-workspace-namespace": "default",
             },
@@ -210,7 +218,14 @@ def test_quota_refusal_is_visible_and_retried_later(arm, pools, machine_schema):
 def test_failed_pool_reports_arm_error_without_recreating(arm, pools, machine_schema):
     mc = Metacontroller(pools, machine_schema)
     mc.sync()
-    arm.set_state(NAME, "Failed", ("OverconstrainedAllocationRequest", "Allocation failed. VM(s) with the following constraints cannot be allocated."))
+    arm.set_state(
+        NAME,
+        "Failed",
+        (
+            "OverconstrainedAllocationRequest",
+            "Allocation failed. VM(s) with the following constraints cannot be allocated.",
+        ),
+    )
     response = mc.sync()
     c = conditions(response)
     assert (c["Launched"]["status"], c["Launched"]["reason"]) == ("False", "ProvisioningFailed")
@@ -247,8 +262,13 @@ def test_throttling_and_outage_escape_to_the_http_layer(arm, pools, machine_sche
     assert NAME not in arm.state.pools
 
     down = AgentPools(
-        StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER,
-        base_url=f"https://127.0.0.1:{free_port()}", connection_verify=False,
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=f"https://127.0.0.1:{free_port()}",
+        connection_verify=False,
     )
     with pytest.raises(ArmUnreachable):
         machine_sync.sync(hook_request(make_machine()), down)
@@ -323,6 +343,8 @@ def test_transition_times_are_deterministic_and_stable():
     machine["metadata"]["managedFields"] = [{"manager": "metacontroller", "time": "2026-11-26T11:30:00Z"}]
 
     class NoPool:
+        install_id = INSTALL_ID
+
         def get(self, name):
             return None
 
@@ -362,7 +384,13 @@ def test_customize_relates_the_pool_node():
 
 
 def test_requests_that_are_not_metacontroller_requests_are_rejected():
-    for body in (None, [], {}, {"object": {}}, {"object": {"kind": "Pod", "metadata": {"name": "x"}}},
-                 {"object": make_machine(), "related": []}):
+    for body in (
+        None,
+        [],
+        {},
+        {"object": {}},
+        {"object": {"kind": "Pod", "metadata": {"name": "x"}}},
+        {"object": make_machine(), "related": []},
+    ):
         with pytest.raises(InvalidRequest):
             machine_object(body)

@@ -131,27 +131,33 @@ def mig_machine(vm=A100, profile="MIG1g") -> dict:
 
 def test_the_pool_body_carries_the_profile_as_the_sdk_models_it():
     models = pytest.importorskip("azure.mgmt.containerservice.models", reason="azure-mgmt-containerservice absent")
-    body = pool_body(read_machine(mig_machine()))
+    body = pool_body(read_machine(mig_machine()), "install-under-test")
     assert body["properties"]["gpuInstanceProfile"] == "MIG1g"
     # The SDK's AgentPool model (generated from the Microsoft.ContainerService REST specification, whose
     # GPUInstanceProfile enum is MIG1g, MIG2g, MIG3g, MIG4g, MIG7g) reads the same field back.
     pool = models.AgentPool(body)
     assert pool.properties.gpu_instance_profile == models.GPUInstanceProfile.MIG1_G
     assert {p.value for p in models.GPUInstanceProfile} == {"MIG1g", "MIG2g", "MIG3g", "MIG4g", "MIG7g"}
-    assert "gpuInstanceProfile" not in pool_body(read_machine(make_machine()))["properties"]
+    assert "gpuInstanceProfile" not in pool_body(read_machine(make_machine()), "install-under-test")["properties"]
 
 
 def _create(arm, machine: dict):
     pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
-    from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 
     from hooks.adapters.aks import AgentPools
 
     pools = AgentPools(
-        StaticTokenCredential(), SUBSCRIPTION, RESOURCE_GROUP, CLUSTER, base_url=arm.base_url, connection_verify=False
+        StaticTokenCredential(),
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        CLUSTER,
+        install_id=INSTALL_ID,
+        base_url=arm.base_url,
+        connection_verify=False,
     )
     name = machine["metadata"]["name"]
-    pools.create(name, pool_body(read_machine(machine)))
+    pools.create(name, pool_body(read_machine(machine), INSTALL_ID))
     return arm.state.pools[name]["properties"]
 
 

@@ -28,6 +28,7 @@ from hooks.machine.pools import (
     Pool,
     PoolAlreadyExists,
     PoolNotFound,
+    install_id_problem,
 )
 
 # Connect/read timeouts (seconds) per HTTP request and an overall cap for one SDK call; kept well
@@ -168,11 +169,16 @@ class AgentPools:
         resource_group: str,
         cluster_name: str,
         *,
+        install_id: str,
         base_url: str | None = None,
         **client_kwargs: Any,
     ):
         from azure.mgmt.containerservice import ContainerServiceClient
 
+        problem = install_id_problem(install_id)
+        if problem:
+            raise ArmSettingsError(problem)
+        self.install_id = install_id
         self.resource_group = resource_group
         self.cluster_name = cluster_name
         client_kwargs.setdefault("connection_timeout", CONNECT_TIMEOUT_S)
@@ -190,13 +196,20 @@ class AgentPools:
         """Production construction: settings from the environment, DefaultAzureCredential.
 
         ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP`` (the cluster's group, not ``MC_*``),
-        ``AZURE_CLUSTER_NAME``; optional ``ARM_ENDPOINT`` for clouds other than Azure public.
+        ``AZURE_CLUSTER_NAME``, ``KAITO_INSTALL_ID`` (this install's identity, tagged on its pools);
+        optional ``ARM_ENDPOINT`` for clouds other than Azure public.
         """
         env = os.environ if environ is None else environ
-        names = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_CLUSTER_NAME")
+        names = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZURE_CLUSTER_NAME", "KAITO_INSTALL_ID")
         missing = [name for name in names if not env.get(name)]
         if missing:
-            raise ArmSettingsError("the Machine hook needs ARM settings; missing: " + ", ".join(missing))
+            hint = ""
+            if "KAITO_INSTALL_ID" in missing:
+                hint = (
+                    " (KAITO_INSTALL_ID: this cluster's kube-system namespace UID, "
+                    "kubectl get namespace kube-system -o jsonpath='{.metadata.uid}')"
+                )
+            raise ArmSettingsError("the Machine hook needs ARM settings; missing: " + ", ".join(missing) + hint)
         from azure.identity import DefaultAzureCredential
 
         return cls(
@@ -204,6 +217,7 @@ class AgentPools:
             env["AZURE_SUBSCRIPTION_ID"],
             env["AZURE_RESOURCE_GROUP"],
             env["AZURE_CLUSTER_NAME"],
+            install_id=env["KAITO_INSTALL_ID"],
             base_url=env.get("ARM_ENDPOINT") or None,
         )
 

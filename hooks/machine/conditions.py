@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from hooks import kube, naming
-from hooks.machine.pools import Pool, Refusal, pool_is_ours
+from hooks.machine.pools import INSTALL_TAG, MACHINE_NAMESPACE_TAG, MACHINE_TAG, Pool, Refusal, pool_is_ours
 from hooks.machine.request import CONDITION_TYPES, Machine
 
 RESYNC_PROGRESS_S = 15
@@ -42,11 +42,23 @@ def _gpu_count(node: dict[str, Any]) -> int:
         return 0
 
 
+def conflict_text(machine: Machine, pool: Pool) -> str:
+    """Why an existing pool of this Machine's name is not its own (agent pool names are cluster-wide)."""
+    owner = pool.tags.get(MACHINE_NAMESPACE_TAG)
+    whose = f"Machine {owner}/{pool.tags.get(MACHINE_TAG)}" if owner else "no Machine of this install"
+    return (
+        f"an AKS agent pool named {machine.name} already exists and was not created by this install for Machine "
+        f"{machine.namespace}/{machine.name} (its tags {INSTALL_TAG}, {MACHINE_NAMESPACE_TAG} and {MACHINE_TAG} "
+        f"name {whose}); it is left untouched, and this Machine gets no node while that pool exists"
+    )
+
+
 def sync_conditions(
     machine: Machine,
     pool: Pool | None,
     node: dict[str, Any] | None,
     *,
+    install_id: str,
     created: bool = False,
     refusal: Refusal | None = None,
 ) -> tuple[Conditions, dict[str, str], int]:
@@ -76,12 +88,8 @@ def sync_conditions(
             {},
             RESYNC_PROGRESS_S,
         )
-    if not pool_is_ours(machine, pool):
-        text = (
-            f"an AKS agent pool named {name} already exists but was not created for this Machine "
-            f"(its nodeLabels lack {naming.MACHINE_LABEL}={name}); it is left untouched"
-        )
-        return _all("False", "PoolNameConflict", text), {}, RESYNC_REFUSED_S
+    if not pool_is_ours(machine, pool, install_id):
+        return _all("False", "PoolNameConflict", conflict_text(machine, pool)), {}, RESYNC_REFUSED_S
     state = pool.provisioning_state or "Unknown"
     if state in ("Failed", "Canceled"):
         reason = "ProvisioningFailed" if state == "Failed" else "ProvisioningCanceled"
@@ -157,6 +165,7 @@ def finalize_conditions(
     machine: Machine,
     pool: Pool | None,
     *,
+    install_id: str,
     delete_started: bool = False,
     refusal: Refusal | None = None,
 ) -> tuple[Conditions, bool, int]:
@@ -169,9 +178,8 @@ def finalize_conditions(
         return _all("False", "DeletionRefused", text), False, RESYNC_DELETE_REFUSED_S
     if pool is None:
         return _all("False", "Deleted", f"AKS agent pool {name} is deleted"), True, 0
-    if not pool_is_ours(machine, pool):
-        text = f"AKS agent pool {name} was not created for this Machine; left untouched"
-        return _all("False", "PoolNameConflict", text), True, 0
+    if not pool_is_ours(machine, pool, install_id):
+        return _all("False", "PoolNameConflict", conflict_text(machine, pool)), True, 0
     text = f"deleting AKS agent pool {name}" + ("" if delete_started else f" (state {pool.provisioning_state})")
     return _all("False", "Deleting", text), False, RESYNC_FINALIZE_S
 

@@ -26,6 +26,7 @@ class DeadlinePools:
 
     def __init__(self, pools: PoolsAPI, budget_s: float = ARM_BUDGET_S, clock: Callable[[], float] = time.monotonic):
         self._pools = pools
+        self.install_id = pools.install_id
         self._budget_s = budget_s
         self._clock = clock
         self._deadline = clock() + budget_s

@@ -6,6 +6,7 @@ all the hooks need of it, so tests pass a fake with the same three methods.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,6 +77,11 @@ class Pool:
 
 
 class PoolsAPI(Protocol):
+    # This install's identity (KAITO_INSTALL_ID), tagged on every pool it creates: only pools that carry it
+    # are ever adopted, deleted or swept, so an install whose ARM settings name another cluster touches none
+    # of that cluster's pools.
+    install_id: str
+
     def get(self, name: str) -> Pool | None: ...
 
     def create(self, name: str, body: dict[str, Any]) -> None: ...
@@ -85,15 +91,31 @@ class PoolsAPI(Protocol):
     def list(self) -> list[Pool]: ...
 
 
-# The tag every pool of ours carries (pool_body): the Machine it was created for.
+# The tags every pool of ours carries (pool_body): the Machine it was created for (a Machine is namespaced,
+# a pool name is cluster-wide) and the install that created it.
 MACHINE_TAG = "kaito-machine"
+MACHINE_NAMESPACE_TAG = "kaito-machine-namespace"
+INSTALL_TAG = "kaito-install"
+# What KAITO_INSTALL_ID may be: an ARM tag value and a Kubernetes UID (kube-system's, as the README says) both fit.
+INSTALL_ID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
 
 
-def pool_body(machine: Machine) -> dict[str, Any]:
+def install_id_problem(value: str) -> str | None:
+    """Why `value` cannot be this install's identity, or None."""
+    if INSTALL_ID.match(value):
+        return None
+    return (
+        f"KAITO_INSTALL_ID {value!r} must be 1-63 letters, digits, '-', '_' or '.' (set it in "
+        "metacontroller/aks.env to this cluster's kube-system namespace UID: "
+        "kubectl get namespace kube-system -o jsonpath='{.metadata.uid}')"
+    )
+
+
+def pool_body(machine: Machine, install_id: str) -> dict[str, Any]:
     """The REST body of the agent pool PUT for this Machine."""
     node_labels = dict(machine.labels)
     node_labels[naming.MACHINE_LABEL] = machine.name
-    tags = {MACHINE_TAG: machine.name}
+    tags = {MACHINE_TAG: machine.name, MACHINE_NAMESPACE_TAG: machine.namespace, INSTALL_TAG: install_id}
     if machine.labels.get(naming.WORKSPACE_LABEL):
         tags["kaito-workspace"] = machine.labels[naming.WORKSPACE_LABEL]
     workspace_ns = machine.labels.get(naming.WORKSPACE_NAMESPACE_LABEL) or machine.namespace
@@ -117,8 +139,16 @@ def pool_body(machine: Machine) -> dict[str, Any]:
     return body
 
 
-def pool_is_ours(machine: Machine, pool: Pool) -> bool:
-    return pool.node_labels.get(naming.MACHINE_LABEL) == machine.name
+def pool_is_ours(machine: Machine, pool: Pool, install_id: str) -> bool:
+    """The pool was created by this install for this very Machine (namespace and name): only then may the
+    Machine adopt or delete it. A same-named Machine in another namespace, or another install, never can."""
+    return (
+        bool(install_id)
+        and pool.tags.get(INSTALL_TAG) == install_id
+        and pool.tags.get(MACHINE_TAG) == machine.name
+        and pool.tags.get(MACHINE_NAMESPACE_TAG) == machine.namespace
+        and pool.node_labels.get(naming.MACHINE_LABEL) == machine.name
+    )
 
 
 def should_create(machine: Machine, pool: Pool | None) -> bool:
@@ -126,8 +156,8 @@ def should_create(machine: Machine, pool: Pool | None) -> bool:
     return machine.problem is None and pool is None
 
 
-def should_delete(machine: Machine, pool: Pool | None) -> bool:
-    return pool is not None and pool_is_ours(machine, pool) and pool.provisioning_state != "Deleting"
+def should_delete(machine: Machine, pool: Pool | None, install_id: str) -> bool:
+    return pool is not None and pool_is_ours(machine, pool, install_id) and pool.provisioning_state != "Deleting"
 
 
 @dataclass(frozen=True)

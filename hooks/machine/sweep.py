@@ -3,8 +3,9 @@
 A pool can outlive its Machine: a PUT that ARM accepts after the Machine was finalized (a slow or
 retried sync), or a Machine removed with its finalizer stripped by hand. A DecoratorController on the
 hook server's own Namespace (metacontroller/pool-sweep-controller.yaml) calls `sweep` every few minutes
-with every Machine of the cluster as related objects; it deletes each pool that is ours (our tag AND our
-node label name it), has no Machine of its name, and was last modified longer ago than the grace period
+with every Machine of the cluster as related objects; it deletes each pool that is ours (created by this
+install: its tags carry this install's identity and name a Machine, and our node label agrees), has no
+Machine of that namespace and name, and was last modified longer ago than the grace period
 (so a Machine just created, or a view of the Machines lagging behind ARM, never loses its pool). What it
 did is logged and written in an annotation on that Namespace.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import metacontroller, naming
-from hooks.machine.pools import MACHINE_TAG, Pool, PoolsAPI
+from hooks.machine.pools import INSTALL_TAG, MACHINE_NAMESPACE_TAG, MACHINE_TAG, Pool, PoolsAPI
 from hooks.machine.request import InvalidRequest
 
 log = logging.getLogger("kaito.hooks")
@@ -27,7 +28,7 @@ GRACE_SECONDS = 15 * 60
 RESYNC_SECONDS = 300
 MAX_DELETIONS_PER_SWEEP = 5
 REPORT_ANNOTATION = "kaito.sh/pool-sweep"
-HOOK_SERVICES = "Service.v1"  # related too: proves the related objects were computed (see `machine_names`)
+HOOK_SERVICES = "Service.v1"  # related too: proves the related objects were computed (see `machine_keys`)
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,35 @@ def _arm_time(value: str) -> datetime.datetime | None:
         return None
 
 
-def is_ours(pool: Pool) -> bool:
+def is_ours(pool: Pool, install_id: str) -> bool:
+    """Created by this install for a Machine: pools of other installs, or without our tags, are never swept."""
     return (
         bool(pool.name)
+        and bool(install_id)
+        and pool.tags.get(INSTALL_TAG) == install_id
+        and bool(pool.tags.get(MACHINE_NAMESPACE_TAG))
         and pool.tags.get(MACHINE_TAG) == pool.name
         and (pool.node_labels.get(naming.MACHINE_LABEL) == pool.name)
     )
 
 
+def owner(pool: Pool) -> tuple[str, str]:
+    """(namespace, name) of the Machine the pool was created for."""
+    return pool.tags.get(MACHINE_NAMESPACE_TAG, ""), pool.name
+
+
 def verdicts(
-    pools: list[Pool], machine_names: set[str], now: datetime.datetime, grace_s: int = GRACE_SECONDS
+    pools: list[Pool],
+    machines: set[tuple[str, str]],
+    install_id: str,
+    now: datetime.datetime,
+    grace_s: int = GRACE_SECONDS,
 ) -> list[Verdict]:
-    """What to do with each pool of ours that has no Machine (pools with a Machine, and foreign pools, are left out)."""
+    """What to do with each pool of ours whose Machine (namespace and name) is gone; pools with their Machine,
+    and foreign pools, are left out. A same-named Machine in another namespace does not keep a pool alive."""
     out = []
     for pool in sorted(pools, key=lambda p: p.name):
-        if not is_ours(pool) or pool.name in machine_names:
+        if not is_ours(pool, install_id) or owner(pool) in machines:
             continue
         modified = _arm_time(pool.last_modified)
         if pool.provisioning_state == "Deleting":
@@ -71,7 +86,10 @@ def verdicts(
                 Verdict(pool.name, False, f"kept: no Machine, but modified {pool.last_modified} (grace {grace_s} s)")
             )
         else:
-            out.append(Verdict(pool.name, True, f"no Machine {pool.name} exists; last modified {pool.last_modified}"))
+            namespace, name = owner(pool)
+            out.append(
+                Verdict(pool.name, True, f"no Machine {namespace}/{name} exists; last modified {pool.last_modified}")
+            )
     deleting = [v for v in out if v.delete]
     for extra in deleting[MAX_DELETIONS_PER_SWEEP:]:
         out[out.index(extra)] = Verdict(
@@ -80,8 +98,8 @@ def verdicts(
     return out
 
 
-def machine_names(request: dict[str, Any]) -> set[str] | None:
-    """Names of every Machine in the cluster, or None when the request does not prove it lists them all.
+def machine_keys(request: dict[str, Any]) -> set[tuple[str, str]] | None:
+    """(namespace, name) of every Machine in the cluster, or None when the request does not prove it lists them all.
 
     Metacontroller may leave out a related kind that has no objects, so an absent Machine list alone
     could mean "none" or "not computed": the hook Service, related by the same customize answer and
@@ -91,14 +109,14 @@ def machine_names(request: dict[str, Any]) -> set[str] | None:
     if not isinstance(related, dict) or not metacontroller.related(request, HOOK_SERVICES):
         return None
     return {
-        str((m.get("metadata") or {}).get("name"))
+        (str((m.get("metadata") or {}).get("namespace") or ""), str((m.get("metadata") or {}).get("name")))
         for m in metacontroller.related(request, metacontroller.MACHINES).values()
         if isinstance(m, dict)
     }
 
 
 def customize(request: Any) -> dict[str, Any]:
-    """Every Machine of the cluster, and the hook Service (see `machine_names`)."""
+    """Every Machine of the cluster, and the hook Service (see `machine_keys`)."""
     if not isinstance(request, dict) or not isinstance(request.get("parent"), dict):
         raise InvalidRequest("request has no 'parent' (not a customize request)")
     namespace = (request["parent"].get("metadata") or {}).get("name") or ""
@@ -119,12 +137,14 @@ def sweep(request: Any, pools: PoolsAPI, now: datetime.datetime | None = None) -
     if not isinstance(request, dict) or not isinstance(request.get("object"), dict):
         raise InvalidRequest("request has no 'object' (not a DecoratorController sync request)")
     now = now or datetime.datetime.now(datetime.UTC)
-    names = machine_names(request)
+    machines = machine_keys(request)
     report: dict[str, Any]
-    if names is None:
+    if machines is None:
         report = {"skipped": "the request does not list the cluster's Machines"}
+    elif not pools.install_id:
+        report = {"skipped": "this install has no identity (KAITO_INSTALL_ID), so no pool can be proven ours"}
     else:
-        results = verdicts(pools.list(), names, now)
+        results = verdicts(pools.list(), machines, pools.install_id, now)
         deleted: list[str] = []
         kept: list[str] = []
         for verdict in results:
