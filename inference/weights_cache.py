@@ -169,6 +169,10 @@ class WeightsCache:
             results = list(pool.map(check, files))  # hashlib releases the GIL: shards hash in parallel
         return {f.path: problem for f, problem in zip(files, results, strict=True) if problem}
 
+    def _restamp_needed(self, listing: Listing) -> bool:
+        root, stamps = self.entry_dir(listing.repo, listing.commit), self._marker_stamps(listing.repo, listing.commit)
+        return not all(unchanged_since(os.path.join(root, f.path), stamps.get(f.path)) for f in listing.files)
+
     def is_complete(self, listing: Listing, full: bool = False) -> bool:
         return os.path.isfile(self.marker_path(listing.repo, listing.commit)) and not self.problems(listing, full)
 
@@ -221,6 +225,8 @@ class WeightsCache:
                 self._download(listing, root, bad, fetch_file, stats)
                 self._write_marker(listing)
                 shutil.rmtree(os.path.join(root, PARTIAL_DIR), ignore_errors=True)
+            elif self._restamp_needed(listing):  # files hashed again and found good: next start is quick
+                self._write_marker(listing)
             os.utime(self.marker_path(repo, commit))
         stats.seconds = time.monotonic() - started
         return Entry(root, listing, stats, hold.use_lock)

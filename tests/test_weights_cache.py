@@ -297,3 +297,19 @@ def test_eviction_is_lru_and_spares_entries_in_use(tmp_path, monkeypatch):
             fetch_into_cache("org/m1", str(cache), reserve_bytes=0, max_bytes=cap)
         for lock in [in_use, *held]:
             lock.release()
+
+
+def test_a_file_hashed_again_and_found_good_is_restamped_so_the_next_start_is_quick(hub, tmp_path):
+    """A marker from before identities were recorded (or a file whose identity changed harmlessly, e.g. a
+    backup restore): hashed once, found good, downloaded not, and the marker then records its identity."""
+    cache = tmp_path / "node-cache"
+    first, _ = run_fetch(hub, cache)
+    marker = cache / "models" / "org--tiny" / (first["commit"] + ".complete")
+    doc = json.loads(marker.read_text())
+    for entry in doc["files"]:
+        del entry["stamp"]
+    marker.write_text(json.dumps(doc))
+    hub.reset_counters()
+    second, _ = run_fetch(hub, cache)
+    assert second["cached"] is True and hub.file_gets == []
+    assert all("ctime_ns" in e["stamp"] for e in json.loads(marker.read_text())["files"])
