@@ -205,3 +205,20 @@ def test_the_crd_takes_the_status_and_kubectl_get_shows_it():
         columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
         assert columns["Scale"]["jsonPath"] == ".status.scaleToZero.state" and "priority" not in columns["Scale"]
         assert columns["Waking"]["jsonPath"] == ".status.scaleToZero.phase"
+
+
+def test_metacontroller_holds_every_permission_the_workspaces_roles_grant():
+    """The apiserver lets Metacontroller create a Role only with permissions it holds itself (RBAC's
+    escalation check): a front whose Role it cannot create would leave the Workspace without its front."""
+    from crd_support import load_yaml
+
+    granted = set()
+    for rule in load_yaml("metacontroller-rbac.yaml")["rules"]:
+        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    resp = run(workspace(metadata=WAKE, resource={**A100, "count": 2}, spec={"replicas": 2}))
+    roles = [c for c in resp["children"] if c["kind"] == "Role"]
+    assert {r["metadata"]["name"] for r in roles} >= {"ws1-front", "ws1-router"}
+    for role in roles:
+        for rule in role["rules"]:
+            for need in ((g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]):
+                assert need in granted, f"{role['metadata']['name']} grants {need}, which Metacontroller lacks"
