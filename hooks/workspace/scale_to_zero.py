@@ -84,7 +84,9 @@ def parse(ws: Workspace) -> tuple[ScaleToZero | None, list[Problem]]:
         raw = notes[QUEUE_ANNOTATION].strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_QUEUE_SIZE:
             problems.append(
-                Problem(_field(QUEUE_ANNOTATION), f"{raw!r} is not a queue size; use a whole number 1 to {MAX_QUEUE_SIZE}")
+                Problem(
+                    _field(QUEUE_ANNOTATION), f"{raw!r} is not a queue size; use a whole number 1 to {MAX_QUEUE_SIZE}"
+                )
             )
         else:
             queue = int(raw)
