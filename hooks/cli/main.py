@@ -21,9 +21,15 @@ def is_loopback_bind(bind: str) -> bool:
         return False
 
 
+# gthread with TLS handshakes on the event loop, and Metacontroller's connections on threads of their own
+# (hooks/server/tls_worker.py): stalled handshakes hold no thread.
+TLS_WORKER = "hooks.server.tls_worker.TLSHandshakeWorker"
+
+
 def gunicorn_argv(bind: str, workers: int, threads: int, tls_dir: str | None) -> list[str]:
     """gthread workers: a slow or idle client holds one thread (gunicorn hands a connection that sends
-    nothing for 5 s back to its poller), not a whole worker, so /healthz and Metacontroller's calls go on."""
+    nothing for 5 s back to its poller), not a whole worker, so /healthz and Metacontroller's calls go on.
+    With TLS, the handshake runs on the worker's event loop with a deadline (TLS_WORKER)."""
     argv = [
         sys.executable,
         "-m",
@@ -33,7 +39,7 @@ def gunicorn_argv(bind: str, workers: int, threads: int, tls_dir: str | None) ->
         "--workers",
         str(workers),
         "--worker-class",
-        "gthread",
+        TLS_WORKER if tls_dir else "gthread",
         "--threads",
         str(threads),
         "--timeout",

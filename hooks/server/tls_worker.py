@@ -1,0 +1,207 @@
+"""A gunicorn worker whose TLS handshakes never hold a request thread, and whose strangers never hold
+Metacontroller's threads.
+
+gunicorn's gthread worker runs the TLS handshake blocking, in a request thread, without a deadline: a few
+connections that send part of a ClientHello and go silent hold every thread, and Metacontroller's calls
+and the kubelet's probes time out. This worker instead
+- drives each handshake without blocking from its event loop (the same selector that accepts connections
+  and waits on kept-alive ones), with a deadline of HANDSHAKE_TIMEOUT_S; at most MAX_HANDSHAKES are in
+  flight per worker (the oldest goes first), so stalled handshakes cost a file descriptor, never a thread;
+- hands a connection to a thread only once its handshake is done and a request has started to arrive;
+- serves connections that proved Metacontroller's client certificate (a certificate of the install's CA,
+  whose key was discarded) from their own threads, so strangers who complete a handshake and then stall
+  (probes and anything else without a certificate) can only ever hold the other threads, and each of their
+  socket reads or writes gives up after ANONYMOUS_IO_TIMEOUT_S.
+
+Used by `python -m hooks serve --tls-dir` (hooks/cli/main.py); plain HTTP keeps the gthread worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from concurrent import futures
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gunicorn import http, util  # type: ignore[import-untyped]
+from gunicorn import sock as gunicorn_sock
+from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
+
+HANDSHAKE_TIMEOUT_S = 5.0
+MAX_HANDSHAKES = 512
+# A kubelet probe or a stranger: one read or write may wait this long, then the connection is closed.
+ANONYMOUS_IO_TIMEOUT_S = 5.0
+# Metacontroller: its body and our answer are small, but a hook may work for seconds between the two.
+TRUSTED_IO_TIMEOUT_S = 60.0
+
+
+class _TimedSSLSocket(ssl.SSLSocket):
+    """An SSLSocket whose blocking mode has a timeout: gunicorn sets request threads' sockets blocking, which
+    would otherwise let a client that stalls mid-request hold a thread for ever."""
+
+    io_timeout: float | None = None
+
+    def setblocking(self, flag: bool) -> None:
+        if flag and self.io_timeout:
+            self.settimeout(self.io_timeout)
+        else:
+            super().setblocking(flag)
+
+
+@dataclass(eq=False)
+class _Handshake:
+    sock: ssl.SSLSocket
+    client: Any
+    server: Any
+    deadline: float
+    events: int = 0  # what it is registered for in the selector (0: not registered)
+
+
+class HandshakenConn(TConn):
+    """A connection whose TLS handshake the event loop completed: init() must not wrap the socket again."""
+
+    def __init__(self, cfg: Any, sock: ssl.SSLSocket, client: Any, server: Any, trusted: bool):
+        super().__init__(cfg, sock, client, server)
+        self.trusted = trusted
+
+    def init(self) -> None:
+        if getattr(self, "initialized", False):
+            return
+        self.initialized = True
+        self.sock.setblocking(True)
+        if getattr(self, "parser", None) is None:
+            self.parser = http.get_parser(self.cfg, self.sock, self.client)
+
+
+def has_client_certificate(tls: ssl.SSLSocket) -> bool:
+    """The peer presented a certificate that chained to the install's CA (the handshake verified it)."""
+    try:
+        return bool(tls.getpeercert())
+    except (ValueError, OSError):
+        return False
+
+
+class TLSHandshakeWorker(ThreadWorker):
+    def init_process(self) -> None:
+        self._handshakes: deque[_Handshake] = deque()
+        self._tls_context: ssl.SSLContext | None = None
+        self._trusted_pool = futures.ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="trusted")
+        super().init_process()
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            context = gunicorn_sock.ssl_context(self.cfg)
+            context.set_alpn_protocols(["http/1.1"])  # this worker serves HTTP/1.1 only
+            context.sslsocket_class = _TimedSSLSocket
+            self._tls_context = context
+        return self._tls_context
+
+    # --- accepting and handshaking, on the event loop --------------------------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        if not self.cfg.is_ssl:
+            super().accept(listener)
+            return
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        client_sock.setblocking(False)
+        try:
+            tls = self._context().wrap_socket(
+                client_sock,
+                server_side=True,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+            )
+        except (OSError, ValueError):
+            self.nr_conns -= 1
+            util.close(client_sock)
+            return
+        if len(self._handshakes) >= MAX_HANDSHAKES:
+            self._drop(self._handshakes.popleft())
+        pending = _Handshake(tls, client_addr, listener.getsockname(), time.monotonic() + HANDSHAKE_TIMEOUT_S)
+        self._handshakes.append(pending)
+        self._advance(pending)
+
+    def _advance(self, pending: _Handshake, _fileobj: Any = None) -> None:
+        try:
+            pending.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._wait(pending, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._wait(pending, selectors.EVENT_WRITE)
+            return
+        except (ssl.SSLError, OSError):
+            self._handshakes.remove(pending)
+            self._drop(pending)
+            return
+        self._handshakes.remove(pending)
+        self._unregister(pending)
+        trusted = has_client_certificate(pending.sock)
+        pending.sock.io_timeout = TRUSTED_IO_TIMEOUT_S if trusted else ANONYMOUS_IO_TIMEOUT_S  # type: ignore[attr-defined]
+        conn = HandshakenConn(self.cfg, pending.sock, pending.client, pending.server, trusted)
+        if pending.sock.pending():  # the request is already decrypted and buffered: the selector will not see it
+            conn.data_ready = True
+            self.enqueue_req(conn)
+            return
+        # Wait for the request on the event loop as gunicorn waits for a deferred connection's first bytes.
+        conn.timeout = time.monotonic() + max(self.cfg.keepalive, HANDSHAKE_TIMEOUT_S)
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def _wait(self, pending: _Handshake, events: int) -> None:
+        if pending.events == events:
+            return
+        callback = partial(self._advance, pending)
+        if pending.events:
+            self.poller.modify(pending.sock, events, callback)
+        else:
+            self.poller.register(pending.sock, events, callback)
+        pending.events = events
+
+    def _unregister(self, pending: _Handshake) -> None:
+        if pending.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(pending.sock)
+            pending.events = 0
+
+    def _drop(self, pending: _Handshake) -> None:
+        self._unregister(pending)
+        self.nr_conns -= 1
+        util.close(pending.sock)
+
+    def murder_pending(self) -> None:
+        """gunicorn's run loop calls this every second: also close handshakes past their deadline."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self._handshakes and self._handshakes[0].deadline <= now:
+            self._drop(self._handshakes.popleft())
+
+    # --- requests, on threads ----------------------------------------------------------------------------
+
+    def enqueue_req(self, conn: TConn) -> None:
+        if not getattr(conn, "trusted", False):
+            super().enqueue_req(conn)
+            return
+        fs = self._trusted_pool.submit(self.handle, conn)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            while self._handshakes:
+                util.close(self._handshakes.popleft().sock)
+            self._trusted_pool.shutdown(wait=False)

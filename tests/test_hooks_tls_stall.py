@@ -1,0 +1,143 @@
+"""Strangers cannot freeze the hook server (issue 21, item 1): TLS handshakes run on the workers' event loops
+with a deadline, so connections that send part of a ClientHello and go silent hold no thread; strangers who
+finish a handshake and then stall hold only threads that Metacontroller's connections never need.
+
+Everything is real: `python -m hooks certs` and `python -m hooks serve --tls-dir` (gunicorn) on loopback;
+the attack is raw sockets, the callers are requests with and without Metacontroller's certificate.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("gunicorn", reason="gunicorn is not installed")
+pytest.importorskip("cryptography", reason="cryptography is not installed")
+
+from loopback_support import free_port  # noqa: E402
+from test_hooks_serving import REPO, Server, clean_env  # noqa: E402
+
+# The first 11 bytes of a TLS 1.2+ ClientHello record: record header, handshake type and part of its length.
+PARTIAL_CLIENT_HELLO = bytes.fromhex("16030102000100 01fc0303".replace(" ", ""))
+ANSWER_WITHIN_S = 2.0
+CUSTOMIZE = {"controller": {}, "parent": {"metadata": {"name": "wsabcdef0123"}}}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hook-tls")
+    subprocess.run(
+        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(directory), "--extra-name", "127.0.0.1"],
+        cwd=REPO,
+        check=True,
+        env=clean_env(),
+    )
+    return directory
+
+
+def serve(certs, workers: int, threads: int) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    argv += ["--threads", str(threads), "--tls-dir", str(certs)]
+    return Server(
+        argv,
+        f"https://127.0.0.1:{port}",
+        clean_env(),
+        verify=str(certs / "ca.crt"),
+        cert=(str(certs / "client.crt"), str(certs / "client.key")),
+    )
+
+
+def stall_handshakes(server: Server, count: int) -> list[socket.socket]:
+    port = int(server.url.rsplit(":", 1)[1])
+    held = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(PARTIAL_CLIENT_HELLO)
+        held.append(s)
+    return held
+
+
+def stall_after_handshake(server: Server, certs, count: int) -> list[ssl.SSLSocket]:
+    """Anonymous clients that finish the handshake, send half a request and go silent."""
+    port = int(server.url.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    held = []
+    for _ in range(count):
+        s = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")
+        s.sendall(b"POST /sync/workspace HTTP/1.1\r\nHost: hooks\r\nContent-Length: 100\r\n\r\n{")
+        held.append(s)
+    return held
+
+
+def timed_calls(server: Server, rounds: int = 3) -> list[tuple[str, int, float]]:
+    """(call, status, seconds) for /healthz without a certificate and a hook call with Metacontroller's."""
+    out = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        health = requests.get(server.url + "/healthz", timeout=10, verify=server.verify)
+        out.append(("healthz", health.status_code, time.monotonic() - started))
+        started = time.monotonic()
+        hook = requests.post(server.url + "/customize/machine", json=CUSTOMIZE, timeout=10, verify=server.verify,
+                             cert=server.cert)  # fmt: skip
+        out.append(("customize/machine", hook.status_code, time.monotonic() - started))
+    return out
+
+
+@pytest.mark.parametrize(("workers", "threads", "stalled"), [(1, 4, 100), (2, 8, 100)])
+def test_stalled_handshakes_hold_no_thread(certs, workers, threads, stalled):
+    server = serve(certs, workers, threads)
+    held = []
+    try:
+        held = stall_handshakes(server, stalled)
+        time.sleep(0.5)
+        calls = timed_calls(server)
+        print(f"{workers}x{threads}, {stalled} stalled handshakes:", [(c, s, round(t, 3)) for c, s, t in calls])
+        assert all(status == 200 for _, status, _ in calls), calls
+        assert max(seconds for _, _, seconds in calls) < ANSWER_WITHIN_S, calls
+    finally:
+        for s in held:
+            s.close()
+        server.stop()
+
+
+def test_a_stalled_handshake_is_closed_after_its_deadline(certs):
+    from hooks.server.tls_worker import HANDSHAKE_TIMEOUT_S
+
+    server = serve(certs, 1, 4)
+    try:
+        [stalled] = stall_handshakes(server, 1)
+        stalled.settimeout(HANDSHAKE_TIMEOUT_S + 5)
+        started = time.monotonic()
+        try:
+            closed = stalled.recv(1024) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed and time.monotonic() - started < HANDSHAKE_TIMEOUT_S + 3
+    finally:
+        server.stop()
+
+
+def test_strangers_stalling_after_the_handshake_never_starve_metacontroller(certs):
+    server = serve(certs, 1, 4)
+    held: list = []
+    try:
+        held = stall_after_handshake(server, certs, 12) + stall_handshakes(server, 100)
+        time.sleep(0.5)
+        for _ in range(3):
+            started = time.monotonic()
+            hook = requests.post(server.url + "/customize/machine", json=CUSTOMIZE, timeout=10, verify=server.verify,
+                                 cert=server.cert)  # fmt: skip
+            assert hook.status_code == 200 and time.monotonic() - started < ANSWER_WITHIN_S
+    finally:
+        for s in held:
+            s.close()
+        server.stop()
