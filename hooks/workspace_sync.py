@@ -15,7 +15,7 @@ from __future__ import annotations
 from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace import adapter_status, conditions, replicas, scale_to_zero
+from hooks.workspace import adapter_status, conditions, inference_config, replicas, scale_to_zero
 from hooks.workspace.children import desired_children, live_adapters
 from hooks.workspace.children.pod_parts import workspace_labels
 from hooks.workspace.nodes import plan_nodes
@@ -29,6 +29,14 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
     observed_conditions = (parent.get("status") or {}).get("conditions")
 
     planned, problems = parse_and_plan(parent)
+    if (
+        planned is not None
+        and isinstance(planned.plan, PresetServing)
+        and mc.CONFIGMAPS in (request.get("related") or {})
+    ):
+        # The inference.config ConfigMap, related by customize (absent from `render`'s requests).
+        problems = inference_config.problems(planned.plan, mc.by_name(mc.related(request, mc.CONFIGMAPS)))
+        planned = None if problems else planned
     if planned is None:
         tuning_requested = parent.get("tuning") is not None
         status = conditions.invalid_status(problems, tuning_requested, observed_conditions, now, generation)
@@ -95,4 +103,6 @@ def customize(request: dict) -> dict:
                 "labelSelector": {"matchLabels": {label: meta["name"]}},
             }
         )
+    if config := inference_config.related_rule(parent):
+        related.append(config)
     return {"relatedResources": related}

@@ -186,11 +186,12 @@ def _flag_name(key: Any) -> str:
 
 
 def _chat_template(v: Any, config_dir: Path, work_dir: Path | None) -> Flags:
-    """An inline Jinja template is written to a file; a path must be a key of the same ConfigMap."""
+    """An inline Jinja template is written to a file; a path must be a key of the same ConfigMap.
+    Without a work directory (the hook checking the ConfigMap) nothing is written."""
     text = str(v)
     if "{{" in text or "{%" in text:
         if work_dir is None:
-            raise RuntimeConfigError("vllm.chat-template: an inline template needs the launcher's --work-dir")
+            return ["--chat-template", "inline"]
         work_dir.mkdir(parents=True, exist_ok=True)
         target = work_dir / "chat_template.jinja"
         target.write_text(text)
@@ -262,8 +263,21 @@ def flags_from_config(path: str, runtime: str, tp_size: int = 1, work_dir: str |
     file = Path(path)
     if not file.is_file():
         raise RuntimeConfigError(f"--config-file {path}: no such file (is the ConfigMap's key inference_config.yaml?)")
+    return flags_from_text(file.read_text(), runtime, tp_size, file.parent, Path(work_dir) if work_dir else None, path)
+
+
+def flags_from_text(
+    text: str,
+    runtime: str,
+    tp_size: int = 1,
+    config_dir: Path | None = None,
+    work_dir: Path | None = None,
+    path: str = "inference_config.yaml",
+) -> Flags:
+    """The SGLang flags of an inference_config.yaml's text; RuntimeConfigError names `path` and the keys.
+    Pure but for writing an inline chat template into `work_dir` (none is written without one)."""
     try:
-        doc = yaml.safe_load(file.read_text()) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise RuntimeConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(doc, dict):
@@ -281,7 +295,7 @@ def flags_from_config(path: str, runtime: str, tp_size: int = 1, work_dir: str |
             "kaito.sh/runtime annotation"
         )
     try:
-        return vllm_flags(sections["vllm"], tp_size, file.parent, Path(work_dir) if work_dir else None) + sglang_flags(
+        return vllm_flags(sections["vllm"], tp_size, config_dir or Path("/nonexistent"), work_dir) + sglang_flags(
             sections["sglang"]
         )
     except RuntimeConfigError as e:

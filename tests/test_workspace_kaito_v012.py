@@ -114,7 +114,6 @@ def test_performance_mode_throughput_becomes_sglang_scheduler_flags_sglang_accep
     "annotation, value, says",
     [
         ("kaito.sh/performance-mode", "fastest", "use balanced or throughput"),
-        ("kaito.sh/enablelb", "True", "LoadBalancer"),
         ("kaito.sh/bypass-resource-checks", "True", "GPU memory check"),
         ("kaito.sh/node-image-family", "AzureLinux", "node image"),
         ("kaito.sh/run-benchmark", "true", "benchmark"),
@@ -134,3 +133,71 @@ def test_performance_mode_on_the_transformers_runtime_is_refused():
     )
     _, problems = render(ws)
     assert any("performance modes tune SGLang" in p for p in problems), problems
+
+
+# ---- inference.config checked by the hook ----------------------------------------------------------
+
+
+def _config_request(config_data: dict | None):
+    from workspace_support import request
+
+    ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-config"})
+    req = request(ws)
+    req["related"]["ConfigMap.v1"] = {}
+    if config_data is not None:
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-config", "namespace": "team"}}
+        req["related"]["ConfigMap.v1"]["team/my-config"] = {**cm, "data": config_data}
+    return req
+
+
+def _resource_ready(req) -> dict:
+    from workspace_support import NOW
+
+    from hooks.settings import Settings
+    from hooks.workspace_sync import sync
+
+    response = sync(req, Settings(), NOW)
+    return next(c for c in response["status"]["conditions"] if c["type"] == "ResourceReady"), response
+
+
+def test_customize_relates_the_inference_config_map_by_name():
+    from hooks.workspace_sync import customize
+
+    ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-config"})
+    rules = customize({"controller": {}, "parent": ws})["relatedResources"]
+    assert {"apiVersion": "v1", "resource": "configmaps", "namespace": "team", "names": ["my-config"]} in rules
+    assert not [
+        r
+        for r in customize({"controller": {}, "parent": workspace()})["relatedResources"]
+        if r["resource"] == "configmaps"
+    ]
+
+
+def test_a_vllm_key_without_an_sglang_equivalent_is_reported_on_the_workspace_before_any_pod_starts():
+    text = "vllm:\n  max-model-len: 8192\n  swap-space: 4\n"
+    ready, response = _resource_ready(_config_request({"inference_config.yaml": text}))
+    assert ready["status"] == "False" and ready["reason"] == "InvalidWorkspace"
+    assert ready["message"].startswith(
+        "inference.config: ConfigMap 'my-config': inference_config.yaml: vllm.swap-space"
+    )
+    assert response["children"] == []
+
+
+def test_an_sglang_host_flag_is_reported_on_the_workspace():
+    ready, _ = _resource_ready(_config_request({"inference_config.yaml": "sglang:\n  host: 0.0.0.0\n"}))
+    assert "sglang.host is not allowed" in ready["message"]
+
+
+def test_a_usable_config_map_lets_the_workspace_proceed():
+    ready, response = _resource_ready(
+        _config_request({"inference_config.yaml": "vllm:\n  gpu-memory-utilization: 0.82\n"})
+    )
+    assert ready["reason"] != "InvalidWorkspace" and response["children"]
+
+
+@pytest.mark.parametrize(
+    "data, says", [(None, "does not exist"), ({"other.yaml": "x"}, "has no key inference_config.yaml")]
+)
+def test_a_missing_config_map_or_key_is_reported(data, says):
+    ready, _ = _resource_ready(_config_request(data))
+    assert ready["message"].startswith("inference.config: ") and says in ready["message"]

@@ -1,8 +1,9 @@
 """Kaito v0.12's Workspace annotations: mapped to SGLang settings, or refused with the reason.
 
-`kaito.sh/runtime` is chosen in planning.py. `kaito.sh/performance-mode` becomes SGLang scheduler flags.
-The others change what Kaito's own controller builds (a LoadBalancer, skipped GPU checks, another node
-image, a benchmark stage), which this operator does differently or not at all, so each is refused
+`kaito.sh/runtime` is chosen in planning.py and `kaito.sh/enablelb` makes the Service a LoadBalancer
+(children/services.py), as in Kaito. `kaito.sh/performance-mode` becomes SGLang scheduler flags. The
+others change what Kaito's own controller builds (skipped GPU checks, another node image, a benchmark
+stage), which this operator does differently or not at all, so each is refused
 naming what to do instead; an annotation silently ignored would leave the user believing it applied.
 """
 
@@ -20,11 +21,6 @@ PERFORMANCE_MODES: dict[str, tuple[str, ...]] = {
 }
 
 REFUSED: dict[str, str] = {
-    "kaito.sh/enablelb": (
-        "a LoadBalancer Service would expose the model server to the internet without authentication; "
-        "remove the annotation and reach the Workspace's ClusterIP Service through kubectl port-forward or "
-        "your own Ingress"
-    ),
     "kaito.sh/bypass-resource-checks": (
         "the GPU memory check is what keeps a model from failing to load; remove the annotation and choose a "
         "resource.instanceType the check accepts (the refusal names one)"
