@@ -222,6 +222,9 @@ class Front:
             self.last_ask = self.clock()
             try:
                 self.last_answer = await scaler.ask_for_one()
+                # Asked again (or someone already had): a backend that answers now is the one to use, even
+                # the replica the scale to 0 had not yet removed.
+                self.draining = self.last_answer == "conflict" and self.draining
                 log.info("held %d request(s); scale subresource: %s", len(self.held), self.last_answer)
             except (ScaleError, ClientError, TimeoutError, OSError) as e:
                 self.last_answer = f"error: {e}"
@@ -233,7 +236,7 @@ class Front:
         try:
             await scaler.scale_to_zero()
             self.scaled_down = True
-            self.draining = self.backend_ready
+            self.draining, self.backend_ready = self.backend_ready, False
             log.info("no request for %.0f s: scaled to 0", self.idle_seconds)
         except (ScaleError, ClientError, TimeoutError, OSError) as e:
             log.warning("could not scale to 0: %s", e)

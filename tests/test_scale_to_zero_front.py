@@ -223,3 +223,44 @@ def test_held_requests_resume_in_arrival_order_and_respect_their_limits():
         assert len(short) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_right_after_the_idle_scale_down_is_held_then_served_by_whatever_replica_answers():
+    """After its scale to 0 the front holds new requests while the old replica still answers (it is going);
+    once it has asked for a replica again, a backend that answers is used, even one that never went away."""
+    from inference.wake_front import Front
+
+    class FakeScaler:  # the scale subresource's answers, in-process
+        def __init__(self):
+            self.calls = []
+
+        async def ask_for_one(self):
+            self.calls.append("ask")
+            return "asked"
+
+        async def scale_to_zero(self):
+            self.calls.append("zero")
+
+    async def scenario():
+        now = [0.0]
+        front = Front(HeldRequests(4, 60), idle_seconds=10, clock=lambda: now[0])
+        scaler = FakeScaler()
+
+        async def answers():
+            return True
+
+        await front.step(answers, scaler)
+        assert front.backend_ready and scaler.calls == []
+        now[0] = 11
+        await front.step(answers, scaler)
+        assert scaler.calls == ["zero"] and not front.backend_ready  # draining: the old replica is going
+        front.touch()
+        held = asyncio.create_task(front.held.hold())
+        await asyncio.sleep(0)
+        await front.step(answers, scaler)  # asks again; the replica that answers is good to use
+        assert scaler.calls == ["zero", "ask"]
+        await front.step(answers, scaler)
+        await asyncio.wait_for(held, 1)
+        assert front.backend_ready and len(front.held) == 0
+
+    asyncio.run(scenario())
