@@ -23,18 +23,60 @@ class Image:
     target: str | None  # the Dockerfile stage, None for the last one
     platforms: tuple[str, ...]
     env: str | None  # the hook server setting that names it (None: the hook Deployment's own image)
+    # The Dockerfile's build args that name the bases this target is built from. The release passes none
+    # (the Dockerfile's pinned defaults); `make images` replaces exactly these with local bases where the
+    # pinned ones cannot be pulled (release/local_bases.py).
+    base_args: tuple[str, ...]
+    context: str = "."  # the build context, relative to the repository root
 
 
 IMAGES = (
-    Image("hooks", "hooks/Dockerfile", None, ("linux/amd64", "linux/arm64"), None),
-    Image("runtime", "inference/Dockerfile", "runtime", ("linux/amd64",), "KAITO_RUNTIME_IMAGE"),
+    Image("hooks", "hooks/Dockerfile", None, ("linux/amd64", "linux/arm64"), None, ("PYTHON_IMAGE",)),
     Image(
-        "runtime-legacy", "inference/Dockerfile", "runtime-legacy", ("linux/amd64",), "KAITO_TRANSFORMERS_RUNTIME_IMAGE"
+        "runtime",
+        "inference/Dockerfile",
+        "runtime",
+        ("linux/amd64",),
+        "KAITO_RUNTIME_IMAGE",
+        ("DEBIAN_IMAGE", "SGLANG_IMAGE"),
     ),
-    Image("tuning", "tuning/Dockerfile", None, ("linux/amd64",), "KAITO_TUNING_IMAGE"),
+    Image(
+        "runtime-legacy",
+        "inference/Dockerfile",
+        "runtime-legacy",
+        ("linux/amd64",),
+        "KAITO_TRANSFORMERS_RUNTIME_IMAGE",
+        ("DEBIAN_IMAGE", "PYTORCH_IMAGE"),
+    ),
+    Image(
+        "tuning", "tuning/Dockerfile", None, ("linux/amd64",), "KAITO_TUNING_IMAGE", ("DEBIAN_IMAGE", "PYTORCH_IMAGE")
+    ),
     # sglang-router + our gateway in front of a Workspace's replicas (no CUDA).
-    Image("router", "inference/Dockerfile", "router", ("linux/amd64",), "KAITO_ROUTER_IMAGE"),
+    Image("router", "inference/Dockerfile", "router", ("linux/amd64",), "KAITO_ROUTER_IMAGE", ("PYTHON_IMAGE",)),
 )
+
+
+def image_named(name: str) -> Image:
+    for image in IMAGES:
+        if image.name == name:
+            return image
+    raise ValueError(f"no image {name!r}; the images are {', '.join(i.name for i in IMAGES)}")
+
+
+def github_matrix() -> dict[str, list[dict[str, str]]]:
+    """The release workflow's build matrix: what it builds comes from IMAGES, never from a copy in YAML."""
+    return {
+        "include": [
+            {
+                "image": image.name,
+                "context": image.context,
+                "dockerfile": image.dockerfile,
+                "target": image.target or "",
+                "platforms": ",".join(image.platforms),
+            }
+            for image in IMAGES
+        ]
+    }
 
 
 def project_version(pyproject: Path = REPO / "pyproject.toml") -> str:
@@ -78,5 +120,13 @@ def version_of_tag(tag: str, version: str) -> str:
     return version
 
 
-if __name__ == "__main__":  # `python -m release.images` prints the version, for shell commands
-    print(project_version())
+if __name__ == "__main__":
+    # `python -m release.images` prints the version, for shell commands; `--matrix` prints the release
+    # workflow's build matrix as a step output line (matrix=<json>) for $GITHUB_OUTPUT.
+    import json
+    import sys
+
+    if sys.argv[1:] == ["--matrix"]:
+        print("matrix=" + json.dumps(github_matrix(), separators=(",", ":")))
+    else:
+        print(project_version())
