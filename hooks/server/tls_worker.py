@@ -11,7 +11,8 @@ and the kubelet's probes time out. This worker instead
 - serves connections that proved Metacontroller's client certificate (a certificate of the install's CA,
   whose key was discarded) from their own threads, so strangers who complete a handshake and then stall
   (probes and anything else without a certificate) can only ever hold the other threads, and each of their
-  socket reads or writes gives up after ANONYMOUS_IO_TIMEOUT_S.
+  socket reads or writes gives up after ANONYMOUS_IO_TIMEOUT_S, and their connections are closed without
+  gunicorn's linger on the event loop.
 
 Used by `python -m hooks serve --tls-dir` (hooks/cli/main.py); plain HTTP keeps the gthread worker.
 """
@@ -36,8 +37,9 @@ from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-
 
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_HANDSHAKES = 512
-# A kubelet probe or a stranger: one read or write may wait this long, then the connection is closed.
-ANONYMOUS_IO_TIMEOUT_S = 5.0
+# A kubelet probe or a stranger: one read or write may wait this long, then the connection is closed (a probe's
+# request and answer take milliseconds; its own timeout is 2-3 s).
+ANONYMOUS_IO_TIMEOUT_S = 2.0
 # Metacontroller: its body and our answer are small, but a hook may work for seconds between the two.
 TRUSTED_IO_TIMEOUT_S = 60.0
 
@@ -70,6 +72,14 @@ class HandshakenConn(TConn):
     def __init__(self, cfg: Any, sock: ssl.SSLSocket, client: Any, server: Any, trusted: bool):
         super().__init__(cfg, sock, client, server)
         self.trusted = trusted
+
+    def close(self, graceful: bool = False) -> None:
+        """gunicorn closes a finished connection on its event loop and, gracefully, lingers up to 2 s there for
+        the peer to close: a stranger who never does would stall the loop. Only Metacontroller gets the linger."""
+        if graceful and self.trusted:
+            super().close(graceful=True)
+        else:
+            util.close(self.sock)
 
     def init(self) -> None:
         if getattr(self, "initialized", False):
