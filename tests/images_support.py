@@ -47,10 +47,35 @@ def container_tool() -> str | None:
     return "podman" if shutil.which("podman") else None
 
 
+def built(name: str, registry_host: str | None = None) -> str:
+    """Build image `name` as `make images` does (this machine's pip settings as build secrets; cached layers
+    make a rebuild quick). With `registry_host` it is tagged for and pushed to that registry; without, it
+    keeps the loopback registry's name `make images` gives it."""
+    from release import build_images
+    from release.container_engine import Engine
+    from release.images import image_named, project_version
+
+    engine = Engine.detect()
+    registry = f"{registry_host}/kaito-sglang" if registry_host else build_images.LOCAL_REGISTRY
+    with tempfile.TemporaryDirectory(prefix="kaito-pip-secrets-") as tmp:
+        secrets = build_images.write_secrets(build_images.machine_pip_settings(), Path(tmp))
+        done = build_images.build(engine, image_named(name), project_version(), registry, secrets)
+    if registry_host:
+        engine.push(done.reference, done.reference)
+    return done.reference
+
+
+def untag(reference: str) -> None:
+    from release.container_engine import Engine
+
+    Engine.detect().remove(reference)
+
+
 @dataclass
 class ContainerSpec:
     command: list[str]
     env: dict[str, str]
+    entrypoint: str | None = None  # replaces the image's ENTRYPOINT (a pod's `command` does)
     user: str | None = None
     read_only: bool = False
     drop_all_capabilities: bool = False
@@ -146,6 +171,8 @@ def run_argv(tool: str, image: str, spec: ContainerSpec, name: str) -> list[str]
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], PODMAN_PROCESSES)
         argv += ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+    if spec.entrypoint:
+        argv += ["--entrypoint", spec.entrypoint]
     if spec.user:
         argv += ["--user", spec.user]
     if spec.read_only:
@@ -188,6 +215,15 @@ class Container:
 
     def exec(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run([self.tool, "exec", self.name, *argv], capture_output=True, text=True, check=False)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status once the container has stopped."""
+        out = subprocess.run(
+            [self.tool, "wait", self.name], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if out.returncode:
+            raise ContainerError(f"{self.tool} wait {self.name}: {out.stderr.strip()}")
+        return int(out.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:
         subprocess.run([self.tool, "rm", "-f", "-t", "5", self.name], capture_output=True, check=False)

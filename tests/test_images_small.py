@@ -11,28 +11,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 from images_support import (
     Container,
     ContainerSpec,
+    built,
     container_tool,
     filled_aks_settings,
     run_argv,
     start_hook_server_from_image,
+    untag,
 )
 from inference_support.stub_sglang import StubSGLang
 from loopback_support import free_port
 from workspace_support import REPO, by_kind, find, node, request, workspace
 
 from release import build_images
-from release.container_engine import Engine
-from release.images import image_named, project_version
+from release.images import project_version
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,19 +42,6 @@ pytestmark = [
 ]
 
 IMAGE_USER = "65532:65532"
-
-
-def built(name: str, registry_host: str | None) -> str:
-    """Build `name` with this machine's pip settings as secrets; push and scan when a registry is given."""
-    engine = Engine.detect()
-    settings = build_images.machine_pip_settings()
-    registry = f"{registry_host}/kaito-sglang" if registry_host else build_images.LOCAL_REGISTRY
-    with tempfile.TemporaryDirectory(prefix="kaito-pip-secrets-") as tmp:
-        secrets = build_images.write_secrets(settings, Path(tmp))
-        done = build_images.build(engine, image_named(name), project_version(), registry, secrets)
-    if registry_host:
-        engine.push(done.reference, done.reference)
-    return done.reference
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +57,18 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hooks_image(registry):
-    return built("hooks", registry)
+    reference = built("hooks", registry)
+    yield reference
+    if registry:
+        untag(reference)  # the loopback registry of this module only; the image stays under its own name
 
 
 @pytest.fixture(scope="module")
 def router_image(registry):
-    return built("router", registry)
+    reference = built("router", registry)
+    yield reference
+    if registry:
+        untag(reference)
 
 
 def image_config(ref: str) -> dict:
