@@ -135,7 +135,10 @@ def test_one_fetch_job_per_node_and_adapter_pinned_to_the_node():
     resp = run(serving(FIN, DOLLY))
     jobs = jobs_of(resp)
     assert len(jobs) == 4
-    assert sorted({j["spec"]["template"]["spec"]["nodeName"] for j in jobs}) == ["aks-gpu-0", "aks-gpu-1"]
+    assert sorted({live_adapters.pinned_node(j["spec"]["template"]["spec"]) for j in jobs}) == [
+        "aks-gpu-0",
+        "aks-gpu-1",
+    ]
     assert [j["metadata"]["name"] for j in jobs] == sorted(j["metadata"]["name"] for j in jobs)
     fin = next(j for j in jobs if j["metadata"]["annotations"]["kaito.sh/adapter-source"] == FIN["source"]["image"])
     pod = fin["spec"]["template"]["spec"]
@@ -177,7 +180,7 @@ def test_fetch_jobs_also_go_where_replicas_run():
         "spec": {"nodeName": "other-node"},
         "status": {"phase": "Running"},
     }
-    nodes = {j["spec"]["template"]["spec"]["nodeName"] for j in jobs_of(run(ws, pods=[pod]))}
+    nodes = {live_adapters.pinned_node(j["spec"]["template"]["spec"]) for j in jobs_of(run(ws, pods=[pod]))}
     assert "other-node" in nodes
 
 

@@ -63,6 +63,23 @@ def image_problem(ref: str) -> str | None:
     return None
 
 
+# What an adapter's files may come from: storage the Workspace's namespace already owns. Everything else a
+# volume can be (hostPath, a Secret, a projected token, CSI drivers such as a secrets store, network mounts)
+# would have the fetch Job, which Metacontroller creates, copy it into the adapter folder for the user.
+ADAPTER_VOLUME_TYPES = ("persistentVolumeClaim", "configMap", "image")
+
+
+def adapter_volume_problem(volume: dict[str, Any]) -> str | None:
+    """Why this volumeSource cannot hold an adapter, or None."""
+    kinds = sorted(volume)
+    if len(kinds) == 1 and kinds[0] in ADAPTER_VOLUME_TYPES and isinstance(volume[kinds[0]], dict):
+        return None
+    return (
+        f"volume type {', '.join(kinds) or '(none)'} is not allowed for adapters; use exactly one of "
+        f"{', '.join(ADAPTER_VOLUME_TYPES)} (or source.image)"
+    )
+
+
 def _secret_problems(names: list[str] | None, path: str) -> list[Problem]:
     out = []
     for i, name in enumerate(names or []):
@@ -232,6 +249,8 @@ def _inference_problems(ws: Workspace, inf: InferenceSpec) -> list[Problem]:
             out.append(Problem(f"{path}.source.image", "set exactly one of source.image or source.volumeSource"))
         elif src.image is not None and (p := image_problem(src.image)):
             out.append(Problem(f"{path}.source.image", p))
+        elif src.volumeSource is not None and (p := adapter_volume_problem(src.volumeSource)):
+            out.append(Problem(f"{path}.source.volumeSource", p))
         out += _secret_problems(src.imagePullSecrets, f"{path}.source.imagePullSecrets")
         if adapter.strength is not None:
             try:

@@ -14,6 +14,8 @@ import yaml
 from observe import WAIT_S, condition, get, items, wait_condition
 from operator_stack import REPO, gpu_node
 
+from hooks.workspace.children import live_adapters
+
 DOLLY = "myregistry.azurecr.io/adapters/phi-3-dolly:0.0.1"
 
 
@@ -69,7 +71,7 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
             ),
             timeout=WAIT_S,
         )
-        assert [j["spec"]["template"]["spec"]["nodeName"] for j in jobs] == [node_name]
+        assert [live_adapters.pinned_node(j["spec"]["template"]["spec"]) for j in jobs] == [node_name]
         assert [c["image"] for c in jobs[0]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "copy"] == [
             DOLLY
         ]

@@ -180,13 +180,35 @@ def _complete_container(key: str, source: str, runtime_image: str) -> dict:
     }
 
 
+def fetch_affinity(ws: Workspace, node: str) -> dict:
+    """The model pod's node affinity narrowed to one node by name. The scheduler places the Job, so the node's
+    taints (only the GPU taints are tolerated, as by the model pod) and the Workspace's labelSelector apply;
+    nodeName would bypass both and run the Job on any node the selector names, a system node included."""
+    affinity = m.node_affinity(ws)
+    for term in affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
+        term["matchFields"] = [{"key": "metadata.name", "operator": "In", "values": [node]}]
+    return affinity
+
+
+def pinned_node(pod_spec: dict) -> str | None:
+    """The node a fetch Job's pod is narrowed to (fetch_affinity), or None."""
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("values"):
+                return str(field["values"][0])
+    return None
+
+
 def fetch_job(ws: Workspace, adapter: Adapter, node: str, runtime_image: str) -> dict:
     key = adapter_key(adapter)
     copy_container, extra_volumes = _copy_step(adapter, key, runtime_image)
     source = adapter.image or "volumeSource"
     labels = {FETCH_LABEL: ws.name, KEY_LABEL: key}
     pod: dict[str, Any] = {
-        "nodeName": node,
+        "affinity": fetch_affinity(ws, node),
         "tolerations": m.tolerations(),
         "restartPolicy": "Never",
         "initContainers": [owner_container(runtime_image), m.copier_init_container(runtime_image), copy_container],
