@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from release import local_bases, local_registry
@@ -39,6 +39,7 @@ class Built:
     seconds: float  # the image's own build, without its local bases
     size_bytes: int
     bases_seconds: float  # local bases made for it in this run (0 when they were there already)
+    push_and_scan_seconds: float | None = None  # pushed to the registry and its layers searched for secrets
 
 
 def machine_pip_settings() -> PipSettings:
@@ -154,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {image.name}: built in {done.seconds:.0f} s, {done.size_bytes / 1e6:.0f} MB: {done.reference}")
             if args.no_push:
                 continue
+            started = time.monotonic()
             engine.push(done.reference, done.reference)
             with tempfile.TemporaryDirectory(prefix="kaito-layers-", dir=CACHE) as layers:
                 findings = scan_pushed_image(done.reference, find, Path(layers))
+            built[-1] = replace(done, push_and_scan_seconds=round(time.monotonic() - started, 1))
             if findings:
                 failures += [f"{image.name}: secret in a layer: {f}" for f in findings]
             else:
-                print(f"== {image.name}: pushed; no layer holds {', '.join(find) or 'a pip secret (none set)'}")
+                print(
+                    f"== {image.name}: pushed and scanned in {built[-1].push_and_scan_seconds:.0f} s; no layer holds "
+                    f"{', '.join(find) or 'a pip secret (none set)'}"
+                )
     write_report(built, args.report)
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
