@@ -42,6 +42,9 @@ class Settings:
     node_provisioning: NodeProvisioning = "aks"
     # How soon Metacontroller should call again while something is still converging.
     resync_seconds: float = 30.0
+    # How long a Machine freed by a scale-in is kept (and re-used by a scale-out) before it is deleted; the
+    # install sets 600 (metacontroller/hooks/deployment.yaml), 0 releases it as soon as its pods are gone.
+    scale_in_grace_seconds: float = 0.0
     # "node": model weights in a node-local cache (hostPath) shared by every pod on the node;
     # "pod": an emptyDir per pod (for clusters whose policy forbids hostPath volumes).
     weights_cache: WeightsCache = "node"
@@ -63,6 +66,7 @@ class Settings:
             router_image=env.get("KAITO_ROUTER_IMAGE", DEFAULT_ROUTER_IMAGE),
             node_provisioning=mode,  # type: ignore[arg-type]
             resync_seconds=float(env.get("KAITO_RESYNC_SECONDS", "30")),
+            scale_in_grace_seconds=_seconds(env, "KAITO_SCALE_IN_GRACE_SECONDS", 0.0),
             weights_cache=_choice(env, "KAITO_WEIGHTS_CACHE", ("node", "pod"), "node"),  # type: ignore[arg-type]
             weights_cache_path=env.get("KAITO_WEIGHTS_CACHE_PATH", "/var/lib/kaito/weights"),
             weights_cache_nvme_path=env.get("KAITO_WEIGHTS_CACHE_NVME_PATH", "/mnt/nvme/kaito/weights"),
@@ -74,4 +78,17 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     value = env.get(name, default).strip().lower()
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 7 * 24 * 3600:
+        raise ValueError(f"{name} must be a number of seconds between 0 and 604800, not {raw!r}")
     return value

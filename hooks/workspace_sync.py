@@ -55,9 +55,10 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
         machines,
         settings,
         replicas.nodes_with_pods(pods),
+        now,
     )
     adapter_nodes = live_adapters.fetch_nodes(nodes.worker_nodes, pods)
-    children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes)
+    children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes, nodes.idle)
     if isinstance(plan, TuningPlan):
         workload_kind = mc.JOBS
     else:
@@ -83,7 +84,10 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
             status["scaleToZero"] = scale_to_zero.state(
                 status["replicas"], status["readyReplicas"], status.get("coldStart"), observed_state, now
             )
-    return {"status": status, "children": children, "resyncAfterSeconds": 0 if done else settings.resync_seconds}
+    resync: float = 0 if done else settings.resync_seconds
+    if nodes.release_in_s is not None:  # come back when the first idle Machine's grace period ends
+        resync = min(resync or nodes.release_in_s, max(nodes.release_in_s, 1.0))
+    return {"status": status, "children": children, "resyncAfterSeconds": resync}
 
 
 def customize(request: dict) -> dict:

@@ -8,6 +8,11 @@ from hooks import kube, naming
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 
+# On a Machine the Workspace no longer needs (a scale-in): since when. It is kept, and reused by a scale-out,
+# until the grace period (Settings.scale_in_grace_seconds) has passed, so a flapping scaler re-uses nodes
+# instead of deleting and creating agent pools.
+IDLE_SINCE_ANNOTATION = "kaito.sh/idle-since"
+
 
 @dataclass(frozen=True)
 class MachineState:
@@ -17,6 +22,14 @@ class MachineState:
     node_name: str | None
     reason: str
     message: str
+    idle_since: str | None = None
+
+
+@dataclass(frozen=True)
+class IdleMachine:
+    name: str
+    since: str
+    release_in_s: float
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,12 @@ class NodePlan:
     machines: tuple[str, ...]  # Machine names to keep or create, in index order
     machine_states: tuple[MachineState, ...] = field(default_factory=tuple)
     byo: bool = False
+    idle: tuple[IdleMachine, ...] = ()  # surplus Machines kept through the scale-in grace period
+
+    @property
+    def release_in_s(self) -> float | None:
+        """Seconds until the first idle Machine is released (None: none is idle)."""
+        return min((m.release_in_s for m in self.idle), default=None)
 
     @property
     def ready_count(self) -> int:
@@ -64,6 +83,7 @@ def machine_state(machine: dict) -> MachineState:
     launched = kube.condition(machine, "Launched") or {}
     failing = next((c for c in (ready, launched) if c.get("status") == "False" and c.get("message")), None)
     latest = failing or ready or launched
+    annotations = machine["metadata"].get("annotations") or {}
     return MachineState(
         name=machine["metadata"]["name"],
         ready=ready.get("status") == "True",
@@ -71,7 +91,27 @@ def machine_state(machine: dict) -> MachineState:
         node_name=(machine.get("status") or {}).get("nodeName"),
         reason=latest.get("reason", "Provisioning"),
         message=latest.get("message", "waiting for the AKS agent pool"),
+        idle_since=annotations.get(IDLE_SINCE_ANNOTATION),
     )
+
+
+def idle_machines(
+    observed: list[MachineState], keep: set[str], now: str | None, grace_s: float
+) -> tuple[IdleMachine, ...]:
+    """Surplus Machines still within the scale-in grace period (failed ones are never kept)."""
+    current = kube.parse_time(now) if now else None
+    if current is None or grace_s <= 0:
+        return ()
+    out = []
+    for m in observed:
+        if m.name in keep or m.failed:
+            continue
+        since = kube.parse_time(m.idle_since) if m.idle_since else None
+        since = since if since is not None and since <= current else current
+        left = grace_s - (current - since).total_seconds()
+        if left > 0:
+            out.append(IdleMachine(m.name, since.strftime("%Y-%m-%dT%H:%M:%SZ"), left))
+    return tuple(out)
 
 
 def plan_nodes(
@@ -81,9 +121,11 @@ def plan_nodes(
     machines: dict[str, dict],
     settings: Settings,
     nodes_with_pods: frozenset[str] = frozenset(),
+    now: str | None = None,
 ) -> NodePlan:
     """`nodes`: related Node objects by name; `machines`: observed Machine children by name;
-    `nodes_with_pods`: nodes where a pod of the Workspace still exists."""
+    `nodes_with_pods`: nodes where a pod of the Workspace still exists; `now`: for the scale-in grace period
+    (None: surplus Machines are released at once)."""
     byo = settings.node_provisioning == "byo"
     preferred = list(ws.resource.preferredNodes or [])
     candidates = []
@@ -124,4 +166,5 @@ def plan_nodes(
             keep.append(name)
             taken.add(name)
         index += 1
-    return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed))
+    idle = idle_machines(observed, taken, now, settings.scale_in_grace_seconds)
+    return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed), idle=idle)

@@ -15,6 +15,7 @@ from hooks.workspace.children import (
     tuning_job,
     wake_front,
 )
+from hooks.workspace.nodes import IdleMachine
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 
 
@@ -24,11 +25,13 @@ def desired_children(
     machine_names: tuple[str, ...],
     settings: Settings,
     adapter_nodes: list[str] | None = None,
+    idle_machines: tuple[IdleMachine, ...] = (),
 ) -> list[dict]:
     """Machines for missing nodes, then the tuning ConfigMap and Job, or the serving workload and its Services
     (and, for several SGLang replicas, the router in front of them), then a preset's desired adapter set and
     the Jobs fetching its adapters onto `adapter_nodes`."""
     children = [machines.machine(ws, name, plan) for name in machine_names]
+    children += [machines.machine(ws, m.name, plan, idle_since=m.since) for m in idle_machines]
     if isinstance(plan, TuningPlan):
         cm = tuning_job.config_map(ws, plan)
         if cm is not None:

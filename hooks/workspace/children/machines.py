@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from hooks import naming
 from hooks.workspace.api import Workspace
+from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
 from hooks.workspace.planning import WorkloadPlan
 
 
-def machine(ws: Workspace, name: str, plan: WorkloadPlan) -> dict:
+def machine(ws: Workspace, name: str, plan: WorkloadPlan, idle_since: str | None = None) -> dict:
     labels = {
         **ws.match_labels,
         naming.WORKSPACE_LABEL: ws.name,
@@ -25,9 +26,7 @@ def machine(ws: Workspace, name: str, plan: WorkloadPlan) -> dict:
     }
     if plan.mig is not None:  # the pool's GPUs are split into the profile's MIG slices when AKS creates it
         spec["gpuInstanceProfile"] = plan.mig.gpu_instance_profile
-    return {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Machine",
-        "metadata": {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))},
-        "spec": spec,
-    }
+    metadata: dict = {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))}
+    if idle_since:  # freed by a scale-in: kept through the grace period (hooks/workspace/nodes.py)
+        metadata["annotations"] = {IDLE_SINCE_ANNOTATION: idle_since}
+    return {"apiVersion": "kaito.sh/v1alpha1", "kind": "Machine", "metadata": metadata, "spec": spec}
