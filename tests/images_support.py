@@ -302,3 +302,46 @@ def start_hook_server_from_image(
             container.stop()
             raise ContainerError(f"the hook server container did not answer /healthz:\n{logs[-3000:]}")
         time.sleep(0.3)
+
+
+class ImageHookServer:
+    """The hook server as a container of the built hooks image, with the interface of the cluster tests'
+    process-based HookServer: `url`, `start()`, `kill()` (hard, as a node failure) and `stop()`."""
+
+    def __init__(
+        self,
+        image: str,
+        env: Mapping[str, str],
+        tls_dir: Path,
+        port: int,
+        deployment: dict | None = None,
+        images_env: Mapping[str, str] | None = None,
+    ):
+        self.image, self.env, self.tls_dir, self.port = image, dict(env), tls_dir, port
+        self.deployment, self.images_env = deployment, images_env
+        self.url = f"https://127.0.0.1:{port}"
+        self.container: HookServerContainer | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.container = start_hook_server_from_image(
+            self.image,
+            self.tls_dir,
+            f"127.0.0.1:{self.port}",
+            self.env,
+            images_env=self.images_env,
+            deployment=self.deployment,
+        )
+
+    def kill(self) -> None:
+        assert self.container is not None
+        subprocess.run(
+            [self.container.tool, "kill", "-s", "KILL", self.container.name], capture_output=True, check=False
+        )
+        self.container.stop()
+        self.container = None
+
+    def stop(self) -> None:
+        if self.container is not None:
+            self.container.stop()
+            self.container = None

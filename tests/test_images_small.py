@@ -19,6 +19,7 @@ import requests
 from images_support import (
     Container,
     ContainerSpec,
+    ImageHookServer,
     built,
     container_tool,
     filled_aks_settings,
@@ -250,3 +251,37 @@ def test_router_image_relays_through_sglang_router_to_a_loopback_upstream(router
         for container in reversed(containers):
             container.stop()
         stub.stop()
+
+
+def byo_deployment() -> dict:
+    """The hook Deployment as overlays/byo renders it (its JSON patch's `replace` ops; the other op removes
+    a pod label, which a local container has no use for)."""
+    import yaml
+
+    deployment = yaml.safe_load((REPO / "metacontroller" / "hooks" / "deployment.yaml").read_text())
+    for op in yaml.safe_load((REPO / "overlays" / "byo" / "hooks-byo.yaml").read_text()):
+        if op["op"] != "replace":
+            continue
+        *parents, last = op["path"].strip("/").split("/")
+        node = deployment
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = op["value"]
+    return deployment
+
+
+def test_hook_server_container_in_byo_mode_survives_a_hard_kill_and_starts_again(hooks_image, certs):
+    server = ImageHookServer(hooks_image, {}, certs, free_port(), deployment=byo_deployment())
+    try:
+        body = request(workspace(), nodes=[node("gpu-1", {"apps": "phi-3"})])
+        client = (str(certs / "client.crt"), str(certs / "client.key"))
+        answer = requests.post(server.url + "/sync/workspace", json=body, cert=client, verify=str(certs / "ca.crt"))
+        assert answer.status_code == 200, answer.text
+        assert "Machine.kaito.sh/v1alpha1" not in by_kind(answer.json()["children"])  # byo: the labelled node
+        server.kill()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url + "/healthz", timeout=5, verify=str(certs / "ca.crt"))
+        server.start()
+        assert requests.get(server.url + "/healthz", timeout=5, verify=str(certs / "ca.crt")).status_code == 200
+    finally:
+        server.stop()
