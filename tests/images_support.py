@@ -345,3 +345,28 @@ class ImageHookServer:
         if self.container is not None:
             self.container.stop()
             self.container = None
+
+
+def pushed_images_env(registry: str | None = None) -> dict[str, str]:
+    """The KAITO_*_IMAGE settings naming the images `make images` pushed (loopback registry, pyproject's
+    version): what the install's images.env names, for a cluster whose images come from this checkout."""
+    from release import build_images
+    from release.images import IMAGES, image_ref, project_version
+
+    version = project_version()
+    return {
+        image.env: image_ref(image.name, version, registry or build_images.LOCAL_REGISTRY)
+        for image in IMAGES
+        if image.env
+    }
+
+
+def in_registry(reference: str) -> bool:
+    """Whether a loopback (plain HTTP) registry serves `reference`."""
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{reference}"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return out.returncode == 0

@@ -243,3 +243,16 @@ def test_the_hook_deployment_as_a_local_container():
     assert argv[-len(spec.command) - 1 :] == ["img", *spec.command]
     with pytest.raises(ValueError, match="needs ConfigMap kaito-hooks-aks key"):
         hook_container_spec(deployment, "127.0.0.1:1", {}, {}, {"tls": "/s"})
+
+
+def test_the_images_make_images_pushes_stand_in_for_every_image_the_install_names():
+    from images_support import IMAGES_ENV, env_file, pushed_images_env
+
+    from release.images import project_version
+
+    pushed = pushed_images_env("127.0.0.1:5050/kaito-sglang")
+    assert set(pushed) == set(env_file(IMAGES_ENV))
+    for setting, reference in pushed.items():
+        shipped = env_file(IMAGES_ENV)[setting]
+        assert reference == "127.0.0.1:5050/kaito-sglang/" + shipped.rsplit("/", 1)[1]
+        assert reference.endswith(f":{project_version()}")
