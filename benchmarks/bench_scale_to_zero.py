@@ -9,7 +9,9 @@ The trace (seeded, so every run sees the same day) is one Workspace's traffic on
   17:30-22:00  5 bursts at random times, each 3 to 6 requests within 2 minutes (someone tries something)
   22:00-09:00  3 isolated requests at random times (nightly jobs)
 The day starts at 0 replicas, as the previous day ended (with Deallocate: the pool exists, its VM stopped
-with the previous day's disk). The front scales to 0 after `--idle-minutes` (15) without a request; a request at 0 wakes the model and
+with the previous day's disk). The node outlives its pod by the scale-in grace period (`--grace-minutes`,
+10 as the install sets KAITO_SCALE_IN_GRACE_SECONDS): a wake within it starts only the pod (framework, the
+cache check, warm-up). The front scales to 0 after `--idle-minutes` (15) without a request; a request at 0 wakes the model and
 every request that arrives before it is Ready waits until then.
 
 How long a wake takes comes from Kaito #2325's breakdown of a 966 s cold start on a new AKS node:
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,11 @@ class Pool:
         self.arm.finish_delete(POOL)
 
 
-def simulate(arrivals: list[float], mode: str, idle: float, start: float, init: float, cache_check: float) -> Outcome:
+def simulate(
+    arrivals: list[float], mode: str, idle: float, start: float, init: float, cache_check: float, grace: float = 0
+) -> Outcome:
+    """`grace`: the scale-in grace period (KAITO_SCALE_IN_GRACE_SECONDS) a node outlives its pod by; a wake
+    within it starts the pod on that node (image and weights there): framework, cache check and warm-up."""
     out = Outcome(mode)
     if mode == "always-on":
         out.gpu_seconds = DAY
@@ -178,13 +183,23 @@ def simulate(arrivals: list[float], mode: str, idle: float, start: float, init: 
         up_since: float | None = None  # when the current wake was asked for
         ready_at = 0.0
         last = 0.0  # when the last request was answered (the idle clock starts there)
+        pod_start = cache_check + KAITO_2325["framework"] + KAITO_2325["warm-up"]
         for t in arrivals:
+            on_kept_node = False
             if up_since is not None and t > max(last, ready_at) + idle:
                 down = max(last, ready_at) + idle
-                out.gpu_seconds += down - up_since
-                pool.release()
-                up_since = None
-            if up_since is None:
+                if t <= down + grace:  # the node is still there: only the pod starts again
+                    on_kept_node = True
+                else:
+                    out.gpu_seconds += down + grace - up_since
+                    pool.release()
+                    up_since = None
+            if on_kept_node:
+                out.wakes += 1
+                out.wake_seconds.append(pod_start)
+                ready_at = t + pod_start
+                out.first_waits.append(pod_start)
+            elif up_since is None:
                 wake = pool.wake()
                 out.wakes += 1
                 out.wake_seconds.append(wake)
@@ -194,7 +209,7 @@ def simulate(arrivals: list[float], mode: str, idle: float, start: float, init: 
                 out.held_waits.append(ready_at - t)
             last = max(t, ready_at)
         if up_since is not None:
-            out.gpu_seconds += min(DAY, max(last, ready_at) + idle) - up_since
+            out.gpu_seconds += min(DAY, max(last, ready_at) + idle + grace) - up_since
         for r in arm.state.requests:
             out.arm_calls[r.method] = out.arm_calls.get(r.method, 0) + 1
         if mode == "deallocate":
@@ -220,11 +235,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--deallocated-start", type=float, default=90)
     p.add_argument("--deallocated-init", type=float, default=60)
     p.add_argument("--cache-check", type=float, default=5)
+    p.add_argument(
+        "--grace-minutes", type=float, default=10, help="KAITO_SCALE_IN_GRACE_SECONDS / 60 (the install sets 10)"
+    )
     ns = p.parse_args(argv)
     arrivals = day_trace(ns.seed)
-    print(f"trace: {len(arrivals)} requests, seed {ns.seed}; idle period {ns.idle_minutes:g} min")
+    print(
+        f"trace: {len(arrivals)} requests, seed {ns.seed}; idle period {ns.idle_minutes:g} min, "
+        f"scale-in grace {ns.grace_minutes:g} min"
+    )
     rows = [
-        simulate(arrivals, mode, ns.idle_minutes * 60, ns.deallocated_start, ns.deallocated_init, ns.cache_check)
+        simulate(
+            arrivals,
+            mode,
+            ns.idle_minutes * 60,
+            ns.deallocated_start,
+            ns.deallocated_init,
+            ns.cache_check,
+            ns.grace_minutes * 60,
+        )
         for mode in ("always-on", "delete", "deallocate")
     ]
     print()
@@ -234,9 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        wake = f"{statistics.mean(r.wake_seconds):.0f}" if r.wake_seconds else "-"
-        if r.wake_seconds and min(r.wake_seconds) != max(r.wake_seconds):
-            wake = f"{max(r.wake_seconds):.0f} first, then {min(r.wake_seconds):.0f}"
+        kinds = sorted(set(r.wake_seconds), reverse=True)
+        wake = " or ".join(f"{w:.0f} ({r.wake_seconds.count(w)}x)" for w in kinds) if kinds else "-"
         calls = ", ".join(f"{n} {m}" for m, n in sorted(r.arm_calls.items())) or "-"
         print(
             f"| {r.mode} | {r.gpu_seconds / 3600:.1f} | {r.wakes} | {wake} | "

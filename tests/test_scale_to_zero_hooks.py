@@ -222,3 +222,14 @@ def test_metacontroller_holds_every_permission_the_workspaces_roles_grant():
         for rule in role["rules"]:
             for need in ((g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]):
                 assert need in granted, f"{role['metadata']['name']} grants {need}, which Metacontroller lacks"
+
+
+def test_at_zero_the_status_names_the_idle_node_kept_for_the_scale_in_grace_period():
+    graced = Settings(scale_in_grace_seconds=600)
+    serving = run(workspace(resource=A100), settings=graced)
+    held = [ready_machine(machines(serving)[0], "aks-node-0")]
+    resp = run(workspace(resource=A100, spec={"replicas": 0}), settings=graced, now=LATER, children={MACHINES: held})
+    assert [m["metadata"]["name"] for m in machines(resp)] == [held[0]["metadata"]["name"]]  # kept, idle
+    message = condition(resp, "ResourceReady")["message"]
+    assert "no GPU node is held" not in message and "1 idle GPU node(s) kept" in message, message
+    assert "released in 600 s" in message

@@ -124,7 +124,13 @@ def resource(nodes: NodePlan) -> Condition:
     ready, target = nodes.ready_count, nodes.target
     if target == 0:
         held = f"; releasing {', '.join(nodes.machines)} once no pod runs there" if nodes.machines else ""
-        return true("ResourceReady", "ScaledToZero", f"scaled to zero: no GPU node is held{held}")
+        if nodes.idle:  # a wake within the scale-in grace period re-uses these nodes
+            held += (
+                f"; {len(nodes.idle)} idle GPU node(s) kept for the scale-in grace period, the first released in "
+                f"{nodes.release_in_s:.0f} s"
+            )
+        what = "no pod runs" if nodes.machines or nodes.idle else "no GPU node is held"
+        return true("ResourceReady", "ScaledToZero", f"scaled to zero: {what}{held}")
     if ready >= target:
         return true(
             "ResourceReady", "NodesReady", f"{ready} of {target} GPU nodes ready: {', '.join(nodes.worker_nodes)}"
