@@ -242,8 +242,11 @@ def secret_volume(files: Mapping[str, Path], mode: int, group: int) -> Path:
     for key, source in files.items():
         target = folder / key
         shutil.copyfile(source, target)
-        os.chown(target, 0, group)
-        target.chmod(mode)
+        try:
+            os.chown(target, 0, group)
+            target.chmod(mode)
+        except PermissionError:  # not root (a CI runner's user): readable by everyone instead of by the group
+            target.chmod(0o444)
     return folder
 
 
