@@ -76,13 +76,23 @@ def test_every_v012_example_is_reconciled_or_refused_by_field(cluster, aks, name
     obj = cluster.wait_for(f"{kind}/{obj_name} reconciled", reconciled, timeout=WAIT_S)
     verdict = condition(obj, first)
     if verdict.get("reason") in ("InvalidWorkspace", "InvalidInferenceSet"):
-        for problem in verdict["message"].split("; "):
-            assert FIELD_FIRST.match(problem), f"refusal without a field path: {problem}"
+        # Field first, and every problem the offline check finds (render) is in the status.
+        assert FIELD_FIRST.match(verdict["message"]), f"refusal without a field path: {verdict['message']}"
+        for problem in offline_problems(doc):
+            assert problem in verdict["message"]
     elif kind == "inferenceset":
         ws = cluster.wait_for(
             f"the Workspace of {obj_name}", lambda: get(cluster, "workspace", obj_name, "-n", namespace), timeout=WAIT_S
         )
         assert ws["spec"]["replicas"] == doc["spec"].get("replicas", 1)
+
+
+def offline_problems(doc: dict) -> list[str]:
+    from hooks.inferenceset.workspace import check
+    from hooks.workspace.planning import parse_and_plan
+
+    _, problems = check(doc) if doc["kind"] == "InferenceSet" else parse_and_plan(doc)
+    return [str(p) for p in problems]
 
 
 def v1beta1(doc: dict) -> dict:
@@ -101,14 +111,21 @@ def test_a_v1beta1_workspace_reads_back_unchanged_in_both_versions_with_the_same
     assert (beta["apiVersion"], alpha["apiVersion"]) == ("kaito.sh/v1beta1", "kaito.sh/v1alpha1")
     for top in ("resource", "inference", "spec"):
         assert alpha[top] == beta[top], top
-    for field in ("resource", "inference"):
-        for key, value in doc[field].items():
-            assert alpha[field][key] == value, f"{field}.{key}"
+    # What the user wrote comes back (the schema's defaults, e.g. accessMode, are added beside it).
+    assert alpha["resource"]["partition"] == {"mode": "mig", "profile": "3g.40gb"}
+    assert alpha["resource"]["labelSelector"] == doc["resource"]["labelSelector"]
+    assert alpha["inference"]["adapters"] == doc["inference"]["adapters"]
+    assert alpha["inference"]["preset"]["name"] == doc["inference"]["preset"]["name"]
     assert alpha["metadata"]["uid"] == beta["metadata"]["uid"]
     columns = {
         v: printed_columns(cluster, namespace, f"workspaces.{v}.kaito.sh", name) for v in ("v1alpha1", "v1beta1")
     }
+    for version in columns.values():
+        version.pop("AGE")  # the clock moves between the two gets
     assert columns["v1alpha1"] == columns["v1beta1"]
+    crd = yaml.safe_load((REPO / "metacontroller" / "workspace-crd.yaml").read_text())
+    shown = [c["name"].upper() for c in crd["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
+    assert list(columns["v1alpha1"]) == ["NAME", *(c for c in shown if c != "AGE")], columns
 
 
 def test_a_digit_first_name_is_refused_naming_the_rule(cluster, namespace):
@@ -210,3 +227,31 @@ def test_a_mig_workspace_packs_three_replicas_onto_one_mig1g_node(cluster, clust
         return model if len(model) == 3 else None
 
     cluster.wait_for("3 replicas scheduled on the MIG node", scheduled, timeout=WAIT_S)
+
+
+def test_kaitos_custom_config_example_is_refused_on_the_workspace_naming_the_vllm_keys(cluster, aks, namespace):
+    """The ConfigMap reaches the hook as a related object (customize's `names` rule): the vLLM keys without
+    an SGLang equivalent are named on ResourceReady before any pod is created."""
+    need_shared(V012)
+    path = V012 / "inference" / "kaito_workspace_custom_config.yaml"
+    for doc in yaml.safe_load_all(path.read_text()):
+        assert apply(cluster, namespace, doc).returncode == 0
+    ws = wait_condition(
+        cluster,
+        namespace,
+        "workspace",
+        "workspace-deepseek-r1-distill-qwen-14b",
+        "ResourceReady",
+        "False",
+        "InvalidWorkspace",
+    )
+    message = condition(ws, "ResourceReady")["message"]
+    assert message.startswith("inference.config: ConfigMap 'ds-inference-params': inference_config.yaml: ")
+    for key in (
+        "vllm.swap-space",
+        "vllm.tensor-parallel-size",
+        "vllm.max-seq-len-to-capture",
+        "vllm.num-scheduler-steps",
+    ):
+        assert key in message
+    assert items(cluster, "deployments", "-n", namespace) == []
