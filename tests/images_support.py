@@ -336,6 +336,11 @@ class ImageHookServer:
             deployment=self.deployment,
         )
 
+    @property
+    def process(self) -> HookServerContainer | None:
+        """The running container (stop() removes it), where the process-based HookServer has its process."""
+        return self.container
+
     def kill(self) -> None:
         assert self.container is not None
         subprocess.run(
