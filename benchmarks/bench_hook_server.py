@@ -3,11 +3,10 @@
 Metacontroller's client certificate, alone and while strangers hold connections open:
   - idle:                 nothing else;
   - stalled-handshakes:   100 connections that sent 11 bytes of a ClientHello and went silent;
-  - stalled-requests:     16 anonymous connections that finished the handshake, sent half a request, went silent;
+  - stalled-requests:     16 anonymous connections that finished the handshake, sent half a request head, went
+                          silent;
   - concurrent-syncs:     16 sync calls at once with Metacontroller's certificate.
-Goal: every call answered; Metacontroller's under 2 s in every case, /healthz under 2 s in every case but
-stalled-requests (there, strangers hold the threads that serve connections without a certificate, each for at
-most 2 s per socket operation, so a probe may wait a few seconds; Metacontroller's own threads are untouched).
+Goal: every call answered, the slowest under 2 s, in every case.
 
 Run: python benchmarks/bench_hook_server.py
 """
@@ -91,7 +90,7 @@ def hold(url: str, certs: Path, handshakes: int, requests_: int) -> list[socket.
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     for _ in range(requests_):
         s = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")
-        s.sendall(b"POST /sync/workspace HTTP/1.1\r\nHost: hooks\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(b"POST /sync/workspace HTTP/1.1\r\nHost: hooks\r\nContent-Le")  # half a head
         held.append(s)
     return held
 
@@ -120,12 +119,12 @@ def main() -> int:
                 finally:
                     for s in held:
                         s.close()
-                worst = max(worst, *measured["sync"], *(measured["healthz"] if name != "stalled-requests" else []))
+                worst = max(worst, *measured["healthz"], *measured["sync"])
                 print(f"{name:20s} {summary('healthz', measured['healthz'])}; {summary('sync', measured['sync'])}")
         finally:
             proc.terminate()
             proc.wait(10)
-    print(f"slowest call within the goal's scope: {worst * 1000:.0f} ms (goal: under 2000 ms)")
+    print(f"slowest call: {worst * 1000:.0f} ms (goal: under 2000 ms)")
     return 0 if worst < 2.0 else 1
 
 

@@ -8,6 +8,9 @@ and the kubelet's probes time out. This worker instead
   and waits on kept-alive ones), with a deadline of HANDSHAKE_TIMEOUT_S; at most MAX_HANDSHAKES are in
   flight per worker (the oldest goes first), so stalled handshakes cost a file descriptor, never a thread;
 - hands a connection to a thread only once its handshake is done and a request has started to arrive;
+  for a connection without a client certificate (a probe, or anyone), only once its whole request (head and a
+  body of at most MAX_ANONYMOUS_REQUEST bytes) is in, read on the event loop within HANDSHAKE_TIMEOUT_S, and
+  such a connection serves one request: strangers who stall mid-request hold no thread either;
 - serves connections that proved Metacontroller's client certificate (a certificate of the install's CA,
   whose key was discarded) from their own threads, so strangers who complete a handshake and then stall
   (probes and anything else without a certificate) can only ever hold the other threads, and each of their
@@ -27,7 +30,7 @@ import ssl
 import time
 from collections import deque
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -42,6 +45,8 @@ MAX_HANDSHAKES = 512
 ANONYMOUS_IO_TIMEOUT_S = 2.0
 # Metacontroller: its body and our answer are small, but a hook may work for seconds between the two.
 TRUSTED_IO_TIMEOUT_S = 60.0
+# What is read on the event loop before a connection without a certificate gets a thread.
+MAX_ANONYMOUS_REQUEST = 64 * 1024
 
 
 class _TimedSSLSocket(ssl.SSLSocket):
@@ -59,19 +64,40 @@ class _TimedSSLSocket(ssl.SSLSocket):
 
 @dataclass(eq=False)
 class _Handshake:
+    """A connection the event loop is still working on: its TLS handshake, then (without a client certificate)
+    reading its request into `received`."""
+
     sock: ssl.SSLSocket
     client: Any
     server: Any
     deadline: float
     events: int = 0  # what it is registered for in the selector (0: not registered)
+    received: bytearray = field(default_factory=bytearray)
+
+
+def request_is_complete(data: bytes | bytearray) -> bool:
+    """The head has arrived and, with a Content-Length, the body too (chunked bodies: once the head is in)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    length = 0
+    for line in bytes(data[:end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                return True  # malformed: let gunicorn's parser answer it
+    return len(data) >= end + 4 + length
 
 
 class HandshakenConn(TConn):
     """A connection whose TLS handshake the event loop completed: init() must not wrap the socket again."""
 
-    def __init__(self, cfg: Any, sock: ssl.SSLSocket, client: Any, server: Any, trusted: bool):
+    def __init__(self, cfg: Any, sock: ssl.SSLSocket, client: Any, server: Any, trusted: bool, received: bytes = b""):
         super().__init__(cfg, sock, client, server)
         self.trusted = trusted
+        self.received = received  # read on the event loop already
 
     def close(self, graceful: bool = False) -> None:
         """gunicorn closes a finished connection on its event loop and, gracefully, lingers up to 2 s there for
@@ -88,6 +114,8 @@ class HandshakenConn(TConn):
         self.sock.setblocking(True)
         if getattr(self, "parser", None) is None:
             self.parser = http.get_parser(self.cfg, self.sock, self.client)
+            if self.received:
+                self.parser.unreader.unread(self.received)
 
 
 def has_client_certificate(tls: ssl.SSLSocket) -> bool:
@@ -161,6 +189,11 @@ class TLSHandshakeWorker(ThreadWorker):
         self._unregister(pending)
         trusted = has_client_certificate(pending.sock)
         pending.sock.io_timeout = TRUSTED_IO_TIMEOUT_S if trusted else ANONYMOUS_IO_TIMEOUT_S  # type: ignore[attr-defined]
+        if not trusted:
+            reading = _Handshake(pending.sock, pending.client, pending.server, time.monotonic() + HANDSHAKE_TIMEOUT_S)
+            self._handshakes.append(reading)
+            self._read_request(reading)
+            return
         conn = HandshakenConn(self.cfg, pending.sock, pending.client, pending.server, trusted)
         if pending.sock.pending():  # the request is already decrypted and buffered: the selector will not see it
             conn.data_ready = True
@@ -171,10 +204,42 @@ class TLSHandshakeWorker(ThreadWorker):
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
-    def _wait(self, pending: _Handshake, events: int) -> None:
+    def _read_request(self, pending: _Handshake, _fileobj: Any = None) -> None:
+        """Read a connection's request without blocking; hand it to a thread once it is all in."""
+        while not request_is_complete(pending.received) and len(pending.received) <= MAX_ANONYMOUS_REQUEST:
+            try:
+                data = pending.sock.recv(MAX_ANONYMOUS_REQUEST)
+            except ssl.SSLWantReadError:
+                self._wait(pending, selectors.EVENT_READ, self._read_request)
+                return
+            except ssl.SSLWantWriteError:
+                self._wait(pending, selectors.EVENT_WRITE, self._read_request)
+                return
+            except (ssl.SSLError, OSError):
+                data = b""
+            if not data:
+                self._handshakes.remove(pending)
+                self._drop(pending)
+                return
+            pending.received += data
+        self._handshakes.remove(pending)
+        self._unregister(pending)
+        conn = HandshakenConn(
+            self.cfg, pending.sock, pending.client, pending.server, False, received=bytes(pending.received)
+        )
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        """A connection without a certificate serves one request: a next one would be read on a thread."""
+        if not getattr(conn, "trusted", True):
+            return False
+        return bool(super()._keepalive_after(conn, keepalive))
+
+    def _wait(self, pending: _Handshake, events: int, step: Any = None) -> None:
         if pending.events == events:
             return
-        callback = partial(self._advance, pending)
+        callback = partial(step or self._advance, pending)
         if pending.events:
             self.poller.modify(pending.sock, events, callback)
         else:
