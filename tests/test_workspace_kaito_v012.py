@@ -201,3 +201,22 @@ def test_a_usable_config_map_lets_the_workspace_proceed():
 def test_a_missing_config_map_or_key_is_reported(data, says):
     ready, _ = _resource_ready(_config_request(data))
     assert ready["message"].startswith("inference.config: ") and says in ready["message"]
+
+
+@pytest.mark.parametrize(
+    "example, code, says",
+    [
+        ("kaito_workspace_custom_config.yaml", 2, "inference.config: ConfigMap 'ds-inference-params': "),
+        ("kaito_workspace_gpt_oss_20b.yaml", 0, "InferenceReady=False Creating"),
+    ],
+)
+def test_render_checks_the_inference_config_map_kept_in_the_same_file(example, code, says):
+    import io
+
+    from hooks.cli.render import render as render_cli
+    from hooks.settings import Settings
+
+    path = need_shared(KAITO_V012_EXAMPLES / "inference" / example)
+    out, err = io.StringIO(), io.StringIO()
+    assert render_cli(str(path), Settings(), out, err) == code, err.getvalue()
+    assert says in err.getvalue()

@@ -13,6 +13,7 @@ from typing import IO, Any
 import yaml
 
 from hooks import inferenceset_sync, kube, workspace_sync
+from hooks import metacontroller as mc
 from hooks.inferenceset import autoscaling
 from hooks.inferenceset.workspace import check
 from hooks.settings import Settings
@@ -38,6 +39,11 @@ def render(path: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str
         return EXIT_INVALID
     code = 0
     stream = []
+    # A Workspace's inference.config ConfigMap, when the same file holds it, is checked as the hook checks
+    # the related ConfigMap on a cluster.
+    configmaps = {
+        (d.get("metadata") or {}).get("name"): d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"
+    }
     for doc in docs:
         kind = doc.get("kind") if isinstance(doc, dict) else None
         if kind == "InferenceSet":
@@ -63,7 +69,16 @@ def render(path: str, settings: Settings, out: IO[str] = sys.stdout, err: IO[str
                 print(f"{name}: {p}", file=err)
             code = EXIT_INVALID
             continue
-        response = workspace_sync.sync(new_workspace_request(workspace), settings, kube.now())
+        request = new_workspace_request(workspace)
+        config = (workspace.get("inference") or {}).get("config")
+        if config in configmaps:
+            request["related"][mc.CONFIGMAPS] = {config: configmaps[config]}
+        response = workspace_sync.sync(request, settings, kube.now())
+        refused = [c for c in response["status"]["conditions"] if c["reason"] == "InvalidWorkspace"]
+        if refused:
+            print(f"{name}: {refused[0]['message']}", file=err)
+            code = EXIT_INVALID
+            continue
         stream += response["children"]
         for c in response["status"]["conditions"]:
             print(f"{name}: {c['type']}={c['status']} {c['reason']}: {c['message']}", file=err)
