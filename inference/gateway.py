@@ -6,6 +6,11 @@ default to the combined adapter: all adapters weighted by strength), lists model
 max_model_len), and passes the rest of the OpenAI API through (/v1/responses too); streamed answers are
 relayed chunk by chunk as they arrive. `--worker` (node-rank > 0 pods) serves only the health
 endpoints: those pods run a runtime worker, not the API.
+
+What reaches the runtime is bounded: only the routes below, each to a fixed upstream path (the runtime's
+admin endpoints share its port); bodies up to --max-body-mib; `n`, `top_logprobs` and token budgets
+capped. Answers are held to the OpenAI SDK's types and stop strings (gateway_translation.shape_answer),
+and every error the gateway makes itself is OpenAI-shaped JSON.
 """
 
 from __future__ import annotations
