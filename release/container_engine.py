@@ -35,7 +35,7 @@ def build_argv(
     if builder == "docker":
         argv = ["docker", "buildx", "build", "--load", "--network", "host"]
     elif builder == "buildah":
-        argv = ["buildah", "bud", "--layers", "--isolation", "chroot", "--network", "host"]
+        argv = ["buildah", "bud", "--layers", "--force-rm", "--isolation", "chroot", "--network", "host"]
     else:
         raise EngineError(f"builder {builder!r} is not one of {', '.join(BUILDERS)} (KAITO_IMAGE_BUILDER)")
     argv += ["-f", dockerfile, "-t", tag]

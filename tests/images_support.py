@@ -197,6 +197,8 @@ class Container:
         self.tool, self.name, self.cleanup = tool, name, cleanup or []
         out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if out.returncode:
+            # A failed start can leave the container created (and its image in use): remove it.
+            subprocess.run([tool, "rm", "-f", name], capture_output=True, check=False)
             self._remove_files()
             raise ContainerError(f"{tool} run failed (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
 
