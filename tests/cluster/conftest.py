@@ -3,7 +3,8 @@ the operator on it (operator_stack.py), one namespace per test, every component'
 of a failed test. Everything here is marked `cluster` (`pytest -m cluster` runs only these).
 
 Skips, with the reason: Go absent (the control plane is built from Go modules); ../shared absent
-(Metacontroller's CRDs, needed by the tests that run controllers). A failed build is an error.
+(Metacontroller's source, manifests and CRDs, needed by the tests that run controllers). A failed build
+is an error.
 """
 
 from __future__ import annotations
@@ -65,13 +66,11 @@ def built() -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(built):
-    from operator_stack import METACONTROLLER_CRDS, operator_manifests, yaml_stream
+    from operator_stack import session_crds
 
     workdir = Path(tempfile.mkdtemp(prefix="kaito-cluster-"))
     plane = ControlPlane(workdir, built)
-    crds = yaml_stream(operator_manifests("http://127.0.0.1:1", "aks")[0])
-    if METACONTROLLER_CRDS.exists():
-        crds += "---\n" + METACONTROLLER_CRDS.read_text()
+    crds = session_crds(built / "bin" / "kubectl")
     try:
         plane.start(crds)
     except ClusterError as error:
@@ -117,8 +116,16 @@ class Operators:
             if self.current is not None:
                 # Let the installed controllers finish with earlier tests' Workspaces (Machines, agent
                 # pools) before the other mode's controllers take over what is left.
-                self.cluster.kubectl("wait", "--for=delete", "namespace", "-l", TEST_NAMESPACE_LABEL,
-                                     "--timeout=120s", check=False, timeout=150)
+                self.cluster.kubectl(
+                    "wait",
+                    "--for=delete",
+                    "namespace",
+                    "-l",
+                    TEST_NAMESPACE_LABEL,
+                    "--timeout=120s",
+                    check=False,
+                    timeout=150,
+                )
                 self.current.uninstall()
             operator.install()
             self.current = operator
@@ -130,15 +137,30 @@ class Operators:
 
 
 @pytest.fixture(scope="session")
-def operators(cluster, cluster_arm):
-    from operator_stack import METACONTROLLER_CRDS, install_hook_namespace, standin_metacontroller
+def metacontroller(cluster):
+    """The real Metacontroller, running with its installed ServiceAccount's token and ClusterRole."""
+    from operator_stack import METACONTROLLER_SOURCE, Install, Metacontroller, install_metacontroller
 
-    if not METACONTROLLER_CRDS.exists():
-        pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
+    if not (cluster.bin / "metacontroller").exists():
+        pytest.skip(
+            f"{METACONTROLLER_SOURCE} is absent (../shared is only beside the checkout in CI and sessions): "
+            "Metacontroller is built from it"
+        )
+    install_metacontroller(cluster, Install(cluster.bin / "kubectl", "aks"))
+    process = Metacontroller(cluster, Install(cluster.bin / "kubectl", "aks"))
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def operators(cluster, cluster_arm, metacontroller):
+    from operator_stack import install_hook_namespace
+
     tls_dir = cluster.workdir / "hooks-tls"
     install_hook_namespace(cluster, tls_dir)
     ops = Operators(cluster, cluster_arm, tls_dir)
-    standin_metacontroller(cluster)
     try:
         yield ops
     finally:
@@ -163,8 +185,10 @@ def namespace(cluster, request):
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:48].strip("-") + "-" + unique
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, f"{TEST_NAMESPACE_LABEL}=yes")
-    cluster.wait_for(f"serviceaccount default in {name}",
-                     lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0)
+    cluster.wait_for(
+        f"serviceaccount default in {name}",
+        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 

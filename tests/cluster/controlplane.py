@@ -24,6 +24,16 @@ import yaml
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 TOKEN = "kaito-cluster-test-token"
+# Each component authenticates as itself (static tokens), and RBAC decides what it may do: the
+# controller-manager and the scheduler as the users the apiserver's bootstrap roles are bound to, kwok
+# (the kubelets' stand-in) as its own user bound to cluster-admin below. The admin user is the person
+# at the keyboard (kubectl in tests).
+IDENTITIES = {
+    "admin": (TOKEN, "admin", "system:masters"),
+    "kube-controller-manager": ("kaito-cluster-test-kcm", "system:kube-controller-manager", ""),
+    "kube-scheduler": ("kaito-cluster-test-scheduler", "system:kube-scheduler", ""),
+    "kwok": ("kaito-cluster-test-kwok", "kaito:kwok", ""),
+}
 # Nodes kwok manages (it leaves every other Node alone); tests and the AKS simulator set this label.
 KWOK_NODE_LABEL = ("kwok.x-k8s.io/node", "fake")
 # deployment+replicaset: a single-node preset is served by a Deployment (N replicas), multi-node by a StatefulSet.
@@ -47,8 +57,12 @@ class Build:
             raise ClusterError("Go is not installed: the control plane is built from Go modules (see README)")
         self.log = Path(tempfile.mkstemp(prefix="kaito-cluster-build-", suffix=".log")[1])
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(dying_with_parent(["nice", "-n", "10", "bash", str(BUILD_SCRIPT)]),
-                                         stdout=subprocess.PIPE, stderr=log, text=True)
+            self.proc = subprocess.Popen(
+                dying_with_parent(["nice", "-n", "10", "bash", str(BUILD_SCRIPT)]),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
 
     def result(self, timeout: float = 3600) -> Path:
         """The folder holding bin/ and stages/."""
@@ -74,8 +88,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(what: str, probe: Callable[[], object], timeout: float, every: float = 0.2,
-               alive: Callable[[], str | None] | None = None):
+def wait_until(
+    what: str,
+    probe: Callable[[], object],
+    timeout: float,
+    every: float = 0.2,
+    alive: Callable[[], str | None] | None = None,
+):
     """Call `probe` until it returns something truthy; raise with its last answer after `timeout`.
 
     `alive` returns a reason when waiting has become pointless (a process exited)."""
@@ -106,12 +125,17 @@ def dying_with_parent(argv: list[str]) -> list[str]:
 class Process:
     """One component: a subprocess with its output in `log`."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+    def __init__(
+        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ):
         self.name, self.argv, self.log = name, argv, log
         self._out = open(log, "ab")  # noqa: SIM115 - open for the process's lifetime, closed by stop()
         self.proc = subprocess.Popen(
-            dying_with_parent(argv), stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            dying_with_parent(argv),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -146,13 +170,13 @@ def write_service_account_key(path: Path) -> None:
     )
 
 
-def kubeconfig(server: str, ca_file: Path, token: str) -> dict:
+def kubeconfig(server: str, ca_file: Path, token: str, user: str = "admin") -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kaito-local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "kaito-local", "context": {"cluster": "kaito-local", "user": "admin"}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "kaito-local", "context": {"cluster": "kaito-local", "user": user}}],
         "current-context": "kaito-local",
     }
 
@@ -188,37 +212,58 @@ class ControlPlane:
         if crds:
             self.kubectl("apply", "--server-side", "-f", "-", input=crds)
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        self.spawn("kube-controller-manager", [
-            str(self.bin / "kube-controller-manager"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--controllers={CONTROLLERS}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            f"--service-account-private-key-file={self.workdir / 'sa.key'}",
-            "--concurrent-gc-syncs=5",
-        ])
-        self.spawn("kube-scheduler", [
-            str(self.bin / "kube-scheduler"),
-            f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-        ])
+        self.kubectl(
+            "create",
+            "clusterrolebinding",
+            "kaito-kwok",
+            "--clusterrole=cluster-admin",
+            f"--user={IDENTITIES['kwok'][1]}",
+        )
+        self.spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                f"--kubeconfig={self.component_kubeconfig('kube-controller-manager')}",
+                # Each controller acts as its own ServiceAccount (kube-system/<controller>), as in a cluster.
+                "--use-service-account-credentials",
+                f"--root-ca-file={self.workdir / 'pki' / 'apiserver.crt'}",
+                f"--controllers={CONTROLLERS}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+                "--concurrent-gc-syncs=5",
+            ],
+        )
+        self.spawn(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                f"--kubeconfig={self.component_kubeconfig('kube-scheduler')}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+            ],
+        )
         stage_files = sorted(p for p in self.stages.glob("*.yaml"))
-        self.spawn("kwok", [
-            str(self.bin / "kwok"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
-            "--node-ip=127.0.0.1",
-            "--cidr=10.244.0.1/16",
-            f"--server-address=127.0.0.1:{free_port()}",
-            *(f"--config={p}" for p in stage_files),
-        ])
+        self.spawn(
+            "kwok",
+            [
+                str(self.bin / "kwok"),
+                f"--kubeconfig={self.component_kubeconfig('kwok')}",
+                f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
+                "--node-ip=127.0.0.1",
+                "--cidr=10.244.0.1/16",
+                f"--server-address=127.0.0.1:{free_port()}",
+                *(f"--config={p}" for p in stage_files),
+            ],
+        )
         # The serviceaccount controller makes `default` in each namespace: pods need it to be admitted.
-        self.wait_for("the controller-manager to create serviceaccount default/default",
-                      lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
-                      timeout=60)
+        self.wait_for(
+            "the controller-manager to create serviceaccount default/default",
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -252,18 +297,21 @@ class ControlPlane:
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
-        self.spawn("etcd", [
-            str(self.bin / "etcd"),
-            "--name=kaito-test",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={self.etcd_url}",
-            f"--advertise-client-urls={self.etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=kaito-test=http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ])
+        self.spawn(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                "--name=kaito-test",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=kaito-test=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
 
         def healthy() -> bool:
             import requests
@@ -277,47 +325,85 @@ class ControlPlane:
         pki = self.workdir / "pki"
         pki.mkdir(exist_ok=True)
         write_service_account_key(self.workdir / "sa.key")
-        (self.workdir / "tokens.csv").write_text(f"{TOKEN},admin,admin,system:masters\n")
+        (self.workdir / "tokens.csv").write_text(
+            "".join(
+                f"{token},{user},{user}" + (f',"{group}"' if group else "") + "\n"
+                for token, user, group in IDENTITIES.values()
+            )
+        )
         self.server = f"https://127.0.0.1:{port}"
-        self.spawn("kube-apiserver", [
-            str(self.bin / "kube-apiserver"),
-            f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={port}",
-            f"--cert-dir={pki}",
-            f"--token-auth-file={self.workdir / 'tokens.csv'}",
-            "--authorization-mode=AlwaysAllow",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={self.workdir / 'sa.key'}",
-            f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            # Without the node-lifecycle controller, new Nodes would keep a not-ready taint.
-            "--disable-admission-plugins=TaintNodesByCondition",
-            "--endpoint-reconciler-type=none",
-        ])
+        self.spawn(
+            "kube-apiserver",
+            [
+                str(self.bin / "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={pki}",
+                f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={self.workdir / 'sa.key'}",
+                f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                # Without the node-lifecycle controller, new Nodes would keep a not-ready taint.
+                "--disable-admission-plugins=TaintNodesByCondition",
+                "--endpoint-reconciler-type=none",
+            ],
+        )
         ca = pki / "apiserver.crt"
         self.wait_for("kube-apiserver's self-signed certificate", ca.exists, timeout=60)
+        self.ca = ca
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.server, ca, TOKEN)))
 
         def ready() -> bool:
             import requests
 
-            answer = requests.get(self.server + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"},
-                                  verify=str(ca), timeout=5)
+            answer = requests.get(
+                self.server + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"}, verify=str(ca), timeout=5
+            )
             return answer.status_code == 200
 
         self.wait_for("kube-apiserver /readyz", ready, timeout=120, every=0.5)
 
     # ---- clients -----------------------------------------------------------------------------
+    def component_kubeconfig(self, component: str) -> Path:
+        """A kubeconfig for one of IDENTITIES."""
+        token, user, _group = IDENTITIES[component]
+        path = self.workdir / f"{component}.kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.ca, token, user)))
+        return path
+
+    def token_kubeconfig(self, name: str, token: str) -> Path:
+        """A kubeconfig that authenticates with `token` (a ServiceAccount token from `kubectl create token`)."""
+        path = self.workdir / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.ca, token, name)))
+        return path
+
+    def service_account_kubeconfig(self, namespace: str, account: str, *bound_to: str, duration: str = "24h") -> Path:
+        """A kubeconfig with a token of ServiceAccount namespace/account (`bound_to`: kubectl create token's
+        --bound-object-kind and --bound-object-name, for a pod-bound token)."""
+        bound = ["--bound-object-kind", bound_to[0], "--bound-object-name", bound_to[1]] if bound_to else []
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration", duration, *bound).stdout.strip()
+        return self.token_kubeconfig(f"sa-{namespace}-{account}", token)
+
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin}:{os.environ.get('PATH', '')}"}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """The kubectl built with the control plane (the machine's may be too old)."""
-        out = subprocess.run([str(self.bin / "kubectl"), *args], input=input, capture_output=True, text=True,
-                             env=self.env(), timeout=timeout, check=False)
+        out = subprocess.run(
+            [str(self.bin / "kubectl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out

@@ -31,8 +31,16 @@ def condition(obj: dict | None, kind: str) -> dict:
     return {}
 
 
-def wait_condition(cluster: ControlPlane, namespace: str, kind: str, name: str, condition_type: str,
-                   status: str = "True", reason: str | None = None, timeout: float = WAIT_S) -> dict:
+def wait_condition(
+    cluster: ControlPlane,
+    namespace: str,
+    kind: str,
+    name: str,
+    condition_type: str,
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = WAIT_S,
+) -> dict:
     """Wait until the object's condition has `status` (and `reason`); return the object."""
 
     last = {}
@@ -44,15 +52,22 @@ def wait_condition(cluster: ControlPlane, namespace: str, kind: str, name: str, 
         return obj if c.get("status") == status and (reason is None or c.get("reason") == reason) else None
 
     try:
-        return cluster.wait_for(f"{kind}/{name} {condition_type}={status}" + (f" ({reason})" if reason else ""),
-                                probe_keeping_last, timeout=timeout, every=1)
+        return cluster.wait_for(
+            f"{kind}/{name} {condition_type}={status}" + (f" ({reason})" if reason else ""),
+            probe_keeping_last,
+            timeout=timeout,
+            every=1,
+        )
     except Exception as error:  # noqa: BLE001 - re-raised with the last status
-        raise AssertionError(f"{error}\nlast status of {kind}/{name}: {json.dumps(last.get('status'), indent=1)}") from None
+        raise AssertionError(
+            f"{error}\nlast status of {kind}/{name}: {json.dumps(last.get('status'), indent=1)}"
+        ) from None
 
 
-def printed_columns(cluster: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, str]:
-    """`kubectl get KIND NAME` as the user sees it: {column header: value} (a value may be empty)."""
-    header, row = cluster.kubectl("get", kind, name, "-n", namespace).stdout.splitlines()[:2]
+def printed_columns(cluster: ControlPlane, namespace: str, kind: str, name: str, *options: str) -> dict[str, str]:
+    """`kubectl get KIND NAME [options]` as the user sees it: {column header: value} (a value may be empty,
+    so columns are cut where the header's words start, not at whitespace)."""
+    header, row = cluster.kubectl("get", kind, name, "-n", namespace, *options).stdout.splitlines()[:2]
     starts = [m.start() for m in re.finditer(r"\S+", header)]
     ends = starts[1:] + [None]
     return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}

@@ -1,12 +1,16 @@
-"""The operator on the local control plane: our CRDs and controller configs, the hook server under
-gunicorn on loopback, Metacontroller (engineer B's stand-in: the real one is not served by the Go
-module proxy), the fake ARM server and an AKS simulator that turns agent pools into kwok Nodes.
+"""The operator on the local control plane: the install (`kubectl apply -k metacontroller/`, rendered by
+kustomize), the real Metacontroller v4.17.2 with a token of its installed ServiceAccount, the hook server
+under gunicorn on loopback, the fake ARM server and an AKS simulator that turns agent pools into kwok Nodes.
 
-Install: the files metacontroller/kustomization.yaml lists, except Metacontroller's upstream
-manifests (GitHub is unreachable; its CRDs come from /work/shared) and the hook Deployment (the hook
-server runs here as a process). The one change to the shipped controller configs: each hook's
-`webhook.service` becomes `webhook.url` on loopback. Bring-your-own-nodes mode applies
-overlays/byo/'s patches (no Machine CRD or controller, no machines child, KAITO_NODE_PROVISIONING=byo).
+The install is rendered as a user's `kubectl apply -k` renders it, with one change: Metacontroller's
+upstream manifests come from its source beside the checkout (../shared/third_party/metacontroller-v4.17.2/
+manifests/production, the same files the pinned URL serves; GitHub is unreachable here). Applied as
+rendered: Metacontroller's namespace, ServiceAccount and the install's least-privilege ClusterRole, our
+CRDs, the hook server's namespace, ServiceAccount, Service and ConfigMaps, the admission policy. Not
+applied, run as local processes instead: Metacontroller's StatefulSet (the binary runs with its container's
+args, listeners on 127.0.0.1) and the hook Deployment. Each controller's `webhook.service` becomes
+`webhook.url` on loopback; everything else in them (mutual TLS included) stays as shipped.
+Bring-your-own-nodes mode renders overlays/byo/ the same way.
 
 Azure's servers and Azure AD cannot exist here. The hook server runs unchanged (`python -m hooks
 serve`, DefaultAzureCredential); ARM_ENDPOINT points at tests/fake_arm.py, REQUESTS_CA_BUNDLE at its
@@ -17,14 +21,17 @@ server below that hands out the fake ARM's token.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import yaml
 from controlplane import KWOK_NODE_LABEL, ClusterError, ControlPlane, Process, free_port, wait_until
@@ -33,26 +40,53 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "metacontroller"
 BYO = REPO / "overlays" / "byo"
 SHARED = REPO.parent / "shared"
-METACONTROLLER_CRDS = SHARED / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
-STANDIN = REPO / "tests" / "cluster" / "standin_metacontroller"
+METACONTROLLER_SOURCE = SHARED / "third_party" / "metacontroller-v4.17.2"
+METACONTROLLER_MANIFESTS = METACONTROLLER_SOURCE / "manifests" / "production"
+METACONTROLLER_CRDS = METACONTROLLER_MANIFESTS / "metacontroller-crds-v1.yaml"
+METACONTROLLER_URL = "https://github.com/metacontroller/metacontroller/manifests/production?ref=v4.17.2"
+# Kinds that run here as local processes instead of pods.
+RUN_LOCALLY = {("StatefulSet", "metacontroller"), ("Deployment", "kaito-hooks")}
+CONTROLLER_KINDS = {"CompositeController", "DecoratorController"}
 
 
 # ---- manifests ---------------------------------------------------------------------------------
-def installed_files() -> list[Path]:
-    """The local manifest files metacontroller/kustomization.yaml installs, in its order."""
-    kustomization = yaml.safe_load((INSTALL / "kustomization.yaml").read_text())
-    files = []
-    for resource in kustomization["resources"]:
-        if resource.startswith(("https://", "http://")):
-            continue  # Metacontroller's upstream manifests: its CRDs are applied from /work/shared
-        if resource == "hooks":
-            continue  # the hook Deployment: the hook server runs as a local process instead
-        files.append(INSTALL / resource)
-    return files
-
-
 def load_all(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def yaml_stream(docs: list[dict]) -> str:
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+@functools.cache
+def rendered_install(kubectl: Path, mode: str) -> tuple[dict, ...]:
+    """`kubectl kustomize metacontroller/` ('aks') or `overlays/byo/` ('byo'), with Metacontroller's
+    upstream manifests read from its source folder instead of the pinned URL."""
+    if not METACONTROLLER_MANIFESTS.is_dir():
+        raise ClusterError(f"{METACONTROLLER_MANIFESTS} is absent: Metacontroller's manifests come from ../shared")
+    with tempfile.TemporaryDirectory(prefix="kaito-install-") as tmp:
+        root = Path(tmp)
+        shutil.copytree(INSTALL, root / "metacontroller")
+        shutil.copytree(BYO, root / "overlays" / "byo")
+        shutil.copytree(METACONTROLLER_MANIFESTS, root / "metacontroller-upstream")
+        kustomization = root / "metacontroller" / "kustomization.yaml"
+        text = kustomization.read_text()
+        if METACONTROLLER_URL not in text:
+            raise ClusterError(f"metacontroller/kustomization.yaml no longer names {METACONTROLLER_URL}")
+        kustomization.write_text(text.replace(METACONTROLLER_URL, "../metacontroller-upstream"))
+        target = root / ("overlays/byo" if mode == "byo" else "metacontroller")
+        out = subprocess.run([str(kubectl), "kustomize", str(target)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ClusterError(f"kubectl kustomize {mode} failed:\n{out.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def session_crds(kubectl: Path) -> str:
+    """The CRDs a test control plane starts with (before its garbage collector): the install's, with
+    Metacontroller's when its manifests are here; only ours (metacontroller/*crd*.yaml) otherwise."""
+    if METACONTROLLER_MANIFESTS.is_dir():
+        return yaml_stream(Install(kubectl, "aks").crds)
+    return yaml_stream([doc for path in sorted(INSTALL.glob("*crd*.yaml")) for doc in load_all(path)])
 
 
 def point_hooks_at(controller: dict, hook_url: str) -> dict:
@@ -67,90 +101,73 @@ def point_hooks_at(controller: dict, hook_url: str) -> dict:
     return controller
 
 
+class Install:
+    """The rendered install of one mode, sorted by what the harness does with each object."""
+
+    def __init__(self, kubectl: Path, mode: str):
+        docs = rendered_install(kubectl, mode)
+        self.mode = mode
+        self.crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        self.controllers = [d for d in docs if d["kind"] in CONTROLLER_KINDS]
+        self.local = {
+            (d["kind"], d["metadata"]["name"]): d for d in docs if (d["kind"], d["metadata"]["name"]) in RUN_LOCALLY
+        }
+        self.objects = [
+            d
+            for d in docs
+            if d["kind"] not in CONTROLLER_KINDS | {"CustomResourceDefinition"}
+            and (d["kind"], d["metadata"]["name"]) not in RUN_LOCALLY
+        ]
+
+    def controllers_calling(self, hook_url: str) -> list[dict]:
+        return [point_hooks_at(c, hook_url) for c in self.controllers]
+
+    def container(self, kind: str, name: str) -> dict:
+        return self.local[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
+
+    def metacontroller_args(self) -> list[str]:
+        """The args of the installed Metacontroller container (upstream's, plus the install's patches)."""
+        return list(self.container("StatefulSet", "metacontroller").get("args", []))
+
+    def hook_env(self) -> dict[str, str]:
+        """The hook container's plain env values and its envFrom ConfigMaps' data, resolved from the
+        rendered ConfigMaps (what the pod would see)."""
+        configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in self.objects if d["kind"] == "ConfigMap"}
+        container = self.container("Deployment", "kaito-hooks")
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env.update(configmaps[source["configMapRef"]["name"]])
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif (ref := (item.get("valueFrom") or {}).get("configMapKeyRef")) and ref["key"] in configmaps.get(
+                ref["name"], {}
+            ):
+                env[item["name"]] = configmaps[ref["name"]][ref["key"]]
+        return env
+
+
 def install_hook_namespace(cluster: ControlPlane, tls_dir: Path) -> None:
-    """The hook server's Namespace and Service, and the install's mutual-TLS step (`python -m hooks certs |
+    """The README's first steps (`kubectl create namespace kaito-system`, then `python -m hooks certs |
     kubectl apply -f -`) with 127.0.0.1 as an extra server name; the hook server's Secret is also written
     to `tls_dir`, as its pod mounts it."""
     import base64
-    import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system",
-                          "--extra-name", "127.0.0.1"], capture_output=True, text=True, cwd=REPO, check=True)
-    # The hook server's Namespace and Service as installed (the pool sweep relates that Service);
-    # the Deployment is replaced by the local process.
-    cluster.kubectl("apply", "-f", str(INSTALL / "hooks" / "namespace.yaml"), "-f", str(INSTALL / "hooks" / "service.yaml"))
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kaito-system"}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(namespace))
+    out = subprocess.run(
+        [sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system", "--extra-name", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     cluster.kubectl("apply", "-f", "-", input=out.stdout)
     server = next(d for d in yaml.safe_load_all(out.stdout) if d and d["metadata"]["name"] == "kaito-hooks-tls")
     tls_dir.mkdir(parents=True, exist_ok=True)
     for key, value in server["data"].items():
         (tls_dir / key).write_bytes(base64.b64decode(value))
         (tls_dir / key).chmod(0o600)
-
-
-def byo_patches() -> dict[str, Any]:
-    """What overlays/byo/ deletes and the JSON patch it applies to the CompositeController."""
-    kustomization = yaml.safe_load((BYO / "kustomization.yaml").read_text())
-    deleted, json_patch = set(), []
-    for patch in kustomization["patches"]:
-        if "path" not in patch:
-            continue
-        doc = yaml.safe_load((BYO / patch["path"]).read_text())
-        if isinstance(doc, dict) and doc.get("$patch") == "delete":
-            deleted.add((doc["kind"], doc["metadata"]["name"]))
-        elif patch.get("target", {}).get("kind") == "CompositeController":
-            json_patch = doc
-    return {"deleted": deleted, "composite_json_patch": json_patch}
-
-
-def apply_json_patch(doc: dict, ops: list[dict]) -> dict:
-    """The two operations overlays/byo uses on the CompositeController (test and remove)."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].strip("/").split("/")]
-        node = doc
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        key = int(last) if isinstance(node, list) else last
-        if op["op"] == "test":
-            if node[key] != op["value"]:
-                raise ClusterError(f"overlays/byo test op failed at {op['path']}: {node[key]!r} != {op['value']!r}")
-        elif op["op"] == "remove":
-            del node[key]
-        else:
-            raise ClusterError(f"unsupported JSON patch op {op['op']} in overlays/byo")
-    return doc
-
-
-def operator_manifests(hook_url: str, mode: str) -> tuple[list[dict], list[dict]]:
-    """(CRDs, controller configs) the operator installs in `mode` ('aks' or 'byo')."""
-    crds, controllers = [], []
-    byo = byo_patches() if mode == "byo" else None
-    for path in installed_files():
-        for doc in load_all(path):
-            if byo and (doc["kind"], doc["metadata"]["name"]) in byo["deleted"]:
-                continue
-            if doc["kind"] == "CustomResourceDefinition":
-                crds.append(doc)
-                continue
-            controller = doc
-            if byo and doc["kind"] == "CompositeController":
-                controller = apply_json_patch(doc, byo["composite_json_patch"])
-            # Metacontroller's controllers call our hooks; other manifests (the adapter-report admission
-            # policy) are installed as shipped.
-            has_hooks = "hooks" in (controller.get("spec") or {})
-            controllers.append(point_hooks_at(controller, hook_url) if has_hooks else controller)
-    return crds, controllers
-
-
-def images_env() -> dict[str, str]:
-    """The KAITO_*_IMAGE settings the install gives the hook server (ConfigMap kaito-hooks-images)."""
-    path = INSTALL / "hooks" / "images.env"
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def yaml_stream(docs: list[dict]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 # ---- Azure stand-ins -----------------------------------------------------------------------------
@@ -167,12 +184,14 @@ class TokenServer:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
-                body = json.dumps({
-                    "access_token": token,
-                    "expires_on": str(int(time.time()) + 3600),
-                    "resource": "https://management.azure.com",
-                    "token_type": "Bearer",
-                }).encode()
+                body = json.dumps(
+                    {
+                        "access_token": token,
+                        "expires_on": str(int(time.time()) + 3600),
+                        "resource": "https://management.azure.com",
+                        "token_type": "Bearer",
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -262,8 +281,7 @@ class AksSimulator:
         return node
 
     def remove(self, pool_name: str) -> None:
-        self.cluster.kubectl("delete", "node", node_name_for_pool(pool_name), "--ignore-not-found",
-                             "--wait=false")
+        self.cluster.kubectl("delete", "node", node_name_for_pool(pool_name), "--ignore-not-found", "--wait=false")
         self.arm.finish_delete(pool_name)
 
     def stop(self) -> None:
@@ -287,22 +305,40 @@ class AksSimulator:
 
 # ---- processes -----------------------------------------------------------------------------------
 class HookServer:
-    """`python -m hooks serve --tls-dir` on a loopback port; `kill()` kills it hard, `start()` again."""
+    """`python -m hooks serve --tls-dir` on a loopback port; `kill()` kills it hard, `start()` again.
+
+    It gets no Kubernetes credentials at all (no KUBECONFIG, an empty HOME, no ServiceAccount token): the
+    hooks compute from Metacontroller's requests alone, and would fail here if they called the API."""
 
     def __init__(self, cluster: ControlPlane, env: dict[str, str], tls_dir: Path, name: str = "hooks"):
         self.cluster, self.name, self.port, self.tls_dir = cluster, name, free_port(), tls_dir
         self.url = f"https://127.0.0.1:{self.port}"
-        drop = ("AZURE_", "ARM_", "IDENTITY_", "MSI_", "KAITO_", "REQUESTS_CA_BUNDLE")
+        drop = ("AZURE_", "ARM_", "IDENTITY_", "MSI_", "KAITO_", "REQUESTS_CA_BUNDLE", "KUBECONFIG", "KUBERNETES_")
+        home = cluster.workdir / f"{name}-home"
+        home.mkdir(exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-        self.env.update(env, PYTHONPATH=str(REPO))
+        self.env.update(env, PYTHONPATH=str(REPO), HOME=str(home))
         self.process: Process | None = None
         self.start()
 
     def start(self) -> None:
-        self.process = self.cluster.spawn(self.name, [
-            sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-            "--tls-dir", str(self.tls_dir),
-        ], env=self.env, cwd=REPO)
+        self.process = self.cluster.spawn(
+            self.name,
+            [
+                sys.executable,
+                "-m",
+                "hooks",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--tls-dir",
+                str(self.tls_dir),
+            ],
+            env=self.env,
+            cwd=REPO,
+        )
 
         def healthy() -> bool:
             import requests
@@ -318,29 +354,90 @@ class HookServer:
         self.process.stop()
 
 
-def standin_metacontroller(cluster: ControlPlane) -> Process:
-    """Engineer B's stand-in for Metacontroller v4.17.2 (see tests/cluster/standin_metacontroller/)."""
-    if not (STANDIN / "__main__.py").exists():
-        raise ClusterError(f"{STANDIN} has no __main__.py: the Metacontroller stand-in is not there yet")
-    process = cluster.spawn("metacontroller", [
-        sys.executable, "-m", "tests.cluster.standin_metacontroller",
-        "--kubeconfig", str(cluster.kubeconfig),
-        "--discovery-interval", "2s",
-        # B's own tests run a second stand-in for the controllers they label standin-test.
-        "--target-label-selector", "!standin-test",
-    ], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-    time.sleep(1)
-    if reason := process.exited():
-        raise ClusterError(reason)
-    return process
+def with_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `--flag=value` in place of any earlier `--flag=...` (appended when absent)."""
+    kept = [a for a in args if not a.startswith(f"--{flag}=")]
+    return [*kept, f"--{flag}={value}"]
+
+
+class Metacontroller:
+    """The real Metacontroller v4.17.2 (built by build.sh from ../shared/third_party) with the args of the
+    installed StatefulSet, authenticated by a token of its installed ServiceAccount, so RBAC holds it to
+    the install's ClusterRole. Listeners on 127.0.0.1; a shorter discovery interval, so that controllers
+    over newly created CRDs start within seconds."""
+
+    NAMESPACE, ACCOUNT = "metacontroller", "metacontroller"
+
+    def __init__(
+        self,
+        cluster: ControlPlane,
+        install: Install,
+        discovery_interval: str = "2s",
+        extra_args: tuple[str, ...] = (),
+        name: str = "metacontroller",
+    ):
+        binary = cluster.bin / "metacontroller"
+        if not binary.exists():
+            raise ClusterError(f"{binary} is absent: build.sh builds it from {METACONTROLLER_SOURCE}")
+        self.cluster, self.name = cluster, name
+        self.kubeconfig = cluster.service_account_kubeconfig(self.NAMESPACE, self.ACCOUNT)
+        self.health_port, self.metrics_port = free_port(), free_port()
+        args = install.metacontroller_args()
+        for flag, value in (
+            ("discovery-interval", discovery_interval),
+            ("metrics-address", f"127.0.0.1:{self.metrics_port}"),
+            ("health-probe-bind-address", f"127.0.0.1:{self.health_port}"),
+            ("kubeconfig", str(self.kubeconfig)),
+        ):
+            args = with_flag(args, flag, value)
+        for extra in extra_args:
+            args = with_flag(args, extra.split("=", 1)[0].removeprefix("--"), extra.split("=", 1)[1])
+        self.argv = [str(binary), *args]
+        self.process = self.start()
+
+    def start(self) -> Process:
+        process = self.cluster.spawn(self.name, self.argv)
+
+        def ready() -> bool:
+            import requests
+
+            return requests.get(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2).ok
+
+        wait_until(f"{self.name} /readyz", ready, timeout=60, alive=process.exited)
+        self.process = process
+        return process
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def metrics(self) -> str:
+        import requests
+
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+def install_metacontroller(cluster: ControlPlane, install: Install) -> None:
+    """Metacontroller's Namespace, ServiceAccount, ClusterRoles and binding as the install renders them."""
+    wanted = [
+        d
+        for d in install.objects
+        if d["metadata"].get("namespace") == Metacontroller.NAMESPACE
+        or (d["kind"] == "Namespace" and d["metadata"]["name"] == Metacontroller.NAMESPACE)
+        or d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+    ]
+    cluster.kubectl("apply", "-f", "-", input=yaml_stream(wanted))
 
 
 class Operator:
-    """CRDs, controller configs, hook server and Metacontroller on `cluster`, in mode 'aks' or 'byo'."""
+    """The install's objects, controller configs and a hook server on `cluster`, in mode 'aks' or 'byo'
+    (Metacontroller itself runs once per session: `Metacontroller`)."""
 
     def __init__(self, cluster: ControlPlane, arm, tls_dir: Path, mode: str = "aks", resync_seconds: str = "2"):
         self.cluster, self.arm, self.mode = cluster, arm, mode
-        env = {**images_env(), "KAITO_NODE_PROVISIONING": mode, "KAITO_RESYNC_SECONDS": resync_seconds}
+        self.setup = Install(cluster.bin / "kubectl", mode)
+        # Shorter than the install's periods, so that tests do not wait minutes: resyncs, and how long a
+        # Machine freed by a scale-in is kept for a scale-out that may follow.
+        env = {**self.setup.hook_env(), "KAITO_RESYNC_SECONDS": resync_seconds, "KAITO_SCALE_IN_GRACE_SECONDS": "5"}
         self.token_server = None
         if mode == "aks":
             from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION
@@ -350,6 +447,10 @@ class Operator:
                 AZURE_SUBSCRIPTION_ID=SUBSCRIPTION,
                 AZURE_RESOURCE_GROUP=RESOURCE_GROUP,
                 AZURE_CLUSTER_NAME=CLUSTER,
+                # The install's identity, as the README has the user set it: kube-system's UID.
+                KAITO_INSTALL_ID=cluster.kubectl(
+                    "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}"
+                ).stdout.strip(),
                 ARM_ENDPOINT=arm.base_url,
                 REQUESTS_CA_BUNDLE=str(Path(arm._tmp.name) / "cert.pem"),
                 AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",
@@ -357,19 +458,22 @@ class Operator:
                 IDENTITY_HEADER="kaito-cluster-test",
             )
         self.hooks = HookServer(cluster, env, tls_dir, name=f"hooks-{mode}")
-        self.crds, self.controllers = operator_manifests(self.hooks.url, mode)
+        self.crds = self.setup.crds
+        self.controllers = self.setup.controllers_calling(self.hooks.url)
         self.install()
 
     def install(self) -> None:
         self.cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml_stream(self.crds))
         names = [f"crd/{c['metadata']['name']}" for c in self.crds]
         self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+        self.cluster.kubectl("apply", "-f", "-", input=yaml_stream(self.setup.objects))
         self.cluster.kubectl("apply", "-f", "-", input=yaml_stream(self.controllers))
 
     def uninstall(self) -> None:
         """Remove the controller configs (not the CRDs: objects of other modes may still exist)."""
-        self.cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
-                             input=yaml_stream(self.controllers))
+        self.cluster.kubectl(
+            "delete", "-f", "-", "--ignore-not-found", "--wait=false", input=yaml_stream(self.controllers)
+        )
 
     def stop(self) -> None:
         if self.hooks.process:

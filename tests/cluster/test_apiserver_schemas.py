@@ -110,8 +110,12 @@ def test_schema_refuses_a_misspelt_field_and_too_many_adapters(cluster, namespac
     bad = workspace(resource={"instancetype": "x", "labelSelector": {"matchLabels": {"a": "b"}}})
     admitted, answer = create(cluster, namespace, bad)
     assert not admitted and 'unknown field "resource.instancetype"' in answer, answer
-    many = workspace(inference={"preset": {"name": "phi-2"},
-                                "adapters": [{"source": {"name": f"a{i}", "image": "r.io/a:1"}} for i in range(11)]})
+    many = workspace(
+        inference={
+            "preset": {"name": "phi-2"},
+            "adapters": [{"source": {"name": f"a{i}", "image": "r.io/a:1"}} for i in range(11)],
+        }
+    )
     admitted, answer = create(cluster, namespace, many)
     assert not admitted and "must have at most 10 items" in answer, answer
 
@@ -122,11 +126,15 @@ def test_updates_of_immutable_fields_are_refused(cluster, namespace, change, mes
     old["resource"]["count"] = 1
     admitted, answer = create(cluster, namespace, old, dry_run=False)
     assert admitted, answer
-    live = json.loads(cluster.kubectl("get", "workspace", old["metadata"]["name"], "-n", namespace, "-o", "json").stdout)
+    live = json.loads(
+        cluster.kubectl("get", "workspace", old["metadata"]["name"], "-n", namespace, "-o", "json").stdout
+    )
     change(live)
     out = cluster.kubectl("replace", "-n", namespace, "-f", "-", input=json.dumps(live), check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr
-    unchanged = json.loads(cluster.kubectl("get", "workspace", old["metadata"]["name"], "-n", namespace, "-o", "json").stdout)
+    unchanged = json.loads(
+        cluster.kubectl("get", "workspace", old["metadata"]["name"], "-n", namespace, "-o", "json").stdout
+    )
     unchanged["metadata"]["labels"] = {"touched": "yes"}
     cluster.kubectl("replace", "-n", namespace, "-f", "-", input=json.dumps(unchanged))
 
@@ -135,8 +143,17 @@ def test_tuning_method_is_immutable_and_adapters_may_change(cluster, namespace):
     tuning = workspace(inference=None, tuning=offline.TUNING)
     tuning["metadata"]["name"] = "tune"
     assert create(cluster, namespace, tuning, dry_run=False)[0]
-    out = cluster.kubectl("patch", "workspace", "tune", "-n", namespace, "--type=merge",
-                          "-p", json.dumps({"tuning": {"method": "lora"}}), check=False)
+    out = cluster.kubectl(
+        "patch",
+        "workspace",
+        "tune",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"tuning": {"method": "lora"}}),
+        check=False,
+    )
     assert out.returncode != 0 and "tuning.method is immutable" in out.stderr, out.stderr
     assert create(cluster, namespace, workspace(), dry_run=False)[0]
     adapters = {"inference": {"adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]}}

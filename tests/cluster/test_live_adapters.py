@@ -13,8 +13,11 @@ import json
 import yaml
 from observe import WAIT_S, condition, get, items, wait_condition
 from operator_stack import REPO, gpu_node
+from workspace_support import request
 
+from hooks.settings import Settings
 from hooks.workspace.children import live_adapters
+from hooks.workspace_sync import sync
 
 DOLLY = "myregistry.azurecr.io/adapters/phi-3-dolly:0.0.1"
 
@@ -148,7 +151,13 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
             ),
             timeout=WAIT_S,
         )
-        assert desired_set(cluster, namespace, name)["adapters"] == []
+        # Metacontroller deletes the children no longer returned before it updates the others: the desired
+        # set follows right after, in the same sync.
+        cluster.wait_for(
+            "the desired set to be empty",
+            lambda: desired_set(cluster, namespace, name)["adapters"] == [],
+            timeout=WAIT_S,
+        )
         final = get(cluster, "deployment", name, "-n", namespace)
         assert final["metadata"]["generation"] == before["metadata"]["generation"]
     finally:
@@ -159,12 +168,22 @@ POLICY = REPO / "metacontroller" / "adapter-report-policy.yaml"
 
 
 def test_the_adapter_reporter_may_change_only_its_own_pods_report_annotation(cluster, namespace):
-    """The pod's report identity on the real kube-apiserver: a token bound to pod A may set A's
-    kaito.sh/adapters annotation and nothing else (the ValidatingAdmissionPolicy; this control plane
-    authorizes everything, so RBAC's get/patch on pods is not what is tested here)."""
+    """The pod's report identity on the real kube-apiserver (RBAC on): the rendered Role lets the token get
+    and patch pods, and the ValidatingAdmissionPolicy narrows that to setting its own pod's
+    kaito.sh/adapters annotation, nothing else."""
     cluster.kubectl("apply", "-f", str(POLICY))
-    reporter = "kaito-adapter-report-ws"
-    cluster.kubectl("create", "serviceaccount", reporter, "-n", namespace)
+    ws = yaml.safe_load((REPO / "examples" / "inference-phi-3-with-adapters.yaml").read_text())
+    ws["metadata"] = {"name": "ws", "namespace": namespace, "uid": "u1", "generation": 1}
+    children = sync(request(ws), Settings(), "2026-11-26T12:00:00Z")["children"]
+    identity = [
+        c
+        for c in children
+        if c["kind"] in ("ServiceAccount", "Role", "RoleBinding")
+        and c["metadata"]["name"].startswith("kaito-adapter-report-")
+    ]
+    assert {c["kind"] for c in identity} == {"ServiceAccount", "Role", "RoleBinding"}, identity
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": identity}))
+    reporter = identity[0]["metadata"]["name"]
     for pod in ("replica-a", "replica-b"):
         cluster.kubectl(
             "run",
@@ -215,5 +234,11 @@ def test_the_adapter_reporter_may_change_only_its_own_pods_report_annotation(clu
     ):
         refused = as_reporter(*change)
         assert refused.returncode != 0 and "kaito-adapter-report" in refused.stderr, (change, refused.stderr)
+    # RBAC: the Role grants get and patch on pods only.
+    for refused in (["get", "secrets"], ["delete", "pod", "replica-b"], ["get", "pods", "-n", "kube-system"]):
+        out = cluster.kubectl(
+            f"--token={token}", *refused, *(["-n", namespace] if "-n" not in refused else []), check=False
+        )
+        assert out.returncode != 0 and "forbidden" in out.stderr.lower(), (refused, out.stderr)
     # Anyone else is not concerned by the policy.
     cluster.kubectl("label", "pod", "replica-a", "-n", namespace, "x=y")

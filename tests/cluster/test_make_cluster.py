@@ -13,16 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from operator_stack import METACONTROLLER_CRDS, REPO
+from operator_stack import METACONTROLLER_SOURCE, REPO
 
 UP = Path(__file__).resolve().parent / "up.py"
 
 
 def test_make_cluster_walkthrough(built, tmp_path):
-    if not METACONTROLLER_CRDS.exists():
-        pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
+    if not (built / "bin" / "metacontroller").exists():
+        pytest.skip(f"{METACONTROLLER_SOURCE} is absent (../shared is only beside the checkout in CI and sessions)")
     env = {**os.environ, "KAITO_CLUSTER_STATE": str(tmp_path / "state")}
-    started = subprocess.run([sys.executable, str(UP), "start"], env=env, capture_output=True, text=True, timeout=900, check=False)
+    started = subprocess.run(
+        [sys.executable, str(UP), "start"], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         exported = re.search(r"^export KUBECONFIG=(\S+) PATH=(\S+):\$PATH$", started.stdout, re.M)
@@ -30,7 +32,9 @@ def test_make_cluster_walkthrough(built, tmp_path):
         user_env = {**env, "KUBECONFIG": exported[1], "PATH": f"{exported[2]}:{env['PATH']}"}
 
         def kubectl(*args: str) -> str:
-            out = subprocess.run(["kubectl", *args], env=user_env, capture_output=True, text=True, timeout=60, check=False)
+            out = subprocess.run(
+                ["kubectl", *args], env=user_env, capture_output=True, text=True, timeout=60, check=False
+            )
             assert out.returncode == 0, out.stderr
             return out.stdout
 
@@ -56,7 +60,9 @@ def test_make_cluster_walkthrough(built, tmp_path):
         raise AssertionError(f"{failure}\n{tails}") from None
     finally:
         pid = (tmp_path / "state" / "pid").read_text() if (tmp_path / "state" / "pid").exists() else None
-        stopped = subprocess.run([sys.executable, str(UP), "stop"], env=env, capture_output=True, text=True, timeout=120, check=False)
+        stopped = subprocess.run(
+            [sys.executable, str(UP), "stop"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     if pid:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -25,8 +25,9 @@ def apply_example(cluster, namespace: str, name: str, **resource) -> dict:
 
 def the_machine(cluster, namespace: str) -> dict:
     """Wait for the Workspace's one Machine; return it."""
-    return cluster.wait_for(f"a Machine in {namespace}", lambda: (items(cluster, "machines", "-n", namespace) or [None])[0],
-                            timeout=WAIT_S)
+    return cluster.wait_for(
+        f"a Machine in {namespace}", lambda: (items(cluster, "machines", "-n", namespace) or [None])[0], timeout=WAIT_S
+    )
 
 
 def wait_for_put(cluster, arm, pool: str) -> None:
@@ -86,6 +87,7 @@ def test_quick_start_2_adapters(cluster, cluster_arm, aks, simulator, namespace)
     doc = apply_example(cluster, namespace, "inference-phi-3-with-adapters.yaml")
     _, node = provisioned_machine(cluster, cluster_arm, simulator, namespace)
     running_pod(cluster, namespace, node)
+
     # Each adapter image is pulled on the model's node by a pod the hook asks for, with the adapter's
     # pull secrets: the model pod's init containers, or a fetch Job's pod pinned to that node.
     def pulls() -> dict[str, set[str]]:
@@ -98,9 +100,14 @@ def test_quick_start_2_adapters(cluster, cluster_arm, aks, simulator, namespace)
                 images.setdefault(c["image"], set()).update(secrets)
         return images
 
-    wanted = {a["source"]["image"]: set(a["source"].get("imagePullSecrets") or []) for a in doc["inference"]["adapters"]}
-    found = cluster.wait_for("the adapter images pulled on the model's node",
-                             lambda: (p := pulls()) and set(wanted) <= set(p) and p, timeout=WAIT_S)
+    wanted = {
+        a["source"]["image"]: set(a["source"].get("imagePullSecrets") or []) for a in doc["inference"]["adapters"]
+    }
+    found = cluster.wait_for(
+        "the adapter images pulled on the model's node",
+        lambda: (p := pulls()) and set(wanted) <= set(p) and p,
+        timeout=WAIT_S,
+    )
     for image, secrets in wanted.items():
         assert secrets <= found[image], (image, found[image])
     assert_ready_columns(cluster, namespace, doc["metadata"]["name"], "Standard_NC24ads_A100_v4")
@@ -115,17 +122,24 @@ def test_quick_start_3_tuning_job_completes(cluster, cluster_arm, aks, simulator
 
 
 def test_arm_quota_refusal_shows_in_describe(cluster, cluster_arm, aks, namespace):
-    message = ("Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores "
-               "quota. Current Limit: 0, Current Usage: 0, Additional Required: 12")
+    message = (
+        "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores "
+        "quota. Current Limit: 0, Current Usage: 0, Additional Required: 12"
+    )
     cluster_arm.refuse_vm_size("Standard_NC12s_v3", "QuotaExceeded", message)
     try:
         doc = apply_example(cluster, namespace, "inference-phi-3.yaml", instanceType="Standard_NC12s_v3")
         name = doc["metadata"]["name"]
-        ws = cluster.wait_for("ResourceReady False with ARM's message",
-                              lambda: (w := get(cluster, "workspace", name, "-n", namespace))
-                              and condition(w, "ResourceReady").get("status") == "False"
-                              and "QuotaExceeded" in condition(w, "ResourceReady").get("message", "") and w,
-                              timeout=WAIT_S)
+        ws = cluster.wait_for(
+            "ResourceReady False with ARM's message",
+            lambda: (
+                (w := get(cluster, "workspace", name, "-n", namespace))
+                and condition(w, "ResourceReady").get("status") == "False"
+                and "QuotaExceeded" in condition(w, "ResourceReady").get("message", "")
+                and w
+            ),
+            timeout=WAIT_S,
+        )
         assert message in condition(ws, "ResourceReady")["message"]
         described = cluster.kubectl("describe", "workspace", name, "-n", namespace).stdout
         assert "QuotaExceeded" in described and "standardNCSv3Family" in described, described
@@ -145,12 +159,20 @@ def test_delete_garbage_collects_and_the_finalizer_deletes_the_pool(cluster, clu
     try:
         cluster.kubectl("delete", "workspace", name, "-n", namespace, "--wait=false")
         for kind in ("deployments", "replicasets", "pods", "services", "configmaps"):
-            cluster.wait_for(f"{kind} of the Workspace to be garbage-collected",
-                             lambda kind=kind: not [o for o in items(cluster, kind, "-n", namespace)
-                                          if o["metadata"].get("labels", {}).get("kaito.sh/workspace") == name],
-                             timeout=WAIT_S)
-        cluster.wait_for(f"DELETE of pool {pool} on the fake ARM", lambda: cluster_arm.calls("DELETE", pool),
-                         timeout=WAIT_S)
+            cluster.wait_for(
+                f"{kind} of the Workspace to be garbage-collected",
+                lambda kind=kind: (
+                    not [
+                        o
+                        for o in items(cluster, kind, "-n", namespace)
+                        if o["metadata"].get("labels", {}).get("kaito.sh/workspace") == name
+                    ]
+                ),
+                timeout=WAIT_S,
+            )
+        cluster.wait_for(
+            f"DELETE of pool {pool} on the fake ARM", lambda: cluster_arm.calls("DELETE", pool), timeout=WAIT_S
+        )
         # ARM still has the pool (Deleting): the Machine must wait for the 404.
         time.sleep(3)
         held = get(cluster, "machine", pool, "-n", namespace)
@@ -158,8 +180,11 @@ def test_delete_garbage_collects_and_the_finalizer_deletes_the_pool(cluster, clu
         simulator.remove(pool)
     finally:
         simulator.finish_deletes = True
-    cluster.wait_for(f"Machine {pool} to disappear after ARM's 404",
-                     lambda: get(cluster, "machine", pool, "-n", namespace) is None, timeout=WAIT_S)
+    cluster.wait_for(
+        f"Machine {pool} to disappear after ARM's 404",
+        lambda: get(cluster, "machine", pool, "-n", namespace) is None,
+        timeout=WAIT_S,
+    )
 
 
 def test_hook_server_restart_while_reconciling(cluster, cluster_arm, aks, simulator, namespace):
@@ -167,11 +192,17 @@ def test_hook_server_restart_while_reconciling(cluster, cluster_arm, aks, simula
     name = doc["metadata"]["name"]
     machine = the_machine(cluster, namespace)
     wait_for_put(cluster, cluster_arm, machine["metadata"]["name"])
-    children = lambda: {(o["kind"], o["metadata"]["name"]): o["metadata"]["uid"]  # noqa: E731
-                        for kind in ("machines", "deployments", "statefulsets", "services", "configmaps")
-                        for o in items(cluster, kind, "-n", namespace)}
-    before = cluster.wait_for("the Deployment", lambda: (c := children()) and any(k == "Deployment" for k, _ in c) and c,
-                              timeout=WAIT_S)
+
+    def children() -> dict:
+        return {
+            (o["kind"], o["metadata"]["name"]): o["metadata"]["uid"]
+            for kind in ("machines", "deployments", "statefulsets", "services", "configmaps")
+            for o in items(cluster, kind, "-n", namespace)
+        }
+
+    before = cluster.wait_for(
+        "the Deployment", lambda: (c := children()) and any(k == "Deployment" for k, _ in c) and c, timeout=WAIT_S
+    )
 
     aks.hooks.kill()
     node = simulator.provision(machine["metadata"]["name"])  # the world moves on while the hooks are down

@@ -27,9 +27,14 @@ def test_byo_uses_labelled_nodes_and_says_when_too_few(cluster, byo, namespace):
 
         cluster.kubectl("apply", "-f", "-", input=json.dumps(nodes[1]))
         wait_condition(cluster, namespace, "workspace", name, "ResourceReady")
-        pods = cluster.wait_for("two Running pods", lambda: len(
-            [p for p in items(cluster, "pods", "-n", namespace) if p["status"].get("phase") == "Running"]) == 2
-            and items(cluster, "pods", "-n", namespace), timeout=WAIT_S)
+        pods = cluster.wait_for(
+            "two Running pods",
+            lambda: (
+                len([p for p in items(cluster, "pods", "-n", namespace) if p["status"].get("phase") == "Running"]) == 2
+                and items(cluster, "pods", "-n", namespace)
+            ),
+            timeout=WAIT_S,
+        )
         assert {p["spec"]["nodeName"] for p in pods} == {n["metadata"]["name"] for n in nodes}
         wait_condition(cluster, namespace, "workspace", name, "WorkspaceReady")
         assert items(cluster, "machines", "-n", namespace) == [], "bring-your-own mode must never make Machines"

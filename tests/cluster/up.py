@@ -3,6 +3,9 @@
     python tests/cluster/up.py start   # build (cached), start, print the export KUBECONFIG=... line
     python tests/cluster/up.py stop    # stop everything it started
     python tests/cluster/up.py run     # the same in the foreground (Ctrl-C stops)
+    python tests/cluster/up.py run --example FILE
+                                       # `make run`: also apply FILE, show `kubectl get workspace -w` until
+                                       # WORKSPACEREADY, print the export KUBECONFIG=... line, run until Ctrl-C
 
 What runs: the control plane of tests/cluster/controlplane.py, the operator as installed by
 `kubectl apply -k metacontroller/` (hooks on loopback, Machines against the fake ARM server), and an
@@ -33,22 +36,57 @@ STATE = Path(os.environ.get("KAITO_CLUSTER_STATE") or Path.home() / ".cache" / "
 START_TIMEOUT_S = 3600  # a cold build included
 
 
-def run(state: Path) -> int:
+def show_example(cluster: ControlPlane, example: Path, stop: threading.Event, timeout: float = 600) -> bool:
+    """Apply `example` and stream `kubectl get workspace -w` until its WORKSPACEREADY column is True."""
+    import yaml
+
+    doc = yaml.safe_load(example.read_text())
+    name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
+    print(f"$ kubectl apply -f {example}", flush=True)
+    print(cluster.kubectl("apply", "-f", str(example)).stdout, end="", flush=True)
+    print(f"$ kubectl get workspace {name} -w", flush=True)
+    watch = subprocess.Popen(
+        [str(cluster.bin / "kubectl"), "get", "workspace", name, "-n", namespace, "-w"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cluster.env(),
+    )
+    assert watch.stdout is not None
+    deadline, header = time.monotonic() + timeout, None
+    try:
+        for line in watch.stdout:
+            print(line, end="", flush=True)
+            if header is None:
+                header = line.split()
+                continue
+            row = dict(zip(header, line.split(), strict=False))
+            if row.get("WORKSPACEREADY") == "True":
+                return True
+            if stop.is_set() or time.monotonic() > deadline:
+                return False
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    return False
+
+
+def run(state: Path, example: Path | None = None) -> int:
     from fake_arm import FakeArm
     from operator_stack import (
-        METACONTROLLER_CRDS,
+        METACONTROLLER_SOURCE,
         AksSimulator,
+        Install,
+        Metacontroller,
         Operator,
         install_hook_namespace,
-        operator_manifests,
-        standin_metacontroller,
-        yaml_stream,
+        install_metacontroller,
+        session_crds,
     )
 
     started = time.monotonic()
     built = build()
-    if not METACONTROLLER_CRDS.exists():
-        raise ClusterError(f"{METACONTROLLER_CRDS} is absent: Metacontroller's CRDs are not available here")
+    if not (built / "bin" / "metacontroller").exists():
+        raise ClusterError(f"{METACONTROLLER_SOURCE} is absent: Metacontroller is built from its source there")
     for stale in ("etcd", "logs", "pki"):
         shutil.rmtree(state / stale, ignore_errors=True)
     cluster = ControlPlane(state, built)
@@ -56,16 +94,26 @@ def run(state: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with FakeArm() as arm:
-        simulator = operator = None
+        simulator = operator = metacontroller = None
         try:
-            crds = yaml_stream(operator_manifests("http://127.0.0.1:1", "aks")[0]) + "---\n" + METACONTROLLER_CRDS.read_text()
-            cluster.start(crds)
+            cluster.start(session_crds(cluster.bin / "kubectl"))
+            install = Install(cluster.bin / "kubectl", "aks")
+            install_metacontroller(cluster, install)
             install_hook_namespace(cluster, state / "hooks-tls")
             operator = Operator(cluster, arm, state / "hooks-tls", "aks", resync_seconds="5")
-            standin_metacontroller(cluster)
+            metacontroller = Metacontroller(cluster, install)
             simulator = AksSimulator(arm, cluster, delay=POOL_DELAY_S)
             (state / "ready").write_text(f"{time.monotonic() - started:.1f}\n")
             print(f"ready in {time.monotonic() - started:.1f} s; kubeconfig {cluster.kubeconfig}", flush=True)
+            if example is not None:
+                if not show_example(cluster, example, stop):
+                    print(f"{example} did not become ready; logs: {cluster.logdir}", file=sys.stderr, flush=True)
+                print(
+                    f"\nThe operator runs on a local control plane (real Metacontroller, fake ARM, kwok GPU nodes)."
+                    f" Use it with:\n\nexport KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin}:$PATH\n\n"
+                    "Ctrl-C stops everything.",
+                    flush=True,
+                )
             while not stop.wait(2):
                 if reason := cluster.alive():
                     print(reason, file=sys.stderr, flush=True)
@@ -74,6 +122,8 @@ def run(state: Path) -> int:
         finally:
             if simulator:
                 simulator.stop()
+            if metacontroller:
+                metacontroller.stop()
             if operator:
                 operator.stop()
             cluster.stop()
@@ -87,10 +137,17 @@ def start(state: Path) -> int:
     for stale in ("ready", "kubeconfig", "pid"):
         (state / stale).unlink(missing_ok=True)
     log = open(state / "up.log", "wb")  # noqa: SIM115 - handed to the background process
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "run"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "KAITO_CLUSTER_STATE": str(state)})
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "KAITO_CLUSTER_STATE": str(state)},
+    )
     (state / "pid").write_text(str(proc.pid))
-    print(f"starting the local control plane (log: {state / 'up.log'}; a cold build takes tens of minutes)...", flush=True)
+    print(
+        f"starting the local control plane (log: {state / 'up.log'}; a cold build takes tens of minutes)...", flush=True
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not (state / "ready").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -100,8 +157,10 @@ def start(state: Path) -> int:
             return 1
         time.sleep(1)
     bin_dir = build() / "bin"  # cached by now: kubectl 1.35 (an older one may not talk to this apiserver)
-    print(f"ready in {(state / 'ready').read_text().strip()} s. Use it with:\n\n"
-          f"export KUBECONFIG={state / 'kubeconfig'} PATH={bin_dir}:$PATH\n")
+    print(
+        f"ready in {(state / 'ready').read_text().strip()} s. Use it with:\n\n"
+        f"export KUBECONFIG={state / 'kubeconfig'} PATH={bin_dir}:$PATH\n"
+    )
     print("kubectl apply -f examples/inference-phi-3.yaml && kubectl get workspace -w")
     print("`make cluster-down` stops it.")
     return 0
@@ -141,10 +200,13 @@ def _alive(pid: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("start", "stop", "run"))
+    parser.add_argument("--example", type=Path, help="with run: a Workspace to apply and watch until ready")
     args = parser.parse_args()
     STATE.mkdir(parents=True, exist_ok=True)
     try:
-        return {"start": start, "stop": stop, "run": run}[args.command](STATE)
+        if args.command == "run":
+            return run(STATE, args.example)
+        return {"start": start, "stop": stop}[args.command](STATE)
     except ClusterError as error:
         print(error, file=sys.stderr)
         return 1
