@@ -37,7 +37,8 @@ IDENTITIES = {
 # Nodes kwok manages (it leaves every other Node alone); tests and the AKS simulator set this label.
 KWOK_NODE_LABEL = ("kwok.x-k8s.io/node", "fake")
 # deployment+replicaset: a single-node preset is served by a Deployment (N replicas), multi-node by a StatefulSet.
-CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,deployment,replicaset,job"
+# resourcequota: the README's count/machines.kaito.sh quota is only enforced once its usage is computed.
+CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,deployment,replicaset,job,resourcequota"
 
 
 class ClusterError(RuntimeError):
