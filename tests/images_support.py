@@ -190,6 +190,11 @@ def run_argv(tool: str, image: str, spec: ContainerSpec, name: str) -> list[str]
     return [*argv, image, *spec.command]
 
 
+@dataclass(frozen=True)
+class HostProcess:
+    pid: int
+
+
 class Container:
     """A detached container; `stop()` removes it."""
 
@@ -210,6 +215,17 @@ class Container:
             check=False,
         )
         return out.stdout.strip() == "true"
+
+    @property
+    def proc(self) -> HostProcess:
+        """The container's first process as the host sees it (signals to its process group reach the server
+        and its workers, as for a server started as a local process)."""
+        out = subprocess.run(
+            [self.tool, "inspect", "--format", "{{.State.Pid}}", self.name], capture_output=True, text=True, check=False
+        )
+        if out.returncode or not out.stdout.strip().isdigit() or int(out.stdout) == 0:
+            raise ContainerError(f"container {self.name} is not running: {out.stderr.strip()}")
+        return HostProcess(int(out.stdout))
 
     def logs(self) -> str:
         out = subprocess.run([self.tool, "logs", self.name], capture_output=True, text=True, check=False)

@@ -9,6 +9,8 @@ Needs buildah (with podman and runc to run what it built) or a Docker engine; sk
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -278,6 +280,15 @@ def test_hook_server_container_in_byo_mode_survives_a_hard_kill_and_starts_again
         answer = requests.post(server.url + "/sync/workspace", json=body, cert=client, verify=str(certs / "ca.crt"))
         assert answer.status_code == 200, answer.text
         assert "Machine.kaito.sh/v1alpha1" not in by_kind(answer.json()["children"])  # byo: the labelled node
+        # Frozen (SIGSTOP to its process group, as the cluster tests freeze a local server): no answer.
+        group = server.process.proc.pid
+        os.killpg(group, signal.SIGSTOP)
+        try:
+            with pytest.raises(requests.Timeout):
+                requests.get(server.url + "/healthz", timeout=3, verify=str(certs / "ca.crt"))
+        finally:
+            os.killpg(group, signal.SIGCONT)
+        assert requests.get(server.url + "/healthz", timeout=10, verify=str(certs / "ca.crt")).status_code == 200
         server.kill()
         with pytest.raises(requests.ConnectionError):
             requests.get(server.url + "/healthz", timeout=5, verify=str(certs / "ca.crt"))
