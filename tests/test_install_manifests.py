@@ -18,20 +18,19 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from install_support import METACONTROLLER_URL, UPSTREAM, prepare_offline
+from workspace_support import METACONTROLLER_CRDS, REPO, need_shared
 
+from hooks.machine.deadline import ARM_BUDGET_S
 from hooks.settings import Settings
 from release.images import image_ref, project_version
-from hooks.machine.deadline import ARM_BUDGET_S
-from workspace_support import METACONTROLLER_CRDS, REPO, SHARED, need_shared
 
 pytestmark = pytest.mark.integration  # builds the install with kustomize
 
 K8S_VERSION = "1.33.0"
-METACONTROLLER_URL = "https://github.com/metacontroller/metacontroller/manifests/production?ref=v4.17.2"
 OUR_GROUPS = ("kaito.sh", "metacontroller.k8s.io")
 HOOK_NS, HOOK_NAME = "kaito-system", "kaito-hooks"
 KUBECTL = shutil.which("kubectl")
-UPSTREAM = SHARED / "third_party" / "metacontroller-v4.17.2" / "manifests" / "production"
 
 
 def _yaml_files() -> list[Path]:
@@ -69,30 +68,14 @@ def _build(tmp_path: Path, target: str, aks_env: str | None = None) -> list[dict
     work = tmp_path / "repo"
     shutil.copytree(REPO / "metacontroller", work / "metacontroller")
     shutil.copytree(REPO / "overlays", work / "overlays")
-    kfile = work / "metacontroller" / "kustomization.yaml"
-    text = kfile.read_text()
-    line = f"  - {METACONTROLLER_URL}\n"
-    assert text.count(line) == 1
-    if UPSTREAM.is_dir():
-        shutil.copytree(UPSTREAM, work / "metacontroller-upstream")
-        kfile.write_text(text.replace(line, "  - ../metacontroller-upstream\n"))
-    else:
-        kustomization = yaml.safe_load(text.replace(line, ""))
-        kustomization["patches"] = [p for p in kustomization.get("patches", []) if not patches_upstream(work, p)]
-        kfile.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    prepare_offline(work)
     if aks_env is not None:
         (work / "metacontroller" / "aks.env").write_text(aks_env)
-    out = subprocess.run([KUBECTL, "kustomize", str(work / target)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(work / target)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
-def patches_upstream(work: Path, patch: dict) -> bool:
-    """Whether a kustomize patch of metacontroller/ changes an object of Metacontroller's own manifests."""
-    if patch.get("target", {}).get("namespace") == "metacontroller":
-        return True
-    doc = yaml.safe_load((work / "metacontroller" / patch["path"]).read_text()) if "path" in patch else {}
-    return isinstance(doc, dict) and doc.get("metadata", {}).get("name") == "metacontroller"
 
 
 @pytest.fixture(scope="module")

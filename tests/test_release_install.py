@@ -4,12 +4,12 @@ pyproject.toml's version (the one source of truth).
 
 The install is built with kubectl's own kustomize, as `kubectl apply -k` would. Its one remote resource
 (Metacontroller's upstream manifests) cannot be fetched offline, so the build runs on the rendered copy
-with that line removed; Metacontroller's own image is upstream's, pinned by its release in that URL.
+with that line and the install's patches of those objects removed (tests/install_support.py);
+Metacontroller's own image is upstream's, pinned by its release in that URL.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import fields
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from install_support import prepare_offline
 
 from hooks import version as hooks_version
 from hooks.settings import Settings
@@ -27,7 +28,6 @@ from release.images import IMAGES, REPO, image_ref, project_version
 pytestmark = pytest.mark.integration  # renders the install with the release tooling
 
 KUBECTL = shutil.which("kubectl")
-REMOTE_RESOURCE = re.compile(r"^  - https://\S+\n", re.MULTILINE)
 REGISTRY = "ghcr.io/acme-corp"
 VERSION = "7.8.9"
 DIGESTS = {image.name: "sha256:" + f"{n:x}" * 64 for n, image in enumerate(IMAGES, start=1)}
@@ -37,10 +37,7 @@ TARGETS = ["metacontroller", "overlays/byo"]
 def build(root: Path, target: str) -> list[dict]:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (its built-in kustomize builds the install)")
-    kfile = root / "metacontroller" / "kustomization.yaml"
-    text, removed = REMOTE_RESOURCE.subn("", kfile.read_text())
-    assert removed == 1, "the install has exactly one remote resource (Metacontroller upstream)"
-    kfile.write_text(text)
+    prepare_offline(root, upstream=False)
     out = subprocess.run(
         [KUBECTL, "kustomize", str(root / target)], check=False, capture_output=True, text=True, timeout=60
     )
