@@ -354,6 +354,32 @@ class HookServer:
         self.process.stop()
 
 
+@functools.cache
+def hooks_image() -> str:
+    """The hooks image as `make images` builds it (cached layers: quick once built)."""
+    from images_support import built
+
+    return built("hooks")
+
+
+def hook_server(cluster: ControlPlane, env: dict[str, str], tls_dir: Path, name: str, deployment: dict):
+    """The hook server as a container of the built hooks image, run with the install Deployment's command,
+    env, securityContext and mounts (`deployment`: as rendered for the mode) and with the images `make
+    images` pushed in its KAITO_*_IMAGE settings when the loopback registry serves them (else the install's
+    names); from the source tree (HookServer) where no image can be
+    built and run here (no buildah/podman/runc and no Docker engine) or with KAITO_CLUSTER_HOOKS=source."""
+    from images_support import ImageHookServer, container_tool, in_registry, pushed_images_env
+
+    if os.environ.get("KAITO_CLUSTER_HOOKS") == "source" or container_tool() is None:
+        why = "KAITO_CLUSTER_HOOKS=source" if container_tool() else "no buildah/podman/runc or Docker engine"
+        print(f"{name}: the hook server runs from the source tree ({why})", file=sys.stderr, flush=True)
+        return HookServer(cluster, env, tls_dir, name=name)
+    pushed = pushed_images_env()
+    if all(in_registry(reference) for reference in pushed.values()):
+        env = {**env, **pushed}
+    return ImageHookServer(hooks_image(), env, tls_dir, free_port(), deployment=deployment)
+
+
 def with_flag(args: list[str], flag: str, value: str) -> list[str]:
     """`args` with `--flag=value` in place of any earlier `--flag=...` (appended when absent)."""
     kept = [a for a in args if not a.startswith(f"--{flag}=")]
@@ -457,7 +483,9 @@ class Operator:
                 IDENTITY_ENDPOINT=self.token_server.url,
                 IDENTITY_HEADER="kaito-cluster-test",
             )
-        self.hooks = HookServer(cluster, env, tls_dir, name=f"hooks-{mode}")
+        self.hooks = hook_server(
+            cluster, env, tls_dir, f"hooks-{mode}", self.setup.local[("Deployment", "kaito-hooks")]
+        )
         self.crds = self.setup.crds
         self.controllers = self.setup.controllers_calling(self.hooks.url)
         self.install()
