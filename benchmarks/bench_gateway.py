@@ -24,11 +24,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "bench-model"
 
-CHAT = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok " * 20}, "finish_reason": "stop"}],
-        "object": "chat.completion", "id": "x", "created": 1, "model": PRESET,
-        "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25}}
-COMPLETION = {"choices": [{"index": 0, "text": "ok " * 20, "finish_reason": "stop"}], "object": "text_completion",
-              "id": "y", "created": 1, "model": PRESET}
+CHAT = {
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok " * 20}, "finish_reason": "stop"}],
+    "object": "chat.completion",
+    "id": "x",
+    "created": 1,
+    "model": PRESET,
+    "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25},
+}
+COMPLETION = {
+    "choices": [{"index": 0, "text": "ok " * 20, "finish_reason": "stop"}],
+    "object": "text_completion",
+    "id": "y",
+    "created": 1,
+    "model": PRESET,
+}
 
 
 def serve_stub(port: int) -> None:
@@ -98,21 +108,49 @@ def main() -> None:
         return
     sport, gport = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, __file__, "--serve-stub", str(sport)], env=env),
-             subprocess.Popen([sys.executable, "-m", "inference.gateway", "--served-model-name", PRESET,
-                               "--adapter", "a1", "--upstream", f"http://127.0.0.1:{sport}", "--host", "127.0.0.1",
-                               "--port", str(gport)], cwd=REPO, env=env)]
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--serve-stub", str(sport)], env=env),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inference.gateway",
+                "--served-model-name",
+                PRESET,
+                "--adapter",
+                "a1",
+                "--upstream",
+                f"http://127.0.0.1:{sport}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(gport),
+            ],
+            cwd=REPO,
+            env=env,
+        ),
+    ]
     try:
         wait(sport, "/health")
         wait(gport, "/health")
         direct = http.client.HTTPConnection("127.0.0.1", sport)
         gateway = http.client.HTTPConnection("127.0.0.1", gport)
-        chat = json.dumps({"model": f"{PRESET}:a1", "messages": [{"role": "user", "content": "hello " * 50}],
-                           "max_tokens": 20}).encode()
+        chat = json.dumps(
+            {"model": f"{PRESET}:a1", "messages": [{"role": "user", "content": "hello " * 50}], "max_tokens": 20}
+        ).encode()
         kaito = json.dumps({"prompt": "hello " * 50, "generate_kwargs": {"max_length": 20}}).encode()
-        cases = [("/v1/chat/completions", direct, "/v1/chat/completions", chat, gateway, "/v1/chat/completions", chat),
-                 ("/chat (Kaito) vs direct /v1/completions", direct, "/v1/completions", kaito.replace(
-                     b'"generate_kwargs": {"max_length": 20}', b'"max_tokens": 20'), gateway, "/chat", kaito)]
+        cases = [
+            ("/v1/chat/completions", direct, "/v1/chat/completions", chat, gateway, "/v1/chat/completions", chat),
+            (
+                "/chat (Kaito) vs direct /v1/completions",
+                direct,
+                "/v1/completions",
+                kaito.replace(b'"generate_kwargs": {"max_length": 20}', b'"max_tokens": 20'),
+                gateway,
+                "/chat",
+                kaito,
+            ),
+        ]
         print(f"{ns.requests} requests per path, interleaved, keep-alive, stub upstream on loopback")
         for name, dconn, dpath, dbody, gconn, gpath, gbody in cases:
             for _ in range(200):  # warm-up

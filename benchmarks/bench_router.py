@@ -51,6 +51,7 @@ READY_TIMEOUT_S = 180  # the router health-checks each replica (SGLang's /health
 
 # --- the model ----------------------------------------------------------------------------------
 
+
 def small_llama(out: Path, hidden: int, layers: int) -> Path:
     """A random Llama with the tests' tokenizer, large enough that a prefill costs real CPU time (so a cache hit
     shows in the throughput), small enough for two servers on a laptop-class CPU."""
@@ -58,10 +59,19 @@ def small_llama(out: Path, hidden: int, layers: int) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = train_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=CONTEXT,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        max_position_embeddings=CONTEXT,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
@@ -69,6 +79,7 @@ def small_llama(out: Path, hidden: int, layers: int) -> Path:
 
 
 # --- processes ----------------------------------------------------------------------------------
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -116,6 +127,7 @@ def replica(stack: Stack) -> Replica:
 
 # --- SGLang metrics -------------------------------------------------------------------------------
 
+
 def metric_sum(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -141,14 +153,31 @@ def flush_caches(replicas: list[Replica]) -> None:
 
 # --- the router -----------------------------------------------------------------------------------
 
+
 class Router:
     def __init__(self, policy: str, workers: list[str], log_dir: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(self.port),
-                "--policy", policy, "--worker-urls", *workers, "--prometheus-host", "127.0.0.1",
-                "--prometheus-port", str(free_port()), "--log-level", "warn"]
-        self.log = open(log_dir / f"router-{policy}.log", "ab")
+        argv = [
+            sys.executable,
+            "-m",
+            "sglang_router.launch_router",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--policy",
+            policy,
+            "--worker-urls",
+            *workers,
+            "--prometheus-host",
+            "127.0.0.1",
+            "--prometheus-port",
+            str(free_port()),
+            "--log-level",
+            "warn",
+        ]
+        self.log = open(log_dir / f"router-{policy}.log", "ab")  # noqa: SIM115 - the router writes it until stop() closes it
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -162,8 +191,9 @@ class Router:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"sglang-router not ready with {len(workers)} workers within {READY_TIMEOUT_S} s:\n"
-                           f"{self.log_tail()}")
+        raise RuntimeError(
+            f"sglang-router not ready with {len(workers)} workers within {READY_TIMEOUT_S} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, chars: int = 3000) -> str:
         return Path(self.log.name).read_text(errors="replace")[-chars:]
@@ -180,21 +210,28 @@ class Router:
 
 # --- workloads ------------------------------------------------------------------------------------
 
+
 def shared_prefix_prompts(groups: int, total: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     words = sorted({w for line in CORPUS for w in line.split()})
     prefixes = [" ".join(rng.choice(words) for _ in range(PREFIX_WORDS)) for _ in range(groups)]
-    prompts = [f"{prefixes[i % groups]} request {i} " + " ".join(rng.choice(words) for _ in range(TAIL_WORDS))
-               for i in range(total)]
+    prompts = [
+        f"{prefixes[i % groups]} request {i} " + " ".join(rng.choice(words) for _ in range(TAIL_WORDS))
+        for i in range(total)
+    ]
     rng.shuffle(prompts)
     return prompts
 
 
 def run_completions(url: str, prompts: list[str], concurrency: int, max_tokens: int) -> float:
     """Send every prompt (non-streamed) with `concurrency` clients; return the wall seconds."""
+
     def one(prompt: str) -> None:
-        r = requests.post(url + "/v1/completions", json={"model": LLAMA_PRESET, "prompt": prompt,
-                                                          "max_tokens": max_tokens, "temperature": 0}, timeout=300)
+        r = requests.post(
+            url + "/v1/completions",
+            json={"model": LLAMA_PRESET, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+            timeout=300,
+        )
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code} from {url}: {r.text[:300]}")
 
@@ -206,9 +243,16 @@ def run_completions(url: str, prompts: list[str], concurrency: int, max_tokens: 
 
 def run_streams(url: str, n: int, concurrency: int, max_tokens: int) -> tuple[float, int]:
     """Streamed completions; return (wall seconds, SSE events received)."""
+
     def one(i: int) -> int:
-        body = {"model": LLAMA_PRESET, "prompt": f"the quick brown fox {i}", "max_tokens": max_tokens,
-                "temperature": 0, "ignore_eos": True, "stream": True}
+        body = {
+            "model": LLAMA_PRESET,
+            "prompt": f"the quick brown fox {i}",
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+        }
         events = 0
         with requests.post(url + "/v1/completions", json=body, stream=True, timeout=300) as r:
             if r.status_code != 200:
@@ -226,6 +270,7 @@ def run_streams(url: str, n: int, concurrency: int, max_tokens: int) -> tuple[fl
 
 # --- the two parts --------------------------------------------------------------------------------
 
+
 def routing(replicas: list[Replica], args, log_dir: Path) -> dict:
     prompts = shared_prefix_prompts(args.groups, args.requests)
     results: dict[str, list[dict]] = {"round_robin": [], "cache_aware": []}
@@ -240,18 +285,29 @@ def routing(replicas: list[Replica], args, log_dir: Path) -> dict:
             finally:
                 router.stop()
             cached, prompt = after[0] - before[0], after[1] - before[1]
-            row = {"round": rnd + 1, "hit_rate": cached / prompt if prompt else 0.0, "recomputed": prompt - cached,
-                   "prompt_tokens": prompt, "req_per_s": len(prompts) / wall, "wall_s": wall}
+            row = {
+                "round": rnd + 1,
+                "hit_rate": cached / prompt if prompt else 0.0,
+                "recomputed": prompt - cached,
+                "prompt_tokens": prompt,
+                "req_per_s": len(prompts) / wall,
+                "wall_s": wall,
+            }
             results[policy].append(row)
-            print(f"  round {rnd + 1} {policy:<11} hit rate {row['hit_rate']:.3f}  recomputed prompt tokens "
-                  f"{row['recomputed']:>8.0f} / {prompt:.0f}  {row['req_per_s']:.2f} req/s  ({wall:.1f} s)", flush=True)
+            print(
+                f"  round {rnd + 1} {policy:<11} hit rate {row['hit_rate']:.3f}  recomputed prompt tokens "
+                f"{row['recomputed']:>8.0f} / {prompt:.0f}  {row['req_per_s']:.2f} req/s  ({wall:.1f} s)",
+                flush=True,
+            )
     summary = {}
     for policy, rows in results.items():
         summary[policy] = {k: statistics.mean(r[k] for r in rows) for k in ("hit_rate", "recomputed", "req_per_s")}
     ca, rr = summary["cache_aware"], summary["round_robin"]
-    summary["ratios"] = {"hit_rate": ca["hit_rate"] / rr["hit_rate"] if rr["hit_rate"] else float("inf"),
-                         "recomputed_rr_over_ca": rr["recomputed"] / ca["recomputed"] if ca["recomputed"] else float("inf"),
-                         "throughput": ca["req_per_s"] / rr["req_per_s"]}
+    summary["ratios"] = {
+        "hit_rate": ca["hit_rate"] / rr["hit_rate"] if rr["hit_rate"] else float("inf"),
+        "recomputed_rr_over_ca": rr["recomputed"] / ca["recomputed"] if ca["recomputed"] else float("inf"),
+        "throughput": ca["req_per_s"] / rr["req_per_s"],
+    }
     return summary
 
 
@@ -263,8 +319,11 @@ def gateway_cost(r: Replica, args) -> dict:
             wall, events = run_streams(url, args.streams, args.stream_concurrency, args.stream_tokens)
             gw1, sg1 = cpu_seconds(r.gateway_pid), cpu_seconds(r.sglang_pid)
             rows[path].append({"events": events, "wall": wall, "gateway_cpu": gw1 - gw0, "sglang_cpu": sg1 - sg0})
-            print(f"  {path:<8} {events} events in {wall:.1f} s ({events / wall:.0f}/s); CPU s: gateway "
-                  f"{gw1 - gw0:.2f}, SGLang front end {sg1 - sg0:.2f}", flush=True)
+            print(
+                f"  {path:<8} {events} events in {wall:.1f} s ({events / wall:.0f}/s); CPU s: gateway "
+                f"{gw1 - gw0:.2f}, SGLang front end {sg1 - sg0:.2f}",
+                flush=True,
+            )
 
     def per_event(path: str, key: str) -> float:
         return 1e6 * sum(x[key] for x in rows[path]) / sum(x["events"] for x in rows[path])
@@ -313,15 +372,24 @@ def main(argv: list[str] | None = None) -> int:
                 work.mkdir()
                 stack = start_stack("sglang", LLAMA_PRESET, [], weights, adapters_dir, work / "adapters", work)
                 replicas.append(replica(stack))
-                print(f"replica {i}: gateway {stack.url}, SGLang {replicas[-1].runtime_url} "
-                      f"(healthy after {stack.start_seconds:.0f} s)", flush=True)
-            print(f"\n1. routing: {args.requests} requests, {args.groups} groups sharing ~{PREFIX_WORDS}-word "
-                  f"prefixes, concurrency {args.concurrency}, {args.rounds} round(s); random Llama hidden "
-                  f"{args.hidden_size} x {args.layers} layers", flush=True)
+                print(
+                    f"replica {i}: gateway {stack.url}, SGLang {replicas[-1].runtime_url} "
+                    f"(healthy after {stack.start_seconds:.0f} s)",
+                    flush=True,
+                )
+            print(
+                f"\n1. routing: {args.requests} requests, {args.groups} groups sharing ~{PREFIX_WORDS}-word "
+                f"prefixes, concurrency {args.concurrency}, {args.rounds} round(s); random Llama hidden "
+                f"{args.hidden_size} x {args.layers} layers",
+                flush=True,
+            )
             figures = {"routing": routing(replicas, args, root)}
             if not args.skip_gateway:
-                print(f"\n2. gateway vs SGLang's own HTTP front end: {args.streams} streamed completions of "
-                      f"{args.stream_tokens} tokens, concurrency {args.stream_concurrency}, per path and round", flush=True)
+                print(
+                    f"\n2. gateway vs SGLang's own HTTP front end: {args.streams} streamed completions of "
+                    f"{args.stream_tokens} tokens, concurrency {args.stream_concurrency}, per path and round",
+                    flush=True,
+                )
                 figures["gateway"] = gateway_cost(replicas[0], args)
         except BaseException:
             for r in replicas:
@@ -335,17 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== routing (2 SGLang replicas behind sglang-router) ==")
     for policy in ("round_robin", "cache_aware"):
         s = rt[policy]
-        print(f"{policy:<12} hit rate {s['hit_rate']:.3f}   recomputed prompt tokens {s['recomputed']:.0f}   "
-              f"{s['req_per_s']:.2f} req/s")
-    print(f"cache_aware / round_robin: hit rate x{rt['ratios']['hit_rate']:.2f}, throughput "
-          f"x{rt['ratios']['throughput']:.2f}, {rt['ratios']['recomputed_rr_over_ca']:.1f}x fewer recomputed prompt tokens")
+        print(
+            f"{policy:<12} hit rate {s['hit_rate']:.3f}   recomputed prompt tokens {s['recomputed']:.0f}   "
+            f"{s['req_per_s']:.2f} req/s"
+        )
+    print(
+        f"cache_aware / round_robin: hit rate x{rt['ratios']['hit_rate']:.2f}, throughput "
+        f"x{rt['ratios']['throughput']:.2f}, {rt['ratios']['recomputed_rr_over_ca']:.1f}x fewer recomputed prompt tokens"
+    )
     if "gateway" in figures:
         g = figures["gateway"]
         print("\n== per-pod gateway vs SGLang's HTTP front end (streamed events) ==")
-        print(f"gateway {g['gateway_us_per_event']:.1f} us CPU/event; SGLang front end "
-              f"{g['sglang_front_end_us_per_event']:.1f} us CPU/event; ratio {g['gateway_over_front_end']:.2f}")
-        print(f"throughput through the gateway / direct: {g['throughput_gateway_over_direct']:.2f} "
-              f"({g['events_per_s_gateway']:.0f} vs {g['events_per_s_direct']:.0f} events/s)")
+        print(
+            f"gateway {g['gateway_us_per_event']:.1f} us CPU/event; SGLang front end "
+            f"{g['sglang_front_end_us_per_event']:.1f} us CPU/event; ratio {g['gateway_over_front_end']:.2f}"
+        )
+        print(
+            f"throughput through the gateway / direct: {g['throughput_gateway_over_direct']:.2f} "
+            f"({g['events_per_s_gateway']:.0f} vs {g['events_per_s_direct']:.0f} events/s)"
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -18,23 +18,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from hooks.settings import Settings  # noqa: E402
-from hooks.workspace_sync import sync  # noqa: E402
-from workspace_support import NOW, by_kind, request, workspace  # noqa: E402
+from workspace_support import NOW, by_kind, request, workspace
+
+from hooks.settings import Settings
+from hooks.workspace_sync import sync
 
 SETTINGS = Settings()
 
 
 def steady_state_request(adapters: int, nodes: int) -> dict:
     inference = {
-        "preset": {"name": "llama-3.3-70b-instruct" if nodes > 1 else "phi-3-mini-128k-instruct", "presetOptions": {"modelAccessSecret": "hf"}},
+        "preset": {
+            "name": "llama-3.3-70b-instruct" if nodes > 1 else "phi-3-mini-128k-instruct",
+            "presetOptions": {"modelAccessSecret": "hf"},
+        },
         "adapters": [
-            {"source": {"name": f"adapter-{i}", "image": f"myregistry.azurecr.io/adapters/a{i}:0.0.1", "imagePullSecrets": ["pull"]}, "strength": "0.5"}
+            {
+                "source": {
+                    "name": f"adapter-{i}",
+                    "image": f"myregistry.azurecr.io/adapters/a{i}:0.0.1",
+                    "imagePullSecrets": ["pull"],
+                },
+                "strength": "0.5",
+            }
             for i in range(adapters)
         ],
     }
     ws = workspace(
-        resource={"instanceType": "Standard_NC96ads_A100_v4", "count": nodes, "labelSelector": {"matchLabels": {"apps": "bench"}}},
+        resource={
+            "instanceType": "Standard_NC96ads_A100_v4",
+            "count": nodes,
+            "labelSelector": {"matchLabels": {"apps": "bench"}},
+        },
         inference=inference,
     )
     first = sync(request(ws), SETTINGS, NOW)
@@ -69,8 +84,10 @@ def measure(adapters: int, nodes: int, number: int = 300) -> tuple[float, float]
 
 def main() -> None:
     hook, bare = measure(2, 1)
-    print(f"two-adapter workspace, children observed: hook {hook * 1e6:.0f} us/call, "
-          f"bare json round trip {bare * 1e6:.0f} us/call, ratio {hook / bare:.2f}x (goal <= 4x)")
+    print(
+        f"two-adapter workspace, children observed: hook {hook * 1e6:.0f} us/call, "
+        f"bare json round trip {bare * 1e6:.0f} us/call, ratio {hook / bare:.2f}x (goal <= 4x)"
+    )
     print("\nadapters  hook_us  bare_us  ratio")
     for n in (0, 2, 4, 6, 8, 10):
         h, b = measure(n, 1, 200)

@@ -33,8 +33,13 @@ MODEL = "bench/tiny"
 
 def start_pod(hub_url: str, cache: str) -> float:
     # Online to the loopback Hub only (make bench runs the benchmarks with the Hub offline).
-    env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(REPO),
+    }
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "inference.weights", "--model", MODEL, "--cache", cache, "--reserve-gib", "0",
