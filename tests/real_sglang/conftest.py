@@ -56,8 +56,15 @@ def _serve(runtime, preset, adapters, tiny, tmp_path_factory):
     if runtime == "sglang":
         _require_sglang()
     work = tmp_path_factory.mktemp(f"work-{runtime}-{preset}")
-    stack = start_stack(runtime, preset, [(n, s) for n, (_, s) in adapters.items()], tiny.weights_dir,
-                        tiny.adapters_dir, work / "adapters", work)
+    stack = start_stack(
+        runtime,
+        preset,
+        [(n, s) for n, (_, s) in adapters.items()],
+        tiny.weights_dir,
+        tiny.adapters_dir,
+        work / "adapters",
+        work,
+    )
     print(f"\n{runtime} stack for {preset} healthy after {stack.start_seconds:.1f} s", file=sys.stderr)
     try:
         yield stack

@@ -30,9 +30,20 @@ REPO = HERE.parents[1]
 SHIMS = HERE / "shims"
 
 # What SGLang needs to run on a CPU without the native CPU kernel build (notes: sglang-on-cpu.md).
-SGLANG_CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--lora-backend", "torch_native",
-                    "--disable-cuda-graph", "--disable-overlap-schedule", "--max-total-tokens", "4096",
-                    "--dtype", "float32"]
+SGLANG_CPU_FLAGS = [
+    "--device",
+    "cpu",
+    "--attention-backend",
+    "torch_native",
+    "--lora-backend",
+    "torch_native",
+    "--disable-cuda-graph",
+    "--disable-overlap-schedule",
+    "--max-total-tokens",
+    "4096",
+    "--dtype",
+    "float32",
+]
 START_TIMEOUT_S = float(os.environ.get("KAITO_REAL_SGLANG_START_TIMEOUT", "300"))
 A100_SKU = "Standard_NC24ads_A100_v4"
 RUNTIME_ANNOTATION = "kaito.sh/runtime"
@@ -45,13 +56,17 @@ def sglang_python() -> str | None:
 
 def workspace(name: str, preset: str, adapters: list[tuple[str, str]], runtime: str) -> dict:
     ws = {
-        "apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
         "metadata": {"name": name, "namespace": "default"},
         "resource": {"instanceType": A100_SKU, "labelSelector": {"matchLabels": {"apps": name}}},
         # Weights from an image (an init container copies them into --weights-dir): nothing to download.
-        "inference": {"preset": {"name": preset, "presetOptions": {"image": "registry.example/tiny-weights:1"}},
-                      "adapters": [{"source": {"name": n, "image": f"registry.example/{n}:1"}, "strength": s}
-                                   for n, s in adapters]},
+        "inference": {
+            "preset": {"name": preset, "presetOptions": {"image": "registry.example/tiny-weights:1"}},
+            "adapters": [
+                {"source": {"name": n, "image": f"registry.example/{n}:1"}, "strength": s} for n, s in adapters
+            ],
+        },
     }
     if runtime == "transformers":
         ws["metadata"]["annotations"] = {RUNTIME_ANNOTATION: "transformers"}
@@ -63,8 +78,14 @@ def rendered_launch_command(ws: dict) -> list[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(ws, f)
     try:
-        out = subprocess.run([sys.executable, "-m", "hooks", "render", f.name], cwd=REPO, capture_output=True,
-                             text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "hooks", "render", f.name],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     finally:
         os.unlink(f.name)
     if out.returncode != 0:
@@ -82,11 +103,19 @@ def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
     if flag not in args:
         raise RuntimeError(f"the rendered launcher argv has no {flag}: {args}")
     i = args.index(flag)
-    return args[:i + 1] + [value] + args[i + 2:]
+    return args[: i + 1] + [value] + args[i + 2 :]
 
 
-def local_argv(rendered: list[str], python: str, weights: Path, adapters: Path, work: Path,
-               port: int, runtime_port: int, runtime_flags: list[str]) -> list[str]:
+def local_argv(
+    rendered: list[str],
+    python: str,
+    weights: Path,
+    adapters: Path,
+    work: Path,
+    port: int,
+    runtime_port: int,
+    runtime_flags: list[str],
+) -> list[str]:
     """The pod's command with local paths/ports; `python` becomes the runtime venv's interpreter."""
     if rendered[:3] != ["python", "-m", "inference.launch"]:
         raise RuntimeError(f"unexpected inference container command: {rendered[:3]}")
@@ -101,7 +130,9 @@ def local_argv(rendered: list[str], python: str, weights: Path, adapters: Path, 
     return [python, "-m", "inference.launch", *args]
 
 
-def publish_live_adapters(args: list[str], adapters_src: Path, adapters: list[tuple[str, str]], root: Path) -> list[str]:
+def publish_live_adapters(
+    args: list[str], adapters_src: Path, adapters: list[tuple[str, str]], root: Path
+) -> list[str]:
     """When the hook renders live adapters (`--live-adapters FILE --adapter-files DIR`), do locally what the
     pod's volumes do: the desired set at a local FILE (the ConfigMap's `adapters.json`) and each adapter's
     files under DIR/<key> with the completion marker written last (the node's fetch pod)."""
@@ -149,15 +180,21 @@ class Stack:
         self.proc.wait(10)
 
 
-def start_stack(runtime: str, preset: str, adapters: list[tuple[str, str]], weights: Path, adapters_dir: Path,
-                work: Path, log_dir: Path) -> Stack:
+def start_stack(
+    runtime: str,
+    preset: str,
+    adapters: list[tuple[str, str]],
+    weights: Path,
+    adapters_dir: Path,
+    work: Path,
+    log_dir: Path,
+) -> Stack:
     """Render the Workspace, start the launcher, wait (bounded) for the gateway's /health to be 200."""
     if runtime == "sglang":
         python = sglang_python()
         if python is None:
             raise RuntimeError("SGLang venv missing: run `python3 tests/real_sglang/install_sglang.py`")
-        env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1",
-               "PYTHONPATH": os.pathsep.join([str(SHIMS), str(REPO)])}
+        env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": os.pathsep.join([str(SHIMS), str(REPO)])}
         flags = SGLANG_CPU_FLAGS
     else:
         python, env, flags = sys.executable, {**os.environ, "PYTHONPATH": str(REPO)}, []
@@ -170,15 +207,16 @@ def start_stack(runtime: str, preset: str, adapters: list[tuple[str, str]], weig
     log_path = log_dir / f"{runtime}-{preset}.log"
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack = Stack(runtime, f"http://127.0.0.1:{port}", preset, proc, log_path, argv, 0.0)
     deadline = started + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             stack.stop()
-            raise RuntimeError(f"{runtime} stack exited with {proc.returncode} before it was healthy\n"
-                               f"argv: {argv}\n--- log ---\n{stack.log_tail()}")
+            raise RuntimeError(
+                f"{runtime} stack exited with {proc.returncode} before it was healthy\n"
+                f"argv: {argv}\n--- log ---\n{stack.log_tail()}"
+            )
         try:
             if requests.get(f"{stack.url}/health", timeout=30).status_code == 200:
                 stack.start_seconds = time.monotonic() - started
@@ -187,5 +225,6 @@ def start_stack(runtime: str, preset: str, adapters: list[tuple[str, str]], weig
             pass
         time.sleep(1)
     stack.stop()
-    raise RuntimeError(f"{runtime} stack not healthy within {START_TIMEOUT_S:.0f} s\nargv: {argv}\n"
-                       f"--- log ---\n{stack.log_tail()}")
+    raise RuntimeError(
+        f"{runtime} stack not healthy within {START_TIMEOUT_S:.0f} s\nargv: {argv}\n--- log ---\n{stack.log_tail()}"
+    )

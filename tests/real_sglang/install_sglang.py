@@ -30,10 +30,23 @@ PINNED = ["torch==2.14.1", "torchvision==0.29.1"]
 # Requirements of SGLang that serve CUDA GPUs only (kernels, CUDA bindings, GPU memory tools), plus
 # torchaudio/torchcodec, which pin other torch builds and are used only for audio/video inputs.
 CUDA_ONLY = {
-    "apache-tvm-ffi", "cuda-python", "flash-attn-4", "flashinfer-python", "humming-kernels",
-    "nvidia-cutlass-dsl", "nvidia-mathdx", "nvshmem4py-cu13", "quack-kernels", "sgl-deep-ep",
-    "sgl-deep-gemm", "sgl-flash-mla", "sglang-kernel", "tilelang", "torch-memory-saver",
-    "torchaudio", "torchcodec",
+    "apache-tvm-ffi",
+    "cuda-python",
+    "flash-attn-4",
+    "flashinfer-python",
+    "humming-kernels",
+    "nvidia-cutlass-dsl",
+    "nvidia-mathdx",
+    "nvshmem4py-cu13",
+    "quack-kernels",
+    "sgl-deep-ep",
+    "sgl-deep-gemm",
+    "sgl-flash-mla",
+    "sglang-kernel",
+    "tilelang",
+    "torch-memory-saver",
+    "torchaudio",
+    "torchcodec",
 }
 DONE_MARKER = ".kaito-install-complete"
 
@@ -95,8 +108,9 @@ def _pip(python: Path, *args: str) -> None:
 
 
 def install(venv: Path, base_python: str) -> None:
-    version = subprocess.check_output([base_python, "-c", "import sys; print(sys.version_info[:2] >= (3, 11))"],
-                                      text=True).strip()
+    version = subprocess.check_output(
+        [base_python, "-c", "import sys; print(sys.version_info[:2] >= (3, 11))"], text=True
+    ).strip()
     if version != "True":
         raise SystemExit(f"{base_python}: SGLang {SGLANG_VERSION} needs Python >= 3.11 (use --python)")
     # Whatever is there is incomplete or stale (no matching marker): start over.

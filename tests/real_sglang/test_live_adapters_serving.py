@@ -1,4 +1,4 @@
-"""Live adapters on a running model server (issue: add, remove and re-weight without a restart).
+"""Live adapters on a running model server: added, removed and re-weighted without a restart.
 
 The stack is started by the launcher in live mode (`--live-adapters FILE --adapter-files DIR`), as the
 Workspace pod runs it; the test then changes the desired set the way the hook's ConfigMap does, and puts

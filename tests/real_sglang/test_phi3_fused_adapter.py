@@ -12,8 +12,11 @@ N = 10
 
 
 def _chat(stack, model):
-    r = requests.post(f"{stack.url}/v1/chat/completions", timeout=300, json={
-        "model": model, "messages": MESSAGES, "max_tokens": N, "temperature": 0})
+    r = requests.post(
+        f"{stack.url}/v1/chat/completions",
+        timeout=300,
+        json={"model": model, "messages": MESSAGES, "max_tokens": N, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]["message"]["content"]
 
@@ -28,8 +31,11 @@ def test_fused_module_adapter_equals_peft(phi3_stack, phi3_ref):
 
 def test_single_adapter_is_the_kaito_chat_default(phi3_stack, phi3_ref):
     want = phi3_ref.chat(MESSAGES, N, (("fused", 1.0),))["text"]
-    r = requests.post(f"{phi3_stack.url}/chat", timeout=300, json={
-        "messages": MESSAGES, "generate_kwargs": {"do_sample": False, "max_new_tokens": N}})
+    r = requests.post(
+        f"{phi3_stack.url}/chat",
+        timeout=300,
+        json={"messages": MESSAGES, "generate_kwargs": {"do_sample": False, "max_new_tokens": N}},
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"Result": want}
 

@@ -72,8 +72,10 @@ class _Tee(httpx.SyncByteStream):
 def _with_a_finish_reason(chunk: dict) -> dict:
     """The SDK types a streamed legacy completion chunk as a Completion, whose finish_reason cannot be
     null; OpenAI's own streams send null until the last chunk. Every other field is checked as is."""
-    choices = [{**c, "finish_reason": c.get("finish_reason") or "length"} if isinstance(c, dict) else c
-               for c in chunk.get("choices") or []]
+    choices = [
+        {**c, "finish_reason": c.get("finish_reason") or "length"} if isinstance(c, dict) else c
+        for c in chunk.get("choices") or []
+    ]
     return {**chunk, "choices": choices}
 
 
@@ -120,8 +122,13 @@ def strict_types(stack):
 
 @pytest.fixture(scope="module")
 def client(stack, strict_types):
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=300,
-                         http_client=httpx.Client(transport=strict_types, timeout=300))
+    return openai.OpenAI(
+        base_url=f"{stack.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=300,
+        http_client=httpx.Client(transport=strict_types, timeout=300),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -135,8 +142,7 @@ def answers_hold_to_the_sdk_types(request):
 
 
 def chat(client, model, max_tokens=N, messages=MESSAGES, **kw):
-    return client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
-                                          **kw)
+    return client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0, **kw)
 
 
 def complete(client, model, max_tokens=N, prompt=PROMPT, **kw):
@@ -144,6 +150,7 @@ def complete(client, model, max_tokens=N, prompt=PROMPT, **kw):
 
 
 # --- models -------------------------------------------------------------------------------------------
+
 
 def test_models_list_names_the_preset_and_each_adapter(client, stack):
     ids = {m.id for m in client.models.list().data}
@@ -160,6 +167,7 @@ def test_models_retrieve_one(client):
 
 
 # --- answers equal the reference ----------------------------------------------------------------------
+
 
 def test_chat_base_model_equals_reference(client, llama_ref):
     want = llama_ref.chat(MESSAGES, N)
@@ -213,6 +221,7 @@ def test_unknown_adapter_is_a_400_naming_it(client):
 
 # --- streaming ----------------------------------------------------------------------------------------
 
+
 def test_chat_stream_equals_non_streamed_answer_with_role_finish_and_usage(client, llama_ref):
     want = llama_ref.chat(MESSAGES, N, mix("fin"))
     chunks = list(chat(client, f"{LLAMA_PRESET}:fin", stream=True, stream_options={"include_usage": True}))
@@ -234,6 +243,7 @@ def test_completion_stream_equals_reference(client, llama_ref):
 
 # --- stop and length ----------------------------------------------------------------------------------
 
+
 def test_max_tokens_cut_gives_finish_reason_length(client, llama_ref):
     want = llama_ref.complete(PROMPT, 3)
     assert want["finish_reason"] == "length"
@@ -246,26 +256,31 @@ def test_max_tokens_cut_gives_finish_reason_length(client, llama_ref):
 
 def test_stop_string_ends_the_answer_before_it(client, llama_ref):
     full = llama_ref.complete(PROMPT, N)["text"]
-    stop = full.strip()[len(full.strip()) // 2:][:2]
+    stop = full.strip()[len(full.strip()) // 2 :][:2]
     assert stop and stop in full
     got = complete(client, LLAMA_PRESET, stop=[stop])
-    assert got.choices[0].text == full[:full.index(stop)]
+    assert got.choices[0].text == full[: full.index(stop)]
     assert got.choices[0].finish_reason == "stop"
 
 
 # --- concurrency --------------------------------------------------------------------------------------
+
 
 def test_concurrent_mixed_requests_equal_their_sequential_answers(client):
     models = [LLAMA_PRESET, f"{LLAMA_PRESET}:fin", f"{LLAMA_PRESET}:legal", f"{LLAMA_PRESET}:half"] * 3
     prompts = [PROMPT, "hello world", "adapters change", "serving many"] * 3
     sequential = [complete(client, m, prompt=p).choices[0].text for m, p in zip(models, prompts, strict=True)]
     with ThreadPoolExecutor(len(models)) as pool:
-        concurrent = list(pool.map(lambda mp: complete(client, mp[0], prompt=mp[1]).choices[0].text,
-                                   zip(models, prompts, strict=True)))
+        concurrent = list(
+            pool.map(
+                lambda mp: complete(client, mp[0], prompt=mp[1]).choices[0].text, zip(models, prompts, strict=True)
+            )
+        )
     assert concurrent == sequential
 
 
 # --- fields a runtime either honours or refuses by name ------------------------------------------------
+
 
 def _honoured_or_refused(call, field: str, honoured) -> None:
     try:
@@ -281,21 +296,29 @@ def test_n_is_honoured_or_refused(client):
 
 
 def test_logprobs_are_honoured_or_refused(client):
-    _honoured_or_refused(lambda: chat(client, LLAMA_PRESET, logprobs=True, top_logprobs=2), "logprobs",
-                         lambda r: r.choices[0].logprobs is not None)
-    _honoured_or_refused(lambda: complete(client, LLAMA_PRESET, logprobs=2), "logprobs",
-                         lambda r: r.choices[0].logprobs is not None)
+    _honoured_or_refused(
+        lambda: chat(client, LLAMA_PRESET, logprobs=True, top_logprobs=2),
+        "logprobs",
+        lambda r: r.choices[0].logprobs is not None,
+    )
+    _honoured_or_refused(
+        lambda: complete(client, LLAMA_PRESET, logprobs=2), "logprobs", lambda r: r.choices[0].logprobs is not None
+    )
 
 
 def test_echo_is_honoured_or_refused(client):
-    _honoured_or_refused(lambda: complete(client, LLAMA_PRESET, echo=True), "echo",
-                         lambda r: r.choices[0].text.startswith(PROMPT))
+    _honoured_or_refused(
+        lambda: complete(client, LLAMA_PRESET, echo=True), "echo", lambda r: r.choices[0].text.startswith(PROMPT)
+    )
 
 
 def test_list_prompt_is_honoured_or_refused(client, llama_ref):
     want = [llama_ref.complete(p, N)["text"] for p in (PROMPT, "hello world")]
-    _honoured_or_refused(lambda: complete(client, LLAMA_PRESET, prompt=[PROMPT, "hello world"]), "prompt",
-                         lambda r: [c.text for c in sorted(r.choices, key=lambda c: c.index)] == want)
+    _honoured_or_refused(
+        lambda: complete(client, LLAMA_PRESET, prompt=[PROMPT, "hello world"]),
+        "prompt",
+        lambda r: [c.text for c in sorted(r.choices, key=lambda c: c.index)] == want,
+    )
 
 
 def test_response_format_is_honoured_or_refused(client):
@@ -306,18 +329,25 @@ def test_response_format_is_honoured_or_refused(client):
         except ValueError:
             return False
 
-    _honoured_or_refused(lambda: chat(client, LLAMA_PRESET, max_tokens=40,
-                                      response_format={"type": "json_object"}), "response_format", is_json)
+    _honoured_or_refused(
+        lambda: chat(client, LLAMA_PRESET, max_tokens=40, response_format={"type": "json_object"}),
+        "response_format",
+        is_json,
+    )
 
 
 def test_message_content_null_is_a_400(stack):
-    r = requests.post(f"{stack.url}/v1/chat/completions", timeout=60, json={
-        "model": LLAMA_PRESET, "max_tokens": 2, "messages": [{"role": "user", "content": None}]})
+    r = requests.post(
+        f"{stack.url}/v1/chat/completions",
+        timeout=60,
+        json={"model": LLAMA_PRESET, "max_tokens": 2, "messages": [{"role": "user", "content": None}]},
+    )
     assert r.status_code == 400
     assert "content" in r.text
 
 
 # --- Kaito /chat --------------------------------------------------------------------------------------
+
 
 def kaito_chat(stack, body):
     r = requests.post(f"{stack.url}/chat", json=body, timeout=300)
@@ -331,8 +361,10 @@ GREEDY = {"generate_kwargs": {"do_sample": False, "max_new_tokens": N}}
 def test_kaito_chat_prompt_with_a_named_adapter(stack, llama_ref):
     want = llama_ref.complete(PROMPT, N, mix("legal"))["text"]
     assert kaito_chat(stack, {"prompt": PROMPT, "model": "legal", **GREEDY}) == PROMPT + want
-    assert kaito_chat(stack, {"prompt": PROMPT, "model": LLAMA_PRESET, "return_full_text": False, **GREEDY}) == \
-        llama_ref.complete(PROMPT, N)["text"]
+    assert (
+        kaito_chat(stack, {"prompt": PROMPT, "model": LLAMA_PRESET, "return_full_text": False, **GREEDY})
+        == llama_ref.complete(PROMPT, N)["text"]
+    )
 
 
 def test_kaito_chat_messages(stack, llama_ref):
@@ -354,20 +386,21 @@ def test_kaito_chat_unknown_adapter_is_a_400(stack):
 
 # --- the Responses API: SGLang has it, the gateway passes it through with `model` checked -------------
 
+
 def test_responses_api(stack, client):
     if stack.runtime == "transformers":
         r = requests.post(f"{stack.url}/v1/responses", json={"model": LLAMA_PRESET, "input": "hi"}, timeout=60)
         assert r.status_code == 404  # documented: the transformers runtime has no Responses API
         assert "/v1/responses" in r.json()["error"]["message"]
         return
-    got = client.responses.create(model=f"{LLAMA_PRESET}:fin", input="hello world", max_output_tokens=N,
-                                  temperature=0)
+    got = client.responses.create(model=f"{LLAMA_PRESET}:fin", input="hello world", max_output_tokens=N, temperature=0)
     assert got.model == f"{LLAMA_PRESET}:fin" and got.output_text
     with pytest.raises(openai.BadRequestError, match="nope"):
         client.responses.create(model=f"{LLAMA_PRESET}:nope", input="hello world", max_output_tokens=N)
 
 
-# --- answers as OpenAI gives them (issue: six answers real clients got wrong) ---------------------------
+# --- answers as OpenAI gives them (six answers real clients would otherwise get wrong) ---------------------------
+
 
 def test_the_strict_type_check_sees_every_answer_and_chunk(client, strict_types):
     before = strict_types.validated
@@ -380,8 +413,9 @@ def test_the_strict_type_check_sees_every_answer_and_chunk(client, strict_types)
 @pytest.mark.parametrize("kind", ["chat", "completion"])
 def test_usage_counts_the_prompt_once_with_n(client, llama_ref, kind):
     want = llama_ref.chat(MESSAGES, N) if kind == "chat" else llama_ref.complete(PROMPT, N)
-    call = (lambda: chat(client, LLAMA_PRESET, n=2)) if kind == "chat" else (lambda: complete(client, LLAMA_PRESET,
-                                                                                           n=2))
+    call = (
+        (lambda: chat(client, LLAMA_PRESET, n=2)) if kind == "chat" else (lambda: complete(client, LLAMA_PRESET, n=2))
+    )
     got = call()
     assert len(got.choices) == 2
     assert got.usage.prompt_tokens == want["prompt_tokens"]
@@ -416,8 +450,13 @@ def test_seed_is_honoured_or_refused(client, stack):
     on CPU (and the launcher does not pass): the gateway refuses `seed` there, as the README says."""
 
     def sampled(seed):
-        return client.chat.completions.create(model=LLAMA_PRESET, messages=MESSAGES, max_tokens=N, temperature=1.0,
-                                              seed=seed).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model=LLAMA_PRESET, messages=MESSAGES, max_tokens=N, temperature=1.0, seed=seed
+            )
+            .choices[0]
+            .message.content
+        )
 
     try:
         first = sampled(7)
@@ -445,7 +484,7 @@ def _one_token_with_two_stops(llama_ref):
         if len(piece) >= 4 and piece.isascii() and piece[:2] != piece[2:4]:
             first, second = piece[:2], piece[2:4]
             if first not in before + piece[:1] and second not in before + piece[:3]:
-                return [second, first], text[:text.index(first)]
+                return [second, first], text[: text.index(first)]
         before += piece
     pytest.fail(f"no generated token holds two stop strings: {want['pieces']}")
 
@@ -468,8 +507,15 @@ def test_embeddings_are_an_openai_shaped_404(client, stack):
     assert r.headers["Content-Type"].startswith("application/json") and r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("path", ["/v1/responses/..%2F..%2Fflush_cache", "/v1/responses/..%2F..%2Fget_server_info",
-                                  "/v1/responses/..%2F..%2Fstart_profile", "/v1/responses/%2E%2E%2F%2E%2E%2Fmetrics"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/responses/..%2F..%2Fflush_cache",
+        "/v1/responses/..%2F..%2Fget_server_info",
+        "/v1/responses/..%2F..%2Fstart_profile",
+        "/v1/responses/%2E%2E%2F%2E%2E%2Fmetrics",
+    ],
+)
 def test_admin_endpoints_are_not_reachable_through_the_gateway(stack, path):
     host, port = stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -484,8 +530,11 @@ def test_admin_endpoints_are_not_reachable_through_the_gateway(stack, path):
 @pytest.mark.parametrize("field, value", [("n", 17), ("top_logprobs", 21), ("best_of", 17)])
 def test_work_caps_are_a_400_naming_the_field(client, field, value):
     extra = {"logprobs": True} if field == "top_logprobs" else {}
-    call = (lambda: complete(client, LLAMA_PRESET, **{field: value})) if field == "best_of" else \
-        (lambda: chat(client, LLAMA_PRESET, **extra, **{field: value}))
+    call = (
+        (lambda: complete(client, LLAMA_PRESET, **{field: value}))
+        if field == "best_of"
+        else (lambda: chat(client, LLAMA_PRESET, **extra, **{field: value}))
+    )
     with pytest.raises(openai.BadRequestError) as err:
         call()
     assert f"`{field}`" in str(err.value)

@@ -33,11 +33,15 @@ def train_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -54,7 +58,7 @@ class AdapterPlan:
 
 @dataclass
 class TinyModel:
-    family: str                       # "llama" or "phi3"
+    family: str  # "llama" or "phi3"
     weights_dir: Path
     adapters_dir: Path
     adapters: dict[str, AdapterPlan] = field(default_factory=dict)
@@ -63,10 +67,19 @@ class TinyModel:
 def _config(family: str, tok):
     from transformers import LlamaConfig, Phi3Config
 
-    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                  tie_word_embeddings=False)
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
     if family == "llama":
         return LlamaConfig(**common)
     return Phi3Config(**common)
@@ -100,8 +113,13 @@ def build(root: Path, family: str, adapters: list[AdapterPlan], seed: int = 0) -
     for plan in adapters:
         torch.manual_seed(plan.seed)
         base = _model_class(family)(cfg)
-        lora = peft.LoraConfig(r=plan.rank, lora_alpha=plan.alpha, target_modules=list(plan.targets),
-                               use_rslora=plan.use_rslora, init_lora_weights=False)
+        lora = peft.LoraConfig(
+            r=plan.rank,
+            lora_alpha=plan.alpha,
+            target_modules=list(plan.targets),
+            use_rslora=plan.use_rslora,
+            init_lora_weights=False,
+        )
         pm = peft.get_peft_model(base, lora)
         with torch.no_grad():
             for n, p in pm.named_parameters():
@@ -159,15 +177,23 @@ class Reference:
     def _greedy(self, ids, max_tokens: int, mix) -> dict:
         model = self._model(mix)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                 do_sample=False, eos_token_id=self.tokenizer.eos_token_id,
-                                 pad_token_id=self.tokenizer.pad_token_id)
-        new = out[0][ids.shape[1]:].tolist()
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[0][ids.shape[1] :].tolist()
         finished = bool(new) and new[-1] == self.tokenizer.eos_token_id
-        return {"text": self.tokenizer.decode(new, skip_special_tokens=True),
-                "prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new),
-                "finish_reason": "stop" if finished else "length",
-                "pieces": [self.tokenizer.decode([t], skip_special_tokens=True) for t in new]}
+        return {
+            "text": self.tokenizer.decode(new, skip_special_tokens=True),
+            "prompt_tokens": int(ids.shape[1]),
+            "completion_tokens": len(new),
+            "finish_reason": "stop" if finished else "length",
+            "pieces": [self.tokenizer.decode([t], skip_special_tokens=True) for t in new],
+        }
 
 
 # The Workspaces the tests serve. name -> (how the adapter is trained, strength as the Workspace says it)

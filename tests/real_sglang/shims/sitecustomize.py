@@ -12,8 +12,18 @@ _TRIGGER = "sglang.srt.lora.layers"
 
 
 # The factories SGLang's LoRA code calls with pin_memory=True (layers.py, backend/*.py).
-_FACTORIES = ("tensor", "zeros", "ones", "empty", "full", "arange", "as_tensor", "zeros_like", "ones_like",
-              "empty_like")
+_FACTORIES = (
+    "tensor",
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "arange",
+    "as_tensor",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+)
 
 
 def _drop_pin_memory() -> None:

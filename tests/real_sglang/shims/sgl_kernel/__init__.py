@@ -13,13 +13,12 @@ import torch
 STAND_IN = True  # lets a test check it runs against this shim, not a real kernel build
 
 
-def assign_req_to_token_pool_cpu(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc,
-                                 pool_len):
+def assign_req_to_token_pool_cpu(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc, pool_len):
     """req_to_token[req_pool_indices[i], start[i]:end[i]] = the next (end[i]-start[i]) out_cache_loc entries."""
     offset = 0
     for row, start, end in zip(req_pool_indices.tolist(), start_offset.tolist(), end_offset.tolist(), strict=True):
         n = end - start
-        req_to_token[row, start:end] = out_cache_loc[offset:offset + n]
+        req_to_token[row, start:end] = out_cache_loc[offset : offset + n]
         offset += n
 
 
