@@ -143,7 +143,7 @@ def metacontroller(cluster):
 
     if not (cluster.bin / "metacontroller").exists():
         pytest.skip(
-            f"{METACONTROLLER_SOURCE} is absent (../shared is only beside the checkout in CI and sessions): "
+            f"{METACONTROLLER_SOURCE} is absent (../shared, the reference folder beside the checkout, is not there): "
             "Metacontroller is built from it"
         )
     install_metacontroller(cluster, Install(cluster.bin / "kubectl", "aks"))

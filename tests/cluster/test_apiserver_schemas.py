@@ -60,7 +60,9 @@ def test_crds_apply_and_are_established(cluster):
 
 def test_shipped_controller_configs_are_admitted_by_metacontrollers_crds(cluster):
     if not METACONTROLLER_CRDS.exists():
-        pytest.skip(f"{METACONTROLLER_CRDS} is absent (../shared is only beside the checkout in CI and sessions)")
+        pytest.skip(
+            f"{METACONTROLLER_CRDS} is absent (../shared, the reference folder beside the checkout, is not there)"
+        )
     for name in ("composite-controller.yaml", "machine-controller.yaml"):
         out = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(INSTALL / name))
         assert "created (server dry run)" in out.stdout or "configured (server dry run)" in out.stdout, out.stdout

@@ -1,4 +1,4 @@
-"""Live adapters on the real control plane (issue 13): editing a serving Workspace's adapters changes its
+"""Live adapters on the real control plane: editing a serving Workspace's adapters changes its
 desired-set ConfigMap and its fetch Jobs, never the Deployment's pod template (no rollout: same generation,
 same pods), and status.adapters follows the fetch Jobs and the replicas' reports.
 

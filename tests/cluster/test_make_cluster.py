@@ -20,7 +20,9 @@ UP = Path(__file__).resolve().parent / "up.py"
 
 def test_make_cluster_walkthrough(built, tmp_path):
     if not (built / "bin" / "metacontroller").exists():
-        pytest.skip(f"{METACONTROLLER_SOURCE} is absent (../shared is only beside the checkout in CI and sessions)")
+        pytest.skip(
+            f"{METACONTROLLER_SOURCE} is absent (../shared, the reference folder beside the checkout, is not there)"
+        )
     env = {**os.environ, "KAITO_CLUSTER_STATE": str(tmp_path / "state")}
     started = subprocess.run(
         [sys.executable, str(UP), "start"], env=env, capture_output=True, text=True, timeout=900, check=False

@@ -1,4 +1,4 @@
-"""Who may write what, on a real kube-apiserver with RBAC (issue 21, items 6 and 7):
+"""Who may write what, on a real kube-apiserver with RBAC:
 - the ValidatingAdmissionPolicy kaito-workspace-pod-authority refuses inference.template and volumeSource
   fields from a user whose RBAC does not allow creating pods in the namespace, and admits them from one whose
   RBAC does; presets are admitted for anyone who may create Workspaces;
