@@ -244,7 +244,12 @@ class Container:
         return int(out.stdout.strip().splitlines()[-1])
 
     def stop(self) -> None:
-        subprocess.run([self.tool, "rm", "-f", "-t", "5", self.name], capture_output=True, check=False)
+        for _ in range(3):  # a container still stopping can refuse removal once: try again
+            subprocess.run([self.tool, "rm", "-f", "-t", "5", self.name], capture_output=True, check=False)
+            gone = subprocess.run([self.tool, "inspect", self.name], capture_output=True, check=False).returncode
+            if gone:
+                break
+            time.sleep(2)
         self._remove_files()
 
     def _remove_files(self) -> None:
