@@ -1,4 +1,4 @@
-"""Strangers cannot freeze the hook server (issue 21, item 1): TLS handshakes run on the workers' event loops
+"""Strangers cannot freeze the hook server: TLS handshakes run on the workers' event loops
 with a deadline, so connections that send part of a ClientHello and go silent hold no thread; strangers who
 finish a handshake and then stall hold only threads that Metacontroller's connections never need.
 

@@ -106,7 +106,7 @@ def test_a_foreign_pool_of_the_machines_name_is_reported_and_never_touched(arm, 
     assert NAME in arm.state.pools
 
 
-def test_red_team_count_no_foreign_pool_adopted_or_deleted(arm):
+def test_no_foreign_pool_is_adopted_or_deleted_in_any_case(arm):
     """Every foreign-pool case in turn against one fake ARM: adopted and deleted pools are counted."""
     adopted = deleted = 0
     for case in FOREIGN_POOLS.values():

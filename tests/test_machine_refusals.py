@@ -1,5 +1,5 @@
-"""The Machine hook refuses Machines it must never turn into agent pools, whoever wrote them (issue 11
-item 2): sizes that are not NVIDIA GPU sizes of hooks/data/skus.yaml, and OS disks outside AKS's bounds.
+"""The Machine hook refuses Machines it must never turn into agent pools, whoever wrote them:
+sizes that are not NVIDIA GPU sizes of hooks/data/skus.yaml, and OS disks outside AKS's bounds.
 Nothing reaches ARM (the local fake, tests/fake_arm.py) for them."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Scale-in hysteresis (issue 21, item 7): a Machine freed by a scale-in is kept for a settable grace period
+"""Scale-in hysteresis: a Machine freed by a scale-in is kept for a settable grace period
 (KAITO_SCALE_IN_GRACE_SECONDS) and re-used by the next scale-out, so a scaler flapping spec.replicas between
 64 and 1 does not delete and re-create agent pools each time.
 

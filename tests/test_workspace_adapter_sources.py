@@ -1,4 +1,4 @@
-"""What an adapter's fetch Job may run on and copy from (issue 21, item 6): the Job is scheduled like the model
+"""What an adapter's fetch Job may run on and copy from: the Job is scheduled like the model
 pod (the Workspace's node affinity and GPU tolerations, narrowed to one node by name; never nodeName, which
 bypasses the scheduler and taints), and an adapter volume is only storage the namespace owns."""
 

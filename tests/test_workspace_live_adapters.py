@@ -1,4 +1,4 @@
-"""Live adapters, the hook's side (issue 13): the desired set is a ConfigMap child, the adapter files come from
+"""Live adapters, the hook's side: the desired set is a ConfigMap child, the adapter files come from
 fetch Jobs pinned to the Workspace's nodes, and the model server's pod template never changes with adapters.
 Status: status.adapters and AdaptersReady from the fetch Jobs, their pods, and the replicas' reports."""
 
