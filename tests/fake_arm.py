@@ -85,22 +85,23 @@ class _State:
     drip_seconds_per_byte: float = 0.0
     raw_answers: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     parent_missing: tuple[int, str, str] | None = None
-    clock: datetime.datetime = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    clock: datetime.datetime = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
     operations: int = 0
     # The VMs of each pool: power state (Running or Deallocated) and what its OS disk holds (scaleDownMode model).
     nodes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _make_certificate(directory: Path) -> tuple[Path, Path]:
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-arm.localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -140,7 +141,7 @@ class FakeArm:
         self.base_url = f"https://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
-    def __enter__(self) -> "FakeArm":
+    def __enter__(self) -> FakeArm:
         self._thread.start()
         return self
 

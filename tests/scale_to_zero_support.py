@@ -82,8 +82,15 @@ class ScaleEndpoint:
                     ws.patches.append(patch)
                     wanted = str((patch.get("metadata") or {}).get("resourceVersion") or "")
                     if wanted and wanted != str(ws.resource_version):
-                        return self._answer(409, {"kind": "Status", "code": 409, "reason": "Conflict",
-                                                  "message": "the object has been modified"})
+                        return self._answer(
+                            409,
+                            {
+                                "kind": "Status",
+                                "code": 409,
+                                "reason": "Conflict",
+                                "message": "the object has been modified",
+                            },
+                        )
                     replicas = (patch.get("spec") or {}).get("replicas")
                     changed = replicas is not None and replicas != ws.replicas
                     if changed:
@@ -125,12 +132,35 @@ class Replica:
                 (self.work / "adapters").mkdir(parents=True, exist_ok=True)
                 log = open(self.work / f"replica-{self.starts}.log", "wb")  # noqa: SIM115 - the process writes it
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "inference.launch", "--runtime", "transformers",
-                     "--served-model-name", self.served, "--weights-dir", str(self.weights),
-                     "--adapters-dir", str(self.work / "adapters"), "--gpus-per-node", "1", "--nnodes", "1",
-                     "--node-rank", "0", "--port", str(self.port), "--runtime-port", str(self.runtime_port),
-                     "--work-dir", str(self.work / "run")],
-                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                    [
+                        sys.executable,
+                        "-m",
+                        "inference.launch",
+                        "--runtime",
+                        "transformers",
+                        "--served-model-name",
+                        self.served,
+                        "--weights-dir",
+                        str(self.weights),
+                        "--adapters-dir",
+                        str(self.work / "adapters"),
+                        "--gpus-per-node",
+                        "1",
+                        "--nnodes",
+                        "1",
+                        "--node-rank",
+                        "0",
+                        "--port",
+                        str(self.port),
+                        "--runtime-port",
+                        str(self.runtime_port),
+                        "--work-dir",
+                        str(self.work / "run"),
+                    ],
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             elif replicas == 0 and self.proc is not None:
                 self.stop_locked()
 
@@ -150,18 +180,51 @@ class Replica:
                 self.stop_locked()
 
 
-def start_front(workspace: ScaledWorkspace, apiserver: str, upstream: str, served: str, tmp: Path, *,
-                idle_seconds: float = 600, queue_size: int = 100, max_wait: float = 150) -> tuple[subprocess.Popen, str]:
+def start_front(
+    workspace: ScaledWorkspace,
+    apiserver: str,
+    upstream: str,
+    served: str,
+    tmp: Path,
+    *,
+    idle_seconds: float = 600,
+    queue_size: int = 100,
+    max_wait: float = 150,
+) -> tuple[subprocess.Popen, str]:
     token = tmp / f"token-{workspace.name}"
     token.write_text(TOKEN + "\n")
     port = free_port()
     log = open(tmp / f"front-{workspace.name}.log", "wb")  # noqa: SIM115 - the process writes it until it stops
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.wake_front", "--served-model-name", served, "--upstream", upstream,
-         "--host", "127.0.0.1", "--port", str(port), "--workspace", f"{workspace.namespace}/{workspace.name}",
-         "--idle-seconds", str(idle_seconds), "--queue-size", str(queue_size), "--max-wait-seconds", str(max_wait),
-         "--apiserver", apiserver, "--token-file", str(token)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "inference.wake_front",
+            "--served-model-name",
+            served,
+            "--upstream",
+            upstream,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workspace",
+            f"{workspace.namespace}/{workspace.name}",
+            "--idle-seconds",
+            str(idle_seconds),
+            "--queue-size",
+            str(queue_size),
+            "--max-wait-seconds",
+            str(max_wait),
+            "--apiserver",
+            apiserver,
+            "--token-file",
+            str(token),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def dropped_fields(given, kept, path: str = "") -> list[str]:
             else:
                 out += dropped_fields(value, kept[key], f"{path}.{key}")
     elif isinstance(given, list) and isinstance(kept, list):
-        for i, (a, b) in enumerate(zip(given, kept)):
+        for i, (a, b) in enumerate(zip(given, kept, strict=False)):
             out += dropped_fields(a, b, f"{path}[{i}]")
     return out
 
@@ -54,12 +54,20 @@ def test_the_workspace_passes_our_crd():
 
 
 def test_the_scaled_object_passes_kedas_schema_and_targets_the_workspace():
-    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed")
+    keda = pytest.importorskip(
+        "cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed"
+    )
     so = load("keda-scaledobject.yaml")
     check_against(keda.ScaledObject, so)
     ws = load("workspace-phi-3-sglang.yaml")
-    assert so["spec"]["scaleTargetRef"] == {"apiVersion": ws["apiVersion"], "kind": ws["kind"], "name": ws["metadata"]["name"]}
-    assert so["spec"]["minReplicaCount"] >= ws["resource"].get("count", 1), "below resource.count the scaler has no effect"
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": ws["apiVersion"],
+        "kind": ws["kind"],
+        "name": ws["metadata"]["name"],
+    }
+    assert so["spec"]["minReplicaCount"] >= ws["resource"].get("count", 1), (
+        "below resource.count the scaler has no effect"
+    )
     (trigger,) = so["spec"]["triggers"]
     query = trigger["metadata"]["query"]
     # The series label Prometheus makes of the pod label (non [a-zA-Z0-9_] -> _), selecting this Workspace's replicas.
@@ -69,8 +77,10 @@ def test_the_scaled_object_passes_kedas_schema_and_targets_the_workspace():
 
 
 def test_the_pod_monitor_passes_the_prometheus_operator_schema_and_selects_the_replicas():
-    monitoring = pytest.importorskip("cloudcoil.models.prometheus_operator.v1",
-                                     reason="cloudcoil-models-prometheus-operator (test extra) is not installed")
+    monitoring = pytest.importorskip(
+        "cloudcoil.models.prometheus_operator.v1",
+        reason="cloudcoil-models-prometheus-operator (test extra) is not installed",
+    )
     pm = load("podmonitor.yaml")
     check_against(monitoring.PodMonitor, pm)
     ws_name = load("workspace-phi-3-sglang.yaml")["metadata"]["name"]
@@ -80,7 +90,9 @@ def test_the_pod_monitor_passes_the_prometheus_operator_schema_and_selects_the_r
 
 
 def test_a_misspelt_field_is_caught():
-    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed")
+    keda = pytest.importorskip(
+        "cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed"
+    )
     so = load("keda-scaledobject.yaml")
     so["spec"]["maxReplicaCounts"] = so["spec"].pop("maxReplicaCount")
     with pytest.raises(AssertionError, match="maxReplicaCounts"):

@@ -7,21 +7,36 @@ import sys
 
 import pytest
 import yaml
-
 from workspace_support import REPO
 
 pytestmark = pytest.mark.integration  # runs `python -m hooks` as a process
 
 
 def render(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hooks", "render", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "hooks", "render", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_render_prints_children_as_a_yaml_stream_and_status_on_stderr():
     out = render("examples/inference-phi-3.yaml")
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
-    assert [d["kind"] for d in docs] == ["Machine", "ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "Role", "RoleBinding"]
+    assert [d["kind"] for d in docs] == [
+        "Machine",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    ]
     assert "&id" not in out.stdout  # no YAML anchors for a human to untangle
     assert "workspace-phi-3-mini: ResourceReady=False" in out.stderr
     assert "runtime transformers" in out.stderr
@@ -55,9 +70,9 @@ def test_render_invalid_workspace_exits_2_with_one_line_per_problem(tmp_path):
     assert out.returncode == 2
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
-    assert any(l.startswith("bad: tuning.input.urls[0]:") for l in lines), lines
-    assert any(l.startswith("bad: tuning.output.image:") for l in lines), lines
-    assert any(l.startswith("bad: tuning.output.imagePushSecret:") for l in lines), lines
+    assert any(line.startswith("bad: tuning.input.urls[0]:") for line in lines), lines
+    assert any(line.startswith("bad: tuning.output.image:") for line in lines), lines
+    assert any(line.startswith("bad: tuning.output.imagePushSecret:") for line in lines), lines
 
 
 def test_render_unreadable_file_exits_2(tmp_path):
@@ -72,5 +87,7 @@ def test_cli_and_hook_server_import_nothing_heavy():
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sglang', 'transformers', 'peft', 'azure', 'bitsandbytes'})\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert "HEAVY []" in out.stderr, out.stderr

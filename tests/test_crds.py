@@ -38,8 +38,18 @@ def test_workspace_crd_identity_and_printer_columns():
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and set(version["subresources"]) == {"status", "scale"}
     cols = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
-    assert cols == [("Instance", 0), ("ResourceReady", 0), ("InferenceReady", 0), ("JobStarted", 1), ("WorkspaceReady", 0),
-                    ("Replicas", 1), ("Ready", 1), ("Scale", 0), ("Waking", 1), ("Age", 0)]
+    assert cols == [
+        ("Instance", 0),
+        ("ResourceReady", 0),
+        ("InferenceReady", 0),
+        ("JobStarted", 1),
+        ("WorkspaceReady", 0),
+        ("Replicas", 1),
+        ("Ready", 1),
+        ("Scale", 0),
+        ("Waking", 1),
+        ("Age", 0),
+    ]
     adapters = version["schema"]["openAPIV3Schema"]["properties"]["inference"]["properties"]["adapters"]
     assert adapters["maxItems"] == 10
 
@@ -51,7 +61,9 @@ def test_v1beta1_is_served_with_the_same_schema_columns_and_subresources_so_conv
     assert all(v["served"] for v in versions.values())
     assert [n for n, v in versions.items() if v["storage"]] == ["v1alpha1"]
     assert spec.get("conversion", {"strategy": "None"})["strategy"] == "None"
-    alpha, beta = ({k: v for k, v in versions[n].items() if k not in ("name", "storage")} for n in ("v1alpha1", "v1beta1"))
+    alpha, beta = (
+        {k: v for k, v in versions[n].items() if k not in ("name", "storage")} for n in ("v1alpha1", "v1beta1")
+    )
     assert alpha == beta
 
 
@@ -70,12 +82,18 @@ def test_schema_rejects_a_misspelt_field_and_too_many_adapters():
     bad = workspace(resource={"instancetype": "x", "labelSelector": {"matchLabels": {"a": "b"}}})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, workspace_schema())
-    many = workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": f"a{i}", "image": "r.io/a:1"}} for i in range(11)]})
-    with pytest.raises(jsonschema.ValidationError, match="too long|maxItems|is too long"):
+    many = workspace(
+        inference={
+            "preset": {"name": "phi-2"},
+            "adapters": [{"source": {"name": f"a{i}", "image": "r.io/a:1"}} for i in range(11)],
+        }
+    )
+    with pytest.raises(jsonschema.ValidationError, match=r"too long|maxItems|is too long"):
         jsonschema.validate(many, workspace_schema())
 
 
 # --- CEL -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_pass_every_cel_rule(path):
@@ -93,7 +111,12 @@ def test_cel_rules_reject_bad_objects(obj, message):
 
 @pytest.mark.parametrize("strength", ["0", "0.5", "1", "1.0", ".25"])
 def test_cel_strength_accepts_numbers_in_range(strength):
-    obj = workspace(inference={"preset": {"name": "phi-2"}, "adapters": [{"source": {"name": "a", "image": "r.io/a"}, "strength": strength}]})
+    obj = workspace(
+        inference={
+            "preset": {"name": "phi-2"},
+            "adapters": [{"source": {"name": "a", "image": "r.io/a"}, "strength": strength}],
+        }
+    )
     assert cel_violations(schema_root(), obj) == []
 
 
@@ -120,7 +143,12 @@ def test_cel_tuning_method_is_immutable_and_adapters_may_change():
     new["tuning"]["method"] = "lora"
     assert any("tuning.method is immutable" in v for v in cel_violations(schema_root(), new, old))
     inf_old = workspace()
-    inf_new = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]})
+    inf_new = workspace(
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}],
+        }
+    )
     assert cel_violations(schema_root(), inf_new, inf_old) == []
 
 
@@ -140,8 +168,17 @@ def test_composite_controller_validates_against_metacontroller_schema():
     assert spec["generateSelector"] is True and spec["resyncPeriodSeconds"] > 0
     assert spec["parentResource"] == {"apiVersion": "kaito.sh/v1alpha1", "resource": "workspaces"}
     children = {c["resource"]: c["updateStrategy"]["method"] for c in spec["childResources"]}
-    assert set(children) == {"machines", "statefulsets", "deployments", "services", "jobs", "configmaps",
-                             "serviceaccounts", "roles", "rolebindings"}
+    assert set(children) == {
+        "machines",
+        "statefulsets",
+        "deployments",
+        "services",
+        "jobs",
+        "configmaps",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+    }
     assert {h: spec["hooks"][h]["version"] for h in spec["hooks"]} == {"sync": "v2", "customize": "v2"}
 
 
@@ -153,6 +190,7 @@ def test_a_typo_in_the_controller_config_is_caught():
 
 
 # --- replicas and the scale subresource ------------------------------------------------------------
+
 
 def _schema_at(path: str) -> dict:
     node = schema_root()

@@ -19,12 +19,23 @@ REPO = TESTS.parent
 DOC_ADDRESS = "192.0.2.1"
 
 
-@pytest.mark.parametrize("address, local", [
-    (("127.0.0.1", 80), True), (("127.8.9.10", 80), True), (("::1", 80, 0, 0), True), (("0.0.0.0", 80), True),
-    (("::ffff:127.0.0.1", 80, 0, 0), True), (("localhost", 80), True), ("/run/some.sock", True),
-    ((DOC_ADDRESS, 80), False), (("10.0.0.1", 443), False), (("::ffff:192.0.2.1", 80, 0, 0), False),
-    (("2001:db8::1", 443, 0, 0), False), (("169.254.169.254", 80), False),
-])
+@pytest.mark.parametrize(
+    "address, local",
+    [
+        (("127.0.0.1", 80), True),
+        (("127.8.9.10", 80), True),
+        (("::1", 80, 0, 0), True),
+        (("0.0.0.0", 80), True),
+        (("::ffff:127.0.0.1", 80, 0, 0), True),
+        (("localhost", 80), True),
+        ("/run/some.sock", True),
+        ((DOC_ADDRESS, 80), False),
+        (("10.0.0.1", 443), False),
+        (("::ffff:192.0.2.1", 80, 0, 0), False),
+        (("2001:db8::1", 443, 0, 0), False),
+        (("169.254.169.254", 80), False),
+    ],
+)
 def test_which_addresses_are_local(address, local):
     assert egress_guard.is_local(address) is local
 
@@ -39,7 +50,8 @@ def test_a_test_connecting_off_machine_fails_and_nothing_is_sent(tmp_path):
     swallows the error, as a retrying client would), one connects to loopback. The first fails with
     the guard's message, at once (no connect timeout), the second passes."""
     (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text())
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "test_inner.py").write_text(
+        textwrap.dedent(f"""
         import socket
 
         def test_off_machine():
@@ -56,11 +68,18 @@ def test_a_test_connecting_off_machine_fails_and_nothing_is_sent(tmp_path):
             server = socket.create_server(("127.0.0.1", 0))
             with server, socket.create_connection(server.getsockname(), timeout=5):
                 pass
-    """))
+    """)
+    )
     started = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                       check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{':'}{TESTS}"})
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{':'}{TESTS}"},
+    )
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
     assert "1 failed, 1 passed" in out, out

@@ -1,5 +1,5 @@
 """The gateway stops the model server's work for a client that has gone, and refuses absurd token
-budgets with a 400 naming the field (issue 11, item 15).
+budgets with a 400 naming the field.
 
 The gateway runs as its own process (`python -m inference.gateway`, as in the pod) in front of a stub
 model server: a plain socket server standing in for SGLang's HTTP front (the GPU engine cannot run
@@ -8,6 +8,7 @@ every 50 ms for 60 s, and records when the gateway closes the upstream connectio
 generation when its HTTP client disconnects, so "the upstream connection is closed" is what stops the
 engine's work.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,10 @@ class HangingUpstream:
                 body += conn.recv(65536)
             if path == "/health" or path == "/v1/models":
                 reply = b'{"data": []}' if path == "/v1/models" else b"{}"
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%s" % (len(reply), reply))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (len(reply), reply)
+                )
                 return
             with self.lock:
                 self.started.append(path)
@@ -121,9 +124,22 @@ def upstream():
 @pytest.fixture(scope="module")
 def gw(upstream):
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--adapter", "fin",
-                         "--upstream", upstream.url, "--host", "127.0.0.1", "--port", str(port)],
-                        f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--adapter",
+            "fin",
+            "--upstream",
+            upstream.url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     yield "127.0.0.1", port
     stop(proc)
 
@@ -132,8 +148,10 @@ def send_and_abandon(gw, path: str, body: dict, read_first: bool = False) -> Non
     """POST with a raw socket, optionally read the first bytes of the answer, then hang up."""
     payload = json.dumps(body).encode()
     with socket.create_connection(gw, timeout=10) as s:
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                  % (path.encode(), len(payload), payload))
+        s.sendall(
+            b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), len(payload), payload)
+        )
         if read_first:
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
         else:
@@ -157,7 +175,8 @@ def test_an_abandoned_non_streamed_request_is_cancelled_upstream(gw, upstream, c
     assert upstream.wait_for("started", before_started + 5), "the requests never reached the upstream"
     assert upstream.wait_for("disconnected", before_gone + 5), (
         f"the model server kept generating for gone clients: {len(upstream.disconnected) - before_gone} of 5 "
-        "upstream requests were cancelled")
+        "upstream requests were cancelled"
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
@@ -181,40 +200,54 @@ def test_the_gateway_still_serves_after_abandoned_requests(gw):
     assert requests.get(f"http://{host}:{port}/healthz", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/chat", {"prompt": "hi", "max_tokens": 1e308}, "max_tokens"),
-    ("/chat", {"prompt": "hi", "generate_kwargs": {"max_new_tokens": 1e308}}, "max_new_tokens"),
-    ("/chat", {"prompt": "hi", "max_length": 2**40}, "max_length"),
-    ("/chat", {"prompt": "hi", "max_new_tokens": 12.5}, "max_new_tokens"),
-    ("/chat", {"prompt": "hi", "min_new_tokens": -3}, "min_new_tokens"),
-    ("/chat", {"prompt": "hi", "max_tokens": True}, "max_tokens"),
-    ("/v1/chat/completions", {"model": PRESET, "messages": MESSAGES, "max_tokens": 1e308}, "max_tokens"),
-    ("/v1/completions", {"model": PRESET, "prompt": "x", "max_tokens": 1e308}, "max_tokens"),
-    ("/v1/chat/completions", {"model": PRESET, "messages": MESSAGES, "max_completion_tokens": 1e308},
-     "max_completion_tokens"),
-])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/chat", {"prompt": "hi", "max_tokens": 1e308}, "max_tokens"),
+        ("/chat", {"prompt": "hi", "generate_kwargs": {"max_new_tokens": 1e308}}, "max_new_tokens"),
+        ("/chat", {"prompt": "hi", "max_length": 2**40}, "max_length"),
+        ("/chat", {"prompt": "hi", "max_new_tokens": 12.5}, "max_new_tokens"),
+        ("/chat", {"prompt": "hi", "min_new_tokens": -3}, "min_new_tokens"),
+        ("/chat", {"prompt": "hi", "max_tokens": True}, "max_tokens"),
+        ("/v1/chat/completions", {"model": PRESET, "messages": MESSAGES, "max_tokens": 1e308}, "max_tokens"),
+        ("/v1/completions", {"model": PRESET, "prompt": "x", "max_tokens": 1e308}, "max_tokens"),
+        (
+            "/v1/chat/completions",
+            {"model": PRESET, "messages": MESSAGES, "max_completion_tokens": 1e308},
+            "max_completion_tokens",
+        ),
+    ],
+)
 def test_an_absurd_token_budget_is_a_400_naming_the_field(gw, upstream, path, body, field):
     host, port = gw
     before = len(upstream.started)
-    r = requests.post(f"http://{host}:{port}{path}", data=json.dumps(body), timeout=10,
-                      headers={"Content-Type": "application/json"})
+    r = requests.post(
+        f"http://{host}:{port}{path}", data=json.dumps(body), timeout=10, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400, (r.status_code, r.text)
     assert f"`{field}`" in r.json()["detail"], r.text
     assert len(upstream.started) == before
 
 
-# --- only the gateway's own routes reach the runtime (issue 21, item 4) ------------------------------
+# --- only the gateway's own routes reach the runtime ------------------------------
 # SGLang's admin endpoints (flush_cache, start_profile, get_server_info, ...) listen on the same loopback
 # port as its API. The gateway used to forward GET /v1/responses/<id> by the client's decoded path, so
 # an id of "..%2F..%2Fflush_cache" became /v1/responses/../../flush_cache upstream, which SGLang's
 # router normalises to /flush_cache.
 
 TRAVERSALS = [
-    "/v1/responses/..%2F..%2Fflush_cache", "/v1/responses/..%2f..%2fstart_profile",
-    "/v1/responses/..%2F..%2Fget_server_info", "/v1/responses/..%2F..%2Fmetrics",
-    "/v1/responses/%2E%2E%2F%2E%2E%2Fflush_cache", "/v1/responses/..%5C..%5Cflush_cache",
-    "/v1/responses/%252E%252E%252Fflush_cache", "/v1/responses/../../flush_cache", "/v1/models/../../flush_cache",
-    "/metrics/../flush_cache", "/v1/responses/./x", "/v1/responses/a..b%2Fc",
+    "/v1/responses/..%2F..%2Fflush_cache",
+    "/v1/responses/..%2f..%2fstart_profile",
+    "/v1/responses/..%2F..%2Fget_server_info",
+    "/v1/responses/..%2F..%2Fmetrics",
+    "/v1/responses/%2E%2E%2F%2E%2E%2Fflush_cache",
+    "/v1/responses/..%5C..%5Cflush_cache",
+    "/v1/responses/%252E%252E%252Fflush_cache",
+    "/v1/responses/../../flush_cache",
+    "/v1/models/../../flush_cache",
+    "/metrics/../flush_cache",
+    "/v1/responses/./x",
+    "/v1/responses/a..b%2Fc",
 ]
 
 
@@ -224,8 +257,11 @@ def scripted():
 
     u = ScriptedUpstream()
     u.answer("/v1/models", 200, {"object": "list", "data": [{"id": PRESET, "max_model_len": 4096}]})
-    u.answer("/v1/chat/completions", 200, {"id": "c", "object": "chat.completion", "created": 1, "model": PRESET,
-                                          "choices": [], "usage": None})
+    u.answer(
+        "/v1/chat/completions",
+        200,
+        {"id": "c", "object": "chat.completion", "created": 1, "model": PRESET, "choices": [], "usage": None},
+    )
     u.answer("/v1/responses/resp_123", 200, {"id": "resp_123"})
     yield u
     u.close()
@@ -233,8 +269,21 @@ def scripted():
 
 def start_gateway(upstream_url: str, *extra: str):
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", upstream_url,
-                         "--host", "127.0.0.1", "--port", str(port), *extra], f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            upstream_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     return proc, port
 
 
@@ -253,8 +302,14 @@ def raw_request(port: int, head: bytes, body_parts=(b"",), pause: float = 0.0) -
             out += chunk
             head_end = out.find(b"\r\n\r\n")
             if head_end >= 0:  # the whole answer is in: do not wait for the server to close
-                length = next((int(line.split(b":", 1)[1]) for line in out[:head_end].split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), None)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in out[:head_end].split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    None,
+                )
                 if length is not None and len(out) >= head_end + 4 + length:
                     break
         return out
@@ -283,12 +338,15 @@ def test_a_stored_response_is_still_fetched_by_its_id(scripted_gw, scripted):
     assert scripted.paths()[-1] == "/v1/responses/resp_123"
 
 
-# --- bodies and the work one request may ask for (issue 21, item 11) ---------------------------------
+# --- bodies and the work one request may ask for ---------------------------------
+
 
 def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(scripted_gw, scripted):
     size = 60 << 20
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % size)
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % size
+    )
     started = time.monotonic()
     answer = raw_request(scripted_gw, head, [b"{" + b" " * 1000])  # 1 kB of the 60 MiB declared
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
@@ -298,8 +356,10 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(scripted_gw
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(scripted_gw, scripted):
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     piece = b" " * (256 << 10)
     parts = [b"%x\r\n%s\r\n" % (len(piece), piece)] * 64  # 16 MiB offered in 256 KiB chunks
     answer = raw_request(scripted_gw, head, parts)
@@ -313,25 +373,39 @@ def test_a_body_under_the_limit_is_served(scripted_gw, scripted):
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"n": 17}, "n"), ({"n": 0}, "n"), ({"n": 10**9}, "n"), ({"best_of": 100}, "best_of"),
-    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": -1}, "top_logprobs"),
-    ({"max_tokens": 4097}, "max_tokens"), ({"max_completion_tokens": 10**6}, "max_completion_tokens"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"n": 17}, "n"),
+        ({"n": 0}, "n"),
+        ({"n": 10**9}, "n"),
+        ({"best_of": 100}, "best_of"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": -1}, "top_logprobs"),
+        ({"max_tokens": 4097}, "max_tokens"),
+        ({"max_completion_tokens": 10**6}, "max_completion_tokens"),
+    ],
+)
 def test_work_caps_are_a_400_naming_the_field(scripted_gw, scripted, body, field):
-    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
-                      json={"model": PRESET, "messages": MESSAGES, **body}, timeout=10)
+    r = requests.post(
+        f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+        json={"model": PRESET, "messages": MESSAGES, **body},
+        timeout=10,
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"].startswith(f"`{field}`"), r.text
     assert "/v1/chat/completions" not in scripted.paths()
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/v1/completions", {"prompt": "x", "logprobs": 21}, "logprobs"),
-    ("/v1/completions", {"prompt": "x", "max_tokens": 5000}, "max_tokens"),
-    ("/chat", {"prompt": "x", "n": 50}, "n"),
-    ("/chat", {"prompt": "x", "max_new_tokens": 5000}, "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/v1/completions", {"prompt": "x", "logprobs": 21}, "logprobs"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 5000}, "max_tokens"),
+        ("/chat", {"prompt": "x", "n": 50}, "n"),
+        ("/chat", {"prompt": "x", "max_new_tokens": 5000}, "max_new_tokens"),
+    ],
+)
 def test_work_caps_on_completions_and_kaito_chat(scripted_gw, scripted, path, body, field):
     r = requests.post(f"http://127.0.0.1:{scripted_gw}{path}", json={"model": PRESET, **body}, timeout=10)
     assert r.status_code == 400, r.text
@@ -340,10 +414,15 @@ def test_work_caps_on_completions_and_kaito_chat(scripted_gw, scripted, path, bo
 
 
 def test_the_context_length_bounds_max_tokens_and_says_so(scripted_gw, scripted):
-    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
-                      json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4097}, timeout=10)
+    r = requests.post(
+        f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+        json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4097},
+        timeout=10,
+    )
     assert "context length (4096 tokens)" in r.json()["error"]["message"]
-    r = requests.post(f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
-                      json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4096, "n": 16,
-                            "logprobs": True, "top_logprobs": 20}, timeout=10)
+    r = requests.post(
+        f"http://127.0.0.1:{scripted_gw}/v1/chat/completions",
+        json={"model": PRESET, "messages": MESSAGES, "max_tokens": 4096, "n": 16, "logprobs": True, "top_logprobs": 20},
+        timeout=10,
+    )
     assert r.status_code == 200, r.text

@@ -24,7 +24,7 @@ SERVER_LOG: dict = {}
 def server(tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("hooks") / "server.log"
-    log_file = open(log_path, "w")
+    log_file = open(log_path, "w")  # noqa: SIM115 - the server writes it until teardown closes it
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
@@ -67,7 +67,16 @@ def test_sync_answers_200_with_children_and_status(server):
     resp = post(server, "/sync/workspace", request(workspace()))
     assert resp.status_code == 200
     body = resp.json()
-    assert [c["kind"] for c in body["children"]] == ["Machine", "ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "Role", "RoleBinding"]
+    assert [c["kind"] for c in body["children"]] == [
+        "Machine",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    ]
     assert condition(body, "ResourceReady")["status"] == "False"
     assert set(body) == {"status", "children", "resyncAfterSeconds"}
 
@@ -88,7 +97,12 @@ def test_non_metacontroller_bodies_are_400_with_a_json_error(server, body):
 
 def test_invalid_workspace_with_existing_children_returns_them_unchanged(server):
     first = post(server, "/sync/workspace", request(workspace())).json()
-    broken = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "<YOUR_IMAGE>"}}]})
+    broken = workspace(
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "a", "image": "<YOUR_IMAGE>"}}],
+        }
+    )
     resp = post(server, "/sync/workspace", request(broken, children=by_kind(first["children"])))
     assert resp.status_code == 200
     body = resp.json()
@@ -99,8 +113,10 @@ def test_invalid_workspace_with_existing_children_returns_them_unchanged(server)
 def test_each_request_is_one_json_log_line_naming_the_workspace(server):
     post(server, "/sync/workspace", request(workspace()))
     time.sleep(0.2)
-    lines = [json.loads(l) for l in SERVER_LOG["path"].read_text().splitlines() if l.startswith('{"route"')]
-    assert {"route": "/sync/workspace", "object": "team/ws1", "status": 200, "outcome": "ok"}.items() <= lines[-1].items()
+    lines = [json.loads(line) for line in SERVER_LOG["path"].read_text().splitlines() if line.startswith('{"route"')]
+    assert {"route": "/sync/workspace", "object": "team/ws1", "status": 200, "outcome": "ok"}.items() <= lines[
+        -1
+    ].items()
 
 
 def test_oversized_body_is_refused(server):

@@ -1,4 +1,4 @@
-"""Serving the hooks (issue 11 items 1 and 14): mutual TLS with Metacontroller, and workers that slow
+"""Serving the hooks: mutual TLS with Metacontroller, and workers that slow
 or idle clients cannot starve.
 
 Everything is real: `python -m hooks certs` makes the CA and certificates, `python -m hooks serve`
@@ -9,7 +9,6 @@ The Machine routes run against the local fake ARM (tests/fake_arm.py), Azure bei
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -17,8 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
-pytestmark = pytest.mark.integration
 
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 pytest.importorskip("cryptography", reason="cryptography is not installed")
@@ -28,6 +25,8 @@ from loopback_support import free_port
 from machine_support import hook_request, make_machine
 
 from hooks.cli.main import gunicorn_argv
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,8 +40,9 @@ def clean_env(**extra):
 class Server:
     def __init__(self, argv, url, env, verify=None, cert=None):
         self.url, self.verify, self.cert = url, verify, cert
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -50,15 +50,16 @@ class Server:
             try:
                 requests.get(url + "/healthz", timeout=2, verify=verify or False)
                 return
-            except (requests.ConnectionError, requests.Timeout):
+            except (requests.ConnectionError, requests.Timeout) as err:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("server did not start in 30 s")
+                    raise RuntimeError("server did not start in 30 s") from err
                 time.sleep(0.2)
 
     def post(self, path, body, cert="default"):
-        return requests.post(self.url + path, json=body, timeout=15, verify=self.verify,
-                             cert=self.cert if cert == "default" else cert)
+        return requests.post(
+            self.url + path, json=body, timeout=15, verify=self.verify, cert=self.cert if cert == "default" else cert
+        )
 
     def stop(self):
         self.proc.terminate()
@@ -72,8 +73,12 @@ class Server:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("hook-tls")
-    subprocess.run([sys.executable, "-m", "hooks", "certs", "--out-dir", str(directory), "--extra-name", "127.0.0.1"],
-                   cwd=REPO, check=True, env=clean_env())
+    subprocess.run(
+        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(directory), "--extra-name", "127.0.0.1"],
+        cwd=REPO,
+        check=True,
+        env=clean_env(),
+    )
     return directory
 
 
@@ -87,9 +92,24 @@ def fake_arm():
 def tls_hooks(certs):
     """`python -m hooks serve --tls-dir`, exactly as the Deployment runs it."""
     port = free_port()
-    server = Server([sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                     "--tls-dir", str(certs)], f"https://127.0.0.1:{port}", clean_env(),
-                    verify=str(certs / "ca.crt"), cert=(str(certs / "client.crt"), str(certs / "client.key")))
+    server = Server(
+        [
+            sys.executable,
+            "-m",
+            "hooks",
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--tls-dir",
+            str(certs),
+        ],
+        f"https://127.0.0.1:{port}",
+        clean_env(),
+        verify=str(certs / "ca.crt"),
+        cert=(str(certs / "client.crt"), str(certs / "client.key")),
+    )
     yield server
     server.stop()
 
@@ -99,18 +119,25 @@ def tls_machine_hooks(certs, fake_arm):
     """The same gunicorn command line, with the Machine hook talking to the fake ARM (tests/machine_app.py)."""
     port = free_port()
     argv = gunicorn_argv(f"127.0.0.1:{port}", 1, 4, str(certs))[:-1] + ["tests.machine_app:make_app()"]
-    server = Server(argv, f"https://127.0.0.1:{port}",
-                    clean_env(FAKE_ARM_URL=fake_arm.base_url, KAITO_HOOKS_CLIENT_NAMES="metacontroller"),
-                    verify=str(certs / "ca.crt"), cert=(str(certs / "client.crt"), str(certs / "client.key")))
+    server = Server(
+        argv,
+        f"https://127.0.0.1:{port}",
+        clean_env(FAKE_ARM_URL=fake_arm.base_url, KAITO_HOOKS_CLIENT_NAMES="metacontroller"),
+        verify=str(certs / "ca.crt"),
+        cert=(str(certs / "client.crt"), str(certs / "client.key")),
+    )
     yield server
     server.stop()
 
 
 def workspace_request():
-    ws = {"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
-          "metadata": {"name": "ws", "namespace": "default", "uid": "u1"},
-          "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "x"}}},
-          "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
+    ws = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": "ws", "namespace": "default", "uid": "u1"},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "x"}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+    }
     return {"controller": {}, "parent": ws, "children": {}, "related": {}}
 
 
@@ -122,7 +149,8 @@ def metric(server, route, outcome):
     return 0
 
 
-# ---- item 1: only Metacontroller's certificate may call the hooks ---------------------------------
+# ---- only Metacontroller's certificate may call the hooks ------------------------------------------
+
 
 def test_metacontrollers_certificate_is_served(tls_hooks):
     answer = tls_hooks.post("/sync/workspace", workspace_request())
@@ -130,8 +158,9 @@ def test_metacontrollers_certificate_is_served(tls_hooks):
     assert answer.json()["children"]
 
 
-@pytest.mark.parametrize("path", ["/sync/workspace", "/customize/workspace", "/sync/machine", "/finalize/machine",
-                                  "/customize/machine"])
+@pytest.mark.parametrize(
+    "path", ["/sync/workspace", "/customize/workspace", "/sync/machine", "/finalize/machine", "/customize/machine"]
+)
 def test_a_caller_without_a_client_certificate_gets_401_and_is_counted(tls_hooks, path):
     before = metric(tls_hooks, path, "401")
     answer = tls_hooks.post(path, workspace_request(), cert=None)
@@ -151,8 +180,9 @@ def test_plain_http_to_the_tls_port_is_refused(tls_hooks):
 
 
 def test_a_certificate_from_another_ca_is_refused_at_the_handshake(tls_hooks, tmp_path):
-    subprocess.run([sys.executable, "-m", "hooks", "certs", "--out-dir", str(tmp_path)], cwd=REPO, check=True,
-                   env=clean_env())
+    subprocess.run(
+        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(tmp_path)], cwd=REPO, check=True, env=clean_env()
+    )
     with pytest.raises(requests.exceptions.SSLError):
         tls_hooks.post("/sync/machine", {}, cert=(str(tmp_path / "client.crt"), str(tmp_path / "client.key")))
 
@@ -177,16 +207,30 @@ def test_unauthenticated_machine_calls_reach_no_arm_call(tls_machine_hooks, fake
 
 
 def test_serve_refuses_a_non_loopback_bind_without_tls():
-    p = subprocess.run([sys.executable, "-m", "hooks", "serve", "--bind", "0.0.0.0:1"], cwd=REPO, env=clean_env(),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "hooks", "serve", "--bind", "0.0.0.0:1"],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert p.returncode == 2 and "--tls-dir" in p.stderr
 
 
 def test_certs_prints_the_two_secrets_the_install_names():
     import yaml
 
-    p = subprocess.run([sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system"], cwd=REPO,
-                       env=clean_env(), capture_output=True, text=True, check=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system"],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(p.stdout)}
     assert set(secrets) == {"kaito-hooks-tls", "kaito-hooks-client"}
     for secret in secrets.values():
@@ -195,14 +239,18 @@ def test_certs_prints_the_two_secrets_the_install_names():
     assert "PRIVATE KEY" not in p.stdout  # keys are base64 in data, and the CA's key is never written
 
 
-# ---- item 14: slow and idle clients do not starve /healthz -----------------------------------------
+# ---- slow and idle clients do not starve /healthz --------------------------------------------------
+
 
 @pytest.fixture
 def plain_hooks():
     """The serve command on loopback without TLS (`make run`), two workers as the Deployment has."""
     port = free_port()
-    server = Server([sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                    f"http://127.0.0.1:{port}", clean_env())
+    server = Server(
+        [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        f"http://127.0.0.1:{port}",
+        clean_env(),
+    )
     yield server
     server.stop()
 
@@ -222,8 +270,9 @@ def test_healthz_answers_while_slow_and_idle_clients_hold_connections(plain_hook
             answer = requests.get(plain_hooks.url + "/healthz", timeout=3)
             assert answer.status_code == 200
             body = json.dumps(workspace_request())
-            answer = requests.post(plain_hooks.url + "/sync/workspace", data=body, timeout=5,
-                                   headers={"Content-Type": "application/json"})
+            answer = requests.post(
+                plain_hooks.url + "/sync/workspace", data=body, timeout=5, headers={"Content-Type": "application/json"}
+            )
             assert answer.status_code == 200
             time.sleep(1)
     finally:
@@ -239,8 +288,10 @@ def test_the_deployment_serves_with_tls_and_gthread_workers_and_probes_https():
     container = pod["containers"][0]
     command = container["command"]
     assert command[:4] == ["python", "-m", "hooks", "serve"]
-    assert command[command.index("--tls-dir") + 1] == container["volumeMounts"][
-        [m["name"] for m in container["volumeMounts"]].index("tls")]["mountPath"]
+    assert (
+        command[command.index("--tls-dir") + 1]
+        == container["volumeMounts"][[m["name"] for m in container["volumeMounts"]].index("tls")]["mountPath"]
+    )
     assert int(command[command.index("--threads") + 1]) >= 4
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["scheme"] == "HTTPS"
@@ -257,8 +308,9 @@ def test_healthz_keeps_answering_under_concurrent_hook_load(plain_hooks):
     body = json.dumps(workspace_request())
 
     def sync_call(_):
-        return requests.post(plain_hooks.url + "/sync/workspace", data=body, timeout=30,
-                             headers={"Content-Type": "application/json"}).status_code
+        return requests.post(
+            plain_hooks.url + "/sync/workspace", data=body, timeout=30, headers={"Content-Type": "application/json"}
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         calls = [pool.submit(sync_call, i) for i in range(64)]

@@ -1,5 +1,6 @@
 """presetOptions.image weights without image volumes: streamed from a real registry (the docker-registry
 Debian package on loopback, image pushed by skopeo) into the node cache, only /data kept, on disk once."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,7 +16,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from tuning_support import registry as reg_support
 
 pytestmark = [
@@ -71,7 +71,7 @@ def pull(image: str, cache: Path, link: Path, docker_config: Path | None) -> tup
             "--link", str(link), "--plain-http", "--termination-log", os.devnull]  # fmt: skip
     if docker_config:
         args += ["--docker-config", str(docker_config)]
-    p = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     doc = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
     return p.returncode, doc, p.stderr
 
@@ -83,12 +83,16 @@ def test_image_weights_stream_into_the_node_cache_once(tmp_path, auth):
     with reg_support.running_registry(str(tmp_path / "reg"), auth=auth) as reg:
         image = f"{reg['host']}/weights/llama:1"
         creds = ["--dest-creds", f"{reg['user']}:{reg['password']}"] if auth else []
-        res = reg_support.skopeo("copy", "--dest-tls-verify=false", *creds, f"oci:{tmp_path / 'oci'}:1", f"docker://{image}")
+        res = reg_support.skopeo(
+            "copy", "--dest-tls-verify=false", *creds, f"oci:{tmp_path / 'oci'}:1", f"docker://{image}"
+        )
         assert res.returncode == 0, res.stderr
         config = None
         if auth:
             config = tmp_path / "config.json"
-            config.write_text(json.dumps({"auths": {reg["host"]: {"username": reg["user"], "password": reg["password"]}}}))
+            config.write_text(
+                json.dumps({"auths": {reg["host"]: {"username": reg["user"], "password": reg["password"]}}})
+            )
             code, _doc, err = pull(image, tmp_path / "nocreds-cache", tmp_path / "w0", None)
             assert code == 1 and "401" in err  # without the pull secret the registry refuses
         cache, link = tmp_path / "node-cache", tmp_path / "weights"

@@ -13,7 +13,9 @@ from hooks.workspace_sync import sync
 
 def test_hook_mounts_the_config_map_and_passes_it_to_the_launcher():
     ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-inference-config"})
-    sts = find(sync(request(ws), Settings(), NOW)["children"], "Deployment")  # a one-node preset: a Deployment (replicas)
+    sts = find(
+        sync(request(ws), Settings(), NOW)["children"], "Deployment"
+    )  # a one-node preset: a Deployment (replicas)
     pod = sts["spec"]["template"]["spec"]
     main = pod["containers"][0]
     assert {"name": "config-volume", "configMap": {"name": "my-inference-config"}} in pod["volumes"]
@@ -24,7 +26,9 @@ def test_hook_mounts_the_config_map_and_passes_it_to_the_launcher():
 
 def test_sglang_section_becomes_flags_that_sglang_accepts(tmp_path):
     config = tmp_path / "inference_config.yaml"
-    config.write_text("sglang:\n  mem-fraction-static: 0.8\n  context-length: 8192\n  enable-torch-compile: true\n  disable-radix-cache: false\n")
+    config.write_text(
+        "sglang:\n  mem-fraction-static: 0.8\n  context-length: 8192\n  enable-torch-compile: true\n  disable-radix-cache: false\n"
+    )
     make_adapter(tmp_path / "adapters", "support", 8, ["qkv_proj", "o_proj"])
     (tmp_path / "weights").mkdir()
     rc, argv, err = dry_run(base_args(tmp_path, "--adapter", "support", "--config-file", str(config)))

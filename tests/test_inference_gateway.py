@@ -32,9 +32,24 @@ def stub():
 @pytest.fixture(scope="module")
 def gw(stub):
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--adapter", "fin", "--adapter", "legal",
-                         "--upstream", stub.url, "--host", "127.0.0.1", "--port", str(port)],
-                        f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--adapter",
+            "fin",
+            "--adapter",
+            "legal",
+            "--upstream",
+            stub.url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     yield f"http://127.0.0.1:{port}"
     stop(proc)
 
@@ -57,8 +72,9 @@ def test_chat_prompt_maps_to_completions_with_kaito_defaults(gw, stub):
 
 
 def test_chat_prompt_without_full_text_and_base_model(gw, stub):
-    r = requests.post(f"{gw}/chat", json={"prompt": "Hi", "return_full_text": False, "model": PRESET,
-                                         "temperature": 0.3, "top_k": 5})
+    r = requests.post(
+        f"{gw}/chat", json={"prompt": "Hi", "return_full_text": False, "model": PRESET, "temperature": 0.3, "top_k": 5}
+    )
     assert r.json() == {"Result": "[base] reply to: Hi"}
     body = last(stub)[1]
     assert body["model"] == PRESET and body["temperature"] == 0.3 and body["top_k"] == 5
@@ -86,8 +102,12 @@ def test_chat_requires_prompt_or_messages(gw, stub):
 
 
 def test_openai_chat_routes_adapter_and_passes_fields(gw, stub):
-    req = {"model": f"{PRESET}:legal", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9,
-           "logprobs": False}
+    req = {
+        "model": f"{PRESET}:legal",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 9,
+        "logprobs": False,
+    }
     r = requests.post(f"{gw}/v1/chat/completions", json=req)
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "[legal] reply to: hi"
@@ -101,10 +121,13 @@ def test_openai_bare_adapter_name_is_rewritten(gw, stub):
     assert last(stub)[1]["model"] == f"{PRESET}:fin"
 
 
-@pytest.mark.parametrize("path,payload", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
-    ("/v1/completions", {"prompt": "x"}),
-])
+@pytest.mark.parametrize(
+    "path,payload",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/v1/completions", {"prompt": "x"}),
+    ],
+)
 def test_openai_unknown_adapter_or_model_refused(gw, stub, path, payload):
     n = len(stub.requests)
     r = requests.post(gw + path, json={**payload, "model": f"{PRESET}:ghost"})
@@ -117,17 +140,21 @@ def test_openai_unknown_adapter_or_model_refused(gw, stub, path, payload):
     assert len(stub.requests) == n
 
 
-@pytest.mark.parametrize("path,payload,field", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "one two three"}]}, "delta"),
-    ("/v1/completions", {"prompt": "one two three"}, "text"),
-])
+@pytest.mark.parametrize(
+    "path,payload,field",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "one two three"}]}, "delta"),
+        ("/v1/completions", {"prompt": "one two three"}, "text"),
+    ],
+)
 def test_streaming_is_relayed_without_buffering(gw, stub, path, payload, field):
     """The stub sends its first SSE chunk, then holds the rest until the client has seen that chunk:
     a buffering gateway would never deliver it and the stub's wait would time out."""
     stub.release = threading.Event()
     try:
-        with requests.post(gw + path, json={**payload, "model": f"{PRESET}:fin", "stream": True},
-                           stream=True, timeout=30) as r:
+        with requests.post(
+            gw + path, json={**payload, "model": f"{PRESET}:fin", "stream": True}, stream=True, timeout=30
+        ) as r:
             assert r.status_code == 200
             assert r.headers["Content-Type"].startswith("text/event-stream")
             lines = r.iter_lines()
@@ -139,7 +166,7 @@ def test_streaming_is_relayed_without_buffering(gw, stub, path, payload, field):
         assert time.monotonic() - t_first < 5
         events = [first] + rest
         assert events[-1] == b"data: [DONE]"
-        chunks = [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+        chunks = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
         if field == "delta":
             text = "".join(c["choices"][0]["delta"]["content"] for c in chunks)
         else:
@@ -164,9 +191,22 @@ def test_health_is_503_while_runtime_is_down_and_healthz_follows_runtime_pid():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream",
-                         f"http://127.0.0.1:{free_port()}", "--host", "127.0.0.1", "--port", str(port),
-                         "--runtime-pid", str(dead.pid)], f"http://127.0.0.1:{port}/")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            f"http://127.0.0.1:{free_port()}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--runtime-pid",
+            str(dead.pid),
+        ],
+        f"http://127.0.0.1:{port}/",
+    )
     try:
         assert requests.get(f"http://127.0.0.1:{port}/health").status_code == 503
         assert requests.get(f"http://127.0.0.1:{port}/healthz").status_code == 503
@@ -178,9 +218,21 @@ def test_health_is_503_while_runtime_is_down_and_healthz_follows_runtime_pid():
 
 def test_worker_pod_serves_health_only(stub):
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", stub.url,
-                         "--host", "127.0.0.1", "--port", str(port), "--worker"],
-                        f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            stub.url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--worker",
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
         assert requests.get(f"http://127.0.0.1:{port}/health").status_code == 200
         r = requests.post(f"http://127.0.0.1:{port}/chat", json={"prompt": "x"})
@@ -194,8 +246,11 @@ def test_concurrent_requests_keep_their_adapters(gw, stub):
 
     def one(i):
         model = [PRESET, f"{PRESET}:fin", f"{PRESET}:legal"][i % 3]
-        r = requests.post(f"{gw}/v1/chat/completions",
-                          json={"model": model, "messages": [{"role": "user", "content": f"q{i}"}]}, timeout=30)
+        r = requests.post(
+            f"{gw}/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": f"q{i}"}]},
+            timeout=30,
+        )
         return model, r.json()["choices"][0]["message"]["content"]
 
     with ThreadPoolExecutor(16) as pool:

@@ -21,16 +21,34 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def chat_answer(text: str, **extra) -> dict:
-    return {"id": "c1", "object": "chat.completion", "created": 1, "model": PRESET,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": "stop", "matched_stop": "rs"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}, **extra}
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": PRESET,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "stop",
+                "matched_stop": "rs",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        **extra,
+    }
 
 
 def completion_answer(text: str) -> dict:
-    return {"id": "c2", "object": "text_completion", "created": 1, "model": PRESET,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    return {
+        "id": "c2",
+        "object": "text_completion",
+        "created": 1,
+        "model": PRESET,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
 
 
 @pytest.fixture
@@ -44,15 +62,26 @@ def upstream():
 @pytest.fixture
 def gw(upstream):
     port = free_port()
-    proc = start_module(["inference.gateway", "--served-model-name", PRESET, "--upstream", upstream.url,
-                         "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/healthz")
+    proc = start_module(
+        [
+            "inference.gateway",
+            "--served-model-name",
+            PRESET,
+            "--upstream",
+            upstream.url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+    )
     yield f"http://127.0.0.1:{port}"
     stop(proc)
 
 
 def post(gw, path, body):
-    return requests.post(f"{gw}{path}", data=json.dumps(body), headers={"Content-Type": "application/json"},
-                         timeout=30)
+    return requests.post(f"{gw}{path}", data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=30)
 
 
 def test_sglang_metadata_is_dropped_so_the_sdk_types_validate(gw, upstream):
@@ -88,13 +117,22 @@ def test_the_answer_ends_at_the_earliest_stop_string_in_the_text(gw, upstream, s
 
 def test_a_streamed_answer_ends_at_the_earliest_stop_string_across_chunks(gw, upstream):
     def chunk(text, finish=None):
-        return {"id": "s", "object": "chat.completion.chunk", "created": 1, "model": PRESET,
-                "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": "s",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": PRESET,
+            "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}],
+        }
 
     events = [chunk("he"), chunk("llo wo"), chunk("rld a"), chunk("nd more"), chunk("", "stop")]
     upstream.stream("/v1/chat/completions", events, split_at=7)  # events split mid-JSON
-    r = requests.post(f"{gw}/v1/chat/completions", json={"model": PRESET, "messages": MESSAGES, "stream": True,
-                                                         "stop": ["more", "ld"]}, stream=True, timeout=30)
+    r = requests.post(
+        f"{gw}/v1/chat/completions",
+        json={"model": PRESET, "messages": MESSAGES, "stream": True, "stop": ["more", "ld"]},
+        stream=True,
+        timeout=30,
+    )
     chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: {")]
     for c in chunks:
         openai_types.chat.ChatCompletionChunk.model_validate(c)
@@ -114,8 +152,10 @@ def test_suffix_is_refused_naming_it_with_the_transformers_runtimes_words(gw, up
 def test_seed_is_refused_where_sglang_would_ignore_it(gw, upstream):
     upstream.answer("/server_info", 200, {"enable_deterministic_inference": False, "tp_size": 1})
     upstream.answer("/v1/chat/completions", 200, chat_answer("ok"))
-    for path, body in (("/v1/chat/completions", {"model": PRESET, "messages": MESSAGES, "seed": 7}),
-                       ("/chat", {"prompt": "x", "seed": 7})):
+    for path, body in (
+        ("/v1/chat/completions", {"model": PRESET, "messages": MESSAGES, "seed": 7}),
+        ("/chat", {"prompt": "x", "seed": 7}),
+    ):
         r = post(gw, path, body)
         assert r.status_code == 400 and "`seed`" in r.text and "enable-deterministic-inference" in r.text, r.text
     assert "/v1/chat/completions" not in upstream.paths()
@@ -124,8 +164,11 @@ def test_seed_is_refused_where_sglang_would_ignore_it(gw, upstream):
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("server_info", [(200, {"enable_deterministic_inference": True}), (404, {"detail": "x"})],
-                         ids=["deterministic-sglang", "transformers-runtime"])
+@pytest.mark.parametrize(
+    "server_info",
+    [(200, {"enable_deterministic_inference": True}), (404, {"detail": "x"})],
+    ids=["deterministic-sglang", "transformers-runtime"],
+)
 def test_seed_is_forwarded_where_the_runtime_honours_it(gw, upstream, server_info):
     upstream.answer("/server_info", *server_info)
     upstream.answer("/v1/chat/completions", 200, chat_answer("ok"))
@@ -134,10 +177,16 @@ def test_seed_is_forwarded_where_the_runtime_honours_it(gw, upstream, server_inf
     assert json.loads(upstream.requests[-1][2])["seed"] == 7
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("POST", "/v1/embeddings", 404), ("GET", "/v1/audio/speech", 404), ("GET", "/v1/chat/completions", 405),
-    ("POST", "/v1/models", 405), ("GET", "/flush_cache", 404),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("POST", "/v1/embeddings", 404),
+        ("GET", "/v1/audio/speech", 404),
+        ("GET", "/v1/chat/completions", 405),
+        ("POST", "/v1/models", 405),
+        ("GET", "/flush_cache", 404),
+    ],
+)
 def test_unknown_routes_get_openai_shaped_json_errors(gw, upstream, method, path, status):
     r = requests.request(method, f"{gw}{path}", json={"model": PRESET, "input": "hi"}, timeout=10)
     assert r.status_code == status

@@ -58,9 +58,20 @@ def test_route_openai_forwards_unchanged_body_as_is():
 
 def test_generation_params_kaito_defaults_and_overrides():
     assert generation_params({}) == {"temperature": 1.0, "top_p": 1.0, "top_k": 10, "max_tokens": 200}
-    p = generation_params({"temperature": 0.2, "generate_kwargs": {"temperature": 0.7, "max_new_tokens": 5,
-                                                                   "max_length": 99, "num_beams": 4, "typical_p": 0.5,
-                                                                   "min_length": 2, "stop": ["\n"]}})
+    p = generation_params(
+        {
+            "temperature": 0.2,
+            "generate_kwargs": {
+                "temperature": 0.7,
+                "max_new_tokens": 5,
+                "max_length": 99,
+                "num_beams": 4,
+                "typical_p": 0.5,
+                "min_length": 2,
+                "stop": ["\n"],
+            },
+        }
+    )
     assert p == {"temperature": 0.7, "top_p": 1.0, "top_k": 10, "max_tokens": 5, "min_tokens": 2, "stop": ["\n"]}
     greedy = generation_params({"generate_kwargs": {"do_sample": False}})
     assert greedy["temperature"] == 0.0 and "top_k" not in greedy
@@ -102,8 +113,12 @@ def test_message_content_null_is_refused_by_field():
         with pytest.raises(RequestError, match=r"`messages\[0\]\.content`"):
             plan_chat(body, S)
     # an assistant turn that called tools has no content, as OpenAI defines it
-    ok = {"messages": [{"role": "user", "content": "hi"},
-                       {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]}]}
+    ok = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
+        ]
+    }
     assert route_openai(ok, S)[0]["model"] == "phi-3"
 
 
@@ -135,10 +150,16 @@ def test_max_model_len_from_the_runtime_listing():
 def test_work_caps_name_the_field():
     from inference.gateway_translation import check_limits
 
-    for body, field in [({"n": 17}, "n"), ({"n": True}, "n"), ({"best_of": 0}, "best_of"),
-                        ({"top_logprobs": 21}, "top_logprobs"), ({"logprobs": 21}, "logprobs"),
-                        ({"max_tokens": 513}, "max_tokens"), ({"min_tokens": 600}, "min_tokens"),
-                        ({"max_output_tokens": 10**9}, "max_output_tokens")]:
+    for body, field in [
+        ({"n": 17}, "n"),
+        ({"n": True}, "n"),
+        ({"best_of": 0}, "best_of"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"max_tokens": 513}, "max_tokens"),
+        ({"min_tokens": 600}, "min_tokens"),
+        ({"max_output_tokens": 10**9}, "max_output_tokens"),
+    ]:
         with pytest.raises(RequestError, match=f"^`{field}`"):
             check_limits(body, 512)
     check_limits({"n": 16, "best_of": 16, "top_logprobs": 20, "logprobs": True, "max_tokens": 512}, 512)
@@ -170,9 +191,13 @@ def test_seed_rules():
 def test_answers_are_shaped_to_the_sdk_types():
     from inference.gateway_translation import shape_answer
 
-    answer = {"metadata": {"weight_versions": ["default"]}, "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "\ufffdroadapte"}, "finish_reason": "length"},
-        {"index": 1, "text": "a b c", "finish_reason": "length"}]}
+    answer = {
+        "metadata": {"weight_versions": ["default"]},
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "\ufffdroadapte"}, "finish_reason": "length"},
+            {"index": 1, "text": "a b c", "finish_reason": "length"},
+        ],
+    }
     assert shape_answer(answer, ["rs", "ad", "b"])
     assert "metadata" not in answer
     assert answer["choices"][0]["message"]["content"] == "\ufffdro" and answer["choices"][0]["finish_reason"] == "stop"
@@ -188,18 +213,30 @@ def test_streamed_chunks_end_at_the_earliest_stop_across_chunks():
     pieces = ["he", "llo wo", "rld a", "nd more", ""]
     out = []
     for i, piece in enumerate(pieces):
-        chunk = {"choices": [{"index": 0, "delta": {"content": piece},
-                              "finish_reason": "length" if i == len(pieces) - 1 else None}]}
+        chunk = {
+            "choices": [
+                {"index": 0, "delta": {"content": piece}, "finish_reason": "length" if i == len(pieces) - 1 else None}
+            ]
+        }
         shape_chunk(chunk, ["more", "ld"], cutters)
         out.append(chunk["choices"][0]["delta"]["content"])
     assert "".join(out) == "hello wor" and chunk["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.parametrize("path, plain", [
-    ("/v1/responses/resp_1", True), ("/v1/chat/completions?x=1", True), ("/v1/responses/..%2F..%2Fflush_cache", False),
-    ("/v1/responses/%2e%2e/x", False), ("/v1/responses/..%5Cx", False), ("/v1/responses/%252E", False),
-    ("/a/../flush_cache", False), ("/a/./b", False), ("/a\\b", False),
-])
+@pytest.mark.parametrize(
+    "path, plain",
+    [
+        ("/v1/responses/resp_1", True),
+        ("/v1/chat/completions?x=1", True),
+        ("/v1/responses/..%2F..%2Fflush_cache", False),
+        ("/v1/responses/%2e%2e/x", False),
+        ("/v1/responses/..%5Cx", False),
+        ("/v1/responses/%252E", False),
+        ("/a/../flush_cache", False),
+        ("/a/./b", False),
+        ("/a\\b", False),
+    ],
+)
 def test_only_plain_paths_pass(path, plain):
     from inference.gateway_translation import path_is_plain, safe_path_segment
 

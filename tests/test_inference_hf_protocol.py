@@ -13,20 +13,43 @@ from inference.hf_protocol import (
 )
 
 
-@pytest.mark.parametrize("field,value", [
-    ("n", 0), ("n", 17), ("n", "2"), ("best_of", 3), ("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
-    ("tools", [{"type": "function"}]), ("logit_bias", {"5": 10}), ("suffix", "end"), ("presence_penalty", 0.5),
-    ("frequency_penalty", -1),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("n", 0),
+        ("n", 17),
+        ("n", "2"),
+        ("best_of", 3),
+        ("logprobs", True),
+        ("top_logprobs", 2),
+        ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function"}]),
+        ("logit_bias", {"5": 10}),
+        ("suffix", "end"),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1),
+    ],
+)
 def test_unsupported_fields_are_refused_by_name(field, value):
     with pytest.raises(BadRequest, match=f"`{field}`"):
         check_request({"messages": [{"role": "user", "content": "hi"}], field: value}, chat=True)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("n", 1), ("n", None), ("n", 3), ("logprobs", False), ("logprobs", None), ("response_format", {"type": "text"}),
-    ("tool_choice", "none"), ("tools", []), ("presence_penalty", 0), ("frequency_penalty", 0.0),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("n", 1),
+        ("n", None),
+        ("n", 3),
+        ("logprobs", False),
+        ("logprobs", None),
+        ("response_format", {"type": "text"}),
+        ("tool_choice", "none"),
+        ("tools", []),
+        ("presence_penalty", 0),
+        ("frequency_penalty", 0.0),
+    ],
+)
 def test_off_values_are_accepted(field, value):
     assert check_request({"messages": [{"role": "user", "content": "hi"}], field: value}, chat=True) == []
 
@@ -78,8 +101,8 @@ def test_stop_cutter_streams_what_the_full_answer_has(pieces):
 
 def test_stop_cutter_releases_a_held_back_prefix_that_was_not_a_stop():
     cutter = StopStringCutter(["abc"])
-    assert cutter.feed("xab") == "x"      # "ab" may start "abc": held back
-    assert cutter.feed("d") == "abd"      # it did not
+    assert cutter.feed("xab") == "x"  # "ab" may start "abc": held back
+    assert cutter.feed("d") == "abd"  # it did not
     assert cutter.feed("ab") == ""
     assert cutter.finish() == "ab"
 
@@ -93,13 +116,19 @@ def test_n_choices_are_not_streamed():
 def test_a_prompt_over_the_context_is_refused_in_sglangs_words():
     from inference.hf_protocol import token_budget
 
-    with pytest.raises(BadRequest, match=r"^The input \(10018 tokens\) is longer than the model's context length "
-                                         r"\(512 tokens\)\.$"):
+    with pytest.raises(
+        BadRequest,
+        match=r"^The input \(10018 tokens\) is longer than the model's context length "
+        r"\(512 tokens\)\.$",
+    ):
         token_budget(10018, None, 256, 512)
     with pytest.raises(BadRequest, match=r"The input \(512 tokens\)"):
         token_budget(512, 1, 256, 512)  # equal is over, as SGLang counts
-    with pytest.raises(BadRequest, match=r"maximum context length of 512 tokens\. You requested a total of 530 tokens: "
-                                         r"30 tokens from the input messages and 500 tokens for the completion"):
+    with pytest.raises(
+        BadRequest,
+        match=r"maximum context length of 512 tokens\. You requested a total of 530 tokens: "
+        r"30 tokens from the input messages and 500 tokens for the completion",
+    ):
         token_budget(30, 500, 256, 512)
 
 

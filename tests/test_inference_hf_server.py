@@ -27,8 +27,12 @@ tokenizers = pytest.importorskip("tokenizers")
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = "tiny-llama"
-CORPUS = ["the quick brown fox jumps over the lazy dog", "kubernetes runs gpu nodes for language models",
-          "adapters change what the model says", "hello world how are you today"] * 4
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "kubernetes runs gpu nodes for language models",
+    "adapters change what the model says",
+    "hello world how are you today",
+] * 4
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
 
@@ -38,10 +42,17 @@ def build_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                                pad_token="<pad>", unk_token="<unk>")
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     fast.chat_template = TEMPLATE
     return fast
 
@@ -51,18 +62,30 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     tok = build_tokenizer()
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                   pad_token_id=tok.pad_token_id)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = transformers.LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = None  # never stop early: a fixed number of tokens
     model.save_pretrained(root / "weights")
     tok.save_pretrained(root / "weights")
     for i, name in enumerate(["fin", "half"]):
         torch.manual_seed(10 + i)
-        pm = peft.get_peft_model(transformers.LlamaForCausalLM(cfg), peft.LoraConfig(
-            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+        pm = peft.get_peft_model(
+            transformers.LlamaForCausalLM(cfg),
+            peft.LoraConfig(
+                r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+            ),
+        )
         with torch.no_grad():
             for n, p in pm.named_parameters():
                 if "lora_B" in n:
@@ -70,17 +93,45 @@ def stack(tmp_path_factory):
         pm.save_pretrained(root / "adapters" / name)
     port, rport = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.launch", "--runtime", "transformers", "--served-model-name", SERVED,
-         "--weights-dir", str(root / "weights"), "--adapters-dir", str(root / "adapters"),
-         "--adapter", "fin", "--adapter", "half=0.5", "--gpus-per-node", "1", "--nnodes", "1", "--node-rank", "0",
-         "--port", str(port), "--runtime-port", str(rport), "--work-dir", str(root / "work")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "inference.launch",
+            "--runtime",
+            "transformers",
+            "--served-model-name",
+            SERVED,
+            "--weights-dir",
+            str(root / "weights"),
+            "--adapters-dir",
+            str(root / "adapters"),
+            "--adapter",
+            "fin",
+            "--adapter",
+            "half=0.5",
+            "--gpus-per-node",
+            "1",
+            "--nnodes",
+            "1",
+            "--node-rank",
+            "0",
+            "--port",
+            str(port),
+            "--runtime-port",
+            str(rport),
+            "--work-dir",
+            str(root / "work"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", 90)
-    except Exception:
+    except Exception as err:
         proc.kill()
-        raise RuntimeError(proc.communicate(timeout=5)[0].decode(errors="replace")[-3000:]) from None
+        raise RuntimeError(proc.communicate(timeout=5)[0].decode(errors="replace")[-3000:]) from err
     yield url, proc, root, port
     if proc.poll() is None:
         proc.kill()
@@ -88,9 +139,17 @@ def stack(tmp_path_factory):
 
 
 def chat(url, model, content="hello world", **kw):
-    r = requests.post(f"{url}/v1/chat/completions", json={
-        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8, "temperature": 0, **kw},
-        timeout=60)
+    r = requests.post(
+        f"{url}/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 8,
+            "temperature": 0,
+            **kw,
+        },
+        timeout=60,
+    )
     return r
 
 
@@ -102,7 +161,7 @@ def test_scaled_copy_made_for_strength(stack):
 
 def test_gateway_goes_when_runtime_goes(stack):
     """Runs last in this module: the runtime (the exec'd launcher) is stopped; the gateway must follow."""
-    url, proc, _, port = stack
+    _, proc, _, port = stack
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
     deadline = time.monotonic() + 10

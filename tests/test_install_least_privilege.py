@@ -1,4 +1,4 @@
-"""The AKS install asks Azure for exactly what the Machine hook uses (issue 11 item 2): a custom role with
+"""The AKS install asks Azure for exactly what the Machine hook uses: a custom role with
 agent pool read/write/delete, which must cover every ARM call the adapter makes and nothing more."""
 
 import ast
@@ -31,7 +31,11 @@ def adapter_operations() -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             group = node.func.value
-            if isinstance(group, ast.Attribute) and isinstance(group.value, ast.Attribute) and group.value.attr == "_client":
+            if (
+                isinstance(group, ast.Attribute)
+                and isinstance(group.value, ast.Attribute)
+                and group.value.attr == "_client"
+            ):
                 calls.add(f"{group.attr}.{node.func.attr}")
     return calls
 

@@ -1,4 +1,4 @@
-"""The Machine hook when ARM misbehaves (issue 11 items 6, 8, 9, 13): wrong-parent 404s, overlapping
+"""The Machine hook when ARM misbehaves: wrong-parent 404s, overlapping
 PUTs, malformed 200s, absurd Retry-After, and answers too slow for Metacontroller's 10 s hook timeout.
 
 Real SDK, real Flask app; ARM is the local fake (tests/fake_arm.py), Azure's servers being unreachable.
@@ -8,8 +8,6 @@ import threading
 import time
 
 import pytest
-
-pytestmark = pytest.mark.integration
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
@@ -22,6 +20,8 @@ from hooks.machine.deadline import ARM_BUDGET_S, DeadlinePools
 from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine
 from hooks.server.app import create_app
+
+pytestmark = pytest.mark.integration
 
 
 def agent_pools(arm):
@@ -47,7 +47,7 @@ def existing_pool(arm):
     arm.state.requests.clear()
 
 
-# ---- item 6: only the agent pool's own 404 means "pool gone" -------------------------------------
+# ---- only the agent pool's own 404 means "pool gone" -------------------------------------------------
 
 
 @pytest.mark.parametrize("code", ["ResourceGroupNotFound", "SubscriptionNotFound", "ResourceNotFound"])
@@ -76,7 +76,7 @@ def test_sync_shows_a_missing_resource_group_as_a_refusal_to_read(arm):
     assert not arm.calls("PUT")
 
 
-# ---- item 8: overlapping syncs create the pool once ---------------------------------------------
+# ---- overlapping syncs create the pool once ----------------------------------------------------------
 
 
 def test_two_overlapping_syncs_create_the_pool_once(arm):
@@ -102,7 +102,7 @@ def test_two_overlapping_syncs_create_the_pool_once(arm):
     assert [conditions(r)["Ready"]["reason"] for r in responses] == ["Creating", "Creating"]
 
 
-# ---- item 9: malformed answers are transient; Retry-After is clamped ----------------------------
+# ---- malformed answers are transient; Retry-After is clamped -----------------------------------------
 
 
 @pytest.mark.parametrize("body", [b'{"unexpected": true}', b"<html>gateway</html>", b'{"properties": {}}', b""])
@@ -129,7 +129,7 @@ def test_retry_after_is_clamped(arm, client, raw, expected):
     assert answer.status_code == 429 and answer.headers["Retry-After"] == str(expected)
 
 
-# ---- item 13: one deadline across all ARM calls of a request ------------------------------------
+# ---- one deadline across all ARM calls of a request --------------------------------------------------
 
 
 def test_two_slow_calls_share_one_budget(arm):

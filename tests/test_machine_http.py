@@ -2,7 +2,7 @@
 
 gunicorn runs tests/machine_app.py; ARM is the local fake (tests/fake_arm.py) because Azure's
 servers cannot be reached from here. The DecoratorController is checked against Metacontroller
-v4.17.2's own CRD schema from /work/shared (skipped when that checkout is absent).
+v4.17.2's own CRD schema from ../shared, the checkout's sibling folder (skipped when it is absent).
 """
 
 import copy
@@ -19,9 +19,9 @@ import yaml
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 
-from fake_arm import FakeArm  # noqa: E402
-from loopback_support import free_port  # noqa: E402
-from machine_support import NAME, hook_request, make_machine, make_node  # noqa: E402
+from fake_arm import FakeArm
+from loopback_support import free_port
+from machine_support import NAME, hook_request, make_machine, make_node
 
 pytestmark = pytest.mark.integration  # the hook server under gunicorn and a fake ARM
 
@@ -38,9 +38,25 @@ class Gunicorn:
         env.update(env_extra)
         env["PYTHONPATH"] = str(REPO)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-             "--timeout", "30", "--log-level", "warning", "tests.machine_app:make_app()"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "1",
+                "--timeout",
+                "30",
+                "--log-level",
+                "warning",
+                "tests.machine_app:make_app()",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + 20
         while True:
@@ -49,10 +65,10 @@ class Gunicorn:
             try:
                 requests.get(self.url + "/", timeout=2)
                 break
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still importing the app
+            except (requests.ConnectionError, requests.Timeout) as err:  # not listening yet, or still importing the app
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("gunicorn did not start in 20 s")
+                    raise RuntimeError("gunicorn did not start in 20 s") from err
                 time.sleep(0.1)
 
     def post(self, path, body=None, data=None, headers=None):
@@ -195,7 +211,17 @@ def test_unreachable_arm_is_500_and_missing_settings_do_not_stop_the_app():
         assert "AZURE_SUBSCRIPTION_ID" in ready["message"]
         # ... while one already launched keeps its status: nothing new is known, so the answer is 500.
         launched = make_machine()
-        launched["status"] = {"conditions": [{"type": "Launched", "status": "True", "reason": "Provisioned", "message": "ok", "lastTransitionTime": "2026-11-26T10:00:00Z"}]}
+        launched["status"] = {
+            "conditions": [
+                {
+                    "type": "Launched",
+                    "status": "True",
+                    "reason": "Provisioned",
+                    "message": "ok",
+                    "lastTransitionTime": "2026-11-26T10:00:00Z",
+                }
+            ]
+        }
         response = unconfigured.post("/sync/machine", hook_request(launched))
         assert response.status_code == 500
         assert "AZURE_SUBSCRIPTION_ID" in response.json()["error"]
@@ -254,7 +280,10 @@ def test_decorator_controller_matches_metacontroller_schema():
         assert hook_spec["version"] == "v2"
         assert hook_spec["webhook"]["path"] == path
         assert hook_spec["webhook"]["service"] == {
-            "name": "kaito-hooks", "namespace": "kaito-system", "port": 443, "protocol": "https",
+            "name": "kaito-hooks",
+            "namespace": "kaito-system",
+            "port": 443,
+            "protocol": "https",
         }
 
     broken = copy.deepcopy(controller)

@@ -1,4 +1,4 @@
-"""The orphaned-pool sweep (issue 11 item 6): pools we created whose Machine is gone are deleted after a
+"""The orphaned-pool sweep: pools we created whose Machine is gone are deleted after a
 grace period, and the sweep says what it did. Real SDK against the local fake ARM (tests/fake_arm.py);
 the DecoratorController is checked against Metacontroller v4.17.2's CRD schema."""
 
@@ -15,12 +15,12 @@ from workspace_support import METACONTROLLER_CRDS, REPO
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from hooks import machine_sync  # noqa: E402
-from hooks.adapters.aks import AgentPools  # noqa: E402
-from hooks.machine import sweep  # noqa: E402
-from hooks.machine.pools import pool_body  # noqa: E402
-from hooks.machine.request import read_machine  # noqa: E402
-from hooks.server.app import create_app  # noqa: E402
+from hooks import machine_sync
+from hooks.adapters.aks import AgentPools
+from hooks.machine import sweep
+from hooks.machine.pools import pool_body
+from hooks.machine.request import read_machine
+from hooks.server.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_pools_with_a_machine_and_foreign_pools_are_never_touched(arm):
 
 def test_the_same_pools_give_the_same_answer_whatever_the_time(arm):
     """The report is an annotation on the parent: if it changed on every call (a timestamp), each answer
-    would be a watch event that makes Metacontroller call the sweep again at once (found by engineer A's
+    would be a watch event that makes Metacontroller call the sweep again at once (on a real
     control plane: one Namespace write a second)."""
     create_pool(arm, "wsorphan0001")
     arm.set_state("wsorphan0001", "Deleting")

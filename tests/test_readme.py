@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import yaml
+from workspace_support import REPO
 
 from hooks.cli import docs
 from hooks.workspace import catalog
-from workspace_support import REPO
 
 README = REPO / "README.md"
 CRD = REPO / "metacontroller" / "workspace-crd.yaml"
@@ -33,7 +33,11 @@ def test_docs_check_cli_reports_a_stale_readme_and_changes_nothing(tmp_path):
     def cli(*args):
         return subprocess.run(
             [sys.executable, "-m", "hooks", "docs", "--readme", str(stale), "--crd", str(CRD), *args],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
 
     out = cli("--check")
@@ -69,7 +73,9 @@ def test_field_reference_follows_the_crd_when_it_changes(tmp_path):
             assert f"| `{path}` |" in readme(), f"{path} missing from the field reference"
     # A new field in the CRD shows up (with its constraints) on the next generation.
     schema["properties"]["resource"]["properties"]["spotMaxPrice"] = {
-        "type": "string", "maxLength": 12, "description": "An invented field."
+        "type": "string",
+        "maxLength": 12,
+        "description": "An invented field.",
     }
     changed = tmp_path / "crd.yaml"
     changed.write_text(yaml.safe_dump(crd))
@@ -79,8 +85,14 @@ def test_field_reference_follows_the_crd_when_it_changes(tmp_path):
 
 def test_immutable_fields_are_marked_from_the_cel_rules():
     rows = {line.split("|")[1].strip(" `"): line for line in readme().splitlines() if line.startswith("| `")}
-    for path in ("resource.instanceType", "resource.count", "resource.labelSelector", "inference.preset.name",
-                 "tuning.preset.name", "tuning.method"):
+    for path in (
+        "resource.instanceType",
+        "resource.count",
+        "resource.labelSelector",
+        "inference.preset.name",
+        "tuning.preset.name",
+        "tuning.method",
+    ):
         assert "immutable" in rows[path], path
     assert "immutable" not in rows["inference.adapters"]
 

@@ -122,7 +122,7 @@ def with_value(args: list[str], flag: str, value: str) -> list[str]:
 
 def without_discovery(args: list[str]) -> list[str]:
     out, skip = [], 0
-    for i, a in enumerate(args):
+    for a in args:
         if skip:
             skip -= 1
             continue

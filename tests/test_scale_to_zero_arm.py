@@ -13,16 +13,28 @@ from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, TOKEN, FakeArm
 pytestmark = pytest.mark.scale_to_zero
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
-BASE = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ContainerService"
-        f"/managedClusters/{CLUSTER}/agentPools")
-GPU = {"type": "VirtualMachineScaleSets", "vmSize": "Standard_NC24ads_A100_v4", "mode": "User", "osType": "Linux",
-       "osDiskSizeGB": 1024}
+BASE = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ContainerService"
+    f"/managedClusters/{CLUSTER}/agentPools"
+)
+GPU = {
+    "type": "VirtualMachineScaleSets",
+    "vmSize": "Standard_NC24ads_A100_v4",
+    "mode": "User",
+    "osType": "Linux",
+    "osDiskSizeGB": 1024,
+}
 
 
 def put(arm: FakeArm, name: str, **props) -> requests.Response:
-    return requests.put(f"{arm.base_url}{BASE}/{name}", params={"api-version": "2026-08-01"},
-                        json={"properties": {**GPU, **props}}, headers={"Authorization": f"Bearer {TOKEN}"},
-                        verify=False, timeout=10)
+    return requests.put(
+        f"{arm.base_url}{BASE}/{name}",
+        params={"api-version": "2026-08-01"},
+        json={"properties": {**GPU, **props}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        verify=False,
+        timeout=10,
+    )
 
 
 @pytest.fixture
@@ -55,13 +67,16 @@ def test_delete_mode_and_a_deleted_pool_lose_the_disk(arm):
     assert arm.pool_nodes("gpu1") == []
 
 
-@pytest.mark.parametrize(("props", "text"), [
-    ({"count": 1, "scaleDownMode": "Deallocate", "osDiskType": "Ephemeral"}, "not supported with Ephemeral"),
-    ({"count": 1, "scaleDownMode": "Deallocate"}, "set properties.osDiskType to Managed"),
-    ({"count": -1}, "must be 0 to 1000 for a User pool"),
-    ({"count": 0, "mode": "System"}, "must be 1 to 1000 for a System pool"),
-    ({"count": 1, "scaleDownMode": "Stop"}, "scaleDownMode must be one of Delete, Deallocate"),
-])
+@pytest.mark.parametrize(
+    ("props", "text"),
+    [
+        ({"count": 1, "scaleDownMode": "Deallocate", "osDiskType": "Ephemeral"}, "not supported with Ephemeral"),
+        ({"count": 1, "scaleDownMode": "Deallocate"}, "set properties.osDiskType to Managed"),
+        ({"count": -1}, "must be 0 to 1000 for a User pool"),
+        ({"count": 0, "mode": "System"}, "must be 1 to 1000 for a System pool"),
+        ({"count": 1, "scaleDownMode": "Stop"}, "scaleDownMode must be one of Delete, Deallocate"),
+    ],
+)
 def test_arm_refuses_what_the_spec_and_aks_refuse(arm, props, text):
     answer = put(arm, "gpu2", **props)
     assert answer.status_code == 400 and text in answer.json()["error"]["message"], answer.text

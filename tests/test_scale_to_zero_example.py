@@ -31,17 +31,25 @@ def test_the_workspace_passes_our_crd_and_gets_a_front():
     ws = load("workspace-phi-3-scale-to-zero.yaml")
     jsonschema.validate(ws, workspace_schema())
     assert cel_violations(schema_root(), ws) == []
-    resp = sync(request({**ws, "metadata": {**ws["metadata"], "namespace": "default", "uid": "u"}}), Settings(),
-                "2026-12-06T05:00:00Z")
+    resp = sync(
+        request({**ws, "metadata": {**ws["metadata"], "namespace": "default", "uid": "u"}}),
+        Settings(),
+        "2026-12-06T05:00:00Z",
+    )
     assert find(resp["children"], "Deployment", "workspace-phi-3-scale-to-zero-front")
 
 
 def test_the_scaled_object_starts_at_zero_and_reads_the_fronts_queue():
-    keda = pytest.importorskip("cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed")
+    keda = pytest.importorskip(
+        "cloudcoil.models.keda.v1alpha1", reason="cloudcoil-models-keda (test extra) is not installed"
+    )
     so, ws = load("keda-scaledobject.yaml"), load("workspace-phi-3-scale-to-zero.yaml")
     check_against(keda.ScaledObject, so)
-    assert so["spec"]["scaleTargetRef"] == {"apiVersion": ws["apiVersion"], "kind": ws["kind"],
-                                            "name": ws["metadata"]["name"]}
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": ws["apiVersion"],
+        "kind": ws["kind"],
+        "name": ws["metadata"]["name"],
+    }
     assert so["spec"]["minReplicaCount"] == 0
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "metrics-api"

@@ -47,8 +47,13 @@ def weights(tmp_path_factory):
 
 
 def chat_body(content: str, stream: bool = False) -> dict:
-    return {"model": SERVED, "messages": [{"role": "user", "content": content}], "max_tokens": 6,
-            "temperature": 0, "stream": stream}
+    return {
+        "model": SERVED,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": stream,
+    }
 
 
 def post_in_thread(url: str, path: str, body: dict, results: dict, key: str, stream: bool = False):
@@ -77,8 +82,11 @@ def test_a_request_at_zero_wakes_the_workspace_is_answered_and_idle_scales_back_
         results: dict = {}
         threads = [post_in_thread(url, "/v1/chat/completions", chat_body("hello world"), results, "plain")]
         wait_until(lambda: queue(url)["queued"] == 1, 10, "the first request is held")
-        threads.append(post_in_thread(url, "/v1/chat/completions", chat_body("the quick fox", stream=True),
-                                      results, "stream", stream=True))
+        threads.append(
+            post_in_thread(
+                url, "/v1/chat/completions", chat_body("the quick fox", stream=True), results, "stream", stream=True
+            )
+        )
         threads.append(post_in_thread(url, "/chat", {"prompt": "say hello"}, results, "kaito"))
         wait_until(lambda: queue(url)["queued"] == 3, 10, "three requests are held")
         state = queue(url)
@@ -144,8 +152,11 @@ def test_a_client_that_hangs_up_leaves_the_queue(tmp_path):
         clients = []
         for _ in range(2):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             clients.append(s)
         wait_until(lambda: queue(url)["queued"] == 2, 10, "both requests are held")
         clients[0].close()

@@ -16,8 +16,13 @@ pytestmark = pytest.mark.scale_to_zero
 AKS = Settings()
 BYO = Settings(node_provisioning="byo")
 A100 = {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi-3"}}}
-WAKE = {"name": "ws1", "namespace": "team", "uid": "u-1", "generation": 1,
-        "annotations": {"kaito.sh/scale-to-zero-after": "15m"}}
+WAKE = {
+    "name": "ws1",
+    "namespace": "team",
+    "uid": "u-1",
+    "generation": 1,
+    "annotations": {"kaito.sh/scale-to-zero-after": "15m"},
+}
 NOW, LATER = "2026-12-06T05:00:00Z", "2026-12-06T05:10:00Z"
 
 
@@ -34,14 +39,21 @@ def names(resp) -> list[tuple[str, str]]:
 
 
 def ready_machine(m: dict, node_name: str) -> dict:
-    return {**m, "status": {"nodeName": node_name,
-                            "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}]}}
+    return {
+        **m,
+        "status": {
+            "nodeName": node_name,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}],
+        },
+    }
 
 
 def running_pod(node_name: str, ready: bool = True) -> dict:
-    return {"metadata": {"name": "ws1-abc", "namespace": "team", "labels": {"kaito.sh/workspace": "ws1"}},
-            "spec": {"nodeName": node_name},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "metadata": {"name": "ws1-abc", "namespace": "team", "labels": {"kaito.sh/workspace": "ws1"}},
+        "spec": {"nodeName": node_name},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
 def test_zero_replicas_win_over_resource_count_no_machine_no_router():
@@ -71,8 +83,11 @@ def test_the_machine_is_released_only_once_the_pod_has_left_its_node():
 
 
 def test_a_multi_node_preset_scales_to_zero_too():
-    ws = workspace(resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
-                   inference={"preset": {"name": "deepseek-r1-0528"}}, spec={"replicas": 0})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+        inference={"preset": {"name": "deepseek-r1-0528"}},
+        spec={"replicas": 0},
+    )
     resp = run(ws)
     assert find(resp["children"], "StatefulSet", "ws1")["spec"]["replicas"] == 0
     assert machines(resp) == []
@@ -83,8 +98,13 @@ def test_a_multi_node_preset_scales_to_zero_too():
 
 @pytest.mark.parametrize("instance", ["Standard_NC6s_v3", "Standard_NC24ads_A100_v4"])  # transformers, SGLang
 def test_both_runtimes_scale_to_zero_with_bring_your_own_nodes(instance):
-    resp = run(workspace(resource={"instanceType": instance, "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
-                         spec={"replicas": 0}), settings=BYO)
+    resp = run(
+        workspace(
+            resource={"instanceType": instance, "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},
+            spec={"replicas": 0},
+        ),
+        settings=BYO,
+    )
     assert find(resp["children"], "Deployment", "ws1")["spec"]["replicas"] == 0
     assert resp["status"]["workerNodes"] == []  # the labelled nodes are left free
     assert condition(resp, "ResourceReady")["status"] == "True"
@@ -114,8 +134,9 @@ def test_the_front_is_what_the_service_selects_and_it_relays_to_the_backend_serv
 def test_the_front_may_only_patch_its_own_workspaces_scale_subresource():
     resp = run(workspace(metadata=WAKE, resource=A100, spec={"replicas": 0}))
     role = find(resp["children"], "Role", "ws1-front")
-    assert role["rules"] == [{"apiGroups": ["kaito.sh"], "resources": ["workspaces/scale"],
-                              "resourceNames": ["ws1"], "verbs": ["patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["kaito.sh"], "resources": ["workspaces/scale"], "resourceNames": ["ws1"], "verbs": ["patch"]}
+    ]
     binding = find(resp["children"], "RoleBinding", "ws1-front")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ws1-front", "namespace": "team"}]
     front = find(resp["children"], "Deployment", "ws1-front")
@@ -128,15 +149,24 @@ def test_without_the_annotation_there_is_no_front():
     assert find(resp["children"], "Service", "ws1")["spec"]["selector"] == {"kaito.sh/workspace": "ws1"}
 
 
-@pytest.mark.parametrize(("annotations", "field", "text"), [
-    ({"kaito.sh/scale-to-zero-after": "soon"}, "kaito.sh/scale-to-zero-after", "15m"),
-    ({"kaito.sh/scale-to-zero-after": "10s"}, "kaito.sh/scale-to-zero-after", "at least 1m"),
-    ({"kaito.sh/scale-to-zero-after": "15m", "kaito.sh/scale-to-zero-queue-size": "0"},
-     "kaito.sh/scale-to-zero-queue-size", "whole number"),
-    ({"kaito.sh/scale-to-zero-after": "15m", "kaito.sh/scale-to-zero-max-wait": "5 minutes"},
-     "kaito.sh/scale-to-zero-max-wait", "20m"),
-    ({"kaito.sh/scale-to-zero-max-wait": "5m"}, "kaito.sh/scale-to-zero-max-wait", "only applies with"),
-])
+@pytest.mark.parametrize(
+    ("annotations", "field", "text"),
+    [
+        ({"kaito.sh/scale-to-zero-after": "soon"}, "kaito.sh/scale-to-zero-after", "15m"),
+        ({"kaito.sh/scale-to-zero-after": "10s"}, "kaito.sh/scale-to-zero-after", "at least 1m"),
+        (
+            {"kaito.sh/scale-to-zero-after": "15m", "kaito.sh/scale-to-zero-queue-size": "0"},
+            "kaito.sh/scale-to-zero-queue-size",
+            "whole number",
+        ),
+        (
+            {"kaito.sh/scale-to-zero-after": "15m", "kaito.sh/scale-to-zero-max-wait": "5 minutes"},
+            "kaito.sh/scale-to-zero-max-wait",
+            "20m",
+        ),
+        ({"kaito.sh/scale-to-zero-max-wait": "5m"}, "kaito.sh/scale-to-zero-max-wait", "only applies with"),
+    ],
+)
 def test_bad_annotations_name_the_field_and_the_fix(annotations, field, text):
     resp = run(workspace(metadata={**WAKE, "annotations": annotations}, resource=A100))
     message = condition(resp, "ResourceReady")["message"]
@@ -153,11 +183,28 @@ def test_a_template_workspace_cannot_opt_in_but_can_scale_to_zero():
 
 
 def test_settings_and_durations():
-    assert [parse_duration(t) for t in ("15m", "1h30m", "90s", "2h", "", "m", "1d")] == [900, 5400, 90, 7200,
-                                                                                      None, None, None]
-    ws = Workspace.model_validate(workspace(metadata={**WAKE, "annotations": {
-        "kaito.sh/scale-to-zero-after": "1h", "kaito.sh/scale-to-zero-queue-size": "8",
-        "kaito.sh/scale-to-zero-max-wait": "5m"}}, resource=A100))
+    assert [parse_duration(t) for t in ("15m", "1h30m", "90s", "2h", "", "m", "1d")] == [
+        900,
+        5400,
+        90,
+        7200,
+        None,
+        None,
+        None,
+    ]
+    ws = Workspace.model_validate(
+        workspace(
+            metadata={
+                **WAKE,
+                "annotations": {
+                    "kaito.sh/scale-to-zero-after": "1h",
+                    "kaito.sh/scale-to-zero-queue-size": "8",
+                    "kaito.sh/scale-to-zero-max-wait": "5m",
+                },
+            },
+            resource=A100,
+        )
+    )
     settings, problems = parse(ws)
     assert problems == [] and settings is not None
     assert (settings.idle_seconds, settings.queue_size, settings.max_wait_seconds) == (3600, 8, 300)
@@ -172,21 +219,49 @@ def test_status_says_scaled_to_zero_then_waking_with_its_phase_then_serving():
 
     one = {**workspace(metadata=WAKE, resource=A100, spec={"replicas": 1}), "status": at_zero["status"]}
     dep = {**find(run(one)["children"], "Deployment", "ws1"), "status": {"replicas": 1, "readyReplicas": 0}}
-    pending = {"metadata": {"name": "ws1-p", "namespace": "team", "labels": {"kaito.sh/workspace": "ws1"},
-                            "creationTimestamp": "2026-12-06T05:09:00Z"},
-               "spec": {}, "status": {"phase": "Pending"}}
+    pending = {
+        "metadata": {
+            "name": "ws1-p",
+            "namespace": "team",
+            "labels": {"kaito.sh/workspace": "ws1"},
+            "creationTimestamp": "2026-12-06T05:09:00Z",
+        },
+        "spec": {},
+        "status": {"phase": "Pending"},
+    }
     waking = run(one, now=LATER, children={DEPLOYMENTS: [dep]}, pods=[pending])
     assert waking["status"]["scaleToZero"] == {"state": "Waking", "phase": "node", "since": LATER}
-    scheduled = {**pending, "spec": {"nodeName": "aks-n"}, "status": {
-        "phase": "Pending", "startTime": "2026-12-06T05:14:00Z",
-        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-06T05:14:00Z"}],
-        "initContainerStatuses": [{"name": "model-weights", "state": {"waiting": {"reason": "PodInitializing"}}}]}}
+    scheduled = {
+        **pending,
+        "spec": {"nodeName": "aks-n"},
+        "status": {
+            "phase": "Pending",
+            "startTime": "2026-12-06T05:14:00Z",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-06T05:14:00Z"}],
+            "initContainerStatuses": [{"name": "model-weights", "state": {"waiting": {"reason": "PodInitializing"}}}],
+        },
+    }
     pulling = run({**one, "status": waking["status"]}, now=LATER, children={DEPLOYMENTS: [dep]}, pods=[scheduled])
     assert pulling["status"]["scaleToZero"] == {"state": "Waking", "phase": "image", "since": LATER}
-    loading = {**scheduled, "status": {**scheduled["status"], "initContainerStatuses": [
-        {"name": "model-weights", "state": {"terminated": {"exitCode": 0, "startedAt": "2026-12-06T05:15:00Z",
-                                                           "finishedAt": "2026-12-06T05:16:00Z"}}}],
-        "containerStatuses": [{"name": "ws1", "state": {"running": {"startedAt": "2026-12-06T05:16:00Z"}}}]}}
+    loading = {
+        **scheduled,
+        "status": {
+            **scheduled["status"],
+            "initContainerStatuses": [
+                {
+                    "name": "model-weights",
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "startedAt": "2026-12-06T05:15:00Z",
+                            "finishedAt": "2026-12-06T05:16:00Z",
+                        }
+                    },
+                }
+            ],
+            "containerStatuses": [{"name": "ws1", "state": {"running": {"startedAt": "2026-12-06T05:16:00Z"}}}],
+        },
+    }
     load = run({**one, "status": waking["status"]}, now=LATER, children={DEPLOYMENTS: [dep]}, pods=[loading])
     assert load["status"]["scaleToZero"]["phase"] == "load"
     ready_dep = {**dep, "status": {"replicas": 1, "readyReplicas": 1}}
@@ -199,8 +274,9 @@ def test_the_crd_takes_the_status_and_kubectl_get_shows_it():
     from crd_support import load_yaml, workspace_schema
 
     resp = run(workspace(metadata=WAKE, resource=A100, spec={"replicas": 0}))
-    jsonschema.validate({**workspace(metadata=WAKE, resource=A100, spec={"replicas": 0}), "status": resp["status"]},
-                        workspace_schema())
+    jsonschema.validate(
+        {**workspace(metadata=WAKE, resource=A100, spec={"replicas": 0}), "status": resp["status"]}, workspace_schema()
+    )
     for version in load_yaml("workspace-crd.yaml")["spec"]["versions"]:
         columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
         assert columns["Scale"]["jsonPath"] == ".status.scaleToZero.state" and "priority" not in columns["Scale"]

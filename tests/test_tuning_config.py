@@ -1,9 +1,12 @@
 """Training config templates/validation and the static URL policy (the parts the workspace hook imports)."""
+
 import subprocess
 import sys
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tuning.config import (
     SECTIONS,
@@ -14,7 +17,7 @@ from tuning.config import (
     output_dir_problem,
     training_config_problems,
 )
-from tuning.url_policy import url_problem
+from tuning.url_policy import INTERNAL_RANGES, url_problem
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "QLoRA", "LORA"])
@@ -52,7 +55,7 @@ def test_unknown_method_is_refused():
 
 
 def test_unknown_section_and_top_key_are_refused():
-    with pytest.raises(ConfigError, match="training_config.Optimizer"):
+    with pytest.raises(ConfigError, match=r"training_config\.Optimizer"):
         load_training_config("training_config:\n  Optimizer: {lr: 1}\n")
     with pytest.raises(ConfigError, match="top-level key"):
         load_training_config("ModelConfig: {}\n")
@@ -85,8 +88,16 @@ def test_user_sections_merge_over_the_method_template():
 
 @pytest.mark.parametrize(
     "path, ok",
-    [("/mnt/results", True), ("/mnt/out/run1", True), ("/tmp/results", False), ("mnt/results", False),
-     ("/mnt/../etc", False), ("/mnt", False), ("", False), (None, False)],
+    [
+        ("/mnt/results", True),
+        ("/mnt/out/run1", True),
+        ("/tmp/results", False),
+        ("mnt/results", False),
+        ("/mnt/../etc", False),
+        ("/mnt", False),
+        ("", False),
+        (None, False),
+    ],
 )
 def test_output_dir_must_be_under_mnt(path, ok):
     assert (output_dir_problem(path) is None) is ok
@@ -178,10 +189,6 @@ def test_static_refusals_name_the_problem(url, why):
 )
 def test_public_urls_pass(url):
     assert url_problem(url) is None
-
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-from tuning.url_policy import INTERNAL_RANGES  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)

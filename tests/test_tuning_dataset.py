@@ -1,11 +1,12 @@
 """Dataset discovery, reading (parquet/json/jsonl/csv), row normalisation and loss masking."""
+
 import copy
 import csv
 import json
 
 import pytest
-
 from tuning_support import tiny
+
 from tuning.dataset import DatasetError, Example, find_dataset_files, load_examples, row_to_example, select_for_training
 from tuning.render import IGNORE, features, pad_batch, render
 
@@ -38,15 +39,19 @@ def test_finds_and_reads_every_supported_format(tmp_path):
     assert [ex.completion for ex in examples if not ex.conversational] == ["One two three.", "Four five."]
     assert [p.rsplit("/", 1)[1] for p in find_dataset_files(str(tmp_path), "parquet")] == ["chat.parquet"]
     only = load_examples(str(tmp_path), {"dataset_path": "b/pc.jsonl"})
-    assert only == [Example(prompt=[{"role": "user", "content": "Say hi"}],
-                            completion=[{"role": "assistant", "content": "Hello operator!"}])]
+    assert only == [
+        Example(
+            prompt=[{"role": "user", "content": "Say hi"}],
+            completion=[{"role": "assistant", "content": "Hello operator!"}],
+        )
+    ]
 
 
 def test_json_object_with_data_list_and_jsonl_errors(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"data": [{"text": "a b"}]}))
     assert load_examples(str(tmp_path), {})[0].completion == "a b"
     (tmp_path / "y.jsonl").write_text('{"text": "ok"}\n{broken\n')
-    with pytest.raises(DatasetError, match="y.jsonl:2"):
+    with pytest.raises(DatasetError, match=r"y\.jsonl:2"):
         load_examples(str(tmp_path), {})
 
 
@@ -59,8 +64,12 @@ def test_empty_or_missing_data_is_an_error(tmp_path):
 
 
 def test_row_shapes():
-    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
-            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    msgs = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
     ex = row_to_example({"messages": msgs}, "r")
     assert ex.prompt == msgs[:3] and ex.completion == msgs[3:]
     conv = row_to_example({"prompt": msgs[:1], "completion": msgs[1:2]}, "r")
@@ -110,8 +119,14 @@ def test_truncation_that_leaves_nothing_to_learn_drops_the_example(tokenizer):
 
 
 def test_padding():
-    out = pad_batch([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "attention_mask": [1, 1, 1]},
-                     {"input_ids": [8], "labels": [8], "attention_mask": [1]}], pad_id=0, multiple_of=4)
+    out = pad_batch(
+        [
+            {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "attention_mask": [1, 1, 1]},
+            {"input_ids": [8], "labels": [8], "attention_mask": [1]},
+        ],
+        pad_id=0,
+        multiple_of=4,
+    )
     assert out["input_ids"] == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert out["labels"] == [[IGNORE, 6, 7, IGNORE], [8, IGNORE, IGNORE, IGNORE]]
     assert out["attention_mask"] == [[1, 1, 1, 0], [1, 0, 0, 0]]

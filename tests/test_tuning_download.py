@@ -5,12 +5,15 @@ has no way to set it. The only fake is a DNS resolver in two tests (public DNS i
 it maps a made-up public-looking name to an address, which also proves the client connects to the
 vetted address instead of resolving the name again.
 """
+
 import http.server
 import os
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -24,7 +27,7 @@ BODY = b"PAR1" + bytes(range(256)) * 64
 
 class Handler(http.server.BaseHTTPRequestHandler):
     flaky_left = 0
-    seen_hosts: list = []
+    seen_hosts: ClassVar[list[str]] = []
 
     def log_message(self, *args):
         pass
@@ -80,8 +83,10 @@ def server():
 
 
 def test_filename_is_the_basename_of_the_url_path():
-    url = ("https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/"
-           "train-00000-of-00001-54e3756291ca09c6.parquet?download=true")
+    url = (
+        "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/"
+        "train-00000-of-00001-54e3756291ca09c6.parquet?download=true"
+    )
     assert filename_for(url) == "train-00000-of-00001-54e3756291ca09c6.parquet"
     assert filename_for("http://example.com/a/b%20c.csv#frag") == "b c.csv"
     for bad in ("http://example.com/", "http://example.com", "http://example.com/a/.."):
@@ -106,7 +111,7 @@ def test_the_strict_default_refuses_the_same_loopback_server(server, tmp_path):
 def test_redirects_are_followed_and_each_hop_is_vetted(server, tmp_path):
     path = fetch(f"{server}/redir-ok", str(tmp_path), allow_loopback=True)
     assert os.path.basename(path) == "redir-ok"  # named after the URL the user gave
-    assert open(path, "rb").read() == BODY
+    assert Path(path).read_bytes() == BODY
     for hop, why in (("/redir-meta", "metadata"), ("/redir-private", "private"), ("/redir-file", "scheme 'file'")):
         with pytest.raises(UrlRefused, match=why):
             fetch(f"{server}{hop}", str(tmp_path), allow_loopback=True, backoff_s=0)
@@ -127,7 +132,7 @@ def test_requires_http_200_and_a_non_empty_body(server, tmp_path):
 def test_retries_transient_failures(server, tmp_path):
     Handler.flaky_left = 2
     path = fetch(f"{server}/flaky.csv", str(tmp_path), allow_loopback=True, attempts=3, backoff_s=0)
-    assert open(path, "rb").read() == b"a,b\n1,2\n"
+    assert Path(path).read_bytes() == b"a,b\n1,2\n"
     Handler.flaky_left = 5
     with pytest.raises(DownloadError, match="3 attempts"):
         fetch(f"{server}/flaky.csv", str(tmp_path / "x"), allow_loopback=True, attempts=3, backoff_s=0)
@@ -152,6 +157,7 @@ def _resolver_to(address):
     # Stands in for public DNS, which cannot be reached from this machine.
     def resolve(host, port, family=0, type_=0, *rest):
         return socket.getaddrinfo(address, port, family, type_)
+
     return resolve
 
 
@@ -168,9 +174,13 @@ def test_connects_to_the_vetted_address_not_a_fresh_lookup(server, tmp_path):
     port = server.rsplit(":", 1)[1]
     # data.example.test does not exist in any DNS: the request can only arrive because the client
     # connected to the address the vetting resolver returned.
-    path = fetch(f"http://data.example.test:{port}/files/d.parquet", str(tmp_path),
-                 allow_loopback=True, resolver=_resolver_to("127.0.0.1"))
-    assert open(path, "rb").read() == BODY
+    path = fetch(
+        f"http://data.example.test:{port}/files/d.parquet",
+        str(tmp_path),
+        allow_loopback=True,
+        resolver=_resolver_to("127.0.0.1"),
+    )
+    assert Path(path).read_bytes() == BODY
     assert Handler.seen_hosts == [f"data.example.test:{port}"]
 
 
@@ -200,13 +210,28 @@ def test_download_all_refuses_everything_before_fetching_anything(server, tmp_pa
 
 def _cli(*args):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.run([sys.executable, "-m", "tuning.download", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tuning.download", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_refuses_with_exit_2_and_has_no_loopback_switch(server, tmp_path):
-    for url in ("http://169.254.169.254/latest/meta-data/iam", "http://10.0.0.1/a.csv", "http://127.0.0.1/a.csv",
-                "http://[::1]/a.csv", "http://localhost/a.csv", "file:///etc/passwd", "ftp://example.com/a.csv",
-                "http://x;rm -rf /", f"{server}/files/a.parquet"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/iam",
+        "http://10.0.0.1/a.csv",
+        "http://127.0.0.1/a.csv",
+        "http://[::1]/a.csv",
+        "http://localhost/a.csv",
+        "file:///etc/passwd",
+        "ftp://example.com/a.csv",
+        "http://x;rm -rf /",
+        f"{server}/files/a.parquet",
+    ):
         res = _cli("--dest", str(tmp_path), url)
         assert res.returncode == 2, (url, res.stdout, res.stderr)
         assert "refused" in res.stdout

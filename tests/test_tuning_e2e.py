@@ -3,15 +3,16 @@
 This is the path an inference workspace takes with `adapters[].source.image`: the kubelet pulls the image
 and an init container copies its /data into /mnt/adapter/<name>.
 """
+
 import json
 import os
 import tarfile
 
 import pytest
 import torch
-
 from tuning_support import registry as reg_support
 from tuning_support import tiny
+
 from tuning import train
 from tuning.config import load_training_config
 from tuning.push import push
@@ -58,6 +59,8 @@ def test_trained_adapter_round_trips_through_the_registry(tmp_path):
     os.makedirs(adapter.parent)
     os.rename(rootfs / "data", adapter)
     assert sorted(os.listdir(adapter)) == ["adapter_config.json", "adapter_model.safetensors"]
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        "microsoft/Phi-3-mini-128k-instruct"
+    assert (
+        json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "microsoft/Phi-3-mini-128k-instruct"
+    )
     assert torch.equal(_logits(str(model_dir), str(adapter)), _logits(str(model_dir), str(results)))

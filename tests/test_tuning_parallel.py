@@ -1,16 +1,17 @@
 """Tuning uses its hardware: packing keeps examples apart, one process per GPU (DDP), gradient
 checkpointing only where memory needs it. CPU stands in for the GPUs (gloo instead of NCCL)."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from tuning_support import tiny
 
 from tuning import parallel
 from tuning.packing import pack, pad_packed
 from tuning.render import IGNORE
-from tuning_support import tiny
 
 torch = pytest.importorskip("torch")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,7 @@ def test_packing_choice_follows_the_family_and_the_config():
 
     assert packing_choice({}, "llama") and not packing_choice({}, "falcon")
     assert not packing_choice({"packing": False}, "llama")
-    with pytest.raises(ConfigError, match="DatasetConfig.packing"):
+    with pytest.raises(ConfigError, match=r"DatasetConfig\.packing"):
         packing_choice({"packing": True}, "falcon")
 
 
@@ -105,15 +106,37 @@ def run_trainer(tmp_path, processes: int, name: str) -> dict:
     if not model.exists():
         tiny.make_model(str(model), "llama")
         tiny.write_parquet(str(tmp_path / "data" / "train.parquet"), tiny.chat_rows(16))
-    (tmp_path / "cfg.yaml").write_text(tiny.training_yaml(
-        "lora", TrainingArguments={"max_steps": 2, "per_device_train_batch_size": 2},
-        DatasetConfig={"packing": False}))
+    (tmp_path / "cfg.yaml").write_text(
+        tiny.training_yaml(
+            "lora",
+            TrainingArguments={"max_steps": 2, "per_device_train_batch_size": 2},
+            DatasetConfig={"packing": False},
+        )
+    )
     out = tmp_path / name
     res = subprocess.run(
-        [sys.executable, "-m", "tuning.train", "--config", str(tmp_path / "cfg.yaml"), "--model", str(model),
-         "--data", str(tmp_path / "data"), "--output", str(out), "--processes", str(processes)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO})
+        [
+            sys.executable,
+            "-m",
+            "tuning.train",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--model",
+            str(model),
+            "--data",
+            str(tmp_path / "data"),
+            "--output",
+            str(out),
+            "--processes",
+            str(processes),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO},
+        check=False,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads((out / "fine_tuning_completed.txt").read_text())
 
@@ -124,5 +147,8 @@ def test_two_process_ddp_on_gloo_trains_twice_the_examples_per_step(tmp_path):
     two = run_trainer(tmp_path, 2, "two")
     assert one["processes"] == 1 and two["processes"] == 2
     assert one["examples_per_step"] == 2 and two["examples_per_step"] == 4
-    assert sorted(os.listdir(tmp_path / "two")) == ["adapter_config.json", "adapter_model.safetensors",
-                                                   "fine_tuning_completed.txt"]  # written once, by rank 0
+    assert sorted(os.listdir(tmp_path / "two")) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "fine_tuning_completed.txt",
+    ]  # written once, by rank 0

@@ -1,5 +1,6 @@
 """Pushing the adapter image to a real registry on loopback (Debian's docker-registry), read back by skopeo
 and by the registry HTTP API: anonymous, htpasswd Basic auth, and Bearer-token auth."""
+
 import base64
 import gzip
 import hashlib
@@ -13,8 +14,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from tuning_support import registry as reg_support
+
 from tuning.image import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, build_adapter_image
 from tuning.push import PushError, push
 from tuning.registry_auth import CredentialError, api_host, challenge_scheme, credentials_for, normalize_registry
@@ -33,8 +34,9 @@ PRESET = "phi-3-mini-128k-instruct"
 def adapter(tmp_path):
     d = tmp_path / "results"
     d.mkdir()
-    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8,
-                                                       "target_modules": ["qkv_proj"]}))
+    (d / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "target_modules": ["qkv_proj"]})
+    )
     (d / "adapter_model.safetensors").write_bytes(os.urandom(4096))
     (d / "fine_tuning_completed.txt").write_text("{}\n")
     return d
@@ -60,7 +62,10 @@ def test_image_layout_is_deterministic_and_complete(adapter):
     assert again[0].digest == layer.digest and again[2] == manifest
     _check_layer(layer.data, adapter)
     cfg = json.loads(config.data)
-    assert cfg["rootfs"] == {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(layer.data)).hexdigest()]}
+    assert cfg["rootfs"] == {
+        "type": "layers",
+        "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(layer.data)).hexdigest()],
+    }
     assert cfg["os"] == "linux" and cfg["architecture"] == "amd64"
     assert manifest["mediaType"] == MANIFEST_MEDIA_TYPE and manifest["schemaVersion"] == 2
     assert manifest["config"] == {"mediaType": CONFIG_MEDIA_TYPE, "digest": config.digest, "size": len(config.data)}
@@ -74,7 +79,7 @@ def test_missing_adapter_file_or_marker_is_refused(adapter):
         os.remove(adapter / "fine_tuning_completed.txt")
         push(str(adapter), "127.0.0.1:1/a/b:c", plain_http=True)
     os.remove(adapter / "adapter_model.safetensors")
-    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"adapter_model\.safetensors"):
         build_adapter_image(str(adapter), None)
 
 
@@ -83,13 +88,15 @@ def _b64(s):
 
 
 def test_docker_config_credentials():
-    cfg = {"auths": {
-        "https://index.docker.io/v1/": {"auth": _b64("hubuser:hubpass")},
-        "myacr.azurecr.io": {"username": "00000000-0000-0000-0000-000000000000", "password": "acr-pass"},
-        "http://127.0.0.1:5000": {"auth": _b64("alice:pa:ss")},
-        "tokenonly.azurecr.io": {"identitytoken": "xyz"},
-        "broken.example.com": {"auth": _b64("nocolon")},
-    }}
+    cfg = {
+        "auths": {
+            "https://index.docker.io/v1/": {"auth": _b64("hubuser:hubpass")},
+            "myacr.azurecr.io": {"username": "00000000-0000-0000-0000-000000000000", "password": "acr-pass"},
+            "http://127.0.0.1:5000": {"auth": _b64("alice:pa:ss")},
+            "tokenonly.azurecr.io": {"identitytoken": "xyz"},
+            "broken.example.com": {"auth": _b64("nocolon")},
+        }
+    }
     assert credentials_for(cfg, "registry-1.docker.io") == ("hubuser", "hubpass")
     assert credentials_for(cfg, "docker.io") == ("hubuser", "hubpass")
     assert credentials_for(cfg, "myacr.azurecr.io") == ("00000000-0000-0000-0000-000000000000", "acr-pass")
@@ -131,7 +138,9 @@ def _check_image(manifest, config, layer, adapter):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "tuning.push", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tuning.push", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @needs_registry
@@ -171,7 +180,9 @@ def test_push_with_basic_auth_from_docker_config(adapter, tmp_path):
         ref = f"{reg['host']}/adapters/llama-lora:1"
         dc = tmp_path / "config.json"
         dc.write_text(json.dumps({"auths": {reg["host"]: {"auth": _b64(f"{reg['user']}:{reg['password']}")}}}))
-        res = _cli("--source", str(adapter), "--image", ref, "--plain-http", "--preset", PRESET, "--docker-config", str(dc))
+        res = _cli(
+            "--source", str(adapter), "--image", ref, "--plain-http", "--preset", PRESET, "--docker-config", str(dc)
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         assert reg["password"] not in res.stdout + res.stderr
         assert _b64(f"{reg['user']}:{reg['password']}") not in res.stdout + res.stderr
@@ -194,7 +205,9 @@ def test_push_with_bearer_token_auth(adapter, tmp_path):
     with reg_support.running_registry(str(tmp_path / "reg"), auth="token") as reg:
         ref = f"{reg['host']}/team/adapters:v2"
         dc = tmp_path / "config.json"
-        dc.write_text(json.dumps({"auths": {f"http://{reg['host']}": {"username": reg["user"], "password": reg["password"]}}}))
+        dc.write_text(
+            json.dumps({"auths": {f"http://{reg['host']}": {"username": reg["user"], "password": reg["password"]}}})
+        )
         digest = push(str(adapter), ref, str(dc), plain_http=True, preset=PRESET)
         assert digest.startswith("sha256:")
         scopes = [s for r in reg["token_requests"] for s in r["scope"]]
@@ -209,8 +222,11 @@ def test_push_with_bearer_token_auth(adapter, tmp_path):
             _http_get(f"http://{reg['host']}/v2/", {})
         except urllib.error.HTTPError as exc:
             realm = exc.headers["Www-Authenticate"].split('realm="', 1)[1].split('"', 1)[0]
-        token = json.loads(_http_get(
-            f"{realm}?service={reg_support.SERVICE}&scope=repository:team/adapters:pull", {"Authorization": basic}))["token"]
+        token = json.loads(
+            _http_get(
+                f"{realm}?service={reg_support.SERVICE}&scope=repository:team/adapters:pull", {"Authorization": basic}
+            )
+        )["token"]
         manifest, config, layer = _read_back(reg["host"], "team/adapters", "v2", {"Authorization": f"Bearer {token}"})
         _check_image(manifest, config, layer, adapter)
         if reg_support.SKOPEO_BIN:

@@ -3,6 +3,7 @@
 Judged by policy only: the static check (`url_problem`) and the DNS-time check with a resolver stub
 (`vetted_addresses`); nothing here opens a socket.
 """
+
 from __future__ import annotations
 
 import socket

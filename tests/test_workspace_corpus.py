@@ -10,12 +10,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from workspace_support import KAITO_EXAMPLES, NOW, REPO, need_shared
 
 from hooks.settings import Settings
 from hooks.workspace.planning import parse_and_plan
 from hooks.workspace.request import new_workspace_request
 from hooks.workspace_sync import sync
-from workspace_support import KAITO_EXAMPLES, NOW, REPO, need_shared
 
 K8S_VERSION = "1.33.0"
 OUR_EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -34,7 +34,10 @@ def validate_child(child: dict) -> None:
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
 
 
-def render(doc: dict, settings: Settings = Settings()) -> tuple[list[dict], list[str]]:
+DEFAULT_SETTINGS = Settings()
+
+
+def render(doc: dict, settings: Settings = DEFAULT_SETTINGS) -> tuple[list[dict], list[str]]:
     _, problems = parse_and_plan(doc)
     if problems:
         return [], [str(p) for p in problems]
@@ -73,7 +76,11 @@ def test_at_least_the_fifteen_public_azure_kaito_examples_render():
         (rendered.append(path.name) if children else refused.setdefault(path.name, problems))
     assert len(rendered) >= 15, f"only {len(rendered)} rendered; refused: {refused}"
     # What is refused, and why: placeholders, private llama-2 images, and a non-Azure SKU.
-    assert set(refused) <= {p.name for p in kaito_examples() if "llama2" in p.name or "adapters" in p.name or "aws" in p.name or "tuning" in p.name}
+    assert set(refused) <= {
+        p.name
+        for p in kaito_examples()
+        if "llama2" in p.name or "adapters" in p.name or "aws" in p.name or "tuning" in p.name
+    }
 
 
 def test_render_in_byo_mode_creates_no_machines():

@@ -1,12 +1,13 @@
-"""A serving Machine is never dropped for a node that is not ours (issue 11 item 7): other matching nodes
+"""A serving Machine is never dropped for a node that is not ours: other matching nodes
 only cover a shortfall. Driven through the Workspace sync hook, as Metacontroller calls it."""
 
 from __future__ import annotations
 
+from workspace_support import condition, find, node, request, workspace
+
 from hooks.metacontroller import MACHINES
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
-from workspace_support import condition, find, node, request, workspace
 
 NOW = "2026-11-26T12:00:00Z"
 A100 = {"node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"}
@@ -22,8 +23,13 @@ def machines(response):
 
 def ready_machine(first):
     machine = find(first["children"], "Machine")
-    return {**machine, "status": {"nodeName": "aks-ws-0", "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Ready", "message": "node aks-ws-0 is Ready"}]}}
+    return {
+        **machine,
+        "status": {
+            "nodeName": "aks-ws-0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "node aks-ws-0 is Ready"}],
+        },
+    }
 
 
 def test_a_foreign_node_turning_ready_does_not_displace_a_ready_machine():
@@ -39,14 +45,23 @@ def test_a_foreign_node_turning_ready_does_not_displace_a_ready_machine():
 
 def test_a_foreign_node_still_covers_a_shortfall():
     ws = workspace(
-        resource={"instanceType": "Standard_NC96ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"apps": "ll"}}},
+        resource={
+            "instanceType": "Standard_NC96ads_A100_v4",
+            "count": 2,
+            "labelSelector": {"matchLabels": {"apps": "ll"}},
+        },
         inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
     )
     size = {"node.kubernetes.io/instance-type": "Standard_NC96ads_A100_v4"}
     first = run(ws)
     assert len(machines(first)) == 2
-    kept = {**find(first["children"], "Machine"), "status": {"nodeName": "aks-a", "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Ready", "message": "ok"}]}}
+    kept = {
+        **find(first["children"], "Machine"),
+        "status": {
+            "nodeName": "aks-a",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok"}],
+        },
+    }
     foreign = node("gpu-foreign", {"apps": "ll", **size}, gpus=4)
     response = run(ws, children={MACHINES: [kept]}, nodes=[foreign])
     assert machines(response) == [kept["metadata"]["name"]]  # the second Machine is not needed any more
@@ -55,8 +70,10 @@ def test_a_foreign_node_still_covers_a_shortfall():
 
 def test_a_machine_still_on_its_way_gives_way_to_a_ready_foreign_node():
     first = run(workspace())
-    creating = {**find(first["children"], "Machine"), "status": {"conditions": [
-        {"type": "Ready", "status": "Unknown", "reason": "Creating", "message": "creating"}]}}
+    creating = {
+        **find(first["children"], "Machine"),
+        "status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "Creating", "message": "creating"}]},
+    }
     response = run(workspace(), children={MACHINES: [creating]}, nodes=[node("gpu-foreign", {"apps": "phi-3", **A100})])
     assert machines(response) == []
     assert response["status"]["workerNodes"] == ["gpu-foreign"]

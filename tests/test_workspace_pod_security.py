@@ -1,4 +1,4 @@
-"""Pods the Workspace hook builds run restricted (issue 11 item 3): no service account token, seccomp
+"""Pods the Workspace hook builds run restricted: no service account token, seccomp
 RuntimeDefault, no privilege escalation, no capabilities (the one root chown step keeps only CHOWN); the
 client Service exposes the API port only, port 29500 stays on the headless Service."""
 
@@ -13,17 +13,28 @@ from hooks.workspace_sync import sync
 NOW = "2026-11-26T12:00:00Z"
 CASES = {
     "sglang": workspace(),
-    "transformers on V100": workspace(resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"a": "b"}}}),
+    "transformers on V100": workspace(
+        resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"a": "b"}}}
+    ),
     "multi-node": workspace(
         resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
         inference={"preset": {"name": "deepseek-r1-0528"}},
     ),
-    "adapters from images": workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"},
-                                                 "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]}),
-    "tuning": workspace(inference=None, tuning={
-        "preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
-        "input": {"urls": ["https://example.com/d.parquet"]},
-        "output": {"image": "r.io/out:1", "imagePushSecret": "push"}}),
+    "adapters from images": workspace(
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}],
+        }
+    ),
+    "tuning": workspace(
+        inference=None,
+        tuning={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "method": "qlora",
+            "input": {"urls": ["https://example.com/d.parquet"]},
+            "output": {"image": "r.io/out:1", "imagePushSecret": "push"},
+        },
+    ),
 }
 
 

@@ -8,15 +8,15 @@ import re
 
 import jsonschema
 import pytest
+from crd_support import cel_violations, schema_root, workspace_schema
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from workspace_support import NOW, by_kind, node, request
 
 from hooks import naming
-from hooks.workspace import catalog
 from hooks.settings import Settings
+from hooks.workspace import catalog
 from hooks.workspace_sync import sync
-from crd_support import cel_violations, schema_root, workspace_schema
-from workspace_support import NOW, by_kind, node, request
 
 pytestmark = pytest.mark.slow  # hundreds of generated Workspaces
 
@@ -28,11 +28,17 @@ label_value = st.from_regex(r"\A[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,8}[a-zA-Z0-9])?\Z")
 known_presets = st.sampled_from(sorted(catalog.presets()))
 known_skus = st.sampled_from(sorted(k for k, v in catalog.skus().items() if v.gpu_memory * v.gpus >= 80))
 # Mostly values that plan successfully, so the fixpoint and determinism checks see real children.
-preset_name = st.one_of(known_presets, known_presets, known_presets, st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,20}[a-z0-9]\Z"))
-instance_type = st.one_of(known_skus, known_skus, st.sampled_from(sorted(catalog.skus())), st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,20}\Z"))
+preset_name = st.one_of(
+    known_presets, known_presets, known_presets, st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,20}[a-z0-9]\Z")
+)
+instance_type = st.one_of(
+    known_skus, known_skus, st.sampled_from(sorted(catalog.skus())), st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,20}\Z")
+)
 good_image = st.sampled_from(["r.example.com/a/b:1", "ghcr.io/x/y@sha256:" + "a" * 64, "nginx"])
 image = st.one_of(
-    good_image, good_image, good_image,
+    good_image,
+    good_image,
+    good_image,
     st.sampled_from(["<YOUR_IMAGE>", "Bad/Upper:1"]),
     st.text(min_size=1, max_size=20),
 )
@@ -108,7 +114,12 @@ def workspaces(draw):
                 [{"image": "r.example.com/out:1", "imagePushSecret": "push"}, {"volumeSource": {"emptyDir": {}}}]
             )
         )
-        ws["tuning"] = {"preset": preset, "method": draw(st.sampled_from(["lora", "qlora"])), "input": src, "output": out}
+        ws["tuning"] = {
+            "preset": preset,
+            "method": draw(st.sampled_from(["lora", "qlora"])),
+            "input": src,
+            "output": out,
+        }
     return ws
 
 
@@ -161,7 +172,10 @@ def test_desired_children_fed_back_are_reproduced_and_responses_are_identical(ws
     parent = {**ws, "status": first["status"]}
     second = sync(request(parent, children=by_kind(first["children"]), nodes=nodes), Settings(), NOW)
     assert second["children"] == first["children"]
-    assert second["status"]["conditions"][0]["lastTransitionTime"] == first["status"]["conditions"][0]["lastTransitionTime"]
+    assert (
+        second["status"]["conditions"][0]["lastTransitionTime"]
+        == first["status"]["conditions"][0]["lastTransitionTime"]
+    )
 
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -183,8 +197,8 @@ def names_the_apiserver_refuses(children: list[dict]) -> list[str]:
 @PROPERTY_SETTINGS
 @given(workspaces())
 def test_no_admitted_workspace_gets_a_child_name_the_apiserver_refuses(ws):
-    """A digit-first name (7b-chat) used to be admitted while its Services were refused; the CRD's CEL
-    refuses it now, so every admitted Workspace's children have valid names."""
+    """A Service name must start with a letter: the CRD's CEL refuses a digit-first Workspace name (7b-chat),
+    so every admitted Workspace's children have names the apiserver accepts."""
     assume(admitted(ws))
     assert names_the_apiserver_refuses(sync(request(ws), Settings(), NOW)["children"]) == []
 

@@ -6,10 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from workspace_support import (
+    DEPLOYMENTS,
+    MACHINES,
+    SERVICES,
+    STATEFULSETS,
+    by_kind,
+    condition,
+    find,
+    request,
+    workspace,
+)
 
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
-from workspace_support import DEPLOYMENTS, MACHINES, SERVICES, STATEFULSETS, by_kind, condition, find, request, workspace
 
 AKS = Settings()
 A100 = {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi-3"}}}
@@ -28,16 +38,24 @@ def machines(resp) -> list[dict]:
 
 
 def ready_machine(m: dict, node_name: str) -> dict:
-    return {**m, "status": {"nodeName": node_name,
-                            "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}]}}
+    return {
+        **m,
+        "status": {
+            "nodeName": node_name,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}],
+        },
+    }
 
 
 def pod(name: str, node_name: str, ready: bool, terminating: bool = False) -> dict:
     meta = {"name": name, "namespace": "team", "labels": {"kaito.sh/workspace": "ws1"}}
     if terminating:
         meta["deletionTimestamp"] = "2026-11-26T11:59:00Z"
-    return {"metadata": meta, "spec": {"nodeName": node_name},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node_name},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
 def test_count_3_on_phi_3_gives_3_replicas_3_machines_and_a_router():
@@ -45,10 +63,17 @@ def test_count_3_on_phi_3_gives_3_replicas_3_machines_and_a_router():
     assert find(resp["children"], "Deployment", "ws1")["spec"]["replicas"] == 3
     assert len(machines(resp)) == 3
     assert [k for k in kinds(resp) if k[0] != "Machine"] == [
-        ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"), ("Service", "ws1-headless"),
-        ("ServiceAccount", "kaito-adapter-report-ws1"), ("Role", "kaito-adapter-report-ws1"),
+        ("ConfigMap", "ws1-adapters"),
+        ("Deployment", "ws1"),
+        ("Service", "ws1"),
+        ("Service", "ws1-headless"),
+        ("ServiceAccount", "kaito-adapter-report-ws1"),
+        ("Role", "kaito-adapter-report-ws1"),
         ("RoleBinding", "kaito-adapter-report-ws1"),
-        ("ServiceAccount", "ws1-router"), ("Role", "ws1-router"), ("RoleBinding", "ws1-router"), ("Deployment", "ws1-router"),
+        ("ServiceAccount", "ws1-router"),
+        ("Role", "ws1-router"),
+        ("RoleBinding", "ws1-router"),
+        ("Deployment", "ws1-router"),
     ]
     svc = find(resp["children"], "Service", "ws1")
     assert svc["spec"]["selector"] == {"kaito.sh/workspace-router": "ws1"}
@@ -78,7 +103,9 @@ def test_the_router_pod_is_no_replica_and_may_only_read_pods():
 
 
 def test_router_args_are_accepted_by_sglang_routers_own_parser():
-    launch_router = pytest.importorskip("sglang_router.launch_router", reason="sglang-router (test extra) is not installed")
+    launch_router = pytest.importorskip(
+        "sglang_router.launch_router", reason="sglang-router (test extra) is not installed"
+    )
     resp = run(workspace(resource={**A100, "count": 2}))
     container = find(resp["children"], "Deployment", "ws1-router")["spec"]["template"]["spec"]["containers"][1]
     assert container["command"] == ["python", "-m", "sglang_router.launch_router"]
@@ -109,16 +136,24 @@ def test_scale_3_to_1_keeps_machines_until_their_pods_are_gone_and_keeps_the_rea
     first = run(workspace(resource=A100, spec={"replicas": 3}))
     observed_machines = [ready_machine(m, f"node-{i}") for i, m in enumerate(machines(first))]
     deployment = {**find(first["children"], "Deployment", "ws1"), "status": {"replicas": 3, "readyReplicas": 1}}
-    observed = {MACHINES: observed_machines, DEPLOYMENTS: [deployment],
-                SERVICES: [c for c in first["children"] if c["kind"] == "Service"]}
+    observed = {
+        MACHINES: observed_machines,
+        DEPLOYMENTS: [deployment],
+        SERVICES: [c for c in first["children"] if c["kind"] == "Service"],
+    }
     scaled = workspace(resource=A100, spec={"replicas": 1})
     # The Deployment's ReplicaSet deletes the pods that are not Ready first: while they terminate, their
     # Machines stay.
-    pods = [pod("ws1-a", "node-1", ready=True), pod("ws1-b", "node-0", ready=False, terminating=True),
-            pod("ws1-c", "node-2", ready=False, terminating=True)]
+    pods = [
+        pod("ws1-a", "node-1", ready=True),
+        pod("ws1-b", "node-0", ready=False, terminating=True),
+        pod("ws1-c", "node-2", ready=False, terminating=True),
+    ]
     during = run(scaled, children=observed, pods=pods)
     assert find(during["children"], "Deployment", "ws1")["spec"]["replicas"] == 1
-    assert sorted(m["metadata"]["name"] for m in machines(during)) == sorted(m["metadata"]["name"] for m in observed_machines)
+    assert sorted(m["metadata"]["name"] for m in machines(during)) == sorted(
+        m["metadata"]["name"] for m in observed_machines
+    )
     assert during["status"]["replicas"] == 1
     # Once they are gone, only the Machine under the Ready replica remains.
     after = run(scaled, children=observed, pods=pods[:1])
@@ -137,8 +172,11 @@ def test_a_failed_pod_does_not_hold_its_machine():
 
 
 def test_a_multi_node_preset_keeps_kaitos_count_and_runs_one_instance():
-    ws = workspace(resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "ds"}}},
-                   inference={"preset": {"name": "deepseek-r1-0528"}}, spec={"replicas": 2})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "ds"}}},
+        inference={"preset": {"name": "deepseek-r1-0528"}},
+        spec={"replicas": 2},
+    )
     resp = run(ws)
     sts = find(resp["children"], "StatefulSet", "ws1")
     assert sts["spec"]["replicas"] == 3 and len(machines(resp)) == 3  # one instance on 3 nodes
@@ -151,7 +189,9 @@ def test_a_multi_node_preset_keeps_kaitos_count_and_runs_one_instance():
 
 
 def test_the_transformers_runtime_gets_replicas_without_a_router():
-    ws = workspace(resource={"instanceType": "Standard_NC6s_v3", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC6s_v3", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}}
+    )
     resp = run(ws)
     assert find(resp["children"], "Deployment", "ws1")["spec"]["replicas"] == 2
     assert not [k for k in kinds(resp) if k[1] == "ws1-router"]

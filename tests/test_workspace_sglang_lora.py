@@ -26,11 +26,14 @@ def _runtime(resp) -> str:
     return args[args.index("--runtime") + 1]
 
 
-@pytest.mark.parametrize("preset,why", [
-    ("phi-2", "only to qkv_proj on Phi-2"),
-    ("gemma-3-4b-instruct", "vision tower"),
-    ("falcon-7b", "transformers backend"),
-])
+@pytest.mark.parametrize(
+    "preset,why",
+    [
+        ("phi-2", "only to qkv_proj on Phi-2"),
+        ("gemma-3-4b-instruct", "vision tower"),
+        ("falcon-7b", "transformers backend"),
+    ],
+)
 def test_adapters_sglang_cannot_apply_are_refused_by_field_with_the_fix(preset, why):
     inference = {"preset": {"name": preset, "presetOptions": {"modelAccessSecret": "hf"}}, "adapters": ADAPTERS}
     resp = _sync(workspace(resource=SKU, inference=inference))

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from hooks import naming
-from hooks.settings import Settings
-from hooks.workspace_sync import customize, sync
 from workspace_support import (
     DEPLOYMENTS,
     LATER,
     MACHINES,
     NOW,
     SERVICES,
-    STATEFULSETS,
     by_kind,
     condition,
     find,
@@ -23,6 +18,10 @@ from workspace_support import (
     request,
     workspace,
 )
+
+from hooks import naming
+from hooks.settings import Settings
+from hooks.workspace_sync import customize, sync
 
 AKS = Settings()
 BYO = Settings(node_provisioning="byo")
@@ -48,8 +47,16 @@ def test_new_workspace_gets_a_machine_deployment_and_two_services():
     kinds = [(c["kind"], c["metadata"]["name"]) for c in resp["children"]]
     machine = naming.machine_name("team", "ws1", 0)
     report = "kaito-adapter-report-ws1"  # the identity its pods report adapter states with
-    assert kinds == [("Machine", machine), ("ConfigMap", "ws1-adapters"), ("Deployment", "ws1"), ("Service", "ws1"),
-                     ("Service", "ws1-headless"), ("ServiceAccount", report), ("Role", report), ("RoleBinding", report)]
+    assert kinds == [
+        ("Machine", machine),
+        ("ConfigMap", "ws1-adapters"),
+        ("Deployment", "ws1"),
+        ("Service", "ws1"),
+        ("Service", "ws1-headless"),
+        ("ServiceAccount", report),
+        ("Role", report),
+        ("RoleBinding", report),
+    ]
     assert set(resp) == {"status", "children", "resyncAfterSeconds"}
     assert resp["resyncAfterSeconds"] == AKS.resync_seconds
 
@@ -120,7 +127,10 @@ def test_adapters_are_a_desired_set_and_fetch_jobs_not_init_containers():
         inference={
             "preset": {"name": "phi-3-mini-128k-instruct"},
             "adapters": [
-                {"source": {"name": "a1", "image": "reg.example.com/a1:1", "imagePullSecrets": ["pull-a"]}, "strength": "0.3"},
+                {
+                    "source": {"name": "a1", "image": "reg.example.com/a1:1", "imagePullSecrets": ["pull-a"]},
+                    "strength": "0.3",
+                },
                 {"source": {"name": "a2", "image": "reg.example.com/a2:1"}},
             ],
         }
@@ -150,7 +160,13 @@ def test_private_preset_image_is_streamed_into_the_node_cache_without_image_volu
     sts = find(run(ws, settings=Settings(image_volumes=False))["children"], "Deployment")
     init = sts["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["weights-cache-owner", "model-weights"]
-    assert init[1]["command"][:5] == ["python", "-m", "inference.image_weights", "--image", "reg.example.com/llama-2-7b:1"]
+    assert init[1]["command"][:5] == [
+        "python",
+        "-m",
+        "inference.image_weights",
+        "--image",
+        "reg.example.com/llama-2-7b:1",
+    ]
     assert "--model" not in args_of(sts)
 
 
@@ -218,7 +234,9 @@ def test_preset_too_big_for_the_sku_names_instance_type_and_a_sku_that_fits():
 
 
 def test_count_above_one_for_a_single_node_preset_means_replicas():
-    ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}}
+    )
     resp = run(ws)
     assert find(resp["children"], "Deployment")["spec"]["replicas"] == 2
     assert len([c for c in resp["children"] if c["kind"] == "Machine"]) == 2
@@ -230,13 +248,23 @@ def test_unknown_preset_lists_close_matches():
 
 
 def test_kaito_placeholder_image_is_refused_naming_the_adapter_field():
-    ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "x", "image": "<YOUR_IMAGE>"}}]})
+    ws = workspace(
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "x", "image": "<YOUR_IMAGE>"}}],
+        }
+    )
     msg = refusal(ws)
     assert "inference.adapters[0].source.image" in msg and "placeholder" in msg
 
 
 def test_uppercase_repository_is_not_an_image_reference():
-    ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "x", "image": "ACR.azurecr.io/Adapter:1"}}]})
+    ws = workspace(
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "x", "image": "ACR.azurecr.io/Adapter:1"}}],
+        }
+    )
     assert "inference.adapters[0].source.image" in refusal(ws)
 
 
@@ -254,11 +282,38 @@ def test_misspelt_azure_sku_gets_suggestions():
 @pytest.mark.parametrize(
     "inference, field",
     [
-        ({"preset": {"name": "phi-3-mini-4k-instruct", "presetOptions": {"imagePullSecrets": ["Bad_Name"]}}}, "inference.preset.presetOptions.imagePullSecrets[0]"),
-        ({"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}, "strength": "2"}]}, "inference.adapters[0].strength"),
-        ({"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}, {"source": {"name": "a", "image": "r.io/b:1"}}]}, "inference.adapters[1].source.name"),
-        ({"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "urls": ["https://x.io/a"]}}]}, "inference.adapters[0].source.urls"),
-        ({"preset": {"name": "phi-3-mini-4k-instruct"}, "template": {"spec": {"containers": [{"name": "c"}]}}}, "inference.preset"),
+        (
+            {"preset": {"name": "phi-3-mini-4k-instruct", "presetOptions": {"imagePullSecrets": ["Bad_Name"]}}},
+            "inference.preset.presetOptions.imagePullSecrets[0]",
+        ),
+        (
+            {
+                "preset": {"name": "phi-3-mini-4k-instruct"},
+                "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}, "strength": "2"}],
+            },
+            "inference.adapters[0].strength",
+        ),
+        (
+            {
+                "preset": {"name": "phi-3-mini-4k-instruct"},
+                "adapters": [
+                    {"source": {"name": "a", "image": "r.io/a:1"}},
+                    {"source": {"name": "a", "image": "r.io/b:1"}},
+                ],
+            },
+            "inference.adapters[1].source.name",
+        ),
+        (
+            {
+                "preset": {"name": "phi-3-mini-4k-instruct"},
+                "adapters": [{"source": {"name": "a", "urls": ["https://x.io/a"]}}],
+            },
+            "inference.adapters[0].source.urls",
+        ),
+        (
+            {"preset": {"name": "phi-3-mini-4k-instruct"}, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "inference.preset",
+        ),
         ({"preset": {"name": "llama-3.1-8b-instruct"}}, "inference.preset.presetOptions.modelAccessSecret"),
         ({"preset": {"name": "llama-2-7b"}}, "inference.preset.presetOptions.image"),
         ({"preset": {"name": "phi-3-mini-4k-instruct", "acessMode": "public"}}, "inference.preset.acessMode"),
@@ -287,14 +342,20 @@ def test_invalid_workspace_returns_the_children_it_already_had():
     broken = workspace(inference={"preset": {"name": "no-such-model"}})
     observed = {}
     for kind, objs in by_kind(first["children"]).items():
-        observed[kind] = [{**o, "status": {"observed": True}, "metadata": {**o["metadata"], "uid": "x", "resourceVersion": "7"}} for o in objs]
+        observed[kind] = [
+            {**o, "status": {"observed": True}, "metadata": {**o["metadata"], "uid": "x", "resourceVersion": "7"}}
+            for o in objs
+        ]
     resp = run(broken, children=observed)
     assert resp["children"] == first["children"]
     assert condition(resp, "ResourceReady")["status"] == "False"
 
 
 def test_identical_requests_give_byte_identical_responses():
-    req = request(workspace(), nodes=[node("n1", {"apps": "phi-3", "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"})])
+    req = request(
+        workspace(),
+        nodes=[node("n1", {"apps": "phi-3", "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"})],
+    )
     a = json.dumps(sync(req, AKS, NOW), sort_keys=False)
     b = json.dumps(sync(json.loads(json.dumps(req)), AKS, NOW), sort_keys=False)
     assert a == b
@@ -343,14 +404,24 @@ def test_nodes_that_do_not_count(n):
 
 
 def test_preferred_nodes_come_first_and_may_be_of_any_sku():
-    ws = workspace(resource={"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi-3"}}, "preferredNodes": ["zz-pref"]})
+    ws = workspace(
+        resource={
+            "instanceType": "Standard_NC24ads_A100_v4",
+            "labelSelector": {"matchLabels": {"apps": "phi-3"}},
+            "preferredNodes": ["zz-pref"],
+        }
+    )
     nodes = [node("aa-gpu", {"apps": "phi-3", **A100}), node("zz-pref", {"apps": "phi-3"})]
     assert run(ws, nodes=nodes)["status"]["workerNodes"] == ["zz-pref"]
 
 
 def test_observed_machine_still_needed_is_kept_and_no_second_one_created():
     ws = workspace(
-        resource={"instanceType": "Standard_NC96ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"apps": "ll"}}},
+        resource={
+            "instanceType": "Standard_NC96ads_A100_v4",
+            "count": 2,
+            "labelSelector": {"matchLabels": {"apps": "ll"}},
+        },
         inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
     )
     odd = {
@@ -366,10 +437,16 @@ def test_observed_machine_still_needed_is_kept_and_no_second_one_created():
 
 def test_ready_existing_node_covers_part_of_the_count():
     ws = workspace(
-        resource={"instanceType": "Standard_NC96ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"apps": "ll"}}},
+        resource={
+            "instanceType": "Standard_NC96ads_A100_v4",
+            "count": 2,
+            "labelSelector": {"matchLabels": {"apps": "ll"}},
+        },
         inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
     )
-    resp = run(ws, nodes=[node("n1", {"apps": "ll", "node.kubernetes.io/instance-type": "Standard_NC96ads_A100_v4"}, gpus=4)])
+    resp = run(
+        ws, nodes=[node("n1", {"apps": "ll", "node.kubernetes.io/instance-type": "Standard_NC96ads_A100_v4"}, gpus=4)]
+    )
     assert len([c for c in resp["children"] if c["kind"] == "Machine"]) == 1
     assert "1 of 2" in condition(resp, "ResourceReady")["message"]
 
@@ -378,10 +455,15 @@ def test_failed_machine_message_reaches_resource_ready():
     first = run(workspace())
     machine = find(first["children"], "Machine")
     arm = "QuotaExceeded: Operation could not be completed as it results in exceeding approved standardNCADSA100v4Family Cores quota"
-    machine = {**machine, "status": {"conditions": [
-        {"type": "Launched", "status": "False", "reason": "QuotaExceeded", "message": arm},
-        {"type": "Ready", "status": "False", "reason": "QuotaExceeded", "message": arm},
-    ]}}
+    machine = {
+        **machine,
+        "status": {
+            "conditions": [
+                {"type": "Launched", "status": "False", "reason": "QuotaExceeded", "message": arm},
+                {"type": "Ready", "status": "False", "reason": "QuotaExceeded", "message": arm},
+            ]
+        },
+    }
     resp = run(workspace(), children={MACHINES: [machine]})
     c = condition(resp, "ResourceReady")
     assert c["status"] == "False" and c["reason"] == "MachineFailed"
@@ -391,9 +473,22 @@ def test_failed_machine_message_reaches_resource_ready():
 def test_ready_machine_node_makes_resources_ready_and_deployment_readiness_makes_inference_ready():
     first = run(workspace())
     machine = find(first["children"], "Machine")
-    machine = {**machine, "status": {"nodeName": "aks-ws-0", "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}]}}
+    machine = {
+        **machine,
+        "status": {
+            "nodeName": "aks-ws-0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NodeReady", "message": "ok"}],
+        },
+    }
     sts = {**find(first["children"], "Deployment"), "status": {"replicas": 1, "readyReplicas": 1}}
-    resp = run(workspace(), children={MACHINES: [machine], DEPLOYMENTS: [sts], SERVICES: [c for c in first["children"] if c["kind"] == "Service"]})
+    resp = run(
+        workspace(),
+        children={
+            MACHINES: [machine],
+            DEPLOYMENTS: [sts],
+            SERVICES: [c for c in first["children"] if c["kind"] == "Service"],
+        },
+    )
     assert condition(resp, "ResourceReady")["status"] == "True"
     assert condition(resp, "InferenceReady")["status"] == "True"
     assert condition(resp, "WorkspaceReady")["status"] == "True"
@@ -404,7 +499,14 @@ def test_ready_machine_node_makes_resources_ready_and_deployment_readiness_makes
 def test_adapter_pull_error_is_reported_on_inference_ready():
     pod = {
         "metadata": {"name": "ws1-0", "namespace": "team"},
-        "status": {"initContainerStatuses": [{"name": "adapter-a", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied for r.io/a"}}}]},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "adapter-a",
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied for r.io/a"}},
+                }
+            ]
+        },
     }
     c = condition(run(workspace(), pods=[pod]), "InferenceReady")
     assert c["reason"] == "ImagePullError" and "adapter-a" in c["message"] and "pull access denied" in c["message"]
@@ -434,9 +536,18 @@ def test_customize_relates_selected_nodes_and_the_workspace_pods():
     assert out == {
         "relatedResources": [
             {"apiVersion": "v1", "resource": "nodes", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
-            {"apiVersion": "v1", "resource": "pods", "namespace": "team", "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws1"}}},
-            {"apiVersion": "v1", "resource": "pods", "namespace": "team",
-             "labelSelector": {"matchLabels": {"kaito.sh/adapter-fetch": "ws1"}}},
+            {
+                "apiVersion": "v1",
+                "resource": "pods",
+                "namespace": "team",
+                "labelSelector": {"matchLabels": {"kaito.sh/workspace": "ws1"}},
+            },
+            {
+                "apiVersion": "v1",
+                "resource": "pods",
+                "namespace": "team",
+                "labelSelector": {"matchLabels": {"kaito.sh/adapter-fetch": "ws1"}},
+            },
         ]
     }
 
@@ -461,7 +572,10 @@ def tuning_ws(**tuning):
 
 def test_tuning_builds_config_map_and_job_with_download_train_push():
     resp = run(tuning_ws())
-    assert [(c["kind"], c["metadata"]["name"]) for c in resp["children"]][1:] == [("ConfigMap", "ws1-tuning-config"), ("Job", "ws1")]
+    assert [(c["kind"], c["metadata"]["name"]) for c in resp["children"]][1:] == [
+        ("ConfigMap", "ws1-tuning-config"),
+        ("Job", "ws1"),
+    ]
     cm = find(resp["children"], "ConfigMap")
     assert "load_in_4bit: true" in cm["data"]["training_config.yaml"]
     job = find(resp["children"], "Job")
@@ -477,15 +591,25 @@ def test_tuning_builds_config_map_and_job_with_download_train_push():
     assert pusher["command"][pusher["command"].index("--image") + 1] == "myregistry.azurecr.io/adapters/phi-3:0.0.1"
     # The push secret is mounted into the pusher alone, as a docker config.
     secret_volume = next(v for v in pod["volumes"] if v["name"] == "docker-config")
-    assert secret_volume["secret"] == {"secretName": "push-secret", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}
+    assert secret_volume["secret"] == {
+        "secretName": "push-secret",
+        "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+    }
     assert not any(m["name"] == "docker-config" for c in pod["initContainers"] for m in c.get("volumeMounts", []))
     assert {"name": "dshm", "mountPath": "/dev/shm"} in trainer["volumeMounts"]
 
 
 def test_tuning_from_an_image_copies_its_data_with_the_static_copier():
-    job = find(run(tuning_ws(input={"image": "r.example.com/data:1", "imagePullSecrets": ["data-pull"]}))["children"], "Job")
+    job = find(
+        run(tuning_ws(input={"image": "r.example.com/data:1", "imagePullSecrets": ["data-pull"]}))["children"], "Job"
+    )
     pod = job["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["install-copier", "data-input", "weights-cache-owner", "trainer"]
+    assert [c["name"] for c in pod["initContainers"]] == [
+        "install-copier",
+        "data-input",
+        "weights-cache-owner",
+        "trainer",
+    ]
     assert pod["initContainers"][1]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/data"]
     assert pod["imagePullSecrets"] == [{"name": "data-pull"}]
 
@@ -524,7 +648,10 @@ def test_unsafe_input_urls_are_refused_without_a_job(url):
 def test_tuning_status_follows_the_job():
     first = run(tuning_ws())
     job = find(first["children"], "Job")
-    machine = {**find(first["children"], "Machine"), "status": {"nodeName": "n", "conditions": [{"type": "Ready", "status": "True"}]}}
+    machine = {
+        **find(first["children"], "Machine"),
+        "status": {"nodeName": "n", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
     base = {MACHINES: [machine]}
 
     def with_job(status, pods=None):
@@ -538,9 +665,16 @@ def test_tuning_status_follows_the_job():
     assert done["resyncAfterSeconds"] == 0
     oom = {
         "metadata": {"name": "ws1-abcde", "namespace": "team"},
-        "status": {"initContainerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]},
+        "status": {
+            "initContainerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+            ]
+        },
     }
-    failed = with_job({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}, pods=[oom])
+    failed = with_job(
+        {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+        pods=[oom],
+    )
     c = condition(failed, "WorkspaceReady")
     assert c["status"] == "False" and "trainer" in c["message"] and "OOMKilled" in c["message"]
 
@@ -557,8 +691,13 @@ def test_tuning_a_preset_without_tuning_support_lists_those_with_it():
 
 
 def test_transformers_runtime_pods_use_the_cuda12_image():
-    ws = workspace(resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
-                   inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}]})
+    ws = workspace(
+        resource={"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "phi-3"}}},
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "adapters": [{"source": {"name": "a", "image": "r.io/a:1"}}],
+        },
+    )
     pod = find(run(ws)["children"], "Deployment")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == AKS.transformers_runtime_image
     assert pod["initContainers"][0]["image"] == AKS.transformers_runtime_image

@@ -1,5 +1,5 @@
 """Tuning a private preset (presetOptions.image) uses the weights in that image, copied as inference does,
-with its pull secrets; it never falls back to HuggingFace (issue 11 item 10)."""
+with its pull secrets; it never falls back to HuggingFace."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from workspace_support import find, request, workspace
 from hooks.settings import Settings
 from hooks.workspace_sync import sync
 
-TUNING = {"method": "qlora", "input": {"urls": ["https://example.com/d.parquet"]},
-          "output": {"image": "r.io/out:1", "imagePushSecret": "push"}}
+TUNING = {
+    "method": "qlora",
+    "input": {"urls": ["https://example.com/d.parquet"]},
+    "output": {"image": "r.io/out:1", "imagePushSecret": "push"},
+}
 
 
 def job_pod(preset, settings=None):
-    response = sync(request(workspace(inference=None, tuning={"preset": preset, **TUNING})), settings or Settings(), "x")
+    response = sync(
+        request(workspace(inference=None, tuning={"preset": preset, **TUNING})), settings or Settings(), "x"
+    )
     return find(response["children"], "Job")["spec"]["template"]["spec"]
 
 
@@ -22,8 +27,12 @@ def trainer(pod):
 
 
 def test_a_private_preset_is_tuned_from_its_image_mounted_as_an_image_volume():
-    pod = job_pod({"name": "phi-3-mini-4k-instruct",
-                   "presetOptions": {"image": "myacr.azurecr.io/phi-3:1", "imagePullSecrets": ["acr-pull"]}})
+    pod = job_pod(
+        {
+            "name": "phi-3-mini-4k-instruct",
+            "presetOptions": {"image": "myacr.azurecr.io/phi-3:1", "imagePullSecrets": ["acr-pull"]},
+        }
+    )
     command = trainer(pod)["command"]
     assert "--model-repo" not in command and "--weights-cache" not in command
     model_dir = command[command.index("--model") + 1]
@@ -35,9 +44,13 @@ def test_a_private_preset_is_tuned_from_its_image_mounted_as_an_image_volume():
 
 
 def test_a_private_preset_is_tuned_from_its_image_copied_without_image_volumes():
-    pod = job_pod({"name": "phi-3-mini-4k-instruct",
-                   "presetOptions": {"image": "myacr.azurecr.io/phi-3:1", "imagePullSecrets": ["acr-pull"]}},
-                  Settings(image_volumes=False))
+    pod = job_pod(
+        {
+            "name": "phi-3-mini-4k-instruct",
+            "presetOptions": {"image": "myacr.azurecr.io/phi-3:1", "imagePullSecrets": ["acr-pull"]},
+        },
+        Settings(image_volumes=False),
+    )
     names = [c["name"] for c in pod["initContainers"]]
     copy = next(c for c in pod["initContainers"] if c["image"] == "myacr.azurecr.io/phi-3:1")
     assert names.index(copy["name"]) < names.index("trainer")

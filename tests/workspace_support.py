@@ -25,7 +25,7 @@ CONFIGMAPS = "ConfigMap.v1"
 
 def need_shared(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} is absent (../shared is only beside the checkout in CI and team sessions)")
+        pytest.skip(f"{path} is absent (../shared, the reference folder beside the checkout, is not there)")
     return path
 
 
@@ -51,7 +51,11 @@ def request(parent: dict, children: dict | None = None, nodes: dict | None = Non
     for kind, objs in (children or {}).items():
         observed[kind] = {f"{o['metadata'].get('namespace', 'team')}/{o['metadata']['name']}": o for o in objs}
     return {
-        "controller": {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "CompositeController", "metadata": {"name": "workspace"}},
+        "controller": {
+            "apiVersion": "metacontroller.k8s.io/v1alpha1",
+            "kind": "CompositeController",
+            "metadata": {"name": "workspace"},
+        },
         "parent": parent,
         "children": observed,
         "related": {

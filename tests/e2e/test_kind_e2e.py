@@ -46,7 +46,7 @@ def missing_prerequisite() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (the kind end-to-end test needs docker, kind and kubectl)"
     try:
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired:
         return "`docker info` timed out: no usable Docker engine"
     if info.returncode != 0:
@@ -63,9 +63,13 @@ class Kube:
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DOCKER_BUILDKIT": "1"}
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        out = subprocess.run(list(cmd), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            list(cmd), cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and out.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+            )
         return out
 
 
@@ -79,7 +83,7 @@ def wait_for(what: str, probe, timeout: float = 300, every: float = 3):
             if value:
                 return value
             last = value
-        except Exception as err:  # not there yet: the API answers 404 until it is
+        except Exception as err:  # noqa: BLE001 - not there yet: the API answers 404 until it is
             last = err
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
@@ -158,14 +162,20 @@ def test_install_workspace_and_garbage_collection(installed):
     sts = wait_for("the Deployment", lambda: apps.read_namespaced_deployment(name, ns))
     owner = sts.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("Workspace", name, True)
-    services = {s: wait_for(f"Service {s}", lambda s=s: core.read_namespaced_service(s, ns)) for s in (name, f"{name}-headless")}
+    services = {
+        s: wait_for(f"Service {s}", lambda s=s: core.read_namespaced_service(s, ns)) for s in (name, f"{name}-headless")
+    }
     assert [p.port for p in services[name].spec.ports if p.name == "http"] == [80]
     assert services[f"{name}-headless"].spec.cluster_ip == "None"
 
     def status_settled():
         ws = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         inference = condition(ws, "InferenceReady")
-        return ws if condition(ws, "ResourceReady").get("status") == "True" and inference.get("reason") == "Unschedulable" else None
+        return (
+            ws
+            if condition(ws, "ResourceReady").get("status") == "True" and inference.get("reason") == "Unschedulable"
+            else None
+        )
 
     ws = wait_for("ResourceReady=True and InferenceReady=False/Unschedulable", status_settled, timeout=400)
     resource = condition(ws, "ResourceReady")
@@ -187,7 +197,9 @@ def test_install_workspace_and_garbage_collection(installed):
         left = [s.metadata.name for s in apps.list_namespaced_deployment(ns).items]
         left += [s.metadata.name for s in core.list_namespaced_service(ns).items]
         left += [p.metadata.name for p in core.list_namespaced_pod(ns).items]
-        left += [w["metadata"]["name"] for w in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]]
+        left += [
+            w["metadata"]["name"] for w in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        ]
         return not left
 
     wait_for("the Workspace's children to be garbage-collected", all_gone, timeout=300)

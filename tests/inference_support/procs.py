@@ -13,15 +13,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start_module(args: list[str], health_url: str, timeout: float = 30.0, env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO,
-                            env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(health_url, timeout)
-    except Exception:
+    except Exception as err:
         proc.kill()
         out = proc.communicate(timeout=5)[0].decode(errors="replace")
-        raise RuntimeError(f"{args[0]} did not come up:\n{out[-3000:]}") from None
+        raise RuntimeError(f"{args[0]} did not come up:\n{out[-3000:]}") from err
     return proc
 
 

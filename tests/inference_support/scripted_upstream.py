@@ -30,7 +30,8 @@ class ScriptedUpstream:
                 body = self.rfile.read(length) if length else b""
                 upstream.requests.append((self.command, self.path, body))
                 status, ctype, payload = upstream.script.get(
-                    self.path, (404, "application/json", b'{"detail": "Not Found"}'))
+                    self.path, (404, "application/json", b'{"detail": "Not Found"}')
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 if isinstance(payload, list):
@@ -59,7 +60,7 @@ class ScriptedUpstream:
     def stream(self, path: str, events: list[dict], split_at: int = 0) -> None:
         """Server-sent events, then [DONE]; split_at > 0 cuts the byte stream into pieces of that size."""
         data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
-        pieces = [data[i:i + split_at] for i in range(0, len(data), split_at)] if split_at else [data]
+        pieces = [data[i : i + split_at] for i in range(0, len(data), split_at)] if split_at else [data]
         self.script[path] = (200, "text/event-stream", pieces)
 
     def paths(self) -> list[str]:

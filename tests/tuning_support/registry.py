@@ -4,6 +4,7 @@ Three modes: anonymous, htpasswd Basic auth, and Bearer-token auth with a small 
 here (the same flow ACR and Docker Hub use: 401 + `Bearer realm=...` challenge, token from the realm with
 Basic credentials, JWT signed by a key whose certificate the registry trusts).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 from loopback_support import free_port
 
@@ -53,11 +55,15 @@ class TokenIssuer:
 
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self.key, hashes.SHA256())
         )
@@ -76,8 +82,16 @@ class TokenIssuer:
             access.append({"type": kind, "name": name, "actions": actions})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
-        claims = {"iss": ISSUER, "sub": subject, "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
-                  "jti": uuid.uuid4().hex, "access": access}
+        claims = {
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(sig)}"
@@ -122,9 +136,19 @@ def _token_server(issuer: TokenIssuer, user: str, password: str, requests_seen: 
 def running_registry(directory: str, auth: str | None = None, user: str = "alice", password: str = "s3cret-pw"):
     """Yield a dict(host=..., token_requests=[...]) for a registry on 127.0.0.1 with `auth` None|'basic'|'token'."""
     port = free_port()
-    lines = ["version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
-             f"    rootdirectory: {directory}/storage", "  delete:", "    enabled: true",
-             "http:", f"  addr: 127.0.0.1:{port}", "  secret: test-only-secret"]
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {directory}/storage",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        "  secret: test-only-secret",
+    ]
     token_srv = None
     seen: list = []
     if auth == "basic":
@@ -134,12 +158,18 @@ def running_registry(directory: str, auth: str | None = None, user: str = "alice
     elif auth == "token":
         issuer = TokenIssuer(directory)
         token_srv = _token_server(issuer, user, password, seen)
-        lines += ["auth:", "  token:", f"    realm: http://127.0.0.1:{token_srv.server_address[1]}/token",
-                  f"    service: {SERVICE}", f"    issuer: {ISSUER}", f"    rootcertbundle: {issuer.cert_path}"]
+        lines += [
+            "auth:",
+            "  token:",
+            f"    realm: http://127.0.0.1:{token_srv.server_address[1]}/token",
+            f"    service: {SERVICE}",
+            f"    issuer: {ISSUER}",
+            f"    rootcertbundle: {issuer.cert_path}",
+        ]
     config = os.path.join(directory, "config.yml")
     with open(config, "w") as f:
         f.write("\n".join(lines) + "\n")
-    log = open(os.path.join(directory, "registry.log"), "w")
+    log = open(os.path.join(directory, "registry.log"), "w")  # noqa: SIM115 - the registry writes it until the finally closes it
     proc = subprocess.Popen([REGISTRY_BIN, "serve", config], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 20
@@ -149,9 +179,9 @@ def running_registry(directory: str, auth: str | None = None, user: str = "alice
                 break
             except urllib.error.HTTPError:
                 break  # 401: up and asking for auth
-            except OSError:
+            except OSError as err:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("docker-registry did not start: " + open(log.name).read()[-2000:])
+                    raise RuntimeError("docker-registry did not start: " + Path(log.name).read_text()[-2000:]) from err
                 time.sleep(0.1)
         yield {"host": f"127.0.0.1:{port}", "token_requests": seen, "user": user, "password": password}
     finally:
@@ -168,4 +198,4 @@ def running_registry(directory: str, auth: str | None = None, user: str = "alice
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SKOPEO_BIN, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([SKOPEO_BIN, *args], capture_output=True, text=True, timeout=60, check=False)

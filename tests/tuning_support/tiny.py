@@ -1,4 +1,5 @@
 """Tiny random models, a locally trained tokenizer and small datasets for the tuning tests (no downloads)."""
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,15 @@ CHAT_TEMPLATE = (
 
 
 def make_tokenizer(directory: str):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL, show_progress=False))
+    tok.train_from_iterator(
+        SENTENCES * 3, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL, show_progress=False)
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -99,14 +102,28 @@ def training_yaml(method: str, **overrides) -> str:
     """A small training_config.yaml: few steps, high learning rate so the adapter moves."""
     import yaml
 
-    quant = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16",
-             "bnb_4bit_use_double_quant": True} if method == "qlora" else {"load_in_4bit": False}
+    quant = (
+        {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_compute_dtype": "bfloat16",
+            "bnb_4bit_use_double_quant": True,
+        }
+        if method == "qlora"
+        else {"load_in_4bit": False}
+    )
     cfg = {
         "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
         "QuantizationConfig": quant,
         "LoraConfig": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
-        "TrainingArguments": {"output_dir": "/mnt/results", "max_steps": 3, "per_device_train_batch_size": 4,
-                              "learning_rate": 0.01, "logging_steps": 1, "save_strategy": "no"},
+        "TrainingArguments": {
+            "output_dir": "/mnt/results",
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 0.01,
+            "logging_steps": 1,
+            "save_strategy": "no",
+        },
         "DataCollator": {"mlm": True},
         "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1, "max_seq_length": 64},
     }
