@@ -111,10 +111,10 @@ lint-release: lint-release-tools
 	$(VENV)/bin/zizmor --offline --quiet --config .github/zizmor.yml .github
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
-# Python lint: ruff's rules, the formatter's check and mypy on hooks, inference and tuning (configured in
-# pyproject.toml). `make format` applies the formatter and ruff's safe fixes.
+# Python lint: ruff's rules and the formatter's check on the product, its tests and benchmarks; mypy on hooks,
+# inference and tuning (its scope is set in pyproject.toml). `make format` applies the formatter and ruff's safe fixes.
 .PHONY: lint lint-python format test-fast
-PY_SOURCES := hooks inference tuning
+PY_SOURCES := hooks inference tuning tests benchmarks
 
 lint: lint-python lint-release
 
