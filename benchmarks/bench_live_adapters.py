@@ -1,5 +1,5 @@
-"""Time to serve a new adapter: live (the desired set changes in the pod) against the old way (the pod
-restarts: the launcher's start path with the adapter on its command line), measured side by side.
+"""Time to serve a new adapter: live (the desired set changes in the pod) against a pod
+restart (the launcher's start path with the adapter on its command line), measured side by side.
 
     python benchmarks/bench_live_adapters.py [--runtime transformers|sglang] [--rounds 3]
 

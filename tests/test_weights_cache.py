@@ -165,7 +165,7 @@ def test_a_download_killed_half_way_resumes(tmp_path):
 
 
 def test_config_json_alone_is_not_a_complete_entry(hub, tmp_path):
-    """The old shortcut: config.json present, shards missing. Without the marker nothing is trusted."""
+    """config.json present, shards missing: not an entry. Without the completion marker nothing is trusted."""
     cache = tmp_path / "node-cache"
     entry = cache / "models" / "org--tiny" / hub.commits[MODEL]
     entry.mkdir(parents=True)
