@@ -161,3 +161,42 @@ def test_an_unreachable_hook_changes_nothing_and_leaves_a_sync_error_event(clust
         byo.hooks.start()
     wait_condition(cluster, namespace, "workspace", "lonely", "WorkspaceReady")
     cluster.kubectl("delete", "node", f"gpu-{namespace}", "--wait=false")
+
+
+def test_a_frozen_hook_server_times_out_and_nothing_is_deleted(cluster, byo, namespace):
+    """A hook server that accepts connections but does not answer (stopped, overloaded, restarting): each
+    of Metacontroller's calls ends in its client timeout (the webhook's 10 s), which must change nothing;
+    once the hooks answer again the Workspace converges with the same children."""
+    import os
+    import signal
+
+    byo_workspace(cluster, namespace, "frozen")
+    before = {k: v for k, v in versions(cluster, namespace).items() if k[0] != "Workspace"}
+    group = byo.hooks.process.proc.pid
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        cluster.kubectl("annotate", "workspace", "frozen", "-n", namespace, "touched=1")
+        cluster.wait_for(
+            "a SyncError event naming the client timeout",
+            lambda: [
+                e
+                for e in items(
+                    cluster,
+                    "events",
+                    "-n",
+                    namespace,
+                    "--field-selector",
+                    "involvedObject.name=frozen,reason=SyncError",
+                )
+                if "Client.Timeout" in e["message"] or "deadline" in e["message"]
+            ],
+            timeout=WAIT_S,
+        )
+        after = versions(cluster, namespace)
+        assert {k: after.get(k) for k in before} == before, "a child changed while the hook server was frozen"
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    wait_condition(cluster, namespace, "workspace", "frozen", "WorkspaceReady")
+    after = versions(cluster, namespace)
+    assert set(before) <= set(after), "a child was deleted after the hook server came back"
+    cluster.kubectl("delete", "node", f"gpu-{namespace}", "--wait=false")
