@@ -114,7 +114,7 @@ lint-release: lint-release-tools
 # Python lint: ruff's rules and the formatter's check on the product, its tests and benchmarks; mypy on hooks,
 # inference and tuning (its scope is set in pyproject.toml). `make format` applies the formatter and ruff's safe fixes.
 .PHONY: lint lint-python format test-fast
-PY_SOURCES := hooks inference tuning tests benchmarks
+PY_SOURCES := hooks inference tuning release tests benchmarks
 
 lint: lint-python lint-release
 
