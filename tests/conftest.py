@@ -60,6 +60,14 @@ def pytest_runtest_call(item):
 
 
 @pytest.fixture
+def outbound_attempts() -> list[str]:
+    """The off-machine connections the guard refused during this test; a test of the guard itself empties it.
+    (A fixture, not `from conftest import`: with tests/cluster's conftest in the same session, that name can
+    import a second copy of this module.)"""
+    return OUTBOUND_ATTEMPTS
+
+
+@pytest.fixture
 def arm():
     """A local HTTPS server speaking ARM's agentPools contract (Azure itself is unreachable here)."""
     from fake_arm import FakeArm

@@ -87,17 +87,15 @@ def test_a_test_connecting_off_machine_fails_and_nothing_is_sent(tmp_path):
     assert time.monotonic() - started < 60
 
 
-def test_the_guard_refuses_before_connecting_in_this_session():
+def test_the_guard_refuses_before_connecting_in_this_session(outbound_attempts):
     s = socket.socket()
     s.settimeout(30)
     started = time.monotonic()
     with s, pytest.raises(egress_guard.OutboundRefused):
         s.connect((DOC_ADDRESS, 80))
     assert time.monotonic() - started < 1  # refused, not timed out: no SYN was sent
-    from conftest import OUTBOUND_ATTEMPTS
-
-    assert [repr((DOC_ADDRESS, 80))] == OUTBOUND_ATTEMPTS
-    OUTBOUND_ATTEMPTS.clear()  # expected here: this test checks the refusal itself
+    assert [repr((DOC_ADDRESS, 80))] == outbound_attempts
+    outbound_attempts.clear()  # expected here: this test checks the refusal itself
 
 
 def test_an_installed_guard_refuses_in_a_fresh_process():

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]  # harness, tests/ helpers, repository root
 
 from controlplane import ClusterError, ControlPlane, build  # noqa: E402
 
