@@ -27,36 +27,9 @@ def name(ws: Workspace) -> str:
     return f"{NAME_PREFIX}{ws.name}"
 
 
-def service_account(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
-        "automountServiceAccountToken": False,
-    }
-
-
-def role(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
-    }
-
-
-def role_binding(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": m.workspace_labels(ws)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name(ws)},
-        "subjects": [{"kind": "ServiceAccount", "name": name(ws), "namespace": ws.namespace}],
-    }
-
-
 def children(ws: Workspace) -> list[dict]:
-    return [service_account(ws), role(ws), role_binding(ws)]
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    return m.identity(name(ws), ws.namespace, m.workspace_labels(ws), rules, automountServiceAccountToken=False)
 
 
 def token_volume() -> dict:

@@ -119,3 +119,20 @@ def harden(spec: dict) -> dict:
 
 def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def identity(name: str, namespace: str, labels: dict[str, str], rules: list[dict], **account: Any) -> list[dict]:
+    """A pod identity of a Workspace: ServiceAccount `name`, a Role with `rules` and the RoleBinding between them
+    (`account`: extra ServiceAccount fields, e.g. automountServiceAccountToken)."""
+    metadata = {"name": name, "namespace": namespace, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(metadata), **account},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(metadata), "rules": rules},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(metadata),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]

@@ -17,7 +17,7 @@ from typing import TypeGuard
 
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import live_adapters
+from hooks.workspace.children import live_adapters, pod_parts
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, WorkloadPlan
 from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
@@ -181,32 +181,11 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
     }
 
 
-def service_account(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-    }
-
-
-def role(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-    }
-
-
-def role_binding(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name(ws)},
-        "subjects": [{"kind": "ServiceAccount", "name": name(ws), "namespace": ws.namespace}],
-    }
+def identity(ws: Workspace) -> list[dict]:
+    """ServiceAccount, Role and RoleBinding of this Deployment's pods."""
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    return pod_parts.identity(name(ws), ws.namespace, pod_labels(ws), rules)
 
 
 def children(ws: Workspace, plan: PresetServing, settings: Settings) -> list[dict]:
-    return [service_account(ws), role(ws), role_binding(ws), deployment(ws, plan, settings)]
+    return [*identity(ws), deployment(ws, plan, settings)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
-from hooks.workspace.children import live_adapters, router
+from hooks.workspace.children import live_adapters, pod_parts, router
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing
 from hooks.workspace.scale_to_zero import ScaleToZero
@@ -125,39 +125,18 @@ def deployment(ws: Workspace, plan: PresetServing, wake: ScaleToZero, settings: 
     }
 
 
-def service_account(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-    }
-
-
-def role(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-        "rules": [
-            {
-                "apiGroups": ["kaito.sh"],
-                "resources": ["workspaces/scale"],
-                "resourceNames": [ws.name],
-                "verbs": ["patch"],
-            }
-        ],
-    }
-
-
-def role_binding(ws: Workspace) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name(ws), "namespace": ws.namespace, "labels": pod_labels(ws)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name(ws)},
-        "subjects": [{"kind": "ServiceAccount", "name": name(ws), "namespace": ws.namespace}],
-    }
+def identity(ws: Workspace) -> list[dict]:
+    """ServiceAccount, Role and RoleBinding of this Deployment's pods."""
+    rules = [
+        {
+            "apiGroups": ["kaito.sh"],
+            "resources": ["workspaces/scale"],
+            "resourceNames": [ws.name],
+            "verbs": ["patch"],
+        }
+    ]
+    return pod_parts.identity(name(ws), ws.namespace, pod_labels(ws), rules)
 
 
 def children(ws: Workspace, plan: PresetServing, wake: ScaleToZero, settings: Settings) -> list[dict]:
-    return [service_account(ws), role(ws), role_binding(ws), deployment(ws, plan, wake, settings)]
+    return [*identity(ws), deployment(ws, plan, wake, settings)]
