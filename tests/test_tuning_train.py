@@ -202,7 +202,7 @@ def test_base_model_comes_from_the_weights_cache(models, tmp_path, monkeypatch):
         again, entry = train.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
         entry.release()
         assert again == path and entry.stats.cached and hub.body_bytes == 0  # a second run downloads nothing
-        with pytest.raises(train.TrainError, match="downloading org/gated failed"):
+        with pytest.raises(train.TrainError, match="cannot get the base model org/gated"):
             train.ensure_model(str(tmp_path / "g"), "org/gated")
 
 

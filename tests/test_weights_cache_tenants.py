@@ -127,7 +127,10 @@ READER = r"""
 import json, os, sys
 from inference.weights import ensure_weights
 from inference.weights_cache_locks import EXCLUSIVE, Lock
-cache, model = sys.argv[1], sys.argv[2]
+from tuning.train import ensure_model
+cache, model, who = sys.argv[1], sys.argv[2], sys.argv[3]
+if who == "trainer":  # the tuning Job's trainer: --model-repo with --weights-cache, as the hook renders it
+    ensure_weights = lambda model, _dir, _token, cache, revision="main": ensure_model(_dir, model, cache, revision)
 path, entry = ensure_weights(model, "/nonexistent", None, cache)
 out = {"path": path, "config": open(os.path.join(path, "config.json")).read()}
 marker = path + ".complete"
@@ -167,7 +170,8 @@ def _read_only_mount_works() -> bool:
 
 
 @pytest.mark.skipif(not _read_only_mount_works(), reason="needs unshare with user and mount namespaces")
-def test_the_model_container_reads_its_entry_through_a_read_only_mount_and_changes_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("who", ["model-container", "trainer"])
+def test_a_reader_reads_its_entry_through_a_read_only_mount_and_changes_nothing(tmp_path, monkeypatch, who):
     cache = tmp_path / "node-cache"
     with LoopbackHub({MODEL: FILES, "org/other": {"config.json": b"{}", "w.safetensors": os.urandom(100_000)}}) as hub:
         _endpoint(monkeypatch, hub.url)
@@ -180,7 +184,7 @@ def test_the_model_container_reads_its_entry_through_a_read_only_mount_and_chang
     (tmp_path / "reader.py").write_text(READER)
     script = (f'mount --bind "{model_dir}" "{view}/models/org--gated" && '
               f'mount -o remount,ro,bind "{view}/models/org--gated" && '
-              f'exec "{sys.executable}" "{tmp_path}/reader.py" "{view}" {MODEL}')  # fmt: skip
+              f'exec "{sys.executable}" "{tmp_path}/reader.py" "{view}" {MODEL} {who}')  # fmt: skip
     reader = subprocess.Popen(["unshare", "-rm", "sh", "-c", script], cwd=REPO, text=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     try:
@@ -193,6 +197,7 @@ def test_the_model_container_reads_its_entry_through_a_read_only_mount_and_chang
         assert seen["exclusive_lock"] == "OSError:9", seen  # EBADF: a read-only descriptor takes shared locks only
         assert not (view / "models" / "org--other").exists()
         assert "mounts read-only: the model-weights init container fills it" in seen["not_fetched"], seen
+        assert seen["path"].startswith(f"{view}/models/org--gated/"), seen
         # While it serves, a writer that needs room cannot evict the entry (the reader's shared lock).
         cache_obj = WeightsCache(str(cache), reserve_bytes=0)
         commit = next(p.name for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

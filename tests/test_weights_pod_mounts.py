@@ -1,7 +1,8 @@
 """What the model pods the hook renders may do with the node's weights cache and memory.
 
 - Writers and readers: the `model-weights` init container (our code) mounts the cache read-write and
-  names the pod's namespace; the model container mounts only its own model's folder, read-only.
+  names the pod's namespace; the model container, and the tuning Job's trainer, mount only their own
+  model's folder, read-only.
 - The model server's memory limit follows the preset's footprint.
 """
 
@@ -54,6 +55,47 @@ def test_the_model_container_mounts_only_its_model_read_only_and_the_writer_name
     assert cache_mounts(writer) == [{"name": CACHE_VOLUME, "mountPath": "/mnt/weights-cache"}]
     assert writer["command"][-2:] == ["--namespace", "$(POD_NAMESPACE)"]
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in writer["env"]
+
+
+def tuning_pod(preset: dict) -> dict:
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "t"}}},
+        inference=None,
+        tuning={
+            "preset": preset,
+            "method": "qlora",
+            "input": {"urls": ["https://example.com/data.parquet"]},
+            "output": {"image": "myacr.azurecr.io/adapters/a:1", "imagePushSecret": "push"},
+        },
+    )
+    job = next(c for c in sync(request(ws), Settings(), NOW)["children"] if c["kind"] == "Job")
+    return job["spec"]["template"]["spec"]
+
+
+def test_the_trainer_reads_its_model_read_only_and_only_the_writer_holds_the_token():
+    pod = tuning_pod({"name": "phi-3-mini-4k-instruct", "presetOptions": {"modelAccessSecret": "hf"}})
+    init = {c["name"]: c for c in pod["initContainers"]}
+    assert list(init)[-3:] == ["weights-cache-owner", "model-weights", "trainer"]
+    trainer, writer = init["trainer"], init["model-weights"]
+    assert cache_mounts(trainer) == [
+        {
+            "name": CACHE_VOLUME,
+            "mountPath": "/mnt/weights-cache/models/microsoft--Phi-3-mini-4k-instruct",
+            "subPath": "models/microsoft--Phi-3-mini-4k-instruct",
+            "readOnly": True,
+        }
+    ]
+    assert trainer["command"][trainer["command"].index("--weights-cache") + 1] == "/mnt/weights-cache"
+    assert cache_mounts(writer) == [{"name": CACHE_VOLUME, "mountPath": "/mnt/weights-cache"}]
+    assert writer["command"][-2:] == ["--namespace", "$(POD_NAMESPACE)"]
+    assert any(e["name"] == "HF_TOKEN" for e in writer["env"])
+    assert not any(e["name"] == "HF_TOKEN" for e in trainer["env"])  # nothing left for the trainer to fetch
+
+
+def test_a_private_preset_is_tuned_without_the_node_cache():
+    pod = tuning_pod({"name": "phi-3-mini-4k-instruct", "presetOptions": {"image": "myacr.azurecr.io/m:1"}})
+    assert not any(v["name"] == CACHE_VOLUME for v in pod["volumes"])
+    assert not any(c["name"] in ("weights-cache-owner", "model-weights") for c in pod["initContainers"])
 
 
 @pytest.mark.parametrize("cache", ["node", "pod"])

@@ -581,7 +581,12 @@ def test_tuning_builds_config_map_and_job_with_download_train_push():
     job = find(resp["children"], "Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert [c["name"] for c in pod["initContainers"]] == ["data-download", "weights-cache-owner", "trainer"]
+    assert [c["name"] for c in pod["initContainers"]] == [
+        "data-download",
+        "weights-cache-owner",
+        "model-weights",
+        "trainer",
+    ]
     assert pod["initContainers"][0]["command"][-1] == "https://example.com/data/train.parquet?download=true"
     trainer = pod["initContainers"][-1]
     assert trainer["resources"]["limits"] == {"nvidia.com/gpu": "1"}
@@ -608,6 +613,7 @@ def test_tuning_from_an_image_copies_its_data_with_the_static_copier():
         "install-copier",
         "data-input",
         "weights-cache-owner",
+        "model-weights",
         "trainer",
     ]
     assert pod["initContainers"][1]["command"] == ["/kaito-tools/kaito-copy", "/data", "/mnt/data"]

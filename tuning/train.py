@@ -35,25 +35,19 @@ class TrainError(RuntimeError):
 
 def ensure_model(model_dir: str, model_repo: str | None, cache_dir: str | None = None, revision: str = "main"):
     """(model path, cache entry or None): `model_repo` from the node-local weights cache (under cache_dir,
-    else under model_dir), fetched and verified there first if needed; without a repo, model_dir itself."""
+    else under model_dir). In a tuning pod the `model-weights` init container has verified it there and
+    the trainer reads it through a read-only mount, as a model container does; outside a pod, with a
+    writable cache and no entry, it is fetched here. Without a repo, model_dir itself."""
     if not model_repo:
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             raise TrainError(f"{model_dir} holds no config.json and no --model-repo was given to download")
         return model_dir, None
-    from inference.weights import fetch_into_cache
+    from inference.weights import ensure_weights
 
     try:
-        entry = fetch_into_cache(
-            model_repo,
-            cache_dir or model_dir,
-            revision,
-            os.environ.get("HF_TOKEN") or None,
-            prefer_local=False,  # ask the Hub first: a gated model cached on the node still needs this job's token
-            log=log.info,
-        )
-    except Exception as exc:  # hub errors come in many types; the message is what the user needs
-        raise TrainError(f"downloading {model_repo} failed: {type(exc).__name__}: {exc}") from exc
-    return entry.path, entry
+        return ensure_weights(model_repo, model_dir, os.environ.get("HF_TOKEN") or None, cache_dir, revision, log.info)
+    except Exception as exc:  # hub and cache errors come in many types; the message is what the user needs
+        raise TrainError(f"cannot get the base model {model_repo}: {type(exc).__name__}: {exc}") from exc
 
 
 def model_shape(model_dir: str) -> tuple[parallel.ModelShape, str | None, int]:

@@ -72,37 +72,35 @@ def _input_containers(plan: TuningPlan, settings: Settings) -> tuple[list[dict],
 PRIVATE_WEIGHTS_VOLUME = "preset-weights"
 
 
-def _without_flags(command: list[str], flags: tuple[str, ...]) -> list[str]:
-    out, skip = [], False
-    for arg in command:
-        if skip:
-            skip = False
-        elif arg in flags:
-            skip = True
-        else:
-            out.append(arg)
-    return out
-
-
-def _weights_from_preset_image(
-    image: str, settings: Settings, init: list[dict], volumes: list[dict], trainer: dict
-) -> None:
+def _weights_from_preset_image(image: str, settings: Settings, init: list[dict], volumes: list[dict]) -> dict:
     """A private preset (presetOptions.image) is tuned from the weights in its image, never from HuggingFace:
-    mounted at WEIGHTS_DIR as an image volume, or (KAITO_IMAGE_VOLUMES=false) copied there."""
-    trainer["command"] = _without_flags(trainer["command"], ("--model-repo", "--weights-cache"))
-    mounts = [mount for mount in trainer["volumeMounts"] if mount["mountPath"] != WEIGHTS_DIR]
+    mounted at WEIGHTS_DIR as an image volume, or (KAITO_IMAGE_VOLUMES=false) copied there. Returns the
+    trainer's mount of them."""
     if settings.image_volumes:
         volume, mount = weights.image_volume(image)
         volumes.append(volume)
-        trainer["volumeMounts"] = [*mounts, {**mount, "mountPath": WEIGHTS_DIR}]
-        return
+        return {**mount, "mountPath": WEIGHTS_DIR}
     if not any(v["name"] == "kaito-tools" for v in volumes):
         volumes.append(m.tools_volume())
     if not any(c["name"] == "install-copier" for c in init):
         init.append(m.copier_init_container(settings.tuning_image))
     volumes.append({"name": PRIVATE_WEIGHTS_VOLUME, "emptyDir": {}})
     init.append(m.copy_from_image("model-weights-copy", image, PRIVATE_WEIGHTS_VOLUME, WEIGHTS_DIR, WEIGHTS_DIR))
-    trainer["volumeMounts"] = [*mounts, {"name": PRIVATE_WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True}]
+    return {"name": PRIVATE_WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True}
+
+
+def _weights_from_cache(
+    plan: TuningPlan, settings: Settings, init: list[dict], volumes: list[dict], token_env: list[dict]
+) -> tuple[dict, list[str]]:
+    """A HuggingFace preset comes through the node weights cache, as a model pod's does: the `model-weights`
+    init container (our code, with the job's token and namespace) downloads and verifies it; the trainer
+    mounts only that model's folder, read-only, so a tuning pod cannot change a file, marker or lock that
+    another namespace's pods trust. Returns (the trainer's mount, its flags)."""
+    volumes.append(weights.cache_volume(plan.sku, settings))
+    init += weights.cache_owner_container(settings.tuning_image, settings)
+    init.append(weights.fetch_container(settings.tuning_image, plan.preset, token_env))
+    flags = ["--model-repo", plan.preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
+    return weights.reader_mount(plan.preset.hf_repo, None), flags
 
 
 def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
@@ -124,20 +122,23 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
         data_volume,
         results_volume,
         {"name": "config", "configMap": {"name": config_name}},
-        weights.cache_volume(plan.sku, settings),
     ]
     init, extra_volumes = _input_containers(plan, settings)
-    init += weights.cache_owner_container(settings.tuning_image, settings)
     volumes += extra_volumes
 
-    env: list[dict[str, Any]] = [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}]
+    token_env: list[dict[str, Any]] = []
     if plan.options.modelAccessSecret:
-        env.append(
+        token_env.append(
             {
                 "name": "HF_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": plan.options.modelAccessSecret, "key": "HF_TOKEN"}},
             }
         )
+    weights_flags: list[str] = []
+    if plan.options.image:
+        weights_mount = _weights_from_preset_image(plan.options.image, settings, init, volumes)
+    else:
+        weights_mount, weights_flags = _weights_from_cache(plan, settings, init, volumes, token_env)
     trainer: dict[str, Any] = {
         "name": "trainer",
         "image": settings.tuning_image,
@@ -149,27 +150,22 @@ def job(ws: Workspace, plan: TuningPlan, settings: Settings) -> dict:
             f"{CONFIG_DIR}/training_config.yaml",
             "--model",
             WEIGHTS_DIR,
-            "--model-repo",
-            plan.preset.hf_repo,
-            "--weights-cache",
-            weights.CACHE_MOUNT,
+            *weights_flags,
             "--data",
             DATA_DIR,
             "--output",
             RESULTS_DIR,
         ],
-        "env": env,
+        "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}],
         "resources": m.gpu_resources(plan),
         "volumeMounts": [
             shm_mount,
             {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
             {"name": "results", "mountPath": RESULTS_DIR},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            weights.cache_mount(),
+            weights_mount,
         ],
     }
-    if plan.options.image:
-        _weights_from_preset_image(plan.options.image, settings, init, volumes, trainer)
     if t.output.image:
         volumes.append(
             {

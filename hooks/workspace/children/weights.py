@@ -9,7 +9,7 @@
   init container streams the image's /data from the registry into the node cache instead
   (inference/image_weights.py), so the weights are on the node once, not as image layers plus a copy.
 - Writers and readers: only the `model-weights` init container (our code) mounts the cache read-write. The
-  model container mounts one folder of it read-only, its own model's `models/<org>--<name>` (for an image
+  model container (and the tuning Job's trainer) mounts one folder of it read-only, its own model's `models/<org>--<name>` (for an image
   without image volumes, the image's folder), at the same path: it reads the files and holds the entry's
   `use` lock shared, but cannot change a file, marker or lock, and sees no other model on the node.
   The init container names the pod's namespace (downward API), whose Hub access the cache records.
