@@ -141,7 +141,7 @@ def main() -> int:
     counts = [int(c) for c in args.counts.split(",")]
     modes = args.modes.split(",")
 
-    from fake_arm import FakeArm
+    from arm_support.fake_arm import FakeArm
 
     workdir = Path(tempfile.mkdtemp(prefix="kaito-bench-scale-"))
     cluster = ControlPlane(workdir, build())

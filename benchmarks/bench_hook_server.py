@@ -14,11 +14,9 @@ Run: python benchmarks/bench_hook_server.py
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,30 +28,12 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from hook_server_support import hooks_env, make_certs, serve_argv, serve_tls  # noqa: E402
 from loopback_support import free_port  # noqa: E402
 from workspace_support import request, workspace  # noqa: E402
 
 PARTIAL_CLIENT_HELLO = bytes.fromhex("1603010200010001fc0303")
 CALLS = 40
-
-
-def start(certs: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ARM_", "KAITO_HOOKS"))}
-    env["PYTHONPATH"] = str(REPO)
-    argv = [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]
-    proc = subprocess.Popen([*argv, "--tls-dir", str(certs)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "/healthz", timeout=2, verify=False)
-            return proc, url
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the hook server did not start in 30 s")
 
 
 def latencies(url: str, certs: Path, concurrent_syncs: int = 0) -> dict[str, list[float]]:
@@ -103,10 +83,10 @@ def summary(name: str, values: list[float]) -> str:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        certs = Path(tmp)
-        subprocess.run([sys.executable, "-m", "hooks", "certs", "--out-dir", tmp, "--extra-name", "127.0.0.1"],
-                       cwd=REPO, check=True)  # fmt: skip
-        proc, url = start(certs)
+        certs = make_certs(Path(tmp))
+        port = free_port()
+        server = serve_tls(serve_argv(port, workers=2, threads=8, tls_dir=certs), port, certs, hooks_env())
+        url = server.url
         worst = 0.0
         try:
             cases = [("idle", 0, 0, 0), ("stalled-handshakes", 100, 0, 0), ("stalled-requests", 0, 16, 0),
@@ -122,8 +102,7 @@ def main() -> int:
                 worst = max(worst, *measured["healthz"], *measured["sync"])
                 print(f"{name:20s} {summary('healthz', measured['healthz'])}; {summary('sync', measured['sync'])}")
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
     print(f"slowest call: {worst * 1000:.0f} ms (goal: under 2000 ms)")
     return 0 if worst < 2.0 else 1
 

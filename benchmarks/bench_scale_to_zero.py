@@ -17,7 +17,7 @@ every request that arrives before it is Ready waits until then.
 How long a wake takes comes from Kaito #2325's breakdown of a 966 s cold start on a new AKS node:
 node provisioning 284 s, node init 126 s, image pull 101 s, framework 74 s, weights 62 s, warm-up 195 s
 (these six sum to 842 s; #2325 does not attribute the other 124 s, and they are left out of every mode).
-Which phases a wake pays is decided by the fake ARM (tests/fake_arm.py) the benchmark drives with the same
+Which phases a wake pays is decided by the fake ARM (tests/arm_support/fake_arm.py) the benchmark drives with the same
 REST calls the operator would make: a pool PUT creates a new VM with an empty OS disk, so it pays all six;
 with Deallocate, a PUT of count 1 restarts the deallocated VM whose OS disk still holds the container image
 and the node's weights cache, so it pays:
@@ -50,7 +50,7 @@ import urllib3
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, TOKEN, FakeArm  # noqa: E402
+from arm_support.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, TOKEN, FakeArm  # noqa: E402
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 

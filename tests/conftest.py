@@ -70,7 +70,7 @@ def outbound_attempts() -> list[str]:
 @pytest.fixture
 def arm():
     """A local HTTPS server speaking ARM's agentPools contract (Azure itself is unreachable here)."""
-    from fake_arm import FakeArm
+    from arm_support.fake_arm import FakeArm
 
     with FakeArm() as server:
         yield server

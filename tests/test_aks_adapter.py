@@ -1,6 +1,6 @@
 """hooks/adapters/aks.py against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
 
-Azure's servers cannot exist here, so tests/fake_arm.py plays ARM's documented agentPools
+Azure's servers cannot exist here, so tests/arm_support/fake_arm.py plays ARM's documented agentPools
 contract; everything between our adapter and the socket is the real SDK.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
 
 from hooks.adapters.aks import (

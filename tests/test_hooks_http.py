@@ -5,15 +5,13 @@ Kind.apiVersion, related; https://metacontroller.github.io/metacontroller/api/co
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
+from hook_server_support import HookServer, hooks_env, serve_argv
 from loopback_support import free_port
-from workspace_support import REPO, by_kind, condition, request, workspace
+from workspace_support import by_kind, condition, request, workspace
 
 pytestmark = pytest.mark.integration  # starts the hook server under gunicorn
 
@@ -24,38 +22,10 @@ SERVER_LOG: dict = {}
 def server(tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("hooks") / "server.log"
-    log_file = open(log_path, "w")  # noqa: SIM115 - the server writes it until teardown closes it
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=REPO,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    hooks = HookServer(serve_argv(port, workers=2), f"http://127.0.0.1:{port}", hooks_env(), log_path=log_path)
     SERVER_LOG["path"] = log_path
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("hook server exited:\n" + log_path.read_text())
-        try:
-            if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:  # not listening yet, or a worker still booting (read timeout)
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("hook server did not start in 30 s")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log_file.close()
+    yield hooks.url
+    hooks.stop()
 
 
 def post(base: str, path: str, body) -> requests.Response:

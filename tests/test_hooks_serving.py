@@ -3,16 +3,14 @@ or idle clients cannot starve.
 
 Everything is real: `python -m hooks certs` makes the CA and certificates, `python -m hooks serve`
 (gunicorn) serves them on loopback, and clients connect with and without Metacontroller's certificate.
-The Machine routes run against the local fake ARM (tests/fake_arm.py), Azure being unreachable here.
+The Machine routes run against the local fake ARM (tests/arm_support/fake_arm.py), Azure being unreachable here.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,7 +18,8 @@ import requests
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 pytest.importorskip("cryptography", reason="cryptography is not installed")
 
-from fake_arm import FakeArm
+from arm_support.fake_arm import FakeArm
+from hook_server_support import REPO, HookServer, hooks_env, make_certs, serve_argv, serve_tls
 from loopback_support import free_port
 from machine_support import hook_request, make_machine
 
@@ -28,58 +27,10 @@ from hooks.cli.main import gunicorn_argv
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ARM_", "FAKE_ARM", "KAITO_HOOKS"))}
-    env.update(extra, PYTHONPATH=str(REPO))
-    return env
-
-
-class Server:
-    def __init__(self, argv, url, env, verify=None, cert=None):
-        self.url, self.verify, self.cert = url, verify, cert
-        self.proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + self.proc.stdout.read())
-            try:
-                requests.get(url + "/healthz", timeout=2, verify=verify or False)
-                return
-            except (requests.ConnectionError, requests.Timeout) as err:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("server did not start in 30 s") from err
-                time.sleep(0.2)
-
-    def post(self, path, body, cert="default"):
-        return requests.post(
-            self.url + path, json=body, timeout=15, verify=self.verify, cert=self.cert if cert == "default" else cert
-        )
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("hook-tls")
-    subprocess.run(
-        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(directory), "--extra-name", "127.0.0.1"],
-        cwd=REPO,
-        check=True,
-        env=clean_env(),
-    )
-    return directory
+    return make_certs(tmp_path_factory.mktemp("hook-tls"))
 
 
 @pytest.fixture(scope="module")
@@ -92,40 +43,18 @@ def fake_arm():
 def tls_hooks(certs):
     """`python -m hooks serve --tls-dir`, exactly as the Deployment runs it."""
     port = free_port()
-    server = Server(
-        [
-            sys.executable,
-            "-m",
-            "hooks",
-            "serve",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--tls-dir",
-            str(certs),
-        ],
-        f"https://127.0.0.1:{port}",
-        clean_env(),
-        verify=str(certs / "ca.crt"),
-        cert=(str(certs / "client.crt"), str(certs / "client.key")),
-    )
+    server = serve_tls(serve_argv(port, tls_dir=certs), port, certs, hooks_env())
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def tls_machine_hooks(certs, fake_arm):
-    """The same gunicorn command line, with the Machine hook talking to the fake ARM (tests/machine_app.py)."""
+    """The same gunicorn command line, with the Machine hook talking to the fake ARM (tests/arm_support/machine_app.py)."""
     port = free_port()
-    argv = gunicorn_argv(f"127.0.0.1:{port}", 1, 4, str(certs))[:-1] + ["tests.machine_app:make_app()"]
-    server = Server(
-        argv,
-        f"https://127.0.0.1:{port}",
-        clean_env(FAKE_ARM_URL=fake_arm.base_url, KAITO_HOOKS_CLIENT_NAMES="metacontroller"),
-        verify=str(certs / "ca.crt"),
-        cert=(str(certs / "client.crt"), str(certs / "client.key")),
-    )
+    argv = gunicorn_argv(f"127.0.0.1:{port}", 1, 4, str(certs))[:-1] + ["arm_support.machine_app:make_app()"]
+    env = hooks_env(FAKE_ARM_URL=fake_arm.base_url, KAITO_HOOKS_CLIENT_NAMES="metacontroller")
+    server = serve_tls(argv, port, certs, env)
     yield server
     server.stop()
 
@@ -181,7 +110,7 @@ def test_plain_http_to_the_tls_port_is_refused(tls_hooks):
 
 def test_a_certificate_from_another_ca_is_refused_at_the_handshake(tls_hooks, tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(tmp_path)], cwd=REPO, check=True, env=clean_env()
+        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(tmp_path)], cwd=REPO, check=True, env=hooks_env()
     )
     with pytest.raises(requests.exceptions.SSLError):
         tls_hooks.post("/sync/machine", {}, cert=(str(tmp_path / "client.crt"), str(tmp_path / "client.key")))
@@ -210,7 +139,7 @@ def test_serve_refuses_a_non_loopback_bind_without_tls():
     p = subprocess.run(
         [sys.executable, "-m", "hooks", "serve", "--bind", "0.0.0.0:1"],
         cwd=REPO,
-        env=clean_env(),
+        env=hooks_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -225,7 +154,7 @@ def test_certs_prints_the_two_secrets_the_install_names():
     p = subprocess.run(
         [sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system"],
         cwd=REPO,
-        env=clean_env(),
+        env=hooks_env(),
         capture_output=True,
         text=True,
         check=True,
@@ -246,11 +175,7 @@ def test_certs_prints_the_two_secrets_the_install_names():
 def plain_hooks():
     """The serve command on loopback without TLS (`make run`), two workers as the Deployment has."""
     port = free_port()
-    server = Server(
-        [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        f"http://127.0.0.1:{port}",
-        clean_env(),
-    )
+    server = HookServer(serve_argv(port, workers=2), f"http://127.0.0.1:{port}", hooks_env())
     yield server
     server.stop()
 

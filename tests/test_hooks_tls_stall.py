@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,8 +20,8 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 pytest.importorskip("cryptography", reason="cryptography is not installed")
 
+from hook_server_support import HookServer, hooks_env, make_certs, serve_argv, serve_tls  # noqa: E402
 from loopback_support import free_port  # noqa: E402
-from test_hooks_serving import REPO, Server, clean_env  # noqa: E402
 
 # The first 11 bytes of a TLS 1.2+ ClientHello record: record header, handshake type and part of its length.
 PARTIAL_CLIENT_HELLO = bytes.fromhex("16030102000100 01fc0303".replace(" ", ""))
@@ -33,30 +31,15 @@ CUSTOMIZE = {"controller": {}, "parent": {"metadata": {"name": "wsabcdef0123"}}}
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("hook-tls")
-    subprocess.run(
-        [sys.executable, "-m", "hooks", "certs", "--out-dir", str(directory), "--extra-name", "127.0.0.1"],
-        cwd=REPO,
-        check=True,
-        env=clean_env(),
-    )
-    return directory
+    return make_certs(tmp_path_factory.mktemp("hook-tls"))
 
 
-def serve(certs, workers: int, threads: int) -> Server:
+def serve(certs, workers: int, threads: int) -> HookServer:
     port = free_port()
-    argv = [sys.executable, "-m", "hooks", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    argv += ["--threads", str(threads), "--tls-dir", str(certs)]
-    return Server(
-        argv,
-        f"https://127.0.0.1:{port}",
-        clean_env(),
-        verify=str(certs / "ca.crt"),
-        cert=(str(certs / "client.crt"), str(certs / "client.key")),
-    )
+    return serve_tls(serve_argv(port, workers, threads, tls_dir=certs), port, certs, hooks_env())
 
 
-def stall_handshakes(server: Server, count: int) -> list[socket.socket]:
+def stall_handshakes(server: HookServer, count: int) -> list[socket.socket]:
     port = int(server.url.rsplit(":", 1)[1])
     held = []
     for _ in range(count):
@@ -66,7 +49,7 @@ def stall_handshakes(server: Server, count: int) -> list[socket.socket]:
     return held
 
 
-def stall_after_handshake(server: Server, certs, count: int) -> list[ssl.SSLSocket]:
+def stall_after_handshake(server: HookServer, certs, count: int) -> list[ssl.SSLSocket]:
     """Anonymous clients that finish the handshake, send half a request and go silent."""
     port = int(server.url.rsplit(":", 1)[1])
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
@@ -78,7 +61,7 @@ def stall_after_handshake(server: Server, certs, count: int) -> list[ssl.SSLSock
     return held
 
 
-def timed_calls(server: Server, rounds: int = 3) -> list[tuple[str, int, float]]:
+def timed_calls(server: HookServer, rounds: int = 3) -> list[tuple[str, int, float]]:
     """(call, status, seconds) for /healthz without a certificate and a hook call with Metacontroller's."""
     out = []
     for _ in range(rounds):

@@ -1,7 +1,7 @@
 """The Machine hook when ARM misbehaves: wrong-parent 404s, overlapping
 PUTs, malformed 200s, absurd Retry-After, and answers too slow for Metacontroller's 10 s hook timeout.
 
-Real SDK, real Flask app; ARM is the local fake (tests/fake_arm.py), Azure's servers being unreachable.
+Real SDK, real Flask app; ARM is the local fake (tests/arm_support/fake_arm.py), Azure's servers being unreachable.
 """
 
 import threading
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import NAME, conditions, hook_request, make_machine
 
 from hooks import machine_sync

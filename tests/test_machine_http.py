@@ -1,88 +1,36 @@
 """The Machine hook over HTTP, served by real gunicorn on a loopback port, plus its manifests.
 
-gunicorn runs tests/machine_app.py; ARM is the local fake (tests/fake_arm.py) because Azure's
+gunicorn runs tests/arm_support/machine_app.py; ARM is the local fake (tests/arm_support/fake_arm.py) because Azure's
 servers cannot be reached from here. The DecoratorController is checked against Metacontroller
 v4.17.2's own CRD schema from ../shared, the checkout's sibling folder (skipped when it is absent).
 """
 
 import copy
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 
-from fake_arm import FakeArm
+from arm_support.fake_arm import FakeArm
+from hook_server_support import REPO, HookServer, hooks_env
 from loopback_support import free_port
 from machine_support import NAME, hook_request, make_machine, make_node
 
 pytestmark = pytest.mark.integration  # the hook server under gunicorn and a fake ARM
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 METACONTROLLER_CRDS = SHARED / "reference" / "metacontroller" / "metacontroller-crds-v1.yaml"
 
 
-class Gunicorn:
-    def __init__(self, env_extra):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ARM_", "FAKE_ARM"))}
-        env.update(env_extra)
-        env["PYTHONPATH"] = str(REPO)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "1",
-                "--timeout",
-                "30",
-                "--log-level",
-                "warning",
-                "tests.machine_app:make_app()",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("gunicorn exited:\n" + self.proc.stdout.read())
-            try:
-                requests.get(self.url + "/", timeout=2)
-                break
-            except (requests.ConnectionError, requests.Timeout) as err:  # not listening yet, or still importing the app
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("gunicorn did not start in 20 s") from err
-                time.sleep(0.1)
-
-    def post(self, path, body=None, data=None, headers=None):
-        if data is None:
-            return requests.post(self.url + path, json=body, timeout=15)
-        return requests.post(self.url + path, data=data, headers=headers or {}, timeout=15)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def machine_hook(env_extra: dict[str, str]) -> HookServer:
+    """The Machine hook app under plain gunicorn (one worker, warnings only) on a loopback port."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30"]
+    argv += ["--log-level", "warning", "arm_support.machine_app:make_app()"]
+    return HookServer(argv, f"http://127.0.0.1:{port}", hooks_env(**env_extra), start_within_s=20)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +41,7 @@ def arm():
 
 @pytest.fixture(scope="module")
 def hook(arm):
-    server = Gunicorn({"FAKE_ARM_URL": arm.base_url})
+    server = machine_hook({"FAKE_ARM_URL": arm.base_url})
     yield server
     server.stop()
 
@@ -191,7 +139,7 @@ def test_customize_over_http(hook):
 
 
 def test_unreachable_arm_is_500_and_missing_settings_do_not_stop_the_app():
-    down = Gunicorn({"FAKE_ARM_URL": f"https://127.0.0.1:{free_port()}"})
+    down = machine_hook({"FAKE_ARM_URL": f"https://127.0.0.1:{free_port()}"})
     try:
         response = down.post("/sync/machine", hook_request(make_machine()))
         assert response.status_code == 500
@@ -199,7 +147,7 @@ def test_unreachable_arm_is_500_and_missing_settings_do_not_stop_the_app():
     finally:
         down.stop()
 
-    unconfigured = Gunicorn({})
+    unconfigured = machine_hook({})
     try:
         # The app started without Azure settings; customize needs none.
         assert unconfigured.post("/customize/machine", {"parent": make_machine()}).status_code == 200

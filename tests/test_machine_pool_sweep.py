@@ -1,5 +1,5 @@
 """The orphaned-pool sweep: pools we created whose Machine is gone are deleted after a
-grace period, and the sweep says what it did. Real SDK against the local fake ARM (tests/fake_arm.py);
+grace period, and the sweep says what it did. Real SDK against the local fake ARM (tests/arm_support/fake_arm.py);
 the DecoratorController is checked against Metacontroller v4.17.2's CRD schema."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import hook_request, make_machine
 from workspace_support import METACONTROLLER_CRDS, REPO
 

@@ -1,12 +1,12 @@
 """The Machine hook refuses Machines it must never turn into agent pools, whoever wrote them:
 sizes that are not NVIDIA GPU sizes of hooks/data/skus.yaml, and OS disks outside AKS's bounds.
-Nothing reaches ARM (the local fake, tests/fake_arm.py) for them."""
+Nothing reaches ARM (the local fake, tests/arm_support/fake_arm.py) for them."""
 
 import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import conditions, hook_request, make_machine
 
 from hooks import machine_sync

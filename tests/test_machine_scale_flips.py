@@ -5,7 +5,7 @@
 This plays Metacontroller around both hooks: the Workspace hook's desired Machines are created through the
 Machine hook (a PUT to the local fake ARM), Machines it no longer returns are finalized (a DELETE); a created
 pool's node joins at once, and the Deployment's pods sit on the nodes of the Machines in use. Azure's servers
-are the only thing faked (tests/fake_arm.py)."""
+are the only thing faked (tests/arm_support/fake_arm.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 
 import pytest
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import hook_request
 from workspace_support import MACHINES, request, workspace
 

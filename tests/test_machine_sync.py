@@ -2,7 +2,7 @@
 
 Each test plays Metacontroller: it builds the DecoratorController v2 request, calls the hook, and
 writes the returned status back onto the Machine before the next call, as Metacontroller would.
-Azure's servers are the only thing faked (tests/fake_arm.py), being unreachable from here.
+Azure's servers are the only thing faked (tests/arm_support/fake_arm.py), being unreachable from here.
 """
 
 import copy
@@ -16,7 +16,7 @@ import yaml
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
 from machine_support import NAME, VM, conditions, hook_request, make_machine, make_node
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import requests
 import urllib3
-from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, TOKEN, FakeArm
+from arm_support.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION, TOKEN, FakeArm
 
 pytestmark = pytest.mark.scale_to_zero
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)

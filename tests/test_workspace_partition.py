@@ -143,7 +143,7 @@ def test_the_pool_body_carries_the_profile_as_the_sdk_models_it():
 
 def _create(arm, machine: dict):
     pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
-    from fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 
     from hooks.adapters.aks import AgentPools
 

@@ -92,7 +92,7 @@ def cluster(built):
 
 @pytest.fixture(scope="session")
 def cluster_arm():
-    from fake_arm import FakeArm
+    from arm_support.fake_arm import FakeArm
 
     with FakeArm() as server:
         yield server

@@ -13,7 +13,7 @@ args, listeners on 127.0.0.1) and the hook Deployment. Each controller's `webhoo
 Bring-your-own-nodes mode renders overlays/byo/ the same way.
 
 Azure's servers and Azure AD cannot exist here. The hook server runs unchanged (`python -m hooks
-serve`, DefaultAzureCredential); ARM_ENDPOINT points at tests/fake_arm.py, REQUESTS_CA_BUNDLE at its
+serve`, DefaultAzureCredential); ARM_ENDPOINT points at tests/arm_support/fake_arm.py, REQUESTS_CA_BUNDLE at its
 self-signed certificate, and the managed-identity endpoint (IDENTITY_ENDPOINT) at a loopback token
 server below that hands out the fake ARM's token.
 """
@@ -466,7 +466,7 @@ class Operator:
         env = {**self.setup.hook_env(), "KAITO_RESYNC_SECONDS": resync_seconds, "KAITO_SCALE_IN_GRACE_SECONDS": "5"}
         self.token_server = None
         if mode == "aks":
-            from fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION
+            from arm_support.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION
 
             self.token_server = TokenServer(arm.token)
             env.update(

@@ -8,10 +8,8 @@ absent (it is not part of tests/cluster/build.sh)."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 from controlplane import Process
+from loopback_support import free_port
 from observe import WAIT_S, get
 from operator_stack import REPO
+from tls_support import self_signed
 
 pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
 
@@ -32,40 +32,12 @@ CRDS = KEDA_DIR / "gomod" / "github.com" / "kedacore" / "keda" / f"v2@{KEDA_VERS
 NAME = "phi-keda"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def self_signed(directory: Path) -> None:
+def write_self_signed(directory: Path) -> None:
     """tls.crt, tls.key and ca.crt for the operator's metrics gRPC server (cert rotation is off here)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keda-operator")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (directory / "tls.crt").write_bytes(pem)
-    (directory / "ca.crt").write_bytes(pem)
-    (directory / "tls.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_pem, key_pem = self_signed("keda-operator", ca=True)
+    (directory / "tls.crt").write_bytes(cert_pem)
+    (directory / "ca.crt").write_bytes(cert_pem)
+    (directory / "tls.key").write_bytes(key_pem)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +54,7 @@ def keda(cluster, tmp_path_factory):
     cluster.kubectl("create", "namespace", "keda", check=False)
     work = tmp_path_factory.mktemp("keda")
     (work / "certs").mkdir()
-    self_signed(work / "certs")
+    write_self_signed(work / "certs")
     probe = free_port()
     env = {
         **os.environ,

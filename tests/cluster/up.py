@@ -71,7 +71,7 @@ def show_example(cluster: ControlPlane, example: Path, stop: threading.Event, ti
 
 
 def run(state: Path, example: Path | None = None) -> int:
-    from fake_arm import FakeArm
+    from arm_support.fake_arm import FakeArm
     from operator_stack import (
         METACONTROLLER_SOURCE,
         AksSimulator,

@@ -1,6 +1,7 @@
-"""Gunicorn app factory for tests/test_machine_http.py: `gunicorn 'tests.machine_app:make_app()'`.
+"""Gunicorn app factory for the Machine hook tests: `gunicorn 'arm_support.machine_app:make_app()'`
+with tests/ on PYTHONPATH.
 
-With FAKE_ARM_URL set, the Machine hook talks to that fake ARM (tests/fake_arm.py) through the
+With FAKE_ARM_URL set, the Machine hook talks to that fake ARM (tests/arm_support/fake_arm.py) through the
 real SDK with a static test token; without it, the production provider AgentPools.from_env is used
 (so a missing Azure setting shows up as the hook's 500, not as a crash at start).
 """
@@ -15,7 +16,7 @@ def _pools_provider():
     base_url = os.environ.get("FAKE_ARM_URL")
     if not base_url:
         return AgentPools.from_env
-    from tests.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
