@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from workspace_support import NOW, by_kind, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 SETTINGS = Settings()
 

@@ -186,7 +186,7 @@ def test_from_env_requires_settings_and_reads_no_credential():
 
 def test_hook_modules_do_not_import_azure_at_module_level():
     code = (
-        "import sys, hooks.adapters.aks, hooks.machine_sync, hooks.server.machine_routes\n"
+        "import sys, hooks.adapters.aks, hooks.machine.sync, hooks.server.machine_routes\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'torch', 'transformers', 'peft', 'sglang'))\n"
         "assert not heavy, heavy\n"
     )

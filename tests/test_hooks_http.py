@@ -116,8 +116,8 @@ def test_metrics_count_requests_by_route_and_outcome(server):
 def test_internal_error_is_a_500_never_a_200_with_fewer_children():
     """A hook that raises must answer 500 so Metacontroller keeps the children (checked in-process:
     nothing in a valid request makes the real hook raise, so the failure is injected)."""
-    from hooks import workspace_sync
     from hooks.server import app as app_module
+    from hooks.workspace import sync as workspace_sync
 
     real = workspace_sync.sync
     flask_app = app_module.create_app()

@@ -89,7 +89,7 @@ def trainer_container() -> dict:
     from workspace_support import REPO, request
 
     from hooks.settings import Settings
-    from hooks.workspace_sync import sync
+    from hooks.workspace.sync import sync
 
     ws = yaml.safe_load((REPO / "examples" / "tuning-phi-3.yaml").read_text())
     ws["metadata"].setdefault("uid", "u-1")

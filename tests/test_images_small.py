@@ -162,7 +162,7 @@ def test_hook_server_runs_as_65532_on_a_read_only_root_filesystem(hook_container
 def router_pod() -> tuple[dict, dict, dict]:
     """The router pod's gateway and sglang-router containers and the adapters ConfigMap, as the hook renders them."""
     from hooks.settings import Settings
-    from hooks.workspace_sync import sync
+    from hooks.workspace.sync import sync
 
     ws = workspace(
         resource={"instanceType": "Standard_NC24ads_A100_v4", "count": 2, "labelSelector": {"matchLabels": {"a": "b"}}},

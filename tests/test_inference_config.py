@@ -8,7 +8,7 @@ from inference_support.launcher import PRESET, base_args, dry_run, make_adapter,
 from workspace_support import NOW, find, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 
 def test_hook_mounts_the_config_map_and_passes_it_to_the_launcher():

@@ -14,10 +14,10 @@ import yaml
 from crd_support import cel_violations, load_yaml, strict
 from workspace_support import NOW, SHARED, by_kind, need_shared, request
 
-from hooks import inferenceset_sync
 from hooks.inferenceset import autoscaling
+from hooks.inferenceset import sync as inferenceset_sync
 from hooks.settings import Settings
-from hooks.workspace_sync import sync as workspace_sync
+from hooks.workspace.sync import sync as workspace_sync
 
 KAITO_V012_INFERENCE = SHARED / "reference" / "kaito-v0.12.0-examples" / "inference"
 KEDA = autoscaling.SCALEDOBJECTS

@@ -16,9 +16,10 @@ from machine_support import NAME, conditions, hook_request, make_machine, make_n
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from hooks import machine_sync, naming
+from hooks import naming
 from hooks.adapters.aks import AgentPools
 from hooks.machine import sweep
+from hooks.machine import sync as machine_sync
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ from workspace_support import MACHINES, request, workspace
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from hooks import machine_sync
 from hooks.adapters.aks import AgentPools
+from hooks.machine import sync as machine_sync
 from hooks.settings import Settings
 from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from inference_support.stub_sglang import StubSGLang, free_port
 from workspace_support import find, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 pytestmark = pytest.mark.integration  # starts gateways, sglang-router and stub servers as processes
 launch_router = pytest.importorskip("sglang_router.launch_router", reason="sglang-router (test extra) is not installed")

@@ -15,7 +15,7 @@ from test_autoscaling_example import check_against
 from workspace_support import REPO, find, request
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 from inference.wake_front import Front, HeldRequests
 
 pytestmark = [pytest.mark.scale_to_zero, pytest.mark.slow]

@@ -9,7 +9,7 @@ from workspace_support import DEPLOYMENTS, MACHINES, STATEFULSETS, condition, fi
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
 from hooks.workspace.scale_to_zero import parse, parse_duration
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 pytestmark = pytest.mark.scale_to_zero
 

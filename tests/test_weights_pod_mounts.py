@@ -17,7 +17,7 @@ from hooks.settings import Settings
 from hooks.workspace import catalog
 from hooks.workspace.children import pod_parts, weights
 from hooks.workspace.planning import parse_and_plan
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 from inference.image_weights import cache_repo
 
 CACHE_VOLUME = "weights-cache"

@@ -15,7 +15,7 @@ from workspace_support import KAITO_EXAMPLES, NOW, REPO, need_shared
 from hooks.settings import Settings
 from hooks.workspace.planning import parse_and_plan
 from hooks.workspace.request import new_workspace_request
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 K8S_VERSION = "1.33.0"
 OUR_EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

@@ -14,7 +14,7 @@ from workspace_support import REPO, condition, request, workspace
 from hooks.settings import Settings
 from hooks.workspace import nodes
 from hooks.workspace.api import Workspace
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 
 def _crd_maximum(field: str) -> int:

@@ -10,7 +10,7 @@ from workspace_support import by_kind, request, workspace
 
 from hooks.metacontroller import LAST_APPLIED
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 NOW = "2026-11-26T12:00:00Z"
 

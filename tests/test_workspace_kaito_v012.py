@@ -90,7 +90,7 @@ def _main_args(ws: dict) -> list[str]:
     from workspace_support import NOW, find, request
 
     from hooks.settings import Settings
-    from hooks.workspace_sync import sync
+    from hooks.workspace.sync import sync
 
     deployment = find(sync(request(ws), Settings(), NOW)["children"], "Deployment")
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -154,14 +154,14 @@ def _resource_ready(req) -> dict:
     from workspace_support import NOW
 
     from hooks.settings import Settings
-    from hooks.workspace_sync import sync
+    from hooks.workspace.sync import sync
 
     response = sync(req, Settings(), NOW)
     return next(c for c in response["status"]["conditions"] if c["type"] == "ResourceReady"), response
 
 
 def test_customize_relates_the_inference_config_map_by_name():
-    from hooks.workspace_sync import customize
+    from hooks.workspace.sync import customize
 
     ws = workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-config"})
     rules = customize({"controller": {}, "parent": ws})["relatedResources"]

@@ -12,7 +12,7 @@ from workspace_support import workspace
 
 from hooks.settings import Settings
 from hooks.workspace.planning import parse_and_plan
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 BAD = {
     "In without values": (

@@ -14,7 +14,7 @@ from hooks.settings import Settings
 from hooks.workspace import adapter_status
 from hooks.workspace.children import live_adapters
 from hooks.workspace.planning import Adapter
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 AKS = Settings()
 SELECTOR = {"apps": "phi-3"}

@@ -7,7 +7,7 @@ from workspace_support import condition, find, node, request, workspace
 
 from hooks.metacontroller import MACHINES
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 NOW = "2026-11-26T12:00:00Z"
 A100 = {"node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"}

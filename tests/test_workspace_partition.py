@@ -16,7 +16,7 @@ from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine
 from hooks.settings import Settings
 from hooks.workspace.planning import parse_and_plan
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 A100 = "Standard_NC24ads_A100_v4"
 

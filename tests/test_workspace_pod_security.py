@@ -8,7 +8,7 @@ import pytest
 from workspace_support import find, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 NOW = "2026-11-26T12:00:00Z"
 CASES = {

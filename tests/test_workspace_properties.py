@@ -16,7 +16,7 @@ from workspace_support import NOW, by_kind, node, request
 from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace import catalog
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 pytestmark = pytest.mark.slow  # hundreds of generated Workspaces
 

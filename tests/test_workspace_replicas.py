@@ -19,7 +19,7 @@ from workspace_support import (
 )
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 AKS = Settings()
 A100 = {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi-3"}}}

@@ -10,7 +10,7 @@ from workspace_support import NOW, condition, request, workspace
 
 from hooks.settings import Settings
 from hooks.workspace import catalog
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 ADAPTERS = [{"source": {"name": "a", "image": "r.io/a:1"}}]
 SKU = {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "x"}}}

@@ -21,7 +21,7 @@ from workspace_support import (
 
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace_sync import customize, sync
+from hooks.workspace.sync import customize, sync
 
 AKS = Settings()
 BYO = Settings(node_provisioning="byo")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from workspace_support import find, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 TUNING = {
     "method": "qlora",

@@ -13,7 +13,7 @@ from workspace_support import NOW, request, workspace
 from hooks.settings import Settings
 from hooks.workspace import catalog
 from hooks.workspace.planning import parse_and_plan
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 AKS = Settings()
 GIB = 1 << 30

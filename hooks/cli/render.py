@@ -12,11 +12,13 @@ from typing import IO, Any
 
 import yaml
 
-from hooks import inferenceset_sync, kube, workspace_sync
+from hooks import kube
 from hooks import metacontroller as mc
 from hooks.inferenceset import autoscaling
+from hooks.inferenceset import sync as inferenceset_sync
 from hooks.inferenceset.workspace import check
 from hooks.settings import Settings
+from hooks.workspace import sync as workspace_sync
 from hooks.workspace.planning import parse_and_plan
 from hooks.workspace.request import new_workspace_request
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response
 
-from hooks import inferenceset_sync
+from hooks.inferenceset import sync as inferenceset_sync
 from hooks.server.handling import run_hook
 
 

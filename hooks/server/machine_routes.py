@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from hooks import machine_sync
 from hooks.machine import sweep
+from hooks.machine import sync as machine_sync
 from hooks.machine.deadline import DeadlinePools
 from hooks.machine.pools import ArmSettingsError, ArmThrottled, ArmUnreachable, PoolsAPI
 from hooks.machine.request import machine_object

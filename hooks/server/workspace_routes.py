@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response
 
-from hooks import workspace_sync
 from hooks.server.handling import run_hook
 from hooks.settings import Settings
+from hooks.workspace import sync as workspace_sync
 
 
 def workspace_blueprint(settings: Settings, now: Callable[[], str]) -> Blueprint:

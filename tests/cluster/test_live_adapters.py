@@ -17,7 +17,7 @@ from workspace_support import request
 
 from hooks.settings import Settings
 from hooks.workspace.children import live_adapters
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 DOLLY = "myregistry.azurecr.io/adapters/phi-3-dolly:0.0.1"
 

@@ -26,7 +26,7 @@ from inference_support.stub_sglang import StubSGLang, free_port
 from workspace_support import REPO, find, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace_sync import sync
+from hooks.workspace.sync import sync
 
 pytest.importorskip("sglang_router", reason="sglang-router (test extra) is not installed")
 
