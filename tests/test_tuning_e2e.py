@@ -13,7 +13,7 @@ import torch
 from tuning_support import registry as reg_support
 from tuning_support import tiny
 
-from tuning import train
+from tuning import training_loop
 from tuning.config import load_training_config
 from tuning.push import push
 
@@ -40,7 +40,7 @@ def test_trained_adapter_round_trips_through_the_registry(tmp_path):
     tiny.make_model(str(model_dir), "phi3")
     tiny.write_parquet(str(data_dir / "train.parquet"), tiny.chat_rows(8))
     config = load_training_config(tiny.training_yaml("qlora"))
-    train.train(config, str(model_dir), str(data_dir), str(results), "microsoft/Phi-3-mini-128k-instruct")
+    training_loop.train(config, str(model_dir), str(data_dir), str(results), "microsoft/Phi-3-mini-128k-instruct")
 
     (tmp_path / "reg").mkdir()
     with reg_support.running_registry(str(tmp_path / "reg")) as reg:

@@ -61,7 +61,7 @@ def test_packed_loss_equals_the_padded_batch_loss(tmp_path, family):
 
 def test_packing_choice_follows_the_family_and_the_config():
     from tuning.config import ConfigError
-    from tuning.train import packing_choice
+    from tuning.run_plan import packing_choice
 
     assert packing_choice({}, "llama") and not packing_choice({}, "falcon")
     assert not packing_choice({"packing": False}, "llama")
@@ -92,7 +92,7 @@ def test_one_process_per_gpu_only_when_a_copy_fits_one_gpu():
 @pytest.mark.integration
 def test_plan_processes_from_the_model_on_disk(tmp_path):
     from tuning.config import load_training_config
-    from tuning.train import plan_processes
+    from tuning.run_plan import plan_processes
 
     tiny.make_model(str(tmp_path), "llama")
     config = load_training_config(tiny.training_yaml("qlora"))

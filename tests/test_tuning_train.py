@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tuning_support import tiny
 
-from tuning import choices, train
+from tuning import base_model, choices, train, training_loop
 from tuning.config import ConfigError, load_training_config
 
 pytestmark = pytest.mark.integration  # trains tiny models
@@ -62,7 +62,7 @@ def _logits(model_dir, adapter_dir=None):
 
 def _run(method, model_dir, data_dir, out_dir, repo=None, **overrides):
     config = load_training_config(tiny.training_yaml(method, **overrides))
-    return train.train(config, model_dir, data_dir, str(out_dir), repo)
+    return training_loop.train(config, model_dir, data_dir, str(out_dir), repo)
 
 
 def _check_adapter(out_dir, model_dir, targets, repo):
@@ -100,7 +100,7 @@ def test_qlora_really_loads_the_base_in_4bit_nf4(models):
     import bitsandbytes as bnb
 
     config = load_training_config(tiny.training_yaml("qlora"))
-    model, _tok, quantized = train.load_model_and_tokenizer(models["phi3"], config, "float32", on_gpu=False)
+    model, _tok, quantized = base_model.load_model_and_tokenizer(models["phi3"], config, "float32", on_gpu=False)
     linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and len(linear4) == 2 * 4  # qkv_proj, o_proj, gate_up_proj, down_proj per layer
     assert linear4[0].weight.quant_state.quant_type == "nf4"
@@ -189,21 +189,21 @@ def test_base_model_comes_from_the_weights_cache(models, tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
     from weights_support.loopback_hub import LoopbackHub
 
-    with pytest.raises(train.TrainError, match="no --model-repo"):
-        train.ensure_model(str(tmp_path / "empty"), None)
+    with pytest.raises(base_model.TrainError, match="no --model-repo"):
+        base_model.ensure_model(str(tmp_path / "empty"), None)
     files = {p.name: p.read_bytes() for p in Path(models["llama"]).iterdir()}
     with LoopbackHub({"org/model": files}) as hub:
         monkeypatch.setattr(hub_constants, "ENDPOINT", hub.url)
-        path, entry = train.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
+        path, entry = base_model.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
         entry.release()
         assert not entry.stats.cached and os.path.isfile(os.path.join(path, "config.json"))
         assert path.startswith(str(tmp_path / "cache"))
         hub.reset_counters()
-        again, entry = train.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
+        again, entry = base_model.ensure_model(str(tmp_path / "w"), "org/model", cache_dir=str(tmp_path / "cache"))
         entry.release()
         assert again == path and entry.stats.cached and hub.body_bytes == 0  # a second run downloads nothing
-        with pytest.raises(train.TrainError, match="cannot get the base model org/gated"):
-            train.ensure_model(str(tmp_path / "g"), "org/gated")
+        with pytest.raises(base_model.TrainError, match="cannot get the base model org/gated"):
+            base_model.ensure_model(str(tmp_path / "g"), "org/gated")
 
 
 @pytest.mark.parametrize(

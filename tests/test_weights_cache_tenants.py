@@ -127,7 +127,7 @@ READER = r"""
 import json, os, sys
 from inference.weights import ensure_weights
 from inference.weights_cache_locks import EXCLUSIVE, Lock
-from tuning.train import ensure_model
+from tuning.base_model import ensure_model
 cache, model, who = sys.argv[1], sys.argv[2], sys.argv[3]
 if who == "trainer":  # the tuning Job's trainer: --model-repo with --weights-cache, as the hook renders it
     ensure_weights = lambda model, _dir, _token, cache, revision="main": ensure_model(_dir, model, cache, revision)
