@@ -13,12 +13,8 @@ weights already on disk). Prints the medians, the spread and restart/live as a r
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,68 +25,20 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "real_sglang"), str(REPO / "tests")]  # the harness and its helpers
 
-from harness import SGLANG_CPU_FLAGS, SHIMS, sglang_python  # noqa: E402
-from loopback_support import free_port  # noqa: E402
+from harness import Stack, put_adapter_files, sglang_python, start_live_stack, write_desired  # noqa: E402
 from tiny_models import LLAMA_ADAPTERS, LLAMA_PRESET, build  # noqa: E402
 
 TIMEOUT_S = 600
 
 
-def _env_and_python(runtime: str) -> tuple[str, dict, list[str]]:
-    if runtime == "sglang":
-        python = sglang_python()
-        if python is None:
-            sys.exit("the SGLang venv is not installed: python3 tests/real_sglang/install_sglang.py")
-        env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": os.pathsep.join([str(SHIMS), str(REPO)])}
-        return python, env, ["--", *SGLANG_CPU_FLAGS]
-    return sys.executable, {**os.environ, "PYTHONPATH": str(REPO)}, []
-
-
-def _start(runtime: str, tiny, work: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    python, env, runtime_flags = _env_and_python(runtime)
-    env.pop("VIRTUAL_ENV", None)
-    port = free_port()
-    argv = [
-        python,
-        "-m",
-        "inference.launch",
-        "--runtime",
-        runtime,
-        "--served-model-name",
-        LLAMA_PRESET,
-        "--weights-dir",
-        str(tiny.weights_dir),
-        "--port",
-        str(port),
-        "--runtime-port",
-        str(free_port()),
-        "--work-dir",
-        str(work / "work"),
-        *extra,
-        *runtime_flags,
-    ]
-    log = open(work / "stack.log", "ab")  # noqa: SIM115 - kept open for the process's lifetime
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-
-
-def _until_served(url: str, model: str, proc: subprocess.Popen) -> float:
+def _until_served(stack: Stack, model: str) -> float:
     start = time.monotonic()
     while time.monotonic() - start < TIMEOUT_S:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the stack exited with {proc.returncode}")
+        if stack.proc.poll() is not None:
+            raise RuntimeError(f"the stack exited with {stack.proc.returncode}")
         try:
             r = requests.post(
-                f"{url}/v1/completions",
+                f"{stack.url}/v1/completions",
                 timeout=60,
                 json={"model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0},
             )
@@ -102,60 +50,54 @@ def _until_served(url: str, model: str, proc: subprocess.Popen) -> float:
     raise RuntimeError(f"{model} not served within {TIMEOUT_S} s")
 
 
-def _desired(path: Path, items: list[tuple[str, str]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"adapters": [{"name": n, "key": k, "strength": 1.0} for n, k in items]}))
-    os.replace(tmp, path)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runtime", choices=["transformers", "sglang"], default="transformers")
     p.add_argument("--rounds", type=int, default=3)
     ns = p.parse_args()
+    if ns.runtime == "sglang" and sglang_python() is None:
+        sys.exit("the SGLang venv is not installed: python3 tests/real_sglang/install_sglang.py")
     root = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:
         tiny = build(root, "llama", [plan for plan, _ in LLAMA_ADAPTERS.values()])
         files, config = root / "files", root / "config"
         config.mkdir()
         for name in ("fin", "legal"):
-            shutil.copytree(tiny.adapters_dir / name, files / name)
-            (files / name / ".kaito-complete").write_text("")
+            put_adapter_files(files, name, tiny.adapters_dir / name)
         desired = config / "adapters.json"
-        _desired(desired, [("fin", "fin")])
+        write_desired(desired, [("fin", "fin", 1.0)])
         live_dir = root / "live"
         live_dir.mkdir()
-        live, url = _start(
-            ns.runtime,
-            tiny,
-            live_dir,
-            ["--adapters-dir", str(root / "none"), "--live-adapters", str(desired), "--adapter-files", str(files)],
-        )
+        live_args = [
+            "--adapters-dir",
+            str(root / "none"),
+            "--live-adapters",
+            str(desired),
+            "--adapter-files",
+            str(files),
+        ]
+        live = start_live_stack(ns.runtime, LLAMA_PRESET, tiny.weights_dir, live_dir, live_args)
         model = f"{LLAMA_PRESET}:legal"
         live_s, restart_s = [], []
         try:
-            _until_served(url, f"{LLAMA_PRESET}:fin", live)
+            _until_served(live, f"{LLAMA_PRESET}:fin")
             for i in range(ns.rounds):
                 changed = time.monotonic()
-                _desired(desired, [("fin", "fin"), ("legal", "legal")])
-                _until_served(url, model, live)
+                write_desired(desired, [("fin", "fin", 1.0), ("legal", "legal", 1.0)])
+                _until_served(live, model)
                 live_s.append(time.monotonic() - changed)
-                _desired(desired, [("fin", "fin")])
+                write_desired(desired, [("fin", "fin", 1.0)])
                 time.sleep(2)  # the removal is done before the next round
                 cold = root / f"restart-{i}"
                 cold.mkdir()
-                proc, cold_url = _start(
-                    ns.runtime,
-                    tiny,
-                    cold,
-                    ["--adapters-dir", str(tiny.adapters_dir), "--adapter", "fin", "--adapter", "legal"],
-                )
+                cold_args = ["--adapters-dir", str(tiny.adapters_dir), "--adapter", "fin", "--adapter", "legal"]
+                restart = start_live_stack(ns.runtime, LLAMA_PRESET, tiny.weights_dir, cold, cold_args)
                 try:
-                    restart_s.append(_until_served(cold_url, model, proc))
+                    restart_s.append(_until_served(restart, model))
                 finally:
-                    _stop(proc)
+                    restart.stop()
         finally:
-            _stop(live)
+            live.stop()
         lm, rm = statistics.median(live_s), statistics.median(restart_s)
         print(f"runtime {ns.runtime}, {ns.rounds} rounds (interleaved)")
         print(

@@ -130,6 +130,21 @@ def local_argv(
     return [python, "-m", "inference.launch", *args]
 
 
+def put_adapter_files(files_root: Path, key: str, adapter_dir: Path) -> None:
+    """What the node's fetch pod does: the adapter's files under <key>/, the completion marker last."""
+    dest = files_root / key
+    shutil.copytree(adapter_dir, dest, dirs_exist_ok=True)
+    (dest / ".kaito-complete").write_text("")
+
+
+def write_desired(path: Path, adapters: list[tuple[str, str, float]]) -> None:
+    """The desired set as the hook's ConfigMap holds it (name, key, strength), swapped in atomically as the
+    kubelet does with a symlink flip."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"adapters": [{"name": n, "key": k, "strength": s} for n, k, s in adapters]}))
+    os.replace(tmp, path)
+
+
 def publish_live_adapters(
     args: list[str], adapters_src: Path, adapters: list[tuple[str, str]], root: Path
 ) -> list[str]:
@@ -140,13 +155,9 @@ def publish_live_adapters(
         return args
     desired, files = root / "live-config" / "adapters.json", root / "live-files"
     desired.parent.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, strength in adapters:
-        key = f"{name}-v1"
-        shutil.copytree(adapters_src / name, files / key, dirs_exist_ok=True)
-        (files / key / ".kaito-complete").write_text("")
-        entries.append({"name": name, "key": key, "strength": float(strength)})
-    desired.write_text(json.dumps({"adapters": entries}))
+    for name, _ in adapters:
+        put_adapter_files(files, f"{name}-v1", adapters_src / name)
+    write_desired(desired, [(name, f"{name}-v1", float(strength)) for name, strength in adapters])
     args = _replace_flag(args, "--live-adapters", str(desired))
     return _replace_flag(args, "--adapter-files", str(files))
 
@@ -180,16 +191,8 @@ class Stack:
         self.proc.wait(10)
 
 
-def start_stack(
-    runtime: str,
-    preset: str,
-    adapters: list[tuple[str, str]],
-    weights: Path,
-    adapters_dir: Path,
-    work: Path,
-    log_dir: Path,
-) -> Stack:
-    """Render the Workspace, start the launcher, wait (bounded) for the gateway's /health to be 200."""
+def runtime_process(runtime: str) -> tuple[str, dict[str, str], list[str]]:
+    """The interpreter, environment and CPU-only runtime flags a local stack of `runtime` runs with."""
     if runtime == "sglang":
         python = sglang_python()
         if python is None:
@@ -199,23 +202,25 @@ def start_stack(
     else:
         python, env, flags = sys.executable, {**os.environ, "PYTHONPATH": str(REPO)}, []
     env.pop("VIRTUAL_ENV", None)
-    rendered = rendered_launch_command(workspace(f"tiny-{runtime}", preset, adapters, runtime))
-    port = free_port()
-    argv = local_argv(rendered, python, weights, adapters_dir, work, port, free_port(), flags)
-    argv = publish_live_adapters(argv, adapters_dir, adapters, work)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{runtime}-{preset}.log"
-    started = time.monotonic()
+    return python, env, flags
+
+
+def launch(runtime: str, served: str, argv: list[str], env: dict[str, str], port: int, log_path: Path) -> Stack:
+    """Start the launcher in its own process group (so stop() ends the runtime and the gateway with it)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(runtime, f"http://127.0.0.1:{port}", preset, proc, log_path, argv, 0.0)
-    deadline = started + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
+    return Stack(runtime, f"http://127.0.0.1:{port}", served, proc, log_path, argv, 0.0)
+
+
+def wait_healthy(stack: Stack, timeout_s: float = START_TIMEOUT_S) -> Stack:
+    """Wait (bounded) for the gateway's /health to be 200; stop the stack and raise with its log otherwise."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout_s:
+        if stack.proc.poll() is not None:
             stack.stop()
             raise RuntimeError(
-                f"{runtime} stack exited with {proc.returncode} before it was healthy\n"
-                f"argv: {argv}\n--- log ---\n{stack.log_tail()}"
+                f"{stack.runtime} stack exited with {stack.proc.returncode} before it was healthy\n"
+                f"argv: {stack.argv}\n--- log ---\n{stack.log_tail()}"
             )
         try:
             if requests.get(f"{stack.url}/health", timeout=30).status_code == 200:
@@ -226,5 +231,40 @@ def start_stack(
         time.sleep(1)
     stack.stop()
     raise RuntimeError(
-        f"{runtime} stack not healthy within {START_TIMEOUT_S:.0f} s\nargv: {argv}\n--- log ---\n{stack.log_tail()}"
+        f"{stack.runtime} stack not healthy within {timeout_s:.0f} s\nargv: {stack.argv}\n"
+        f"--- log ---\n{stack.log_tail()}"
     )
+
+
+def start_stack(
+    runtime: str,
+    preset: str,
+    adapters: list[tuple[str, str]],
+    weights: Path,
+    adapters_dir: Path,
+    work: Path,
+    log_dir: Path,
+) -> Stack:
+    """Render the Workspace, start the launcher, wait (bounded) for the gateway's /health to be 200."""
+    python, env, flags = runtime_process(runtime)
+    rendered = rendered_launch_command(workspace(f"tiny-{runtime}", preset, adapters, runtime))
+    port = free_port()
+    argv = local_argv(rendered, python, weights, adapters_dir, work, port, free_port(), flags)
+    argv = publish_live_adapters(argv, adapters_dir, adapters, work)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return wait_healthy(launch(runtime, preset, argv, env, port, log_dir / f"{runtime}-{preset}.log"))
+
+
+def start_live_stack(runtime: str, served: str, weights: Path, work: Path, launcher_args: list[str]) -> Stack:
+    """Start the launcher with the given flags (live or fixed adapters) on loopback, without waiting for it.
+
+    Its work folder is `work`/work and its log `work`/stack.log; wait_healthy() waits for /health, a caller
+    that times the first answer polls the model itself."""
+    python, env, flags = runtime_process(runtime)
+    port = free_port()
+    argv = [python, "-m", "inference.launch", "--runtime", runtime, "--served-model-name", served]
+    argv += ["--weights-dir", str(weights), "--port", str(port), "--runtime-port", str(free_port())]
+    argv += ["--work-dir", str(work / "work"), *launcher_args]
+    if flags:
+        argv += ["--", *flags]
+    return launch(runtime, served, argv, env, port, work / "stack.log")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -23,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from harness import SGLANG_CPU_FLAGS, SHIMS, Stack, sglang_python
-from loopback_support import free_port
+from harness import Stack, put_adapter_files, sglang_python, start_live_stack, wait_healthy, write_desired
 from tiny_models import LLAMA_PRESET
 
 pytestmark = pytest.mark.live_adapters
@@ -33,19 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 PROMPT = "the quick brown fox"
 N = 10
 CHANGE_TIMEOUT_S = 120
-
-
-def _put_files(files_root: Path, key: str, adapter_dir: Path) -> None:
-    """What the node's fetch pod does: the adapter's files under <key>/, the completion marker last."""
-    dest = files_root / key
-    shutil.copytree(adapter_dir, dest)
-    (dest / ".kaito-complete").write_text("")
-
-
-def _write_desired(path: Path, adapters: list[tuple[str, str, float]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"adapters": [{"name": n, "key": k, "strength": s} for n, k, s in adapters]}))
-    os.replace(tmp, path)  # kubelet swaps ConfigMap files atomically (a symlink flip)
 
 
 class Live:
@@ -89,58 +73,12 @@ def _start(runtime: str, tiny, tmp: Path) -> Live:
     desired, files, work = tmp / "config" / "adapters.json", tmp / "files", tmp / "work"
     for d in (desired.parent, files, work, tmp / "mounted-adapters"):
         d.mkdir(parents=True)
-    _put_files(files, "fin-v1", tiny.adapters_dir / "fin")
-    _write_desired(desired, [("fin", "fin-v1", 1.0)])
-    port, runtime_port = free_port(), free_port()
-    if runtime == "sglang":
-        python = sglang_python()
-        env = {**os.environ, "SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": os.pathsep.join([str(SHIMS), str(REPO)])}
-        extra = ["--", *SGLANG_CPU_FLAGS]
-    else:
-        python, env, extra = sys.executable, {**os.environ, "PYTHONPATH": str(REPO)}, []
-    env.pop("VIRTUAL_ENV", None)
-    argv = [
-        python,
-        "-m",
-        "inference.launch",
-        "--runtime",
-        runtime,
-        "--served-model-name",
-        LLAMA_PRESET,
-        "--weights-dir",
-        str(tiny.weights_dir),
-        "--adapters-dir",
-        str(tmp / "mounted-adapters"),
-        "--live-adapters",
-        str(desired),
-        "--adapter-files",
-        str(files),
-        "--max-lora-rank",
-        "32",
-        "--port",
-        str(port),
-        "--runtime-port",
-        str(runtime_port),
-        "--work-dir",
-        str(work),
-        *extra,
-    ]
-    log_path = tmp / f"{runtime}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(runtime, f"http://127.0.0.1:{port}", LLAMA_PRESET, proc, log_path, argv, 0.0)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{runtime} live stack exited with {proc.returncode}\n{stack.log_tail()}")
-        try:
-            if requests.get(f"{stack.url}/health", timeout=30).status_code == 200:
-                return Live(stack, desired, files, work)
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    stack.stop()
-    raise RuntimeError(f"{runtime} live stack not healthy in 300 s\n{stack.log_tail()}")
+    put_adapter_files(files, "fin-v1", tiny.adapters_dir / "fin")
+    write_desired(desired, [("fin", "fin-v1", 1.0)])
+    args = ["--adapters-dir", str(tmp / "mounted-adapters"), "--live-adapters", str(desired)]
+    args += ["--adapter-files", str(files), "--max-lora-rank", "32"]
+    stack = wait_healthy(start_live_stack(runtime, LLAMA_PRESET, tiny.weights_dir, tmp, args), 300)
+    return Live(stack, desired, files, work)
 
 
 RUNTIMES = [pytest.param("sglang", marks=pytest.mark.real_sglang), "transformers"]
@@ -187,9 +125,9 @@ def test_adapters_change_live_without_restarting_the_model_server(live, tiny_lla
     assert live.text("fin") == fin  # Kaito's bare adapter name too
 
     # 2. add legal while fin is in use
-    _put_files(live.files, "legal-v1", tiny_llama.adapters_dir / "legal")
+    put_adapter_files(live.files, "legal-v1", tiny_llama.adapters_dir / "legal")
     stop, thread, failures = _during(live, model("fin"), {fin})
-    _write_desired(live.desired, [("fin", "fin-v1", 1.0), ("legal", "legal-v1", 1.0)])
+    write_desired(live.desired, [("fin", "fin-v1", 1.0), ("legal", "legal-v1", 1.0)])
     live.wait_states({"fin": "Ready", "legal": "Ready"})
     stop.set()
     thread.join(300)
@@ -212,7 +150,7 @@ def test_adapters_change_live_without_restarting_the_model_server(live, tiny_lla
     assert fin_half != fin
     stop, thread, failures = _during(live, model("fin"), {fin, fin_half})
     legal_stop, legal_thread, legal_failures = _during(live, model("legal"), {ref(("legal", 1.0))})
-    _write_desired(live.desired, [("fin", "fin-v1", 0.5), ("legal", "legal-v1", 1.0)])
+    write_desired(live.desired, [("fin", "fin-v1", 0.5), ("legal", "legal-v1", 1.0)])
     deadline = time.monotonic() + CHANGE_TIMEOUT_S
     while live.text(model("fin")) != fin_half and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -223,7 +161,7 @@ def test_adapters_change_live_without_restarting_the_model_server(live, tiny_lla
     assert live.text(model("fin")) == fin_half
 
     # 4. remove legal: refused by name, gone from the model list and from disk
-    _write_desired(live.desired, [("fin", "fin-v1", 0.5)])
+    write_desired(live.desired, [("fin", "fin-v1", 0.5)])
     live.wait_states({"fin": "Ready"})
     r = live.complete(model("legal"))
     assert r.status_code == 400 and "legal" in r.text
@@ -235,7 +173,7 @@ def test_adapters_change_live_without_restarting_the_model_server(live, tiny_lla
 
     # 5. an adapter from a FROM-scratch image in a real local registry
     key = _fetch_from_registry(tiny_llama.adapters_dir / "legal", live.files, tmp_path)
-    _write_desired(live.desired, [("fin", "fin-v1", 0.5), ("from-image", key, 1.0)])
+    write_desired(live.desired, [("fin", "fin-v1", 0.5), ("from-image", key, 1.0)])
     live.wait_states({"fin": "Ready", "from-image": "Ready"})
     assert live.text(model("from-image")) == ref(("legal", 1.0))
 
@@ -244,8 +182,8 @@ def test_adapters_change_live_without_restarting_the_model_server(live, tiny_lla
     shutil.copytree(tiny_llama.adapters_dir / "fin", big)
     cfg = json.loads((big / "adapter_config.json").read_text())
     (big / "adapter_config.json").write_text(json.dumps({**cfg, "r": 64}))
-    _put_files(live.files, "big-v1", big)
-    _write_desired(live.desired, [("fin", "fin-v1", 0.5), ("from-image", key, 1.0), ("big", "big-v1", 1.0)])
+    put_adapter_files(live.files, "big-v1", big)
+    write_desired(live.desired, [("fin", "fin-v1", 0.5), ("from-image", key, 1.0), ("big", "big-v1", 1.0)])
     report = live.wait_states({"fin": "Ready", "from-image": "Ready", "big": "Failed"})
     big_state = next(a for a in report["adapters"] if a["name"] == "big")
     assert "max-lora-rank" in big_state["message"] and "restarts" in big_state["message"]
