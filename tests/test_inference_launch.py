@@ -51,8 +51,8 @@ def test_two_adapters(tmp_path):
     # the combined adapter (the exact sum, ranks added) is Kaito's /chat default: all adapters, weighted
     assert flag(args, "--lora-paths", 3) == [
         f"support={tmp_path}/adapters/support",
-        f"dolly={tmp_path}/work/dolly",
-        f"combined={tmp_path}/work/combined",
+        f"dolly={tmp_path / 'work' / 'dolly'}",
+        f"combined={tmp_path / 'work' / 'combined'}",
     ]
     assert flag(args, "--max-lora-rank") == "24"
     assert flag(args, "--max-loras-per-batch") == "8"
@@ -100,7 +100,7 @@ def test_transformers_runtime(tmp_path):
     rc, argv, err = dry_run(args)
     assert rc == 0, err
     assert argv[1:3] == ["-m", "inference.hf_server"]
-    assert flag(argv, "--lora") == f"a={tmp_path}/work/a"
+    assert flag(argv, "--lora") == f"a={tmp_path / 'work' / 'a'}"
 
 
 @pytest.mark.parametrize(
