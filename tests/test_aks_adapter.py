@@ -1,4 +1,4 @@
-"""hooks/adapters/aks.py against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
+"""hooks/machine/arm_client.py against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
 
 Azure's servers cannot exist here, so tests/arm_support/fake_arm.py plays ARM's documented agentPools
 contract; everything between our adapter and the socket is the real SDK.
@@ -17,7 +17,7 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from loopback_support import free_port
 
-from hooks.adapters.aks import (
+from hooks.machine.arm_client import (
     AgentPools,
     ArmRefused,
     ArmSettingsError,
@@ -186,7 +186,7 @@ def test_from_env_requires_settings_and_reads_no_credential():
 
 def test_hook_modules_do_not_import_azure_at_module_level():
     code = (
-        "import sys, hooks.adapters.aks, hooks.machine.sync, hooks.server.machine_routes\n"
+        "import sys, hooks.machine.arm_client, hooks.machine.sync, hooks.server.machine_routes\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'torch', 'transformers', 'peft', 'sglang'))\n"
         "assert not heavy, heavy\n"
     )

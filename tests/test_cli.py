@@ -82,7 +82,7 @@ def test_render_unreadable_file_exits_2(tmp_path):
 
 def test_cli_and_hook_server_import_nothing_heavy():
     code = (
-        "import sys, hooks.cli.main, hooks.server.app, hooks.workspace.sync, hooks.machine.sync, hooks.adapters.aks\n"
+        "import sys, hooks.cli.main, hooks.server.app, hooks.workspace.sync, hooks.machine.sync, hooks.machine.arm_client\n"
         "hooks.cli.main.main(['render', 'examples/inference-phi-3-with-adapters.yaml'])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sglang', 'transformers', 'peft', 'azure', 'bitsandbytes'})\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"

@@ -320,7 +320,7 @@ def test_aks_install_wires_workload_identity_and_arm_settings(tmp_path, monkeypa
     assert Settings.from_env(env).node_provisioning == "aks"
     assert "AZURE_CLIENT_ID" not in env, "the workload identity webhook injects it from the ServiceAccount"
     # The hook's own reader accepts the resolved environment (no network: nothing is called).
-    from hooks.adapters.aks import AgentPools
+    from hooks.machine.arm_client import AgentPools
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -14,8 +14,8 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import NAME, conditions, hook_request, make_machine
 
-from hooks.adapters.aks import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable
 from hooks.machine.deadline import ARM_BUDGET_S, DeadlinePools
 from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine

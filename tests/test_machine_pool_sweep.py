@@ -15,9 +15,9 @@ from workspace_support import METACONTROLLER_CRDS, REPO
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from hooks.adapters.aks import AgentPools
 from hooks.machine import sweep
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import AgentPools
 from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine
 from hooks.server.app import create_app

@@ -17,9 +17,9 @@ from machine_support import NAME, conditions, hook_request, make_machine, make_n
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from hooks import naming
-from hooks.adapters.aks import AgentPools
 from hooks.machine import sweep
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import AgentPools
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 from machine_support import conditions, hook_request, make_machine
 
-from hooks.adapters.aks import AgentPools
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import AgentPools
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from workspace_support import MACHINES, request, workspace
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from hooks.adapters.aks import AgentPools
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import AgentPools
 from hooks.settings import Settings
 from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
 from hooks.workspace.sync import sync

@@ -20,9 +20,9 @@ from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTI
 from loopback_support import free_port
 from machine_support import NAME, VM, conditions, hook_request, make_machine, make_node
 
-from hooks.adapters.aks import AgentPools, ArmThrottled, ArmUnreachable
 from hooks.machine import conditions as machine_conditions
 from hooks.machine import sync as machine_sync
+from hooks.machine.arm_client import AgentPools, ArmThrottled, ArmUnreachable
 from hooks.machine.request import InvalidRequest, machine_object, storage_gib
 
 pytestmark = pytest.mark.integration  # starts a local HTTPS fake ARM server

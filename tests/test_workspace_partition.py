@@ -145,7 +145,7 @@ def _create(arm, machine: dict):
     pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
     from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
 
-    from hooks.adapters.aks import AgentPools
+    from hooks.machine.arm_client import AgentPools
 
     pools = AgentPools(
         StaticTokenCredential(),

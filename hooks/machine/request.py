@@ -1,4 +1,8 @@
-"""The Machine and its Node, read from a DecoratorController request; problems a Machine can have."""
+"""The Machine and its Node, read from a DecoratorController request; problems a Machine can have.
+
+``read_request`` is the one place a request body becomes a typed ``MachineRequest``: the server reads it
+before it touches ARM (a malformed body is a 400), and the hook functions take the typed value.
+"""
 
 from __future__ import annotations
 
@@ -161,3 +165,19 @@ def related_node(request: dict[str, Any], pool_name: str) -> dict[str, Any] | No
     ]
     mine.sort(key=lambda node: (not kube.node_is_ready(node), node["metadata"].get("name", "")))
     return mine[0] if mine else None
+
+
+@dataclass(frozen=True)
+class MachineRequest:
+    """A sync or finalize request, read: the Machine object as sent, its typed fields, and its pool's Node."""
+
+    object: dict[str, Any]
+    machine: Machine
+    node: dict[str, Any] | None
+
+
+def read_request(request: Any) -> MachineRequest:
+    """The typed Machine request from a sync/finalize body, or InvalidRequest."""
+    obj = machine_object(request)
+    machine = read_machine(obj)
+    return MachineRequest(object=obj, machine=machine, node=related_node(request, machine.name))

@@ -1,10 +1,11 @@
 """Machine DecoratorController hooks: one AKS agent pool (one GPU node) per Machine.
 
-``sync`` / ``finalize`` take Metacontroller DecoratorController v2 requests and return response
-dicts: read the Machine (hooks/machine/request.py), ask ARM about its pool and decide
-(hooks/machine/pools.py), then the status (hooks/machine/conditions.py). ``customize`` relates the
-Node labelled ``agentpool=<machine name>``. Only ``pools`` (hooks/adapters/aks.py's AgentPools, or
-anything with the same get/create/delete methods) talks to ARM.
+``sync_machine`` / ``finalize_machine`` take a Machine request read once (hooks/machine/request.py's
+``MachineRequest``) and return response dicts: ask ARM about its pool and decide (hooks/machine/pools.py),
+then the status (hooks/machine/conditions.py). ``sync`` / ``finalize`` do the same from a raw
+DecoratorController v2 request body. ``customize`` relates the Node labelled ``agentpool=<machine name>``.
+Only ``pools`` (hooks/machine/arm_client.py's AgentPools, or anything with the same get/create/delete
+methods) talks to ARM.
 
 ArmThrottled / ArmUnreachable are deliberately not caught here: the HTTP layer answers 429 / 500 so
 Metacontroller keeps the Machine's status as it was instead of overwriting what is known.
@@ -18,13 +19,19 @@ from hooks import naming
 from hooks.machine import conditions
 from hooks.machine.observed_time import observed_time
 from hooks.machine.pools import ArmRefused, Pool, PoolsAPI, Refusal, pool_body, should_create, should_delete
-from hooks.machine.request import InvalidRequest, machine_object, read_machine, related_node
+from hooks.machine.request import InvalidRequest, MachineRequest, read_request
 
 
 def sync(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
-    obj = machine_object(request)
-    machine = read_machine(obj)
-    node = related_node(request, machine.name)
+    return sync_machine(read_request(request), pools)
+
+
+def finalize(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
+    return finalize_machine(read_request(request), pools)
+
+
+def sync_machine(request: MachineRequest, pools: PoolsAPI) -> dict[str, Any]:
+    obj, machine, node = request.object, request.machine, request.node
     pool: Pool | None = None
     created = False
     refusal: Refusal | None = None
@@ -48,12 +55,11 @@ def sync(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
     return response
 
 
-def settings_missing(request: dict[str, Any], problem: str) -> dict[str, Any] | None:
+def settings_missing(request: MachineRequest, problem: str) -> dict[str, Any] | None:
     """The hook server cannot reach ARM at all (its AKS settings are incomplete). A Machine that was never
     launched says so in its status, which the Workspace shows; for one that was, nothing new is known,
     so the caller answers 500 and the status stays as it was."""
-    obj = machine_object(request)
-    machine = read_machine(obj)
+    obj, machine = request.object, request.machine
     if machine.observed_conditions.get("Launched", {}).get("status") == "True":
         return None
     conds = conditions.settings_missing_conditions(problem)
@@ -63,10 +69,8 @@ def settings_missing(request: dict[str, Any], problem: str) -> dict[str, Any] | 
     }
 
 
-def finalize(request: dict[str, Any], pools: PoolsAPI) -> dict[str, Any]:
-    obj = machine_object(request)
-    machine = read_machine(obj)
-    node = related_node(request, machine.name)
+def finalize_machine(request: MachineRequest, pools: PoolsAPI) -> dict[str, Any]:
+    obj, machine, node = request.object, request.machine, request.node
     pool: Pool | None = None
     refusal: Refusal | None = None
     started = False

@@ -44,7 +44,7 @@ def _setup_logging() -> None:
 
 
 def _production_pools() -> PoolsAPI:
-    from hooks.adapters.aks import AgentPools
+    from hooks.machine.arm_client import AgentPools
 
     return AgentPools.from_env()
 

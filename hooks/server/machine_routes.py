@@ -19,9 +19,9 @@ from hooks.machine import sweep
 from hooks.machine import sync as machine_sync
 from hooks.machine.deadline import DeadlinePools
 from hooks.machine.pools import ArmSettingsError, ArmThrottled, ArmUnreachable, PoolsAPI
-from hooks.machine.request import machine_object
+from hooks.machine.request import MachineRequest, read_request
 from hooks.server.handling import run_hook
-from hooks.server.responses import json_error, json_response
+from hooks.server.responses import json_error
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +57,31 @@ def machine_blueprint(pools_provider: Callable[[], PoolsAPI]) -> Blueprint:
     blueprint = Blueprint("machine", __name__)
     pools = _LazyPools(pools_provider)
 
-    def with_pools(hook: Callable[[dict[str, Any], PoolsAPI], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    def with_pools(hook: Callable[[MachineRequest, PoolsAPI], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
         def call(body: Any) -> dict[str, Any]:
-            machine_object(body)  # reject malformed bodies before touching ARM
-            return hook(body, DeadlinePools(pools()))
+            return hook(read_request(body), DeadlinePools(pools()))  # a malformed body is refused before ARM
 
         return call
 
-    def settings_missing(error: Exception, body: Any) -> Response | None:
-        if isinstance(error, ArmSettingsError) and (answer := machine_sync.settings_missing(body, str(error))):
+    def sync_or_settings_missing(body: Any) -> dict[str, Any]:
+        request = read_request(body)
+        try:
+            arm = pools()
+        except ArmSettingsError as error:
+            answer = machine_sync.settings_missing(request, str(error))
+            if answer is None:
+                raise
             log.error("machine hook: %s", error)
-            return json_response(answer)
-        return _arm_errors(error, body)
+            return answer
+        return machine_sync.sync_machine(request, DeadlinePools(arm))
 
     @blueprint.post("/sync/machine")
     def sync_machine() -> Response:
-        return run_hook(with_pools(machine_sync.sync), settings_missing)
+        return run_hook(sync_or_settings_missing, _arm_errors)
 
     @blueprint.post("/finalize/machine")
     def finalize_machine() -> Response:
-        return run_hook(with_pools(machine_sync.finalize), _arm_errors)
+        return run_hook(with_pools(machine_sync.finalize_machine), _arm_errors)
 
     @blueprint.post("/customize/machine")
     def customize_machine() -> Response:

@@ -9,7 +9,7 @@ real SDK with a static test token; without it, the production provider AgentPool
 import os
 import warnings
 
-from hooks.adapters.aks import AgentPools
+from hooks.machine.arm_client import AgentPools
 
 
 def _pools_provider():
