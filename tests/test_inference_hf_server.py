@@ -17,6 +17,7 @@ import pytest
 import requests
 from inference_support.stub_sglang import wait_http
 from loopback_support import free_port
+from tuning_support.tiny import tiny_config
 
 pytestmark = pytest.mark.integration  # starts the transformers server as a process
 
@@ -62,18 +63,7 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     tok = build_tokenizer()
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = tiny_config("llama", tok)
     model = transformers.LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = None  # never stop early: a fixed number of tokens
     model.save_pretrained(root / "weights")

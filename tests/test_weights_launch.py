@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
 
 from inference_support.stub_sglang import free_port, wait_http  # noqa: E402
-from tuning_support.tiny import make_tokenizer  # noqa: E402
+from tuning_support.tiny import make_tokenizer, tiny_config  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
 from inference.weights_cache_locks import EXCLUSIVE, Lock  # noqa: E402
@@ -38,18 +38,7 @@ def tiny_llama_files(directory: Path) -> dict[str, bytes]:
     """A random 2-layer Llama whose safetensors (~8 MiB) is big enough to be cut half way."""
     tok = make_tokenizer(str(directory))
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = tiny_config("llama", tok, hidden_size=256, intermediate_size=1024)
     transformers.LlamaForCausalLM(cfg).save_pretrained(directory)
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 

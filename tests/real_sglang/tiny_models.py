@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tuning_support.tiny import tiny_config, tiny_model_class
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -65,30 +66,7 @@ class TinyModel:
 
 
 def _config(family: str, tok):
-    from transformers import LlamaConfig, Phi3Config
-
-    common = dict(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    if family == "llama":
-        return LlamaConfig(**common)
-    return Phi3Config(**common)
-
-
-def _model_class(family: str):
-    from transformers import LlamaForCausalLM, Phi3ForCausalLM
-
-    return LlamaForCausalLM if family == "llama" else Phi3ForCausalLM
+    return tiny_config(family, tok, max_position_embeddings=512, tie_word_embeddings=False)
 
 
 def build(root: Path, family: str, adapters: list[AdapterPlan], seed: int = 0) -> TinyModel:
@@ -98,7 +76,7 @@ def build(root: Path, family: str, adapters: list[AdapterPlan], seed: int = 0) -
     tok = train_tokenizer()
     cfg = _config(family, tok)
     torch.manual_seed(seed)
-    model = _model_class(family)(cfg)
+    model = tiny_model_class(family)(cfg)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
@@ -112,7 +90,7 @@ def build(root: Path, family: str, adapters: list[AdapterPlan], seed: int = 0) -
     tiny = TinyModel(family, weights, root / f"{family}-adapters")
     for plan in adapters:
         torch.manual_seed(plan.seed)
-        base = _model_class(family)(cfg)
+        base = tiny_model_class(family)(cfg)
         lora = peft.LoraConfig(
             r=plan.rank,
             lora_alpha=plan.alpha,

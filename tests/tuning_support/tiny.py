@@ -38,13 +38,14 @@ def make_tokenizer(directory: str):
     return fast
 
 
-def make_model(directory: str, family: str = "llama"):
-    """Save a random 2-layer model of `family` ("llama" or "phi3") plus the tokenizer into `directory`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+def tiny_config(family: str, tokenizer, **overrides):
+    """The transformers config of a random 2-layer `family` ("llama" or "phi3") model sized for CPU tests:
+    hidden 64, 4 heads, the tokenizer's vocabulary and special tokens; `overrides` change single fields."""
+    from transformers import LlamaConfig, Phi3Config
 
-    tokenizer = make_tokenizer(directory)
-    common = dict(
+    if family not in ("llama", "phi3"):
+        raise ValueError(family)
+    fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -56,13 +57,24 @@ def make_model(directory: str, family: str = "llama"):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    fields.update(overrides)
+    return LlamaConfig(**fields) if family == "llama" else Phi3Config(**fields)
+
+
+def tiny_model_class(family: str):
+    from transformers import LlamaForCausalLM, Phi3ForCausalLM
+
+    return LlamaForCausalLM if family == "llama" else Phi3ForCausalLM
+
+
+def make_model(directory: str, family: str = "llama"):
+    """Save a random 2-layer model of `family` ("llama" or "phi3") plus the tokenizer into `directory`."""
+    import torch
+
+    tokenizer = make_tokenizer(directory)
+    config = tiny_config(family, tokenizer)
     torch.manual_seed(0)
-    if family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    elif family == "phi3":
-        model = Phi3ForCausalLM(Phi3Config(**common))
-    else:
-        raise ValueError(family)
+    model = tiny_model_class(family)(config)
     model.save_pretrained(directory)
     return model, tokenizer
 
