@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from inference import GATEWAY_PORT, gateway
+from inference import GATEWAY_PORT, gateway_app, gateway_names, gateway_state
 from inference.gateway_translation import Served
 
 log = logging.getLogger("wake_front")
@@ -289,8 +289,8 @@ async def queue_report(request: web.Request) -> web.Response:
 def _probe(app: web.Application) -> Callable:
     async def probe() -> bool:
         try:
-            async with app[gateway.SESSION].get(
-                app[gateway.UPSTREAM] + "/health", timeout=ClientTimeout(total=5)
+            async with app[gateway_state.SESSION].get(
+                app[gateway_state.UPSTREAM] + "/health", timeout=ClientTimeout(total=5)
             ) as up:
                 await up.read()
                 return up.status == 200
@@ -303,7 +303,7 @@ def _probe(app: web.Application) -> Callable:
 def _loop_ctx(api: ApiServer):
     async def ctx(app: web.Application):
         front = app[FRONT]
-        scaler = Scaler(api, app[gateway.SESSION])
+        scaler = Scaler(api, app[gateway_state.SESSION])
         probe = _probe(app)
 
         async def run() -> None:
@@ -323,7 +323,7 @@ def _loop_ctx(api: ApiServer):
 
 
 def make_app(served: Served, upstream: str, front: Front, api: ApiServer) -> web.Application:
-    app = gateway.make_app(served, upstream)
+    app = gateway_app.make_app(served, upstream)
     app[FRONT] = front
     app.middlewares.append(hold_until_ready)
     app.router.add_get("/queue", queue_report)
@@ -368,12 +368,12 @@ def main(argv: list[str] | None = None) -> None:
     served = Served(ns.served_model_name, tuple(ns.adapter), ns.chat_default_adapter)
     app = make_app(served, ns.upstream, Front(HeldRequests(ns.queue_size, ns.max_wait_seconds), ns.idle_seconds), api)
     if ns.adapter_names_from:
-        box = app[gateway.SERVED]
+        box = app[gateway_state.SERVED]
 
         def publish(new: Served) -> None:
             box.current = new
 
-        app.cleanup_ctx.append(gateway.NamesFollower(served, ns.adapter_names_from, publish).ctx)
+        app.cleanup_ctx.append(gateway_names.NamesFollower(served, ns.adapter_names_from, publish).ctx)
     # handler_cancellation: a client that hangs up cancels its handler, so a held request leaves the queue.
     web.run_app(app, host=ns.host, port=ns.port, access_log=None, print=None, handler_cancellation=True)
 
