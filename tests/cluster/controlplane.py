@@ -38,7 +38,16 @@ IDENTITIES = {
 KWOK_NODE_LABEL = ("kwok.x-k8s.io/node", "fake")
 # deployment+replicaset: a single-node preset is served by a Deployment (N replicas), multi-node by a StatefulSet.
 # resourcequota: the README's count/machines.kaito.sh quota is only enforced once its usage is computed.
-CONTROLLERS = "namespace,serviceaccount,garbagecollector,statefulset,deployment,replicaset,job,resourcequota"
+# horizontalpodautoscaling: KEDA scales a Workspace above 1 through an HPA on its scale subresource.
+CONTROLLERS = (
+    "namespace,serviceaccount,garbagecollector,statefulset,deployment,replicaset,job,resourcequota,"
+    "horizontalpodautoscaling"
+)
+# How often the HPA controller reconciles (upstream: 15 s), so that scaling tests wait seconds, not minutes.
+HPA_SYNC_PERIOD = "5s"
+# The identity the apiserver's aggregation layer presents to extension apiservers (KEDA's metrics adapter),
+# which trust it through the requestheader CA the apiserver publishes in kube-system/extension-apiserver-authentication.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 class ClusterError(RuntimeError):
@@ -171,6 +180,62 @@ def write_service_account_key(path: Path) -> None:
     )
 
 
+def write_front_proxy_pki(pki: Path) -> None:
+    """front-proxy-ca.crt and front-proxy-client.crt/.key: the CA extension apiservers trust for the
+    aggregator's requests, and the client certificate the aggregator presents (CN FRONT_PROXY_CLIENT)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key, issuer: str, signer, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("front-proxy-ca", ca_key, "front-proxy-ca", ca_key, ca=True)
+    client = certificate(FRONT_PROXY_CLIENT, client_key, "front-proxy-ca", ca_key, ca=False)
+    (pki / "front-proxy-ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (pki / "front-proxy-client.crt").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    (pki / "front-proxy-client.key").write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def aggregation_flags(pki: Path) -> list[str]:
+    """kube-apiserver's aggregation layer, for an APIService served by a process on loopback (KEDA's metrics
+    adapter as v1beta1.external.metrics.k8s.io). The aggregator dials the APIService's Service by its cluster
+    address (no --enable-aggregator-routing: that resolves only Services with endpoints, never ExternalName),
+    so such a Service is an ExternalName `localhost`."""
+    write_front_proxy_pki(pki)
+    return [
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+    ]
+
+
 def kubeconfig(server: str, ca_file: Path, token: str, user: str = "admin") -> dict:
     return {
         "apiVersion": "v1",
@@ -234,6 +299,7 @@ class ControlPlane:
                 f"--secure-port={free_port()}",
                 f"--service-account-private-key-file={self.workdir / 'sa.key'}",
                 "--concurrent-gc-syncs=5",
+                f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
             ],
         )
         self.spawn(
@@ -351,6 +417,7 @@ class ControlPlane:
                 # Without the node-lifecycle controller, new Nodes would keep a not-ready taint.
                 "--disable-admission-plugins=TaintNodesByCondition",
                 "--endpoint-reconciler-type=none",
+                *aggregation_flags(pki),
             ],
         )
         ca = pki / "apiserver.crt"
