@@ -11,9 +11,9 @@ import pytest
 from workspace_support import CONFIGMAPS, DEPLOYMENTS, JOBS, NOW, REPO, condition, find, node, request, workspace
 
 from hooks.settings import Settings
-from hooks.workspace import adapter_status
 from hooks.workspace.children import live_adapters
 from hooks.workspace.planning import Adapter
+from hooks.workspace.status import adapters as adapter_status
 from hooks.workspace.sync import sync
 
 AKS = Settings()

@@ -16,9 +16,9 @@ from hooks import naming
 from hooks.inferenceset import autoscaling
 from hooks.inferenceset.api import MAX_REPLICAS
 from hooks.inferenceset.workspace import check
-from hooks.workspace import conditions
 from hooks.workspace.planning import WorkloadPlan
 from hooks.workspace.request import as_previously_desired, require_parent
+from hooks.workspace.status import conditions
 from hooks.workspace.validation import Problem
 
 WORKSPACES = "Workspace.kaito.sh/v1alpha1"

@@ -16,7 +16,7 @@ from hooks.workspace.validation import Problem
 from inference.runtime_config import RuntimeConfigError, flags_from_text  # yaml and the stdlib only
 
 CONFIG_KEY = "inference_config.yaml"
-# Where the pod mounts the ConfigMap (children/statefulset.py's CONFIG_DIR): a chat template kept in the
+# Where the pod mounts the ConfigMap (children/workload.py's CONFIG_DIR): a chat template kept in the
 # same ConfigMap is read from there.
 MOUNT_DIR = Path("/mnt/config")
 

@@ -8,12 +8,14 @@ check for None again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hooks import naming
 from hooks.workspace import catalog, kaito_annotations, partition, replicas, scale_to_zero
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
+from hooks.workspace.scale_to_zero import ScaleToZero
 from hooks.workspace.validation import Problem, parse_workspace
 
 RUNTIME_ANNOTATION = "kaito.sh/runtime"
@@ -43,6 +45,8 @@ class _Plan:
     replicas_note: str = field(default="", kw_only=True)
     # resource.partition mode mig: each replica runs on one slice, and replicas share a node's slices.
     mig: partition.MigPartition | None = field(default=None, kw_only=True)
+    # The scale-to-zero annotations, read once while planning (None: the Workspace does not opt in).
+    scale_to_zero: ScaleToZero | None = field(default=None, kw_only=True)
 
     @property
     def gpus_per_node(self) -> int:
@@ -71,6 +75,7 @@ class PresetServing(_Plan):
     runtime_reason: str
     adapters: tuple[Adapter, ...]
     config: str | None  # the user's inference ConfigMap, if any
+    live_adapters: bool = field(kw_only=True)  # the runtime starts ready for adapters (live_adapters_on)
 
     @property
     def disk_gib(self) -> int:
@@ -119,10 +124,16 @@ def parse_and_plan(obj: dict[str, Any]) -> tuple[PlannedWorkspace | None, list[P
     if ws is None:
         return None, problems
     workload, problems = plan(ws)
-    _, wake_problems = scale_to_zero.parse(ws)
+    wake, wake_problems = scale_to_zero.parse(ws)
     if workload is None or wake_problems:
         return None, problems + wake_problems
-    return PlannedWorkspace(ws, workload), []
+    return PlannedWorkspace(ws, dataclasses.replace(workload, scale_to_zero=wake)), []
+
+
+def live_adapters_on(runtime: Runtime, preset: catalog.Preset) -> bool:
+    """Whether the runtime is started ready for adapters. SGLang cannot apply some families' adapters at all
+    (validation refuses adapters there), and enabling LoRA for them could break the server's start."""
+    return runtime == "transformers" or preset.sglang_lora
 
 
 def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
@@ -332,6 +343,7 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
             replicas=instances,
             replicas_note=replicas_note,
             mig=mig,
+            live_adapters=live_adapters_on(runtime, preset),
         ), []
     # Kaito's count: replicas for a preset that fits one node, the node count of one instance otherwise.
     if catalog.nodes_needed(need, sku) == 1:
@@ -369,6 +381,7 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
         inf.config,
         replicas=instances,
         replicas_note=replicas_note,
+        live_adapters=live_adapters_on(runtime, preset),
     ), []
 
 

@@ -1,4 +1,5 @@
-"""How many replicas a serving Workspace runs, and which nodes still host its pods.
+"""How many replicas a serving Workspace runs, and which nodes still host its pods (the planning side;
+hooks/workspace/status/replicas.py reports them).
 
 Kaito's `resource.count` is the replica count of a preset that fits one node, and the node count of one
 instance of a preset that needs several. `spec.replicas` (the scale subresource: kubectl scale, HPA, KEDA)
@@ -45,22 +46,3 @@ def nodes_with_pods(pods: Iterable[dict]) -> frozenset[str]:
         for pod in pods
         if (pod.get("spec") or {}).get("nodeName") and (pod.get("status") or {}).get("phase") not in GONE_PHASES
     )
-
-
-def status(plan_replicas: int, nodes_per_replica: int, workload: dict | None, selector: dict[str, str]) -> dict:
-    """The scale subresource's view: replicas the Workspace runs, how many are Ready, and the pods' selector.
-
-    `workload` is the observed Deployment (one pod per replica) or StatefulSet (one instance across its pods).
-    """
-    ready_pods = ((workload or {}).get("status") or {}).get("readyReplicas") or 0
-    ready = ready_pods if nodes_per_replica == 1 else int(ready_pods >= nodes_per_replica)
-    return {
-        "replicas": plan_replicas,
-        "readyReplicas": min(ready, plan_replicas),
-        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
-    }
-
-
-def carried_over(observed_status: dict | None) -> dict:
-    """What an invalid Workspace keeps of its replica status (its children are kept as they were)."""
-    return {k: v for k, v in (observed_status or {}).items() if k in ("replicas", "readyReplicas", "selector")}

@@ -1,5 +1,5 @@
-"""Scale to zero and wake on demand: the opt-in annotations, and where a Workspace stands (scaled to zero,
-waking, serving).
+"""Scale to zero and wake on demand: the opt-in annotations (where a Workspace stands, scaled to zero,
+waking or serving, is status: hooks/workspace/status/scale_to_zero.py).
 
 A Workspace that carries `kaito.sh/scale-to-zero-after: 15m` keeps a small CPU front behind its Service
 (hooks/workspace/children/wake_front.py, inference/wake_front.py): at 0 replicas the front holds requests,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from hooks.workspace.api import Workspace
 from hooks.workspace.validation import Problem
@@ -26,8 +25,6 @@ DEFAULT_MAX_WAIT_SECONDS = 20 * 60
 DEFAULT_QUEUE_SIZE = 100
 MAX_QUEUE_SIZE = 10_000
 MIN_IDLE_SECONDS = 60
-
-SCALED_TO_ZERO, WAKING, SERVING = "ScaledToZero", "Waking", "Serving"
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -106,43 +103,3 @@ def parse(ws: Workspace) -> tuple[ScaleToZero | None, list[Problem]]:
     if problems or idle is None:
         return None, problems
     return ScaleToZero(idle, queue, max_wait), []
-
-
-def enabled(ws: Workspace) -> ScaleToZero | None:
-    """The settings of a Workspace that passed validation (None when it does not opt in)."""
-    settings, _ = parse(ws)
-    return settings
-
-
-def _waking_phase(cold_start: dict[str, Any] | None) -> str:
-    """The cold-start phase under way, from status.coldStart of the pod that is starting (none has a node yet
-    while coldStart is empty: a pod gets its start time once scheduled)."""
-    phases = cold_start or {}
-    if "nodeSeconds" not in phases:
-        return "node"
-    if "imagePullSeconds" not in phases:
-        return "image"
-    if "weightsSeconds" not in phases and "modelLoadSeconds" not in phases:
-        return "weights"
-    return "load"
-
-
-def state(
-    replicas: int,
-    ready_replicas: int,
-    cold_start: dict[str, Any] | None,
-    observed: dict[str, Any] | None,
-    now: str,
-) -> dict[str, Any]:
-    """status.scaleToZero: ScaledToZero, Waking (with the cold-start phase) or Serving, and since when.
-
-    `since` is kept while the state holds, like a condition's lastTransitionTime."""
-    if replicas == 0:
-        current: dict[str, Any] = {"state": SCALED_TO_ZERO}
-    elif ready_replicas > 0:
-        current = {"state": SERVING}
-    else:
-        current = {"state": WAKING, "phase": _waking_phase(cold_start)}
-    previous = observed or {}
-    since = previous.get("since") if previous.get("state") == current["state"] and previous.get("since") else now
-    return {**current, "since": since}

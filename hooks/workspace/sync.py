@@ -1,8 +1,8 @@
 """The Workspace hooks: pure functions from a Metacontroller v2 request to its response.
 
 sync: parse and plan the Workspace (hooks/workspace/planning.py), choose its nodes
-(hooks/workspace/nodes.py), build its children (hooks/workspace/children/) and its status
-(hooks/workspace/conditions.py). customize: which related objects sync needs (Nodes matching the
+(hooks/workspace/nodes.py), build its children (hooks/workspace/children/) and decide its status
+(hooks/workspace/status/). customize: which related objects sync needs (Nodes matching the
 labelSelector, the workspace's Pods).
 
 Rules (Metacontroller's hook contract): any observed child we do not return is deleted, so an
@@ -15,78 +15,58 @@ from __future__ import annotations
 from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
-from hooks.workspace import adapter_status, conditions, inference_config, replicas, scale_to_zero
-from hooks.workspace.children import desired_children, live_adapters
-from hooks.workspace.children.pod_parts import workspace_labels
+from hooks.workspace import inference_config
+from hooks.workspace.children import desired_children, live_adapters, workload
 from hooks.workspace.nodes import plan_nodes
-from hooks.workspace.planning import PresetServing, TuningPlan, parse_and_plan
+from hooks.workspace.planning import PlannedWorkspace, PresetServing, parse_and_plan
+from hooks.workspace.replicas import nodes_with_pods
 from hooks.workspace.request import existing_children, require_parent
+from hooks.workspace.status import decision
+from hooks.workspace.validation import Problem
 
 
-def sync(request: dict, settings: Settings, now: str) -> dict:
-    parent = require_parent(request)
-    generation = parent["metadata"].get("generation")
-    observed_conditions = (parent.get("status") or {}).get("conditions")
-
+def _plan(parent: dict, request: dict) -> tuple[PlannedWorkspace | None, list[Problem]]:
+    """The planned Workspace, checked against its inference.config ConfigMap when customize related it
+    (`render`'s requests have none)."""
     planned, problems = parse_and_plan(parent)
     if (
         planned is not None
         and isinstance(planned.plan, PresetServing)
         and mc.CONFIGMAPS in (request.get("related") or {})
     ):
-        # The inference.config ConfigMap, related by customize (absent from `render`'s requests).
         problems = inference_config.problems(planned.plan, mc.by_name(mc.related(request, mc.CONFIGMAPS)))
         planned = None if problems else planned
+    return planned, problems
+
+
+def sync(request: dict, settings: Settings, now: str) -> dict:
+    parent = require_parent(request)
+    planned, problems = _plan(parent, request)
     if planned is None:
-        tuning_requested = parent.get("tuning") is not None
-        status = conditions.invalid_status(problems, tuning_requested, observed_conditions, now, generation)
-        status.update(replicas.carried_over(parent.get("status")))
+        status = decision.invalid_status(parent, problems, now)
         return {"status": status, "children": existing_children(request), "resyncAfterSeconds": 0}
 
     ws, plan = planned.workspace, planned.plan
-    machines = mc.by_name(mc.observed(request, mc.MACHINES))
     related_pods = list(mc.related(request, mc.PODS).values())
     pods = [p for p in related_pods if not live_adapters.is_fetch_pod(p)]
-    fetch_pods = [p for p in related_pods if live_adapters.is_fetch_pod(p)]
     nodes = plan_nodes(
         ws,
         plan.node_count,
         mc.related(request, mc.NODES),
-        machines,
+        mc.by_name(mc.observed(request, mc.MACHINES)),
         settings,
-        replicas.nodes_with_pods(pods),
+        nodes_with_pods(pods),
         now,
     )
     adapter_nodes = live_adapters.fetch_nodes(nodes.worker_nodes, pods)
     children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes, nodes.idle)
-    if isinstance(plan, TuningPlan):
-        workload_kind = mc.JOBS
-    else:
-        workload_kind = mc.STATEFULSETS if plan.nodes > 1 else mc.DEPLOYMENTS
-    workload = mc.by_name(mc.observed(request, workload_kind)).get(ws.name)
-    live = isinstance(plan, PresetServing) and live_adapters.enabled(plan)
-    adapters = []
-    if isinstance(plan, PresetServing) and live:
-        jobs = adapter_status.fetch_jobs(mc.observed(request, mc.JOBS))
-        adapters = adapter_status.adapter_states(plan, jobs, fetch_pods, pods)
-    extra = (adapter_status.adapters_ready(adapters),) if live else ()
-    wake = scale_to_zero.enabled(ws)
-    status, done = conditions.workspace_status(
-        plan, nodes, workload, pods, observed_conditions, now, generation, extra, wakes_on_demand=wake is not None
+    seen = decision.Observed(
+        workload=workload.observed(request, ws, plan),
+        pods=pods,
+        fetch_jobs=live_adapters.observed_fetch_jobs(mc.observed(request, mc.JOBS)),
+        fetch_pods=[p for p in related_pods if live_adapters.is_fetch_pod(p)],
     )
-    if live:
-        status["adapters"] = [a.as_dict() for a in adapters]
-        done = done and all(a.state in (adapter_status.READY, adapter_status.FAILED) for a in adapters)
-    if not isinstance(plan, TuningPlan):
-        status.update(replicas.status(plan.replicas, plan.nodes, workload, workspace_labels(ws)))
-        observed_state = (parent.get("status") or {}).get("scaleToZero")
-        if wake is not None or plan.replicas == 0 or observed_state:
-            status["scaleToZero"] = scale_to_zero.state(
-                status["replicas"], status["readyReplicas"], status.get("coldStart"), observed_state, now
-            )
-    resync: float = 0 if done else settings.resync_seconds
-    if nodes.release_in_s is not None:  # come back when the first idle Machine's grace period ends
-        resync = min(resync or nodes.release_in_s, max(nodes.release_in_s, 1.0))
+    status, resync = decision.planned_status(parent, ws, plan, nodes, seen, settings.resync_seconds, now)
     return {"status": status, "children": children, "resyncAfterSeconds": resync}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hooks.settings import Settings
-from hooks.workspace import scale_to_zero
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import (
     adapter_report,
@@ -11,9 +10,9 @@ from hooks.workspace.children import (
     machines,
     router,
     services,
-    statefulset,
     tuning_job,
     wake_front,
+    workload,
 )
 from hooks.workspace.nodes import IdleMachine
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
@@ -40,17 +39,16 @@ def desired_children(
     else:
         adapters = []
         if isinstance(plan, PresetServing):
-            adapters = live_adapters.children(ws, plan, adapter_nodes or [], statefulset.runtime_image(plan, settings))
+            adapters = live_adapters.children(ws, plan, adapter_nodes or [], workload.runtime_image(plan, settings))
         # The order of request.CHILD_TYPES (what an invalid Workspace keeps): ConfigMap, workload, Jobs, Services.
         children += [c for c in adapters if c["kind"] == "ConfigMap"]
-        children.append(statefulset.workload(ws, plan, settings))
+        children.append(workload.workload(ws, plan, settings))
         children += [c for c in adapters if c["kind"] == "Job"]
         children += services.services(ws, plan)
         if adapters:
             children += adapter_report.children(ws)
         if router.uses_router(plan):
             children += router.children(ws, plan, settings)
-        wake = scale_to_zero.enabled(ws)
-        if wake is not None and isinstance(plan, PresetServing):
-            children += wake_front.children(ws, plan, wake, settings)
+        if plan.scale_to_zero is not None and isinstance(plan, PresetServing):
+            children += wake_front.children(ws, plan, plan.scale_to_zero, settings)
     return children

@@ -1,5 +1,7 @@
 """Live adapters, the hook's side: the desired adapter set as a ConfigMap the pod mounts, and the fetch Jobs
-that put each adapter's files on every node that runs (or is about to run) the Workspace.
+that put each adapter's files on every node that runs (or is about to run) the Workspace; both the Jobs
+this hook asks for and what the observed Jobs and their pods say (hooks/workspace/status/adapters.py turns
+that into status).
 
 The pod template references only the ConfigMap's name and the node folder, so it never changes when
 adapters do: adding, removing, re-weighting or re-imaging an adapter changes the ConfigMap and the set of
@@ -49,12 +51,7 @@ SOURCE_ANNOTATION = "kaito.sh/adapter-source"
 KEY_LENGTH = 12
 FETCH_BACKOFF_LIMIT = 3
 MAX_NAME = 63
-
-
-def enabled(plan: PresetServing) -> bool:
-    """Whether the runtime is started ready for adapters. SGLang cannot apply some families' adapters at all
-    (validation refuses adapters there), and enabling LoRA for them could break the server's start."""
-    return plan.runtime == "transformers" or plan.preset.sglang_lora
+PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 
 
 def config_map_name(workspace: str) -> str:
@@ -235,7 +232,7 @@ def fetch_job(ws: Workspace, adapter: Adapter, node: str, runtime_image: str) ->
 
 def fetch_jobs(ws: Workspace, plan: PresetServing, nodes: list[str], runtime_image: str) -> list[dict]:
     """One Job per (node, adapter key), by name; two adapters with the same files share one."""
-    if not enabled(plan):
+    if not plan.live_adapters:
         return []
     jobs: dict[str, dict] = {}
     for node in sorted(set(nodes)):
@@ -251,13 +248,65 @@ def fetch_nodes(worker_nodes: list[str], pods: list[dict]) -> list[str]:
     return sorted({*worker_nodes, *(n for n in running if n)})
 
 
+def children(ws: Workspace, plan: PresetServing, nodes: list[str], runtime_image: str) -> list[dict]:
+    """The desired-set ConfigMap (also with no adapters: they can be added later without a restart) and
+    the fetch Jobs."""
+    if not plan.live_adapters:
+        return []
+    return [config_map(ws, plan), *fetch_jobs(ws, plan, nodes, runtime_image)]
+
+
+# The observed side: the fetch Jobs and their pods as Metacontroller reports them.
+
+
 def is_fetch_pod(pod: dict) -> bool:
     return FETCH_LABEL in ((pod.get("metadata") or {}).get("labels") or {})
 
 
-def children(ws: Workspace, plan: PresetServing, nodes: list[str], runtime_image: str) -> list[dict]:
-    """The desired-set ConfigMap (also with no adapters: they can be added later without a restart) and
-    the fetch Jobs."""
-    if not enabled(plan):
-        return []
-    return [config_map(ws, plan), *fetch_jobs(ws, plan, nodes, runtime_image)]
+def observed_fetch_jobs(observed_jobs: dict[str, dict]) -> list[dict]:
+    """The fetch Jobs among a Workspace's observed Jobs."""
+    return [j for j in observed_jobs.values() if FETCH_LABEL in ((j.get("metadata") or {}).get("labels") or {})]
+
+
+def fetch_key_of(obj: dict) -> str | None:
+    """The adapter key a fetch Job or its pod carries."""
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(KEY_LABEL)
+
+
+def job_node(job: dict) -> str:
+    return ((job.get("metadata") or {}).get("annotations") or {}).get(NODE_ANNOTATION, "?")
+
+
+def job_failed(job: dict) -> dict | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def job_complete(job: dict) -> bool:
+    status = job.get("status") or {}
+    done = any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return done or bool(status.get("succeeded"))
+
+
+def pull_error(pods: list[dict]) -> str | None:
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in PULL_ERRORS:
+                node = (pod.get("spec") or {}).get("nodeName", "?")
+                return f"node {node}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+    return None
+
+
+def copy_failure(pods: list[dict]) -> str | None:
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            term = ((cs.get("state") or {}).get("terminated")) or ((cs.get("lastState") or {}).get("terminated")) or {}
+            if term and term.get("exitCode", 0) != 0:
+                detail = (term.get("message") or f"exit code {term.get('exitCode')}").strip()
+                return f"container {cs.get('name')}: {term.get('reason', 'Error')}: {detail}"
+    return None

@@ -100,7 +100,7 @@ def gateway_args(plan: PresetServing) -> list[str]:
         "--port",
         str(HTTP_PORT),
     ]
-    if live_adapters.enabled(plan):
+    if plan.live_adapters:
         # The names follow the replicas' desired set (the same ConfigMap): no restart when adapters change.
         return [*args, "--adapter-names-from", f"{live_adapters.DESIRED_DIR}/{live_adapters.DESIRED_FILE}"]
     names, chat_default = served_adapters(plan)
@@ -142,7 +142,7 @@ def deployment(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         "securityContext": _security_context(),
     }
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
-    if live_adapters.enabled(plan):
+    if plan.live_adapters:
         gateway["volumeMounts"] = [
             {"name": live_adapters.DESIRED_VOLUME, "mountPath": live_adapters.DESIRED_DIR, "readOnly": True}
         ]

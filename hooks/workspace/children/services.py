@@ -4,7 +4,6 @@ and `<name>-headless` (pod DNS and the torch-dist port 29500 for multi-node)."""
 from __future__ import annotations
 
 from hooks import naming
-from hooks.workspace import scale_to_zero
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import router, wake_front
 from hooks.workspace.children.pod_parts import DIST_PORT, HTTP_PORT, workspace_labels
@@ -21,7 +20,7 @@ def _selector(ws: Workspace, plan: PresetServing | TemplateServing) -> dict[str,
 
 def services(ws: Workspace, plan: PresetServing | TemplateServing) -> list[dict]:
     labels = workspace_labels(ws)
-    wakes = isinstance(plan, PresetServing) and scale_to_zero.enabled(ws) is not None
+    wakes = isinstance(plan, PresetServing) and plan.scale_to_zero is not None
     lb = ws.annotations.get("kaito.sh/enablelb") == "True"
     main = {
         "apiVersion": "v1",

@@ -68,7 +68,7 @@ def front_args(ws: Workspace, plan: PresetServing, wake: ScaleToZero) -> list[st
         "--max-wait-seconds",
         str(wake.max_wait_seconds),
     ]
-    if live_adapters.enabled(plan):
+    if plan.live_adapters:
         # The names follow the replicas' desired set, as the router pod's gateway does.
         return [*args, "--adapter-names-from", f"{live_adapters.DESIRED_DIR}/{live_adapters.DESIRED_FILE}"]
     for adapter in names:
@@ -106,7 +106,7 @@ def deployment(ws: Workspace, plan: PresetServing, wake: ScaleToZero, settings: 
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
     }
-    if live_adapters.enabled(plan):
+    if plan.live_adapters:
         container["volumeMounts"] = [
             {"name": live_adapters.DESIRED_VOLUME, "mountPath": live_adapters.DESIRED_DIR, "readOnly": True}
         ]

@@ -1,18 +1,20 @@
-"""Where a serving Workspace becomes a StatefulSet: one pod per node, running `python -m inference.launch`
-(the preset's launcher arguments are built here) or the user's pod template."""
+"""Where a serving Workspace becomes its workload: a Deployment (one pod per replica) or, for a preset served
+across several nodes, a StatefulSet (one pod per node), running `python -m inference.launch` (the preset's
+launcher arguments are built here) or the user's pod template; and which observed object is that workload."""
 
 from __future__ import annotations
 
 import copy
 import math
 
+from hooks import metacontroller as mc
 from hooks import naming
 from hooks.settings import Settings
 from hooks.workspace import kaito_annotations
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import adapter_report, live_adapters, weights
 from hooks.workspace.children import pod_parts as m
-from hooks.workspace.planning import PresetServing, TemplateServing
+from hooks.workspace.planning import PresetServing, TemplateServing, TuningPlan, WorkloadPlan
 
 WEIGHTS_DIR = weights.WEIGHTS_DIR
 ADAPTERS_DIR = "/mnt/adapter"
@@ -30,7 +32,7 @@ def launcher_args(ws: Workspace, plan: PresetServing, settings: Settings) -> lis
     if not plan.options.image:
         args += ["--model", preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]
     args += ["--weights-dir", weights.weights_dir(plan.options.image, settings)]
-    if live_adapters.enabled(plan):  # the adapters come from the desired set, never from the pod's args
+    if plan.live_adapters:  # the adapters come from the desired set, never from the pod's args
         args += ["--adapters-dir", live_adapters.FILES_MOUNT, *live_adapters.launcher_args(ws)]
     else:
         args += ["--adapters-dir", ADAPTERS_DIR]
@@ -84,7 +86,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         pull_secrets += opts.imagePullSecrets or []
 
     # Adapters are live (children/live_adapters.py): nothing here depends on which adapters are desired.
-    if live_adapters.enabled(plan):
+    if plan.live_adapters:
         adapter_volumes, adapter_mounts = live_adapters.pod_volumes(ws)
         volumes += [*adapter_volumes, adapter_report.token_volume()]
         mounts += [*adapter_mounts, adapter_report.token_mount()]
@@ -120,7 +122,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         del pod["initContainers"]
     if pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in m.unique(pull_secrets)]
-    if live_adapters.enabled(plan):  # the agent reports adapter states on its own pod
+    if plan.live_adapters:  # the agent reports adapter states on its own pod
         pod["serviceAccountName"] = adapter_report.name(ws)
     return {
         "metadata": {
@@ -204,3 +206,12 @@ def deployment(ws: Workspace, plan: PresetServing | TemplateServing, settings: S
             "template": pod_template(ws, plan, settings),
         },
     }
+
+
+def observed(request: dict, ws: Workspace, plan: WorkloadPlan) -> dict | None:
+    """The workload Metacontroller reports for this plan: the tuning Job, the StatefulSet or the Deployment."""
+    if isinstance(plan, TuningPlan):
+        kind = mc.JOBS
+    else:
+        kind = mc.STATEFULSETS if plan.nodes > 1 else mc.DEPLOYMENTS
+    return mc.by_name(mc.observed(request, kind)).get(ws.name)

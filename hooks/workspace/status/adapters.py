@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks.workspace.children import live_adapters as live
-from hooks.workspace.conditions import Condition, false, true
 from hooks.workspace.planning import PresetServing
+from hooks.workspace.status.conditions import Condition, false, true
 
 REPORT_ANNOTATION = "kaito.sh/adapters"
 PENDING, LOADING, READY, FAILED = "Pending", "Loading", "Ready", "Failed"
-PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 MAX_MESSAGE = 512
 # A pod writes its own report, so its fields are untrusted: a reason is kept only when it is a short
 # CamelCase word (the CRD allows 1024 characters; conditions' reasons are words like this), a message only
@@ -42,49 +41,6 @@ class AdapterState:
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "state": self.state, "reason": self.reason, "message": self.message[:MAX_MESSAGE]}
-
-
-def _labels(obj: dict) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("labels") or {}
-
-
-def _node(job: dict) -> str:
-    return ((job.get("metadata") or {}).get("annotations") or {}).get(live.NODE_ANNOTATION, "?")
-
-
-def _job_failed(job: dict) -> dict | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
-            return cond
-    return None
-
-
-def _job_complete(job: dict) -> bool:
-    status = job.get("status") or {}
-    done = any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
-    return done or bool(status.get("succeeded"))
-
-
-def _pull_error(pods: list[dict]) -> str | None:
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        status = pod.get("status") or {}
-        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in PULL_ERRORS:
-                node = (pod.get("spec") or {}).get("nodeName", "?")
-                return f"node {node}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
-    return None
-
-
-def _copy_failure(pods: list[dict]) -> str | None:
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        status = pod.get("status") or {}
-        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            term = ((cs.get("state") or {}).get("terminated")) or ((cs.get("lastState") or {}).get("terminated")) or {}
-            if term and term.get("exitCode", 0) != 0:
-                detail = (term.get("message") or f"exit code {term.get('exitCode')}").strip()
-                return f"container {cs.get('name')}: {term.get('reason', 'Error')}: {detail}"
-    return None
 
 
 def pod_report(pod: dict) -> dict[str, Any] | None:
@@ -119,19 +75,19 @@ def _serving(pods: list[dict]) -> list[dict]:
 
 def _fetch_state(name: str, key: str, jobs: list[dict], fetch_pods: list[dict]) -> AdapterState | None:
     """Failed or Pending from the fetch side; None once every node has the files."""
-    mine = [j for j in jobs if _labels(j).get(live.KEY_LABEL) == key]
-    pods = [p for p in fetch_pods if _labels(p).get(live.KEY_LABEL) == key]
-    pull = _pull_error(pods)
+    mine = [j for j in jobs if live.fetch_key_of(j) == key]
+    pods = [p for p in fetch_pods if live.fetch_key_of(p) == key]
+    pull = live.pull_error(pods)
     if pull:
         return AdapterState(name, FAILED, "ImagePullError", f"cannot pull the adapter image on {pull}")
     for job in sorted(mine, key=lambda j: j["metadata"]["name"]):
-        failed = _job_failed(job)
+        failed = live.job_failed(job)
         if failed:
-            why = _copy_failure(pods) or f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}"
+            why = live.copy_failure(pods) or f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}"
             return AdapterState(
-                name, FAILED, "FetchFailed", f"copying the adapter files on node {_node(job)} failed: {why}"
+                name, FAILED, "FetchFailed", f"copying the adapter files on node {live.job_node(job)} failed: {why}"
             )
-    waiting = sorted(_node(j) for j in mine if not _job_complete(j))
+    waiting = sorted(live.job_node(j) for j in mine if not live.job_complete(j))
     if waiting or not mine:
         where = ", ".join(waiting) if waiting else "the Workspace's nodes (none ready yet)"
         return AdapterState(name, PENDING, "Fetching", f"copying the adapter files to {where}")
@@ -193,7 +149,3 @@ def adapters_ready(states: list[AdapterState]) -> Condition:
     return true(
         "AdaptersReady", "AdaptersReady", f"{len(states)} adapter(s) served: {', '.join(s.name for s in states)}"
     )
-
-
-def fetch_jobs(observed_jobs: dict[str, dict]) -> list[dict]:
-    return [j for j in observed_jobs.values() if live.FETCH_LABEL in _labels(j)]

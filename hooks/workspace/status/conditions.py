@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import kube
-from hooks.workspace import cold_start
 from hooks.workspace.nodes import NodePlan
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
+from hooks.workspace.status import cold_start
 from hooks.workspace.validation import Problem
 
 MAX_MESSAGE = 1024
