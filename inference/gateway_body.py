@@ -24,16 +24,16 @@ async def read_body(request: web.Request) -> bytes:
     refused before reading anything, a chunked body once the limit is passed."""
     limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(too_large(limit))
+        raise BodyTooLarge(_too_large(limit))
     body = bytearray()
     async for chunk in request.content.iter_chunked(256 * 1024):
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(too_large(limit))
+            raise BodyTooLarge(_too_large(limit))
     return bytes(body)
 
 
-def too_large(limit: int) -> str:
+def _too_large(limit: int) -> str:
     return f"request body is larger than the gateway's limit of {limit} bytes ({limit // (1024 * 1024)} MiB)"
 
 
