@@ -1,10 +1,18 @@
-"""KEDA for real on the local control plane: the operator built from github.com/kedacore/keda/v2 v2.21.1 (its
-Go module, as the README's scale-to-zero section says how) drives a Workspace through its scale subresource from
-a ScaledObject with minReplicaCount 0 and a metrics-api trigger on the front's GET /queue: 0 -> 1 when a
-request is held, back to 0 after the cooldown. The front here has no permission of its own (a token of a
-ServiceAccount without the Role), so only KEDA can have woken the Workspace; its held request gives up
-after its wait limit (no model server runs here) and KEDA scales back to 0. Skipped where the KEDA build is
-absent (it is not part of tests/cluster/build.sh)."""
+"""KEDA for real on the local control plane: the operator and the metrics adapter built from
+github.com/kedacore/keda/v2 v2.21.1 (its Go module, as the README's scale-to-zero section says how) drive a
+Workspace through its scale subresource from a ScaledObject with minReplicaCount 0 and a metrics-api trigger
+on the front's GET /queue (its `demand`: held plus in-flight requests).
+
+- 0 -> 1 -> 0: the operator alone. The front here has no permission of its own (a token of a ServiceAccount
+  without the Role), so only KEDA can have woken the Workspace; its held request gives up after its wait
+  limit (no model server runs) and KEDA scales back to 0.
+- 0 -> 1 -> 2 -> 0: KEDA's HPA. Above 1 replica KEDA only sets up a HorizontalPodAutoscaler; the
+  controller-manager's HPA controller reads the demand from external.metrics.k8s.io, which the apiserver's
+  aggregation layer proxies to the metrics adapter on loopback (an APIService on an ExternalName Service
+  `localhost`), which asks the operator over mutual-TLS gRPC. A stand-in model server on loopback holds
+  every request until the test lets the load go.
+
+Skipped where the KEDA build is absent (it is not part of tests/cluster/build.sh)."""
 
 from __future__ import annotations
 
@@ -13,13 +21,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 from controlplane import Process
 from loopback_support import free_port
-from observe import WAIT_S, get
+from observe import WAIT_S, condition, get
 from operator_stack import REPO
 from tls_support import self_signed
 
@@ -28,8 +39,11 @@ pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
 KEDA_VERSION = "v2.21.1"
 KEDA_DIR = Path(os.environ.get("KAITO_KEDA_DIR", Path.home() / ".cache" / "kaito-sglang" / f"keda-{KEDA_VERSION}"))
 OPERATOR = KEDA_DIR / "bin" / "operator"
+ADAPTER = KEDA_DIR / "bin" / "adapter"
 CRDS = KEDA_DIR / "gomod" / "github.com" / "kedacore" / "keda" / f"v2@{KEDA_VERSION}" / "config" / "crd" / "bases"
 NAME = "phi-keda"
+MODEL = "phi-3-mini-4k-instruct"
+EXTERNAL_METRICS = "v1beta1.external.metrics.k8s.io"
 
 
 def write_self_signed(directory: Path) -> None:
@@ -40,22 +54,50 @@ def write_self_signed(directory: Path) -> None:
     (directory / "tls.key").write_bytes(key_pem)
 
 
+@dataclass
+class Keda:
+    operator: Process
+    certs: Path  # tls.crt, tls.key, ca.crt: the operator's gRPC server and the adapter's client, one CA
+    grpc_port: int
+    env: dict[str, str]
+    work: Path
+
+
+BUILD_HINT = (
+    "build it from tests/cluster/go/keda/ with GOTOOLCHAIN=go1.27.4 go build -o <dir>/bin/ "
+    "github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter"
+)
+
+
+def serving(process: Process, url: str, **kwargs) -> bool:
+    if reason := process.exited():
+        raise AssertionError(reason)
+    try:
+        return requests.get(url, timeout=2, **kwargs).ok
+    except requests.RequestException:
+        return False
+
+
 @pytest.fixture(scope="module")
 def keda(cluster, tmp_path_factory):
     if not OPERATOR.exists() or not CRDS.is_dir():
-        pytest.skip(
-            f"KEDA {KEDA_VERSION} is not built in {KEDA_DIR} (not part of build.sh): build it from "
-            "tests/cluster/go/keda/ with GOTOOLCHAIN=go1.27.4 go build -o <dir>/bin/ "
-            "github.com/kedacore/keda/v2/cmd/operator"
-        )
+        pytest.skip(f"KEDA {KEDA_VERSION} is not built in {KEDA_DIR} (not part of build.sh): {BUILD_HINT}")
     for crd in sorted(CRDS.glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
+    # Polled: `kubectl wait` fails at once on a CRD the apiserver has not yet given any condition.
+    cluster.wait_for(
+        "KEDA's CRDs Established",
+        lambda: all(
+            condition(get(cluster, "crd", crd), "Established").get("status") == "True"
+            for crd in ("scaledobjects.keda.sh", "triggerauthentications.keda.sh")
+        ),
+        timeout=60,
+    )
     cluster.kubectl("create", "namespace", "keda", check=False)
     work = tmp_path_factory.mktemp("keda")
     (work / "certs").mkdir()
     write_self_signed(work / "certs")
-    probe = free_port()
+    probe, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -69,7 +111,7 @@ def keda(cluster, tmp_path_factory):
             str(OPERATOR),
             f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{probe}",
-            f"--metrics-service-bind-address=127.0.0.1:{free_port()}",
+            f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
             f"--cert-dir={work / 'certs'}",
             "--enable-cert-rotation=false",
             "--enable-webhook-patching=false",
@@ -79,19 +121,80 @@ def keda(cluster, tmp_path_factory):
         work / "keda-operator.log",
         env=env,
     )
-
-    def healthy() -> bool:
-        if process.exited():
-            raise AssertionError(process.exited())
-        try:
-            return requests.get(f"http://127.0.0.1:{probe}/readyz", timeout=2).ok
-        except requests.RequestException:
-            return False
-
     try:
-        cluster.wait_for("KEDA's operator /readyz", healthy, timeout=120)
+        cluster.wait_for(
+            "KEDA's operator /readyz", lambda: serving(process, f"http://127.0.0.1:{probe}/readyz"), timeout=120
+        )
+        yield Keda(process, work / "certs", grpc_port, env, work)
+    finally:
+        process.stop()
+
+
+def external_metrics_apiservice(port: int) -> list[dict]:
+    """The adapter registered with the aggregation layer. The aggregator verifies the serving certificate
+    against the name <service>.<namespace>.svc, which a process on loopback does not hold: the adapter's
+    certificate is its own self-signed one and the APIService skips verification."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "keda-metrics-apiserver", "namespace": "keda"},
+            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"name": "https", "port": port}]},
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": EXTERNAL_METRICS},
+            "spec": {
+                "group": "external.metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"name": "keda-metrics-apiserver", "namespace": "keda", "port": port},
+                "insecureSkipTLSVerify": True,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def keda_metrics_adapter(cluster, keda):
+    """KEDA's metrics adapter on loopback, served to the HPA controller as external.metrics.k8s.io."""
+    if not ADAPTER.exists():
+        pytest.skip(f"KEDA {KEDA_VERSION}'s metrics adapter is not built in {KEDA_DIR}: {BUILD_HINT}")
+    port = free_port()
+    process = Process(
+        "keda-adapter",
+        [
+            str(ADAPTER),
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            # Also where its gRPC client finds tls.crt, tls.key and ca.crt for the operator's metrics service.
+            f"--cert-dir={keda.certs}",
+            f"--lister-kubeconfig={cluster.kubeconfig}",
+            f"--authentication-kubeconfig={cluster.kubeconfig}",
+            f"--authorization-kubeconfig={cluster.kubeconfig}",
+            f"--metrics-service-address=localhost:{keda.grpc_port}",
+            f"--port={free_port()}",
+            "--zap-log-level=info",
+        ],
+        keda.work / "keda-adapter.log",
+        env=keda.env,
+    )
+    registration = json.dumps({"apiVersion": "v1", "kind": "List", "items": external_metrics_apiservice(port)})
+    try:
+        cluster.wait_for(
+            "KEDA's metrics adapter /readyz",
+            lambda: serving(process, f"https://127.0.0.1:{port}/readyz", verify=False),
+            timeout=120,
+        )
+        cluster.kubectl("apply", "-f", "-", input=registration)
+        cluster.kubectl(
+            "wait", "--for=condition=Available", f"apiservice/{EXTERNAL_METRICS}", "--timeout=60s", timeout=90
+        )
         yield process
     finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=registration, check=False)
         process.stop()
 
 
@@ -100,22 +203,24 @@ def spec_replicas(cluster, namespace: str) -> int:
     return (scale.get("spec") or {}).get("replicas") or 0
 
 
-def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_back_to_zero(
-    cluster, aks, keda, namespace, tmp_path
-):
+def apply_workspace(cluster, namespace: str, replicas: int) -> None:
     doc = {
         "apiVersion": "kaito.sh/v1alpha1",
         "kind": "Workspace",
         "metadata": {"name": NAME, "annotations": {"kaito.sh/scale-to-zero-after": "15m"}},
-        "spec": {"replicas": 0},
+        "spec": {"replicas": replicas},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": NAME}}},
-        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+        "inference": {"preset": {"name": MODEL}},
     }
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
-    # The front, without the scale permission (the namespace's default ServiceAccount): only KEDA can wake it.
+
+
+def start_front(cluster, namespace: str, tmp_path: Path, upstream: str, max_wait_s: float):
+    """The wake front as a process on loopback, without the scale permission (a token of the namespace's
+    default ServiceAccount): only KEDA can change the Workspace's replicas. Returns (process, url, log)."""
     token = tmp_path / "token"
     token.write_text(cluster.kubectl("create", "token", "default", "-n", namespace).stdout.strip())
-    front_port = free_port()
+    port = free_port()
     log = open(tmp_path / "front.log", "wb")  # noqa: SIM115 - the front writes it until it stops
     front = subprocess.Popen(
         [
@@ -123,19 +228,19 @@ def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_b
             "-m",
             "inference.wake_front",
             "--served-model-name",
-            "phi-3-mini-4k-instruct",
+            MODEL,
             "--upstream",
-            "http://127.0.0.1:9",
+            upstream,
             "--host",
             "127.0.0.1",
             "--port",
-            str(front_port),
+            str(port),
             "--workspace",
             f"{namespace}/{NAME}",
             "--idle-seconds",
             "3600",
             "--max-wait-seconds",
-            "40",
+            str(max_wait_s),
             "--apiserver",
             cluster.server,
             "--ca-file",
@@ -147,44 +252,61 @@ def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_b
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{front_port}"
-    try:
-        cluster.wait_for("the front", lambda: requests.get(f"{url}/healthz", timeout=2).ok, timeout=30)
-        scaled_object = {
-            "apiVersion": "keda.sh/v1alpha1",
-            "kind": "ScaledObject",
-            "metadata": {"name": NAME},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "name": NAME},
-                "minReplicaCount": 0,
-                "maxReplicaCount": 3,
-                "pollingInterval": 2,
-                "cooldownPeriod": 10,
-                "triggers": [
-                    {
-                        "type": "metrics-api",
-                        "metricType": "AverageValue",
-                        "metadata": {
-                            "url": f"{url}/queue",
-                            "format": "json",
-                            "valueLocation": "demand",
-                            "targetValue": "8",
-                            "activationTargetValue": "0",
-                        },
-                    }
-                ],
-            },
+    url = f"http://127.0.0.1:{port}"
+    cluster.wait_for("the front", lambda: requests.get(f"{url}/healthz", timeout=2).ok, timeout=30)
+    return front, url, log
+
+
+def scaled_object(front_url: str, target: int, scale_down_window_s: int | None = None) -> dict:
+    spec: dict = {
+        "scaleTargetRef": {"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "name": NAME},
+        "minReplicaCount": 0,
+        "maxReplicaCount": 3,
+        "pollingInterval": 2,
+        "cooldownPeriod": 10,
+        "triggers": [
+            {
+                "type": "metrics-api",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "url": f"{front_url}/queue",
+                    "format": "json",
+                    "valueLocation": "demand",
+                    "targetValue": str(target),
+                    "activationTargetValue": "0",
+                },
+            }
+        ],
+    }
+    if scale_down_window_s is not None:
+        spec["advanced"] = {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": scale_down_window_s}}
+            }
         }
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(scaled_object))
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": NAME}, "spec": spec}
+
+
+def ask(url: str, answers: list, timeout: float) -> threading.Thread:
+    def run():
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        answers.append(requests.post(f"{url}/v1/chat/completions", json=body, timeout=timeout).status_code)
+
+    client = threading.Thread(target=run, daemon=True)
+    client.start()
+    return client
+
+
+def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_back_to_zero(
+    cluster, aks, keda, namespace, tmp_path
+):
+    apply_workspace(cluster, namespace, 0)
+    front, url, log = start_front(cluster, namespace, tmp_path, "http://127.0.0.1:9", max_wait_s=40)
+    try:
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(scaled_object(url, target=8)))
         assert spec_replicas(cluster, namespace) == 0
-        held: dict = {}
-
-        def ask():
-            body = {"model": "phi-3-mini-4k-instruct", "messages": [{"role": "user", "content": "hi"}]}
-            held["status"] = requests.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code
-
-        client = threading.Thread(target=ask, daemon=True)
-        client.start()
+        answers: list = []
+        client = ask(url, answers, timeout=60)
         cluster.wait_for(
             "KEDA scales the Workspace to 1", lambda: spec_replicas(cluster, namespace) == 1, timeout=WAIT_S
         )
@@ -193,11 +315,140 @@ def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_b
         so = get(cluster, "scaledobject", NAME, "-n", namespace)
         assert any(c["type"] == "Active" and c["status"] == "True" for c in so["status"]["conditions"]), so["status"]
         client.join(60)  # nothing serves here: the held request gives up after its 40 s, demand falls to 0
-        assert held.get("status") == 503
+        assert answers == [503]
         cluster.wait_for(
             "KEDA scales the Workspace back to 0", lambda: spec_replicas(cluster, namespace) == 0, timeout=WAIT_S
         )
     finally:
+        if front.poll() is None:
+            front.kill()
+        log.close()
+        cluster.kubectl("delete", "scaledobject", NAME, "-n", namespace, "--ignore-not-found", check=False)
+
+
+class SlowModel:
+    """A stand-in model server on loopback: healthy once `up` is set (the replica is Ready), and it holds
+    every chat request until `release` is set, so held-then-relayed requests stay in flight at the front."""
+
+    def __init__(self):
+        self.up, self.release = threading.Event(), threading.Event()
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._answer(200 if self.path == "/health" and model.up.is_set() else 404, {})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                model.release.wait(300)
+                message = {"role": "assistant", "content": "hello"}
+                self._answer(200, {"object": "chat.completion", "model": MODEL, "choices": [{"message": message}]})
+
+            def _answer(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ReplicaLog:
+    """spec.replicas of the Workspace's scale subresource, sampled every half second from a thread."""
+
+    def __init__(self, cluster, namespace: str):
+        self.cluster, self.namespace = cluster, namespace
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), spec_replicas(self.cluster, self.namespace)))
+            self.done.wait(0.5)
+
+    def reached(self, replicas: int, after: float = 0.0) -> float | None:
+        """When spec.replicas was first seen at `replicas` (at or after monotonic time `after`), or None."""
+        return next((t for t, n in list(self.samples) if n == replicas and t >= after), None)
+
+    def path(self) -> list[int]:
+        """The distinct values in order, e.g. [0, 1, 2, 1, 0]."""
+        seen: list[int] = []
+        for _t, n in list(self.samples):
+            if not seen or seen[-1] != n:
+                seen.append(n)
+        return seen
+
+
+LOAD = 6  # concurrent requests; with targetValue 4 per replica the HPA wants ceil(6 / 4) = 2 replicas
+
+
+def test_keda_and_the_hpa_take_the_workspace_from_1_to_2_under_load_and_back_to_0_when_it_goes(
+    cluster, aks, keda, keda_metrics_adapter, namespace, tmp_path
+):
+    apply_workspace(cluster, namespace, 0)
+    model = SlowModel()
+    front, url, log = start_front(cluster, namespace, tmp_path, model.url, max_wait_s=300)
+    replicas = ReplicaLog(cluster, namespace)
+    try:
+        cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", input=json.dumps(scaled_object(url, target=4, scale_down_window_s=0))
+        )
+        cluster.wait_for(
+            "KEDA's HPA for the Workspace",
+            lambda: get(cluster, "hpa", f"keda-hpa-{NAME}", "-n", namespace),
+            timeout=60,
+        )
+        answers: list = []
+        clients = [ask(url, answers, timeout=600) for _ in range(LOAD)]
+        one = cluster.wait_for("KEDA scales the Workspace to 1", lambda: replicas.reached(1), timeout=WAIT_S)
+        model.up.set()  # the replica is Ready: the front relays the held requests, which stay in flight
+        cluster.wait_for(
+            f"{LOAD} requests in flight at the front",
+            lambda: requests.get(f"{url}/queue", timeout=5).json()["inFlight"] == LOAD,
+            timeout=60,
+        )
+        two = cluster.wait_for("the HPA scales the Workspace to 2", lambda: replicas.reached(2), timeout=WAIT_S)
+        hpa = get(cluster, "hpa", f"keda-hpa-{NAME}", "-n", namespace)
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace", "name": NAME}
+        assert hpa["status"]["desiredReplicas"] == 2, hpa["status"]
+        scale = get(cluster, "workspace", NAME, "-n", namespace, "--subresource=scale")
+        assert scale["status"]["selector"], scale  # the HPA refuses a scale target without a selector
+        time.sleep(12)  # a few HPA rounds: the load asks for 2, not more
+        assert spec_replicas(cluster, namespace) == 2
+
+        released = time.monotonic()
+        model.release.set()
+        for client in clients:
+            client.join(60)
+        assert answers == [200] * LOAD
+        zero = cluster.wait_for(
+            "KEDA scales the Workspace back to 0", lambda: replicas.reached(0, after=released), timeout=WAIT_S
+        )
+        replicas.done.set()
+        replicas.thread.join(5)
+        print(
+            f"KEDA+HPA: 1 -> 2 in {two - one:.1f} s after the Workspace reached 1 with {LOAD} requests waiting; "
+            f"back to 0 {zero - released:.1f} s after the load went; replicas {replicas.path()}"
+        )
+        assert replicas.path()[:3] == [0, 1, 2] and replicas.path()[-1] == 0, replicas.path()
+    finally:
+        replicas.done.set()
+        model.stop()
         if front.poll() is None:
             front.kill()
         log.close()
