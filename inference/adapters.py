@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 
 from inference.adapter_files import MAX_CONFIG_BYTES, UnsafeAdapterFiles, read_bounded
+from workload_contract.adapter_names import COMBINED_ADAPTER
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -53,8 +54,6 @@ SGLANG_TARGET_MODULES = frozenset(
     }
 )
 ALL_MODULES = "all"
-# The adapter /chat applies by default when a Workspace has several: all of them, weighted.
-COMBINED_ADAPTER = "combined"
 
 
 class AdapterError(ValueError):

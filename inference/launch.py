@@ -18,8 +18,9 @@ from inference.adapters import AdapterError, check_sglang_servable, prepare_adap
 from inference.commands import gateway_argv, runtime_argv
 from inference.launch_args import UsageError, parse_launch_args
 from inference.offline_env import HUB_OFFLINE
-from inference.runtime_config import RuntimeConfigError, check_with_sglang_parser, flags_from_config
+from inference.server_args_check import check_with_sglang_parser
 from inference.weights import ensure_weights
+from workload_contract.inference_config import RuntimeConfigError, flags_from_config
 
 
 def _die_with_parent() -> None:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from inference.adapter_files import UnsafeAdapterFiles, is_regular_file, snapshot
 from inference.adapters import (
     ALL_MODULES,
-    COMBINED_ADAPTER,
     SGLANG_TARGET_MODULES,
     AdapterError,
     PreparedAdapter,
@@ -41,6 +40,7 @@ from inference.adapters import (
     scale_lora_b,
     write_combination,
 )
+from workload_contract.adapter_names import COMBINED_ADAPTER
 
 DESIRED_FILE = "adapters.json"
 FILES_COMPLETE = ".kaito-complete"

@@ -32,4 +32,4 @@ def test_router_target_pins_the_sglang_router_release():
 
     stage = DOCKERFILE.read_text().split("AS router\n", 1)[1].split("\nFROM ", 1)[0]
     assert f'"sglang-router=={SGLANG_ROUTER_VERSION}"' in stage
-    assert "COPY inference/ /opt/kaito/inference/" in stage and "USER 65532:65532" in stage
+    assert "COPY --from=kaito-packages /opt/kaito/ /opt/kaito/" in stage and "USER 65532:65532" in stage

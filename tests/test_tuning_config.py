@@ -1,4 +1,4 @@
-"""Training config templates/validation and the static URL policy (the parts the workspace hook imports)."""
+"""Training config templates and validation, and the static URL policy the workspace hook and the downloader share."""
 
 import subprocess
 import sys
@@ -12,12 +12,12 @@ from tuning.config import (
     SECTIONS,
     ConfigError,
     config_problems,
-    default_training_config,
     load_training_config,
     output_dir_problem,
     training_config_problems,
 )
-from tuning.url_policy import INTERNAL_RANGES, url_problem
+from workload_contract.training_templates import default_training_config
+from workload_contract.url_policy import INTERNAL_RANGES, url_problem
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "QLoRA", "LORA"])
@@ -122,7 +122,7 @@ def test_dataset_and_lora_keys_are_checked():
 
 def test_light_modules_do_not_import_heavy_packages():
     code = (
-        "import sys, tuning.config, tuning.url_policy\n"
+        "import sys, tuning.config, workload_contract.training_templates, workload_contract.url_policy\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'oras', 'requests') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

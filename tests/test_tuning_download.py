@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from tuning.download import DownloadError, download_all, fetch, filename_for
-from tuning.url_policy import UrlRefused, resolved_problem, vetted_addresses
+from workload_contract.url_policy import UrlRefused, resolved_problem, vetted_addresses
 
 pytestmark = pytest.mark.integration  # loopback HTTP servers and the downloader CLI
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from tuning.url_policy import UrlRefused, url_problem, vetted_addresses
+from workload_contract.url_policy import UrlRefused, url_problem, vetted_addresses
 
 INTERNAL = {
     "168.63.129.16": "WireServer",

@@ -65,10 +65,6 @@ def test_phi2_adapters_from_our_tuning_target_modules_sglang_cannot():
 
 
 def test_combined_is_a_reserved_adapter_name_with_several_adapters():
-    from hooks.workspace import validation
-    from inference.adapters import COMBINED_ADAPTER
-
-    assert validation.COMBINED_ADAPTER == COMBINED_ADAPTER
     two = [{"source": {"name": "combined", "image": "r.io/a:1"}}, {"source": {"name": "b", "image": "r.io/b:1"}}]
     resp = _sync(workspace(inference={"preset": {"name": "phi-3-mini-4k-instruct"}, "adapters": two}))
     message = condition(resp, "ResourceReady")["message"]

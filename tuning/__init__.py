@@ -1,5 +1,5 @@
 """Fine-tuning side of the operator: trainer, dataset loading, adapter image push, safe downloader.
 
-The hook server imports `tuning.url_policy` and `tuning.config` only; both stay stdlib + pyyaml so that
-importing them never pulls in torch or transformers.
+The hook server imports nothing from here: the rules both sides apply (the default training_config
+templates, the URL policy) live in workload_contract.
 """

@@ -1,7 +1,7 @@
-"""Kaito training_config.yaml: default templates, loading and validation (stdlib + pyyaml only).
+"""Kaito training_config.yaml: loading and validation for the trainer (stdlib + pyyaml only).
 
-The workspace hook calls `default_training_config`, `config_problems` and `output_dir_problem`; the
-trainer calls `load_training_config`, which merges the user's file over the method's template.
+`load_training_config` merges the user's file over the method's template (workload_contract, where the
+hook reads the same template for the Job's default ConfigMap) and names every key it cannot use.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tuning import templates
+from workload_contract.training_templates import METHODS, default_training_config
 
 SECTIONS = (
     "ModelConfig",
@@ -22,7 +22,6 @@ SECTIONS = (
     "DatasetConfig",
     "DataCollator",
 )
-METHODS = ("lora", "qlora")
 DATASET_KEYS = frozenset(
     {
         "dataset_path",
@@ -50,16 +49,6 @@ RESULTS_ROOT = "/mnt"
 
 class ConfigError(ValueError):
     """The training config is not usable; the message names the key."""
-
-
-def default_training_config(method: str) -> str:
-    """YAML text of Kaito's template for "lora" or "qlora" (case-insensitive)."""
-    m = str(method).strip().lower()
-    if m == "lora":
-        return templates.LORA
-    if m == "qlora":
-        return templates.QLORA
-    raise ValueError(f"unknown tuning method {method!r}; expected one of: lora, qlora")
 
 
 def parse_training_config(text: str) -> dict[str, Any]:
@@ -175,7 +164,7 @@ def load_training_config(text: str, method: str | None = None, in_pod: bool = Fa
 
 
 def training_config_problems(text: str, method: str, in_pod: bool = True) -> list[str]:
-    """For the hook: every problem of a user's training_config.yaml text for `method` (empty when fine)."""
+    """Every problem of a user's training_config.yaml text for `method` (empty when fine)."""
     try:
         load_training_config(text, method, in_pod=in_pod)
     except ConfigError as exc:

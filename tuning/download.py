@@ -1,6 +1,6 @@
 """`python -m tuning.download --dest DIR URL...`: fetch tuning input files safely.
 
-Each URL must pass `tuning.url_policy` statically; its host is then resolved once, every resolved address
+Each URL must pass `workload_contract.url_policy` statically; its host is then resolved once, every resolved address
 is vetted, and the connection goes to those vetted addresses only (TLS still verifies the host name).
 Redirects are followed by hand and each hop is vetted the same way. No shell, no subprocess: URLs and
 file names are only ever data. A file is kept only when the answer is HTTP 200 with a non-empty body.
@@ -20,7 +20,7 @@ import sys
 import time
 from urllib.parse import unquote, urljoin, urlsplit
 
-from tuning.url_policy import UrlRefused, url_host_port, url_problem, vetted_addresses
+from workload_contract.url_policy import UrlRefused, url_host_port, url_problem, vetted_addresses
 
 log = logging.getLogger("tuning.download")
 REDIRECTS = (301, 302, 303, 307, 308)

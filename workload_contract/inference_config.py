@@ -7,12 +7,14 @@ write instead, rather than silently dropped. An `sglang:` map holds SGLang flags
 passed through, except the flags that would move the server off loopback, change its API key, or point it
 at other files: the gateway in front of SGLang is the only door in, and the operator decides the model,
 adapter and cache paths. Everything is appended after the operator's own flags.
+
+The hook runs this translation on the ConfigMap before any pod starts, the launcher when the pod starts;
+in the runtime image SGLang's own parser then checks the result (inference/server_args_check.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -302,34 +304,3 @@ def flags_from_text(
         raise RuntimeConfigError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
         raise RuntimeConfigError(f"{path}: {e}") from None
-
-
-def _server_parser() -> Any:
-    import argparse
-
-    # Only where SGLang is installed (the runtime image); it ships no type information.
-    from sglang.srt.server_args import ServerArgs  # type: ignore[import-untyped]
-
-    parser = argparse.ArgumentParser(
-        prog="sglang.launch_server", add_help=False, allow_abbrev=False, exit_on_error=False
-    )
-    ServerArgs.add_cli_args(parser)
-    return parser
-
-
-_OPTION = re.compile(r"^--[a-z0-9][a-z0-9-]*$")
-
-
-def check_with_sglang_parser(argv: list[str]) -> None:
-    """Parse SGLang's arguments with SGLang's own parser; RuntimeConfigError names the flag it refuses."""
-    parser = _server_parser()
-    try:
-        _, unknown = parser.parse_known_args(argv)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 (argparse reports a bad value either way)
-        raise RuntimeConfigError(f"SGLang refuses the flags: {e}") from None
-    flags = [u for u in unknown if _OPTION.match(u)]
-    if flags or unknown:
-        raise RuntimeConfigError(
-            f"SGLang does not know {', '.join(flags or unknown)}; check the names in inference.config's "
-            "`sglang:` section against `python -m sglang.launch_server --help`"
-        )

@@ -1,7 +1,11 @@
 """Kaito's default training_config.yaml templates (lora-params-template / qlora-params-template).
 
-Kept as Python strings, not package data, so they ship with any install of the package.
+The hook writes the method's template into the tuning Job's ConfigMap when the Workspace names no config
+of its own; the trainer lays a user's config over the same template. Kept as Python strings, not package
+data, so they ship with any install of the package.
 """
+
+METHODS = ("lora", "qlora")
 
 LORA = """\
 training_config:
@@ -42,3 +46,13 @@ QLORA = LORA.replace(
     '    bnb_4bit_compute_dtype: "bfloat16"\n'
     "    bnb_4bit_use_double_quant: true\n",
 )
+
+
+def default_training_config(method: str) -> str:
+    """YAML text of Kaito's template for "lora" or "qlora" (case-insensitive)."""
+    m = str(method).strip().lower()
+    if m == "lora":
+        return LORA
+    if m == "qlora":
+        return QLORA
+    raise ValueError(f"unknown tuning method {method!r}; expected one of: {', '.join(METHODS)}")

@@ -1,4 +1,4 @@
-"""Which URLs the tuning input downloader may fetch (stdlib only; the workspace hook imports this).
+"""Which URLs the tuning input downloader may fetch (stdlib only).
 
 Two layers: `url_problem` is the static check (no DNS) the hook runs on `tuning.input.urls`;
 `vetted_addresses` resolves a host and refuses it when any address it resolves to is not public, and

@@ -1,7 +1,7 @@
 """The Workspace's `inference.config` ConfigMap, checked by the hook before any pod starts.
 
 The launcher turns the ConfigMap's inference_config.yaml into SGLang flags when the pod starts
-(inference/runtime_config.py). The hook runs the same translation on the ConfigMap it asks Metacontroller
+(workload_contract/inference_config.py). The hook runs the same translation on the ConfigMap it asks Metacontroller
 to relate, so a `vllm:` key without an SGLang equivalent, or an `sglang:` flag that would move the
 server off loopback, is reported on the Workspace naming the key, instead of a crash-looping pod.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from hooks.workspace.planning import PresetServing
 from hooks.workspace.validation import Problem
-from inference.runtime_config import RuntimeConfigError, flags_from_text  # yaml and the stdlib only
+from workload_contract.inference_config import RuntimeConfigError, flags_from_text
 
 CONFIG_KEY = "inference_config.yaml"
 # Where the pod mounts the ConfigMap (children/workload.py's CONFIG_DIR): a chat template kept in the

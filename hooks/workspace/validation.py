@@ -24,9 +24,8 @@ from hooks.workspace.api import (
     Workspace,
     field_path,
 )
-from tuning.url_policy import (
-    url_problem,  # stdlib only; the downloader applies the same policy
-)
+from workload_contract.adapter_names import COMBINED_ADAPTER
+from workload_contract.url_policy import url_problem
 
 
 @dataclass(frozen=True, order=True)
@@ -45,9 +44,6 @@ _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-# The adapter name the launcher gives the weighted sum of all adapters (inference.adapters.COMBINED_ADAPTER;
-# a test checks they agree: the hooks do not import the inference package).
-COMBINED_ADAPTER = "combined"
 IMAGE_REFERENCE = re.compile(rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$")
 _PLACEHOLDER = re.compile(r"[<>]|_HERE\b|\bYOUR[_ ]|ACR_REPO|REGISTRY_NAME", re.IGNORECASE)
 

@@ -20,7 +20,7 @@ from hooks.workspace.api import Workspace
 from hooks.workspace.children import live_adapters, pod_parts
 from hooks.workspace.children.pod_parts import HTTP_PORT, workspace_labels
 from hooks.workspace.planning import PresetServing, WorkloadPlan
-from inference.adapters import COMBINED_ADAPTER  # stdlib only: the launcher's adapter rules
+from workload_contract.adapter_names import COMBINED_ADAPTER
 
 ROUTER_LABEL = "kaito.sh/workspace-router"
 # sglang-router on loopback: its admin API (/add_worker, /remove_worker, /flush_cache) stays inside the pod.

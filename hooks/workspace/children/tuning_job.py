@@ -15,7 +15,7 @@ from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
 from hooks.workspace.children import weights
 from hooks.workspace.planning import TuningPlan
-from tuning.config import default_training_config  # stdlib + pyyaml only
+from workload_contract.training_templates import default_training_config
 
 DATA_DIR = "/mnt/data"
 RESULTS_DIR = "/mnt/results"
