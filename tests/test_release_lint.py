@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hooks.workspace.children.weights import IMAGE_UID
+from hooks.workspace.children.pod_parts import IMAGE_UID
 from release.images import IMAGES, REPO, github_matrix
 
 pytestmark = pytest.mark.integration  # runs the release linters

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hooks.workspace.api import InferenceSpec, LabelSelector, ObjectMeta, PartitionSpec
+from hooks.workspace.api import InferenceSpec, LabelSelector, NamedObject, ObjectMeta, PartitionSpec
 
 API_VERSIONS = ("kaito.sh/v1alpha1", "kaito.sh/v1beta1")
 MAX_REPLICAS = 64  # the Workspace's spec.replicas maximum
@@ -47,7 +47,7 @@ class InferenceSetSpec(_Spec):
     autoUpgrade: dict[str, Any] | None = None
 
 
-class InferenceSet(BaseModel):
+class InferenceSet(NamedObject, BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     apiVersion: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = "kaito.sh/v1alpha1"
@@ -55,15 +55,3 @@ class InferenceSet(BaseModel):
     metadata: ObjectMeta
     spec: InferenceSetSpec
     status: dict[str, Any] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return self.metadata.annotations or {}

@@ -7,7 +7,7 @@ what needs the preset and SKU catalogues is judged in hooks/workspace/validation
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,23 +110,11 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] | None = None
 
 
-class ScaleSpec(_Spec):
-    """Not in Kaito's Workspace: the scale subresource's replica count (Kubernetes wants it under .spec)."""
+class NamedObject:
+    """name, namespace and annotations of a Kaito object, from its metadata (Workspace, InferenceSet)."""
 
-    replicas: int = Field(default=1, ge=0, le=64)
-
-
-class Workspace(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    apiVersion: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = API_VERSION
-    kind: Literal["Workspace"] = "Workspace"
-    metadata: ObjectMeta
-    resource: ResourceSpec
-    inference: InferenceSpec | None = None
-    tuning: TuningSpec | None = None
-    spec: ScaleSpec | None = None
-    status: dict[str, Any] | None = None
+    if TYPE_CHECKING:  # a pydantic field of the model itself, not of this helper
+        metadata: ObjectMeta
 
     @property
     def name(self) -> str:
@@ -139,6 +127,25 @@ class Workspace(BaseModel):
     @property
     def annotations(self) -> dict[str, str]:
         return self.metadata.annotations or {}
+
+
+class ScaleSpec(_Spec):
+    """Not in Kaito's Workspace: the scale subresource's replica count (Kubernetes wants it under .spec)."""
+
+    replicas: int = Field(default=1, ge=0, le=64)
+
+
+class Workspace(NamedObject, BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    apiVersion: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = API_VERSION
+    kind: Literal["Workspace"] = "Workspace"
+    metadata: ObjectMeta
+    resource: ResourceSpec
+    inference: InferenceSpec | None = None
+    tuning: TuningSpec | None = None
+    spec: ScaleSpec | None = None
+    status: dict[str, Any] | None = None
 
     @property
     def match_labels(self) -> dict[str, str]:

@@ -27,7 +27,6 @@ from typing import Any
 
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
-from hooks.workspace.children.weights import IMAGE_UID
 from hooks.workspace.planning import Adapter, PresetServing
 from hooks.workspace.validation import max_lora_rank
 
@@ -94,21 +93,9 @@ def files_mount() -> dict:
 
 
 def owner_container(image: str) -> dict:
-    """A hostPath folder is created root-owned: hand it to the images' user (the agent deletes removed
-    adapters' files). Only this step runs as root, with no capability but changing ownership. It runs in
-    the fetch Jobs only: the model server's pod writes there only after a fetch Job put files there."""
-    return {
-        "name": OWNER_CONTAINER,
-        "image": image,
-        "command": ["python", "-c", f"import os; os.chown({FILES_MOUNT!r}, {IMAGE_UID}, {IMAGE_UID})"],
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
-        },
-        "volumeMounts": [files_mount()],
-    }
+    """Hands the node folder to the images' user (the agent deletes removed adapters' files). It runs in the
+    fetch Jobs only: the model server's pod writes there only after a fetch Job put files there."""
+    return m.chown_container(OWNER_CONTAINER, image, files_mount())
 
 
 def pod_volumes(ws: Workspace) -> tuple[list[dict], list[dict]]:
@@ -143,7 +130,7 @@ def fetch_job_name(workspace: str, key: str, node: str) -> str:
 def _copy_step(adapter: Adapter, key: str, runtime_image: str) -> tuple[dict, list[dict]]:
     """(container, extra volumes) copying the adapter's files into <folder>/<key>, as the images' user."""
     dest = f"{FILES_MOUNT}/{key}"
-    user = {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "runAsNonRoot": True}
+    user = {"runAsUser": m.IMAGE_UID, "runAsGroup": m.IMAGE_UID, "runAsNonRoot": True}
     if adapter.image:
         container = m.copy_from_image(COPY_CONTAINER, adapter.image, FILES_VOLUME, FILES_MOUNT, dest)
         container["securityContext"] = user

@@ -13,6 +13,7 @@ HTTP_PORT = 5000
 DIST_PORT = 29500
 TOOLS_DIR = "/kaito-tools"
 COPY_PROGRAM = f"{TOOLS_DIR}/kaito-copy"
+IMAGE_UID = 65532  # the user the runtime and tuning images run as (their Dockerfiles' numeric USER)
 
 
 def workspace_labels(ws: Workspace) -> dict[str, str]:
@@ -136,3 +137,20 @@ def identity(name: str, namespace: str, labels: dict[str, str], rules: list[dict
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
     ]
+
+
+def chown_container(name: str, image: str, mount: dict) -> dict:
+    """A hostPath folder is created root-owned: this init container hands the folder at `mount` to the
+    images' user. Only this step runs as root, with no capability but changing ownership."""
+    return {
+        "name": name,
+        "image": image,
+        "command": ["python", "-c", f"import os; os.chown({mount['mountPath']!r}, {IMAGE_UID}, {IMAGE_UID})"],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+        "volumeMounts": [mount],
+    }

@@ -28,13 +28,12 @@ from typing import Any
 
 from hooks.settings import Settings
 from hooks.workspace.catalog import Preset, Sku
+from hooks.workspace.children.pod_parts import chown_container
 
 WEIGHTS_DIR = "/workspace/weights"
 CACHE_MOUNT = "/mnt/weights-cache"
 CACHE_VOLUME = "weights-cache"
 WEIGHTS_VOLUME = "model-weights"
-# The user the runtime and tuning images run as (their Dockerfiles' numeric USER).
-IMAGE_UID = 65532
 
 GIB = 1 << 30
 LOAD_BANDWIDTH_BYTES_PER_S = 100_000_000
@@ -79,24 +78,10 @@ def reader_mount(hf_repo: str | None, preset_image: str | None) -> dict:
 
 
 def cache_owner_container(image: str, settings: Settings) -> list[dict]:
-    """A hostPath folder is created root-owned: hand it to the images' user, once per pod start.
-    Only this step runs as root, with no capability but changing ownership."""
+    """The node cache's folder handed to the images' user, once per pod start (none for a pod's own cache)."""
     if settings.weights_cache == "pod":
         return []
-    return [
-        {
-            "name": "weights-cache-owner",
-            "image": image,
-            "command": ["python", "-c", f"import os; os.chown({CACHE_MOUNT!r}, {IMAGE_UID}, {IMAGE_UID})"],
-            "securityContext": {
-                "runAsUser": 0,
-                "runAsNonRoot": False,
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
-            },
-            "volumeMounts": [cache_mount()],
-        }
-    ]
+    return [chown_container("weights-cache-owner", image, cache_mount())]
 
 
 def fetch_container(image: str, preset: Preset, env: list[dict]) -> dict:
