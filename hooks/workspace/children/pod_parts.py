@@ -1,4 +1,5 @@
-"""Pod pieces shared by the StatefulSet and the tuning Job: scheduling onto GPU nodes, GPUs, volumes, copiers."""
+"""Pod pieces shared by the workload and the tuning Job: scheduling onto GPU nodes, GPUs, volumes, copiers,
+the init container that hands a hostPath folder to the images' user."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def workspace_status(
     extra: tuple[Condition, ...] = (),
     wakes_on_demand: bool = False,
 ) -> tuple[dict[str, Any], bool]:
-    """(status, done) of a planned Workspace; `workload` is its observed StatefulSet or Job; `extra`:
+    """(status, done) of a planned Workspace; `workload` is its observed Deployment, StatefulSet or Job; `extra`:
     conditions that do not decide WorkspaceReady (AdaptersReady).
 
     Done means nothing will change without an event: served and ready, or tuning finished.
