@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.pools import agent_pools
 from loopback_support import free_port
 
 from hooks.machine.arm_client import (
@@ -36,21 +37,8 @@ POOL_PREFIX = (
 BODY = {"properties": {"vmSize": "Standard_NC24ads_A100_v4", "count": 1, "mode": "User", "osType": "Linux"}}
 
 
-def pools_for(base_url, credential=None, **kwargs):
-    return AgentPools(
-        credential or StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=base_url,
-        connection_verify=False,
-        **kwargs,
-    )
-
-
 def test_get_missing_pool_is_none(arm):
-    assert pools_for(arm.base_url).get("ws0000000001") is None
+    assert agent_pools(arm.base_url).get("ws0000000001") is None
     (call,) = arm.state.requests
     assert (call.method, call.path) == ("GET", POOL_PREFIX + "ws0000000001")
     assert call.query["api-version"] == ["2026-08-01"]
@@ -59,7 +47,7 @@ def test_get_missing_pool_is_none(arm):
 
 def test_create_sends_the_body_verbatim_and_does_not_poll(arm):
     credential = StaticTokenCredential()
-    pools = pools_for(arm.base_url, credential)
+    pools = agent_pools(arm.base_url, credential)
     pools.create("ws0000000001", BODY)
     time.sleep(0.2)  # a poller thread, if one had been started, would have called by now
     assert [(r.method, r.path) for r in arm.state.requests] == [("PUT", POOL_PREFIX + "ws0000000001")]
@@ -76,7 +64,7 @@ def test_create_sends_the_body_verbatim_and_does_not_poll(arm):
 
 
 def test_failed_pool_exposes_arm_error(arm):
-    pools = pools_for(arm.base_url)
+    pools = agent_pools(arm.base_url)
     pools.create("ws0000000001", BODY)
     arm.set_state("ws0000000001", "Failed", ("AllocationFailed", "Allocation failed. No capacity for NC24ads_A100_v4."))
     pool = pools.get("ws0000000001")
@@ -89,7 +77,7 @@ def test_quota_refusal_keeps_code_and_message(arm):
         "Standard_NC24ads_A100_v4", "QuotaExceeded", "Operation results in exceeding quota limits of Core."
     )
     with pytest.raises(ArmRefused) as caught:
-        pools_for(arm.base_url).create("ws0000000001", BODY)
+        agent_pools(arm.base_url).create("ws0000000001", BODY)
     assert (caught.value.status, caught.value.code) == (400, "QuotaExceeded")
     assert caught.value.message == "Operation results in exceeding quota limits of Core."
     assert "ws0000000001" not in arm.state.pools
@@ -113,7 +101,7 @@ def test_put_into_a_missing_cluster_is_a_refusal(arm):
 def test_throttling_is_reported_with_retry_after_and_not_retried(arm):
     arm.throttle(count=1, retry_after=42)
     with pytest.raises(ArmThrottled) as caught:
-        pools_for(arm.base_url).get("ws0000000001")
+        agent_pools(arm.base_url).get("ws0000000001")
     assert caught.value.retry_after == 42
     assert len(arm.state.requests) == 1  # the SDK's own retries are off: Metacontroller retries
 
@@ -121,12 +109,12 @@ def test_throttling_is_reported_with_retry_after_and_not_retried(arm):
 def test_server_errors_count_as_unreachable(arm):
     arm.fail_next(503, "ServiceUnavailable", "The service is temporarily unavailable.")
     with pytest.raises(ArmUnreachable, match="503"):
-        pools_for(arm.base_url).get("ws0000000001")
+        agent_pools(arm.base_url).get("ws0000000001")
 
 
 def test_wrong_token_is_a_refusal_not_an_outage(arm):
     with pytest.raises(ArmRefused) as caught:
-        pools_for(arm.base_url, StaticTokenCredential("stale")).get("ws0000000001")
+        agent_pools(arm.base_url, StaticTokenCredential("stale")).get("ws0000000001")
     assert (caught.value.status, caught.value.code) == (401, "AuthenticationFailed")
 
 
@@ -138,14 +126,14 @@ def test_credential_failure_is_a_refusal_and_sends_nothing(arm):
             raise ClientAuthenticationError("WorkloadIdentityCredential: no federated token file")
 
     with pytest.raises(ArmRefused) as caught:
-        pools_for(arm.base_url, NoIdentity()).get("ws0000000001")
+        agent_pools(arm.base_url, NoIdentity()).get("ws0000000001")
     assert caught.value.code == "AuthenticationFailed"
     assert "no federated token file" in caught.value.message
     assert arm.state.requests == []
 
 
 def test_delete_lifecycle(arm):
-    pools = pools_for(arm.base_url)
+    pools = agent_pools(arm.base_url)
     pools.create("ws0000000001", BODY)
     assert pools.delete("ws0000000001") is True  # 202 accepted
     assert pools.get("ws0000000001").provisioning_state == "Deleting"
@@ -156,7 +144,7 @@ def test_delete_lifecycle(arm):
 
 
 def test_connection_refused_is_unreachable_and_fast():
-    pools = pools_for(f"https://127.0.0.1:{free_port()}")
+    pools = agent_pools(f"https://127.0.0.1:{free_port()}")
     started = time.monotonic()
     with pytest.raises(ArmUnreachable):
         pools.get("ws0000000001")
@@ -167,7 +155,7 @@ def test_default_timeouts_stay_under_the_hook_timeout(arm):
     arm.hang(7)  # longer than the default read timeout, shorter than nothing: must be cut off
     started = time.monotonic()
     with pytest.raises(ArmUnreachable, match="timed out"):
-        pools_for(arm.base_url).get("ws0000000001")
+        agent_pools(arm.base_url).get("ws0000000001")
     assert time.monotonic() - started < 6.5
 
 

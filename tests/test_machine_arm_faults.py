@@ -11,11 +11,12 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import INSTALL_ID
+from arm_support.pools import agent_pools
 from machine_support import NAME, conditions, hook_request, make_machine
 
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import MAX_RETRY_AFTER_S, AgentPools, ArmThrottled, ArmUnreachable
+from hooks.machine.arm_client import MAX_RETRY_AFTER_S, ArmThrottled, ArmUnreachable
 from hooks.machine.deadline import ARM_BUDGET_S, DeadlinePools
 from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine
@@ -24,25 +25,13 @@ from hooks.server.app import create_app
 pytestmark = pytest.mark.integration
 
 
-def agent_pools(arm):
-    return AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
-
-
 @pytest.fixture
 def client(arm):
-    return create_app(pools_provider=lambda: agent_pools(arm)).test_client()
+    return create_app(pools_provider=lambda: agent_pools(arm.base_url)).test_client()
 
 
 def existing_pool(arm):
-    agent_pools(arm).create(NAME, pool_body(read_machine(make_machine()), INSTALL_ID))
+    agent_pools(arm.base_url).create(NAME, pool_body(read_machine(make_machine()), INSTALL_ID))
     arm.set_state(NAME, "Succeeded")
     arm.state.requests.clear()
 
@@ -54,7 +43,7 @@ def existing_pool(arm):
 def test_finalize_keeps_the_machine_when_arm_cannot_find_the_cluster_or_its_group(arm, code):
     existing_pool(arm)
     arm.wrong_parent(code)  # e.g. a mistyped AZURE_RESOURCE_GROUP in aks.env
-    response = machine_sync.finalize(hook_request(make_machine(), finalizing=True), agent_pools(arm))
+    response = machine_sync.finalize(hook_request(make_machine(), finalizing=True), agent_pools(arm.base_url))
     assert response["finalized"] is False
     ready = conditions(response)["Ready"]
     assert ready["reason"] == "DeletionRefused" and code in ready["message"], ready
@@ -64,13 +53,13 @@ def test_finalize_keeps_the_machine_when_arm_cannot_find_the_cluster_or_its_grou
 
 
 def test_finalize_completes_on_the_pools_own_not_found(arm):
-    response = machine_sync.finalize(hook_request(make_machine(), finalizing=True), agent_pools(arm))
+    response = machine_sync.finalize(hook_request(make_machine(), finalizing=True), agent_pools(arm.base_url))
     assert response["finalized"] is True
 
 
 def test_sync_shows_a_missing_resource_group_as_a_refusal_to_read(arm):
     arm.wrong_parent("ResourceGroupNotFound")
-    response = machine_sync.sync(hook_request(make_machine()), agent_pools(arm))
+    response = machine_sync.sync(hook_request(make_machine()), agent_pools(arm.base_url))
     ready = conditions(response)["Ready"]
     assert ready["reason"] == "ProvisioningRefused" and "ResourceGroupNotFound" in ready["message"]
     assert not arm.calls("PUT")
@@ -84,7 +73,7 @@ def test_two_overlapping_syncs_create_the_pool_once(arm):
     is answered 412 by ARM without touching the pool (on real AKS a second PUT on a Creating pool is an
     update that can fail it or be refused), and the hook counts 412 as "created"."""
     arm.hang(0.5)  # both GETs are answered before either PUT lands
-    pools = agent_pools(arm)
+    pools = agent_pools(arm.base_url)
     responses = []
 
     def sync():
@@ -109,7 +98,7 @@ def test_two_overlapping_syncs_create_the_pool_once(arm):
 def test_a_malformed_200_is_transient_not_a_refusal(arm, client, body):
     arm.answer_raw_next(200, body)
     with pytest.raises(ArmUnreachable):
-        agent_pools(arm).get(NAME)
+        agent_pools(arm.base_url).get(NAME)
     arm.answer_raw_next(200, body)
     answer = client.post("/sync/machine", json=hook_request(make_machine()))
     assert answer.status_code == 500, answer.get_json()  # Metacontroller keeps the status and retries
@@ -122,7 +111,7 @@ def test_a_malformed_200_is_transient_not_a_refusal(arm, client, body):
 def test_retry_after_is_clamped(arm, client, raw, expected):
     arm.fail_next(429, "TooManyRequests", "slow down", {"Retry-After": raw})
     with pytest.raises(ArmThrottled) as caught:
-        agent_pools(arm).get(NAME)
+        agent_pools(arm.base_url).get(NAME)
     assert caught.value.retry_after == expected
     arm.fail_next(429, "TooManyRequests", "slow down", {"Retry-After": raw})
     answer = client.post("/sync/machine", json=hook_request(make_machine()))
@@ -135,7 +124,7 @@ def test_retry_after_is_clamped(arm, client, raw, expected):
 def test_two_slow_calls_share_one_budget(arm):
     """Each answer comes just under the adapter's own read timeout; together they would pass the budget."""
     arm.hang(1.2)
-    pools = DeadlinePools(agent_pools(arm), budget_s=2.0)
+    pools = DeadlinePools(agent_pools(arm.base_url), budget_s=2.0)
     started = time.monotonic()
     with pytest.raises(ArmUnreachable, match="budget"):
         machine_sync.sync(hook_request(make_machine()), pools)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 import yaml
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import INSTALL_ID
+from arm_support.pools import agent_pools
 from machine_support import hook_request, make_machine
 from workspace_support import METACONTROLLER_CRDS, REPO
 
@@ -17,7 +18,6 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 
 from hooks.machine import sweep
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import AgentPools
 from hooks.machine.pools import pool_body
 from hooks.machine.request import read_machine
 from hooks.server.app import create_app
@@ -30,18 +30,6 @@ NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kait
 HOOK_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kaito-hooks", "namespace": "kaito-system"}}
 
 
-def pools_for(arm):
-    return AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
-
-
 def sweep_request(machines=(), proof=True):
     related = {
         "Machine.kaito.sh/v1alpha1": {f"{m['metadata']['namespace']}/{m['metadata']['name']}": m for m in machines}
@@ -52,7 +40,7 @@ def sweep_request(machines=(), proof=True):
 
 
 def create_pool(arm, name):
-    pools_for(arm).create(name, pool_body(read_machine(make_machine(name=name)), INSTALL_ID))
+    agent_pools(arm.base_url).create(name, pool_body(read_machine(make_machine(name=name)), INSTALL_ID))
     arm.set_state(name, "Succeeded")
 
 
@@ -63,12 +51,12 @@ def report(response):
 def test_a_pool_whose_put_landed_after_its_machine_was_finalized_is_swept(arm):
     machine = make_machine(name="wslate000001")
     # finalize ran first: no pool yet, so the Machine was finalized ...
-    assert machine_sync.finalize(hook_request(machine, finalizing=True), pools_for(arm))["finalized"] is True
+    assert machine_sync.finalize(hook_request(machine, finalizing=True), agent_pools(arm.base_url))["finalized"] is True
     # ... then the slow PUT of an earlier sync landed: a pool with no Machine
     create_pool(arm, "wslate000001")
-    kept = sweep.sweep(sweep_request(), pools_for(arm), now=ARM_NOW + datetime.timedelta(minutes=1))
+    kept = sweep.sweep(sweep_request(), agent_pools(arm.base_url), now=ARM_NOW + datetime.timedelta(minutes=1))
     assert not arm.calls("DELETE") and "grace" in report(kept)["kept"][0]
-    swept = sweep.sweep(sweep_request(), pools_for(arm), now=AFTER_GRACE)
+    swept = sweep.sweep(sweep_request(), agent_pools(arm.base_url), now=AFTER_GRACE)
     assert [c.path.rsplit("/", 1)[1] for c in arm.calls("DELETE")] == ["wslate000001"]
     assert report(swept)["deleted"][0].startswith("wslate000001: no Machine")
     assert swept["resyncAfterSeconds"] == sweep.RESYNC_SECONDS
@@ -79,7 +67,9 @@ def test_pools_with_a_machine_and_foreign_pools_are_never_touched(arm):
     arm.add_foreign_pool("nodepool1")
     create_pool(arm, "wshandmade01")
     arm.state.pools["wshandmade01"]["properties"]["nodeLabels"] = {"team": "x"}  # our tag, not our node label
-    response = sweep.sweep(sweep_request([make_machine(name="wsalive00001")]), pools_for(arm), now=AFTER_GRACE)
+    response = sweep.sweep(
+        sweep_request([make_machine(name="wsalive00001")]), agent_pools(arm.base_url), now=AFTER_GRACE
+    )
     assert not arm.calls("DELETE")
     assert report(response) == {"deleted": [], "kept": []}
 
@@ -91,12 +81,14 @@ def test_the_same_pools_give_the_same_answer_whatever_the_time(arm):
     create_pool(arm, "wsorphan0001")
     arm.set_state("wsorphan0001", "Deleting")
     answers = [
-        sweep.sweep(sweep_request(), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+        sweep.sweep(sweep_request(), agent_pools(arm.base_url), now=AFTER_GRACE + datetime.timedelta(seconds=s))
         for s in (0, 1, 3600)
     ]
     assert answers[0] == answers[1] == answers[2]
     unproven = [
-        sweep.sweep(sweep_request(proof=False), pools_for(arm), now=AFTER_GRACE + datetime.timedelta(seconds=s))
+        sweep.sweep(
+            sweep_request(proof=False), agent_pools(arm.base_url), now=AFTER_GRACE + datetime.timedelta(seconds=s)
+        )
         for s in (0, 1)
     ]
     assert unproven[0] == unproven[1]
@@ -104,14 +96,14 @@ def test_the_same_pools_give_the_same_answer_whatever_the_time(arm):
 
 def test_without_proof_that_the_machines_were_listed_nothing_is_deleted(arm):
     create_pool(arm, "wsorphan0001")
-    response = sweep.sweep(sweep_request(proof=False), pools_for(arm), now=AFTER_GRACE)
+    response = sweep.sweep(sweep_request(proof=False), agent_pools(arm.base_url), now=AFTER_GRACE)
     assert not arm.calls("DELETE") and "skipped" in report(response)
 
 
 def test_the_sweep_is_served_and_deletes_at_most_a_few_pools_per_call(arm):
     for i in range(sweep.MAX_DELETIONS_PER_SWEEP + 2):
         create_pool(arm, f"wsorphan{i:04d}")
-    client = create_app(pools_provider=lambda: pools_for(arm)).test_client()
+    client = create_app(pools_provider=lambda: agent_pools(arm.base_url)).test_client()
     customize = client.post("/customize/pool-sweep", json={"parent": NAMESPACE}).get_json()
     assert {r["resource"] for r in customize["relatedResources"]} == {"machines", "services"}
     arm.tick(minutes=0)

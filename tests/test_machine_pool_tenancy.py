@@ -11,7 +11,8 @@ import datetime
 import json
 
 import pytest
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import INSTALL_ID
+from arm_support.pools import agent_pools
 from machine_support import NAME, conditions, hook_request, make_machine, make_node
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
@@ -19,7 +20,6 @@ pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containers
 from hooks import naming
 from hooks.machine import sweep
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import AgentPools
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +30,7 @@ AFTER_GRACE = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC) + date
 
 
 def pools_for(arm, install_id=INSTALL_ID):
-    return AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=install_id,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
+    return agent_pools(arm.base_url, install_id=install_id)
 
 
 def in_namespace(namespace: str, name: str = NAME) -> dict:

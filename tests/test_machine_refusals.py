@@ -6,25 +6,16 @@ import pytest
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.pools import agent_pools
 from machine_support import conditions, hook_request, make_machine
 
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import AgentPools
 
 pytestmark = pytest.mark.integration
 
 
 def sync(arm, machine):
-    pools = AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
+    pools = agent_pools(arm.base_url)
     return machine_sync.sync(hook_request(machine), pools)
 
 

@@ -14,14 +14,13 @@ import dataclasses
 import datetime
 
 import pytest
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.pools import agent_pools
 from machine_support import hook_request
 from workspace_support import MACHINES, request, workspace
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import AgentPools
 from hooks.settings import Settings
 from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
 from hooks.workspace.sync import sync
@@ -42,15 +41,7 @@ class Cluster:
 
     def __init__(self, arm, settings: Settings):
         self.arm, self.settings = arm, settings
-        self.pools = AgentPools(
-            StaticTokenCredential(),
-            SUBSCRIPTION,
-            RESOURCE_GROUP,
-            CLUSTER,
-            install_id=INSTALL_ID,
-            base_url=arm.base_url,
-            connection_verify=False,
-        )
+        self.pools = agent_pools(arm.base_url)
         self.machines: dict[str, dict] = {}
         self.nodes: dict[str, dict] = {}
         self.ws = workspace(

@@ -16,13 +16,14 @@ import yaml
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
-from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+from arm_support.fake_arm import INSTALL_ID
+from arm_support.pools import agent_pools
 from loopback_support import free_port
 from machine_support import NAME, VM, conditions, hook_request, make_machine, make_node
 
 from hooks.machine import conditions as machine_conditions
 from hooks.machine import sync as machine_sync
-from hooks.machine.arm_client import AgentPools, ArmThrottled, ArmUnreachable
+from hooks.machine.arm_client import ArmThrottled, ArmUnreachable
 from hooks.machine.request import InvalidRequest, machine_object, storage_gib
 
 pytestmark = pytest.mark.integration  # starts a local HTTPS fake ARM server
@@ -33,15 +34,7 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 @pytest.fixture
 def pools(arm):
-    return AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
+    return agent_pools(arm.base_url)
 
 
 @pytest.fixture(scope="module")
@@ -261,15 +254,7 @@ def test_throttling_and_outage_escape_to_the_http_layer(arm, pools, machine_sche
         machine_sync.sync(hook_request(make_machine()), pools)
     assert NAME not in arm.state.pools
 
-    down = AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=f"https://127.0.0.1:{free_port()}",
-        connection_verify=False,
-    )
+    down = agent_pools(f"https://127.0.0.1:{free_port()}")
     with pytest.raises(ArmUnreachable):
         machine_sync.sync(hook_request(make_machine()), down)
     with pytest.raises(ArmUnreachable):

@@ -143,19 +143,10 @@ def test_the_pool_body_carries_the_profile_as_the_sdk_models_it():
 
 def _create(arm, machine: dict):
     pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
-    from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from arm_support.fake_arm import INSTALL_ID
+    from arm_support.pools import agent_pools
 
-    from hooks.machine.arm_client import AgentPools
-
-    pools = AgentPools(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        RESOURCE_GROUP,
-        CLUSTER,
-        install_id=INSTALL_ID,
-        base_url=arm.base_url,
-        connection_verify=False,
-    )
+    pools = agent_pools(arm.base_url)
     name = machine["metadata"]["name"]
     pools.create(name, pool_body(read_machine(machine), INSTALL_ID))
     return arm.state.pools[name]["properties"]

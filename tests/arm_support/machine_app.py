@@ -16,20 +16,12 @@ def _pools_provider():
     base_url = os.environ.get("FAKE_ARM_URL")
     if not base_url:
         return AgentPools.from_env
-    from arm_support.fake_arm import CLUSTER, INSTALL_ID, RESOURCE_GROUP, SUBSCRIPTION, StaticTokenCredential
+    from arm_support.pools import agent_pools
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
     def provider():
-        return AgentPools(
-            StaticTokenCredential(),
-            SUBSCRIPTION,
-            RESOURCE_GROUP,
-            CLUSTER,
-            install_id=INSTALL_ID,
-            base_url=base_url,
-            connection_verify=False,
-        )
+        return agent_pools(base_url)
 
     return provider
 
