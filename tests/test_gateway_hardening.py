@@ -18,8 +18,7 @@ import time
 
 import pytest
 import requests
-from inference_support.procs import start_module, stop
-from loopback_support import free_port
+from inference_support.procs import start_gateway, stop
 
 pytestmark = pytest.mark.integration
 
@@ -123,23 +122,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def gw(upstream):
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--adapter",
-            "fin",
-            "--upstream",
-            upstream.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, upstream.url, "--adapter", "fin")
     yield "127.0.0.1", port
     stop(proc)
 
@@ -267,26 +250,6 @@ def scripted():
     u.close()
 
 
-def start_gateway(upstream_url: str, *extra: str):
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            upstream_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *extra,
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    return proc, port
-
-
 def raw_request(port: int, head: bytes, body_parts=(b"",), pause: float = 0.0) -> bytes:
     """One HTTP/1.1 request exactly as written (no client normalises the path), the answer's bytes."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -317,7 +280,7 @@ def raw_request(port: int, head: bytes, body_parts=(b"",), pause: float = 0.0) -
 
 @pytest.fixture
 def scripted_gw(scripted):
-    proc, port = start_gateway(scripted.url, "--max-body-mib", "1")
+    proc, port = start_gateway(PRESET, scripted.url, "--max-body-mib", "1")
     yield port
     stop(proc)
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from inference_support.procs import start_module, stop
+from inference_support.procs import start_gateway, stop
 from inference_support.stub_sglang import StubSGLang
 from loopback_support import free_port
 
@@ -31,25 +31,7 @@ def stub():
 
 @pytest.fixture(scope="module")
 def gw(stub):
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--adapter",
-            "fin",
-            "--adapter",
-            "legal",
-            "--upstream",
-            stub.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, stub.url, "--adapter", "fin", "--adapter", "legal")
     yield f"http://127.0.0.1:{port}"
     stop(proc)
 
@@ -190,22 +172,12 @@ def test_health_is_503_while_runtime_is_down_and_healthz_follows_runtime_pid():
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            f"http://127.0.0.1:{free_port()}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--runtime-pid",
-            str(dead.pid),
-        ],
-        f"http://127.0.0.1:{port}/",
+    proc, port = start_gateway(
+        PRESET,
+        f"http://127.0.0.1:{free_port()}",
+        "--runtime-pid",
+        str(dead.pid),
+        health_path="/",
     )
     try:
         assert requests.get(f"http://127.0.0.1:{port}/health").status_code == 503
@@ -217,22 +189,7 @@ def test_health_is_503_while_runtime_is_down_and_healthz_follows_runtime_pid():
 
 
 def test_worker_pod_serves_health_only(stub):
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            stub.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--worker",
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, stub.url, "--worker")
     try:
         assert requests.get(f"http://127.0.0.1:{port}/health").status_code == 200
         r = requests.post(f"http://127.0.0.1:{port}/chat", json={"prompt": "x"})

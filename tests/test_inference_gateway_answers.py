@@ -7,9 +7,8 @@ import json
 
 import pytest
 import requests
-from inference_support.procs import start_module, stop
+from inference_support.procs import start_gateway, stop
 from inference_support.scripted_upstream import ScriptedUpstream
-from loopback_support import free_port
 
 from inference.hf_protocol import SUFFIX_UNSUPPORTED
 
@@ -61,21 +60,7 @@ def upstream():
 
 @pytest.fixture
 def gw(upstream):
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            upstream.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, upstream.url)
     yield f"http://127.0.0.1:{port}"
     stop(proc)
 

@@ -13,8 +13,7 @@ import yaml
 from inference_support.launcher import base_args, dry_run, sglang_parse, sglang_prefix
 from workspace_support import SHARED, need_shared
 
-from inference.server_args_check import check_with_sglang_parser
-from workload_contract.inference_config import RuntimeConfigError, flags_from_config
+from inference.runtime_config import RuntimeConfigError, check_with_sglang_parser, flags_from_config
 
 KAITO_V012_INFERENCE = SHARED / "reference" / "kaito-v0.12.0-examples" / "inference"
 
@@ -159,7 +158,7 @@ def test_every_mapped_tool_and_reasoning_parser_is_one_sglang_knows():
     parsers = pytest.importorskip("sglang.srt.server_args", reason="sglang is not installed")
     import argparse
 
-    from workload_contract.inference_config import REASONING_PARSERS, TOOL_CALL_PARSERS
+    from inference.runtime_config import REASONING_PARSERS, TOOL_CALL_PARSERS
 
     parser = argparse.ArgumentParser()
     parsers.ServerArgs.add_cli_args(parser)
@@ -173,26 +172,11 @@ def test_every_mapped_tool_and_reasoning_parser_is_one_sglang_knows():
 
 @pytest.mark.integration
 def test_the_gateway_passes_tools_and_tool_choice_through_untouched():
-    from inference_support.procs import start_module, stop
+    from inference_support.procs import start_gateway, stop
     from inference_support.stub_sglang import StubSGLang
-    from loopback_support import free_port
 
     stub = StubSGLang("phi-4-mini-instruct").start()
-    port = free_port()
-    gateway = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            "phi-4-mini-instruct",
-            "--upstream",
-            stub.url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    gateway, port = start_gateway("phi-4-mini-instruct", stub.url)
     try:
         tools = [
             {

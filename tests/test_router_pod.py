@@ -18,7 +18,7 @@ import pytest
 import requests
 import torch
 from inference_support.launcher import dry_run_gateway, make_adapter
-from inference_support.procs import start_module, stop
+from inference_support.procs import start_gateway, start_module, stop
 from inference_support.stub_sglang import StubSGLang, free_port
 from workspace_support import find, request, workspace
 
@@ -273,23 +273,7 @@ class Upstream:
 
 def test_gateway_health_follows_the_upstream_health_path_and_passes_info_through():
     up = Upstream().start()
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            f"http://127.0.0.1:{up.port}",
-            "--upstream-health-path",
-            "/readiness",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, f"http://127.0.0.1:{up.port}", "--upstream-health-path", "/readiness")
     try:
         base = f"http://127.0.0.1:{port}"
         assert requests.get(f"{base}/health", timeout=30).status_code == 503
@@ -318,23 +302,7 @@ def _gateway_children(pid: int) -> list[int]:
 
 def test_gateway_workers_share_the_port_and_exit_with_the_first():
     stub = StubSGLang(PRESET).start()
-    port = free_port()
-    proc = start_module(
-        [
-            "inference.gateway",
-            "--served-model-name",
-            PRESET,
-            "--upstream",
-            stub.url,
-            "--workers",
-            "3",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/healthz",
-    )
+    proc, port = start_gateway(PRESET, stub.url, "--workers", "3")
     try:
         children = _gateway_children(proc.pid)
         assert len(children) == 2, children

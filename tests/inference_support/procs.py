@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loopback_support import free_port
+
 from inference_support.stub_sglang import wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,3 +38,14 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def start_gateway(
+    served: str, upstream: str, *flags: str, health_path: str = "/healthz", env: dict | None = None
+) -> tuple[subprocess.Popen, int]:
+    """`python -m inference.gateway` serving `served` in front of `upstream` on a free loopback port, with any
+    further `flags`; returns the process and its port once `health_path` answers."""
+    port = free_port()
+    args = ["inference.gateway", "--served-model-name", served, "--upstream", upstream, *flags]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
+    return start_module(args, f"http://127.0.0.1:{port}{health_path}", env=env), port
