@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from inference_support.launcher import ONE_NODE, transformers_launch
 from loopback_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,27 +136,15 @@ class Replica:
                     [
                         sys.executable,
                         "-m",
-                        "inference.launch",
-                        "--runtime",
-                        "transformers",
-                        "--served-model-name",
-                        self.served,
-                        "--weights-dir",
-                        str(self.weights),
-                        "--adapters-dir",
-                        str(self.work / "adapters"),
-                        "--gpus-per-node",
-                        "1",
-                        "--nnodes",
-                        "1",
-                        "--node-rank",
-                        "0",
-                        "--port",
-                        str(self.port),
-                        "--runtime-port",
-                        str(self.runtime_port),
-                        "--work-dir",
-                        str(self.work / "run"),
+                        *transformers_launch(
+                            self.served,
+                            self.weights,
+                            self.work / "adapters",
+                            self.port,
+                            self.runtime_port,
+                            self.work / "run",
+                            *ONE_NODE,
+                        ),
                     ],
                     cwd=REPO,
                     stdout=log,
@@ -235,15 +224,6 @@ def start_front(
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError((tmp / f"front-{workspace.name}.log").read_text()[-3000:])
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def queue(front_url: str) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from inference_support.launcher import ONE_NODE, transformers_launch
 from inference_support.stub_sglang import wait_http
 from loopback_support import free_port
 from tuning_support.tiny import tiny_config
@@ -86,31 +87,19 @@ def stack(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "inference.launch",
-            "--runtime",
-            "transformers",
-            "--served-model-name",
-            SERVED,
-            "--weights-dir",
-            str(root / "weights"),
-            "--adapters-dir",
-            str(root / "adapters"),
-            "--adapter",
-            "fin",
-            "--adapter",
-            "half=0.5",
-            "--gpus-per-node",
-            "1",
-            "--nnodes",
-            "1",
-            "--node-rank",
-            "0",
-            "--port",
-            str(port),
-            "--runtime-port",
-            str(rport),
-            "--work-dir",
-            str(root / "work"),
+            *transformers_launch(
+                SERVED,
+                root / "weights",
+                root / "adapters",
+                port,
+                rport,
+                root / "work",
+                "--adapter",
+                "fin",
+                "--adapter",
+                "half=0.5",
+                *ONE_NODE,
+            ),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

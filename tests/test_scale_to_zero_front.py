@@ -15,13 +15,13 @@ import time
 
 import pytest
 import requests
+from inference_support.procs import stop
 from scale_to_zero_support import (
     Replica,
     ScaledWorkspace,
     ScaleEndpoint,
     queue,
     start_front,
-    stop,
     wait_until,
 )
 

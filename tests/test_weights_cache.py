@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
+from weights_support.fetch import fetch_argv
 from weights_support.loopback_hub import LoopbackHub
 
 from inference.weights import fetch_into_cache
@@ -52,20 +52,7 @@ def wanted_bytes(files: dict[str, bytes]) -> int:
 
 
 def run_fetch(hub: LoopbackHub, cache: Path, *extra: str, wait: bool = True):
-    args = [
-        sys.executable,
-        "-m",
-        "inference.weights",
-        "--model",
-        MODEL,
-        "--cache",
-        str(cache),
-        "--reserve-gib",
-        "0",
-        "--termination-log",
-        str(cache.parent / f"term-{time.monotonic_ns()}"),
-        *extra,
-    ]
+    args = fetch_argv(MODEL, cache, cache.parent / f"term-{time.monotonic_ns()}", *extra)
     env = {
         **os.environ,
         "HF_ENDPOINT": hub.url,

@@ -23,8 +23,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
 
+from inference_support.launcher import transformers_launch  # noqa: E402
 from inference_support.stub_sglang import free_port, wait_http  # noqa: E402
 from tuning_support.tiny import make_tokenizer, tiny_config  # noqa: E402
+from weights_support.fetch import fetch_argv  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
 from inference.weights_cache_locks import EXCLUSIVE, Lock  # noqa: E402
@@ -51,19 +53,7 @@ def test_killed_download_resumes_and_the_server_starts(tmp_path):
     with LoopbackHub({MODEL: files}, bytes_per_s=2 << 20) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
         init = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inference.weights",
-                "--model",
-                MODEL,
-                "--cache",
-                str(cache),
-                "--reserve-gib",
-                "0",
-                "--termination-log",
-                str(tmp_path / "term"),
-            ],
+            fetch_argv(MODEL, cache, tmp_path / "term"),
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -85,25 +75,18 @@ def test_killed_download_resumes_and_the_server_starts(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "inference.launch",
-                "--runtime",
-                "transformers",
-                "--served-model-name",
-                "tiny",
-                "--model",
-                MODEL,
-                "--weights-dir",
-                str(tmp_path / "unused"),
-                "--weights-cache",
-                str(cache),
-                "--adapters-dir",
-                str(tmp_path / "adapters"),
-                "--port",
-                str(port),
-                "--runtime-port",
-                str(rport),
-                "--work-dir",
-                str(tmp_path / "work"),
+                *transformers_launch(
+                    "tiny",
+                    tmp_path / "unused",
+                    tmp_path / "adapters",
+                    port,
+                    rport,
+                    tmp_path / "work",
+                    "--model",
+                    MODEL,
+                    "--weights-cache",
+                    str(cache),
+                ),
             ],
             cwd=REPO,
             env=env,

@@ -15,6 +15,7 @@ import threading
 
 import pytest
 import requests
+from inference_support.launcher import ONE_NODE, transformers_launch
 from observe import WAIT_S, get, items, printed_columns
 from operator_stack import REPO
 
@@ -170,29 +171,9 @@ def test_a_request_wakes_a_workspace_at_zero_and_idle_releases_the_pool(
         assert not answer  # still held: nothing serves yet
         (tmp_path / "adapters").mkdir()
         model = start(
-            [
-                "inference.launch",
-                "--runtime",
-                "transformers",
-                "--served-model-name",
-                SERVED,
-                "--weights-dir",
-                str(model_dir),
-                "--adapters-dir",
-                str(tmp_path / "adapters"),
-                "--gpus-per-node",
-                "1",
-                "--nnodes",
-                "1",
-                "--node-rank",
-                "0",
-                "--port",
-                str(model_port),
-                "--runtime-port",
-                str(runtime_port),
-                "--work-dir",
-                str(tmp_path / "work"),
-            ],
+            transformers_launch(
+                SERVED, model_dir, tmp_path / "adapters", model_port, runtime_port, tmp_path / "work", *ONE_NODE
+            ),
             log,
         )
         client.join(300)

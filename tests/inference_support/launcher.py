@@ -26,8 +26,8 @@ runpy.run_module("inference.launch", run_name="__main__")
 """
 
 
-def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
-    p = subprocess.run(
+def _guarded(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-c", _GUARD, *args, "--dry-run"],
         cwd=REPO,
         capture_output=True,
@@ -35,21 +35,46 @@ def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
         timeout=60,
         check=False,
     )
+
+
+def dry_run(args: list[str]) -> tuple[int, list[str] | None, str]:
+    p = _guarded(args)
     lines = p.stdout.strip().splitlines()
     return p.returncode, (json.loads(lines[-1]) if p.returncode == 0 else None), p.stderr
 
 
 def dry_run_gateway(args: list[str]) -> list[str]:
-    p = subprocess.run(
-        [sys.executable, "-c", _GUARD, *args, "--dry-run"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    [line] = [x for x in p.stdout.splitlines() if x.startswith("gateway: ")]
+    [line] = [x for x in _guarded(args).stdout.splitlines() if x.startswith("gateway: ")]
     return json.loads(line[len("gateway: ") :])
+
+
+# A single-node launch: one GPU's worth of processes, no peers to wait for.
+ONE_NODE = ["--gpus-per-node", "1", "--nnodes", "1", "--node-rank", "0"]
+
+
+def transformers_launch(
+    served: str, weights_dir: Path, adapters_dir: Path, port: int, runtime_port: int, work_dir: Path, *flags: str
+) -> list[str]:
+    """The module and arguments of `python -m inference.launch` serving `served` with the transformers runtime
+    on loopback `port` (its runtime on `runtime_port`), with any further launcher `flags`."""
+    return [
+        "inference.launch",
+        "--runtime",
+        "transformers",
+        "--served-model-name",
+        served,
+        "--weights-dir",
+        str(weights_dir),
+        "--adapters-dir",
+        str(adapters_dir),
+        *flags,
+        "--port",
+        str(port),
+        "--runtime-port",
+        str(runtime_port),
+        "--work-dir",
+        str(work_dir),
+    ]
 
 
 def make_adapter(root: Path, name: str, r: int, targets) -> None:
