@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from inference.gateway_translation import Served
+from inference.gateway.translation import Served
 from inference.live_adapters import Agent, Capacity, Published, RuntimeRefused
 
 log = logging.getLogger("inference.live_adapters")

@@ -30,8 +30,11 @@ from dataclasses import dataclass
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from inference import GATEWAY_PORT, gateway_app, gateway_names, gateway_state
-from inference.gateway_translation import Served
+from inference import GATEWAY_PORT
+from inference.gateway import app as gateway_app
+from inference.gateway import names as gateway_names
+from inference.gateway import state as gateway_state
+from inference.gateway.translation import Served
 
 log = logging.getLogger("wake_front")
 

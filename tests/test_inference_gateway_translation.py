@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference.gateway_kaito_chat import chat_result, generation_params, plan_chat, upstream_error_detail
-from inference.gateway_translation import (
+from inference.gateway.kaito_chat import chat_result, generation_params, plan_chat, upstream_error_detail
+from inference.gateway.translation import (
     Served,
     max_model_len_of,
     model_entry,
@@ -13,7 +13,7 @@ from inference.gateway_translation import (
     resolve_model,
     route_openai,
 )
-from inference.gateway_validation import RequestError
+from inference.gateway.validation import RequestError
 
 S = Served("phi-3", ("fin", "legal"))
 
@@ -145,7 +145,7 @@ def test_max_model_len_from_the_runtime_listing():
 
 
 def test_work_caps_name_the_field():
-    from inference.gateway_validation import check_limits
+    from inference.gateway.validation import check_limits
 
     for body, field in [
         ({"n": 17}, "n"),
@@ -173,7 +173,7 @@ def test_kaito_chat_budget_is_held_to_the_context_only_when_given():
 
 
 def test_seed_rules():
-    from inference.gateway_validation import check_seed, honours_seed
+    from inference.gateway.validation import check_seed, honours_seed
 
     assert honours_seed({"enable_deterministic_inference": True, "tp_size": 1})
     assert not honours_seed({"enable_deterministic_inference": False})
@@ -186,7 +186,7 @@ def test_seed_rules():
 
 
 def test_answers_are_shaped_to_the_sdk_types():
-    from inference.gateway_answers import shape_answer
+    from inference.gateway.answers import shape_answer
 
     answer = {
         "metadata": {"weight_versions": ["default"]},
@@ -204,7 +204,7 @@ def test_answers_are_shaped_to_the_sdk_types():
 
 
 def test_streamed_chunks_end_at_the_earliest_stop_across_chunks():
-    from inference.gateway_answers import shape_chunk
+    from inference.gateway.answers import shape_chunk
 
     cutters: dict = {}
     pieces = ["he", "llo wo", "rld a", "nd more", ""]
@@ -235,7 +235,7 @@ def test_streamed_chunks_end_at_the_earliest_stop_across_chunks():
     ],
 )
 def test_only_plain_paths_pass(path, plain):
-    from inference.gateway_validation import path_is_plain, safe_path_segment
+    from inference.gateway.validation import path_is_plain, safe_path_segment
 
     assert path_is_plain(path) is plain
     assert safe_path_segment("resp_0123-abc") and not safe_path_segment("..") and not safe_path_segment("a/b")

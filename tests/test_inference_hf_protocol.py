@@ -142,8 +142,8 @@ def test_an_unrequested_budget_shrinks_to_the_context_and_a_requested_one_is_kep
 
 
 def test_suffix_message_is_the_gateways():
-    from inference.gateway_translation import Served, route_openai
-    from inference.gateway_validation import RequestError
+    from inference.gateway.translation import Served, route_openai
+    from inference.gateway.validation import RequestError
     from inference.hf_protocol import SUFFIX_UNSUPPORTED
 
     with pytest.raises(BadRequest) as runtime:

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from inference.gateway_stream import ModelRenamer
-from inference.gateway_translation import Served, model_entry, resolve_model
+from inference.gateway.stream import ModelRenamer
+from inference.gateway.translation import Served, model_entry, resolve_model
 from inference.live_adapters import FILES_COMPLETE, Agent, Capacity, Published
 from inference.live_adapters_runner import served_from
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from inference.gateway_answers import shape_answer, stop_strings_of
-from inference.gateway_body import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_json
-from inference.gateway_json import JSON, detail_response, dumps, json_response, loads, openai_error
-from inference.gateway_kaito_chat import chat_result, plan_chat, upstream_error_detail
-from inference.gateway_state import (
+from inference.gateway.answers import shape_answer, stop_strings_of
+from inference.gateway.body import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, read_json
+from inference.gateway.jsonio import JSON, detail_response, dumps, json_response, loads, openai_error
+from inference.gateway.kaito_chat import chat_result, plan_chat, upstream_error_detail
+from inference.gateway.state import (
     CREATED,
     HEALTH_PATH,
     LIVE,
@@ -35,8 +35,8 @@ from inference.gateway_state import (
     ServedBox,
     served_now,
 )
-from inference.gateway_translation import Served, model_entry, models_listing, route_openai
-from inference.gateway_upstream import (
+from inference.gateway.translation import Served, model_entry, models_listing, route_openai
+from inference.gateway.upstream import (
     HEALTH_TIMEOUT_S,
     get_upstream,
     max_model_len,
@@ -44,7 +44,7 @@ from inference.gateway_upstream import (
     runtime_honours_seed,
     runtime_up,
 )
-from inference.gateway_validation import RequestError, check_seed, path_is_plain, safe_path_segment, seed_matters
+from inference.gateway.validation import RequestError, check_seed, path_is_plain, safe_path_segment, seed_matters
 
 if TYPE_CHECKING:
     from inference.live_adapters_runner import LiveAdapters

@@ -1,12 +1,12 @@
 """Rewriting the runtime's answers on their way to the client, chunk by chunk: live adapters' internal
 names back to the client's, and chat/completions answers held to the OpenAI types and stop strings
-(inference.gateway_answers) without waiting for the whole stream.
+(inference.gateway.answers) without waiting for the whole stream.
 """
 
 from __future__ import annotations
 
-from inference.gateway_answers import shape_answer, shape_chunk
-from inference.gateway_json import dumps, loads
+from inference.gateway.answers import shape_answer, shape_chunk
+from inference.gateway.jsonio import dumps, loads
 
 
 class ModelRenamer:

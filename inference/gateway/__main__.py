@@ -2,16 +2,16 @@
 of the model server.
 
 Parses the flags, keeps the gateway from reaching past its runtime (egress_guard), builds the app
-(inference.gateway_app) and serves it, in one or several processes on the port. `--worker` (node-rank > 0
+(inference.gateway.app) and serves it, in one or several processes on the port. `--worker` (node-rank > 0
 pods) serves only the health endpoints: those pods run a runtime worker, not the API.
 `--adapter-names-from` (the router pod) serves the names of the desired adapter set
-(inference.gateway_names); `--live-adapters` loads and swaps adapters in the runtime
+(inference.gateway.names); `--live-adapters` loads and swaps adapters in the runtime
 (inference.live_adapters_runner).
 
 What reaches the runtime is bounded: only the app's routes, each to a fixed upstream path; bodies up to
---max-body-mib (inference.gateway_body); `n`, `top_logprobs` and token budgets capped
-(inference.gateway_validation). Answers are held to the OpenAI SDK's types and stop strings
-(inference.gateway_answers), and every error the gateway makes itself is OpenAI-shaped JSON.
+--max-body-mib (inference.gateway.body); `n`, `top_logprobs` and token budgets capped
+(inference.gateway.validation). Answers are held to the OpenAI SDK's types and stop strings
+(inference.gateway.answers), and every error the gateway makes itself is OpenAI-shaped JSON.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from inference import GATEWAY_PORT, UPSTREAM_HOST, UPSTREAM_PORT, egress_guard
-from inference.gateway_app import make_app
-from inference.gateway_body import DEFAULT_MAX_BODY_BYTES
-from inference.gateway_names import NamesFollower
-from inference.gateway_state import HEALTH_PATH, SERVED
-from inference.gateway_translation import Served
+from inference.gateway.app import make_app
+from inference.gateway.body import DEFAULT_MAX_BODY_BYTES
+from inference.gateway.names import NamesFollower
+from inference.gateway.state import HEALTH_PATH, SERVED
+from inference.gateway.translation import Served
 
 
 def _fork_workers(workers: int) -> None:

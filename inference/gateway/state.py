@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import ClientSession, web
 
-from inference.gateway_translation import Served
+from inference.gateway.translation import Served
 
 if TYPE_CHECKING:
     from inference.live_adapters_runner import LiveAdapters

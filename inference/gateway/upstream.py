@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import ClientError, ClientTimeout, web
 
-from inference.gateway_json import JSON, detail_response, loads, openai_error
-from inference.gateway_state import HEALTH_PATH, MAX_MODEL_LEN, SEED_HONOURED, SESSION, UPSTREAM
-from inference.gateway_stream import EventShaper, ModelRenamer, shaped_answer
-from inference.gateway_translation import max_model_len_of
-from inference.gateway_validation import honours_seed
+from inference.gateway.jsonio import JSON, detail_response, loads, openai_error
+from inference.gateway.state import HEALTH_PATH, MAX_MODEL_LEN, SEED_HONOURED, SESSION, UPSTREAM
+from inference.gateway.stream import EventShaper, ModelRenamer, shaped_answer
+from inference.gateway.translation import max_model_len_of
+from inference.gateway.validation import honours_seed
 
 HEALTH_TIMEOUT_S = 25.0
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from inference.gateway_translation import Served
+from inference.gateway.translation import Served
 
 
 def served_names_from(base: Served, desired_file: str) -> Served:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from inference.gateway_json import loads
-from inference.gateway_state import MAX_BODY_BYTES
-from inference.gateway_validation import RequestError
+from inference.gateway.jsonio import loads
+from inference.gateway.state import MAX_BODY_BYTES
+from inference.gateway.validation import RequestError
 
 # Request bodies above this are refused as they arrive (a long prompt is well under 1 MiB; images sent
 # inline as base64 are the large legitimate case).

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference.gateway_translation import Served, adapter_model, resolve_model
-from inference.gateway_validation import RequestError, check_limits, check_messages, token_count
+from inference.gateway.translation import Served, adapter_model, resolve_model
+from inference.gateway.validation import RequestError, check_limits, check_messages, token_count
 
 # The generate_kwargs defaults of Kaito's transformers server (v0.1-v0.8) for /chat, merged over the model's
 # generation_config there.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference.gateway_validation import RequestError, check_limits, check_messages
+from inference.gateway.validation import RequestError, check_limits, check_messages
 from inference.hf_protocol import SUFFIX_UNSUPPORTED
 
 
