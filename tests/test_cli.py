@@ -7,43 +7,23 @@ import sys
 
 import pytest
 import yaml
-from workspace_support import REPO
+from workspace_support import PHI3_CHILD_KINDS, REPO, render_cli
 
 pytestmark = pytest.mark.integration  # runs `python -m hooks` as a process
 
 
-def render(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hooks", "render", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_render_prints_children_as_a_yaml_stream_and_status_on_stderr():
-    out = render("examples/inference-phi-3.yaml")
+    out = render_cli("examples/inference-phi-3.yaml")
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
-    assert [d["kind"] for d in docs] == [
-        "Machine",
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "Service",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-    ]
+    assert [d["kind"] for d in docs] == PHI3_CHILD_KINDS
     assert "&id" not in out.stdout  # no YAML anchors for a human to untangle
     assert "workspace-phi-3-mini: ResourceReady=False" in out.stderr
     assert "runtime transformers" in out.stderr
 
 
 def test_render_byo_mode_has_no_machines():
-    out = render("examples/inference-phi-3.yaml", "--node-provisioning", "byo")
+    out = render_cli("examples/inference-phi-3.yaml", "--node-provisioning", "byo")
     assert out.returncode == 0
     assert "Machine" not in [d["kind"] for d in yaml.safe_load_all(out.stdout)]
 
@@ -66,7 +46,7 @@ def test_render_invalid_workspace_exits_2_with_one_line_per_problem(tmp_path):
             }
         )
     )
-    out = render(str(bad))
+    out = render_cli(str(bad))
     assert out.returncode == 2
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -76,7 +56,7 @@ def test_render_invalid_workspace_exits_2_with_one_line_per_problem(tmp_path):
 
 
 def test_render_unreadable_file_exits_2(tmp_path):
-    out = render(str(tmp_path / "missing.yaml"))
+    out = render_cli(str(tmp_path / "missing.yaml"))
     assert out.returncode == 2 and "missing.yaml" in out.stderr
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from hook_server_support import HookServer, hooks_env, serve_argv
 from loopback_support import free_port
-from workspace_support import by_kind, condition, request, workspace
+from workspace_support import PHI3_CHILD_KINDS, by_kind, condition, request, workspace
 
 pytestmark = pytest.mark.integration  # starts the hook server under gunicorn
 
@@ -37,16 +37,7 @@ def test_sync_answers_200_with_children_and_status(server):
     resp = post(server, "/sync/workspace", request(workspace()))
     assert resp.status_code == 200
     body = resp.json()
-    assert [c["kind"] for c in body["children"]] == [
-        "Machine",
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "Service",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-    ]
+    assert [c["kind"] for c in body["children"]] == PHI3_CHILD_KINDS
     assert condition(body, "ResourceReady")["status"] == "False"
     assert set(body) == {"status", "children", "resyncAfterSeconds"}
 

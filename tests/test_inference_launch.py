@@ -25,6 +25,7 @@ from inference_support.launcher import (
     sglang_prefix,
 )
 from loopback_support import free_port
+from workspace_support import render_cli
 
 pytestmark = pytest.mark.integration  # runs the launcher as a process
 
@@ -166,14 +167,7 @@ def test_sglang_accepts_two_node_commands(tmp_path):
 
 
 def rendered_main_container(workspace_yaml: Path) -> dict:
-    p = subprocess.run(
-        [sys.executable, "-m", "hooks", "render", str(workspace_yaml)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    p = render_cli(str(workspace_yaml))
     assert p.returncode == 0, p.stderr
     # the inference workload: a StatefulSet, or a Deployment for presets served from one node
     sts = [

@@ -321,20 +321,12 @@ def test_the_hook_server_answers_the_sync_route():
 
 
 def test_render_prints_the_sets_workspace_and_its_children(tmp_path):
-    import sys
 
-    from workspace_support import REPO
+    from workspace_support import render_cli
 
     path = tmp_path / "iset.yaml"
     path.write_text(yaml.safe_dump(annotated()))
-    out = subprocess.run(
-        [sys.executable, "-m", "hooks", "render", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    out = render_cli(str(path))
     assert out.returncode == 0, out.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
     assert kinds[:2] == ["Workspace", "ScaledObject"] and kinds.count("Machine") == 2 and "Deployment" in kinds

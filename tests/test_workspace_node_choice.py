@@ -3,7 +3,7 @@ only cover a shortfall. Driven through the Workspace sync hook, as Metacontrolle
 
 from __future__ import annotations
 
-from workspace_support import condition, find, node, request, workspace
+from workspace_support import condition, find, llama_70b_on_two_nodes, node, request, workspace
 
 from hooks.metacontroller import MACHINES
 from hooks.settings import Settings
@@ -44,14 +44,7 @@ def test_a_foreign_node_turning_ready_does_not_displace_a_ready_machine():
 
 
 def test_a_foreign_node_still_covers_a_shortfall():
-    ws = workspace(
-        resource={
-            "instanceType": "Standard_NC96ads_A100_v4",
-            "count": 2,
-            "labelSelector": {"matchLabels": {"apps": "ll"}},
-        },
-        inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
-    )
+    ws = llama_70b_on_two_nodes()
     size = {"node.kubernetes.io/instance-type": "Standard_NC96ads_A100_v4"}
     first = run(ws)
     assert len(machines(first)) == 2

@@ -14,6 +14,7 @@ from workspace_support import (
     by_kind,
     condition,
     find,
+    llama_70b_on_two_nodes,
     node,
     request,
     workspace,
@@ -247,25 +248,23 @@ def test_unknown_preset_lists_close_matches():
     assert "inference.preset.name" in msg and "phi-3-mini-4k-instruct" in msg
 
 
-def test_kaito_placeholder_image_is_refused_naming_the_adapter_field():
-    ws = workspace(
+def with_adapter_image(image: str) -> dict:
+    """phi-3 with one adapter named x from `image`."""
+    return workspace(
         inference={
             "preset": {"name": "phi-3-mini-4k-instruct"},
-            "adapters": [{"source": {"name": "x", "image": "<YOUR_IMAGE>"}}],
+            "adapters": [{"source": {"name": "x", "image": image}}],
         }
     )
-    msg = refusal(ws)
+
+
+def test_kaito_placeholder_image_is_refused_naming_the_adapter_field():
+    msg = refusal(with_adapter_image("<YOUR_IMAGE>"))
     assert "inference.adapters[0].source.image" in msg and "placeholder" in msg
 
 
 def test_uppercase_repository_is_not_an_image_reference():
-    ws = workspace(
-        inference={
-            "preset": {"name": "phi-3-mini-4k-instruct"},
-            "adapters": [{"source": {"name": "x", "image": "ACR.azurecr.io/Adapter:1"}}],
-        }
-    )
-    assert "inference.adapters[0].source.image" in refusal(ws)
+    assert "inference.adapters[0].source.image" in refusal(with_adapter_image("ACR.azurecr.io/Adapter:1"))
 
 
 def test_non_azure_instance_type_is_refused():
@@ -416,14 +415,7 @@ def test_preferred_nodes_come_first_and_may_be_of_any_sku():
 
 
 def test_observed_machine_still_needed_is_kept_and_no_second_one_created():
-    ws = workspace(
-        resource={
-            "instanceType": "Standard_NC96ads_A100_v4",
-            "count": 2,
-            "labelSelector": {"matchLabels": {"apps": "ll"}},
-        },
-        inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
-    )
+    ws = llama_70b_on_two_nodes()
     odd = {
         "apiVersion": "kaito.sh/v1alpha1",
         "kind": "Machine",
@@ -436,14 +428,7 @@ def test_observed_machine_still_needed_is_kept_and_no_second_one_created():
 
 
 def test_ready_existing_node_covers_part_of_the_count():
-    ws = workspace(
-        resource={
-            "instanceType": "Standard_NC96ads_A100_v4",
-            "count": 2,
-            "labelSelector": {"matchLabels": {"apps": "ll"}},
-        },
-        inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
-    )
+    ws = llama_70b_on_two_nodes()
     resp = run(
         ws, nodes=[node("n1", {"apps": "ll", "node.kubernetes.io/instance-type": "Standard_NC96ads_A100_v4"}, gpus=4)]
     )

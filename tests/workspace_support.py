@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,35 @@ def workspace(**overrides) -> dict:
     }
     ws.update(copy.deepcopy(overrides))
     return {k: v for k, v in ws.items() if v is not None}
+
+
+def llama_70b_on_two_nodes(**overrides) -> dict:
+    """A Workspace that needs two 4-GPU A100 nodes (llama-3.3-70b with its model access Secret)."""
+    return workspace(
+        resource={
+            "instanceType": "Standard_NC96ads_A100_v4",
+            "count": 2,
+            "labelSelector": {"matchLabels": {"apps": "ll"}},
+        },
+        inference={"preset": {"name": "llama-3.3-70b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}},
+        **overrides,
+    )
+
+
+# The children of a one-node phi-3 Workspace, in the order the hook returns them.
+PHI3_CHILD_KINDS = ["Machine", "ConfigMap", "Deployment", "Service", "Service", "ServiceAccount", "Role", "RoleBinding"]
+
+
+def render_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m hooks render ARGS` as a user runs it, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "hooks", "render", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def request(parent: dict, children: dict | None = None, nodes: dict | None = None, pods: dict | None = None) -> dict:
