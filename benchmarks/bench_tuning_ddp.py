@@ -34,8 +34,7 @@ def run(tmp: Path, processes: int, steps: int, batch: int) -> tuple[dict, float]
     out = tmp / f"out-{processes}"
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "tuning.train", "--config", str(tmp / "cfg.yaml"), "--model", str(tmp / "model"),
-         "--data", str(tmp / "data"), "--output", str(out), "--processes", str(processes)],
+        tiny.train_argv(tmp / "cfg.yaml", tmp / "model", tmp / "data", out, "--processes", str(processes)),
         cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
     )  # fmt: skip

@@ -4,7 +4,6 @@ checkpointing only where memory needs it. CPU stands in for the GPUs (gloo inste
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from tuning_support import tiny
@@ -115,21 +114,7 @@ def run_trainer(tmp_path, processes: int, name: str) -> dict:
     )
     out = tmp_path / name
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tuning.train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--model",
-            str(model),
-            "--data",
-            str(tmp_path / "data"),
-            "--output",
-            str(out),
-            "--processes",
-            str(processes),
-        ],
+        tiny.train_argv(tmp_path / "cfg.yaml", model, tmp_path / "data", out, "--processes", str(processes)),
         cwd=REPO,
         capture_output=True,
         text=True,

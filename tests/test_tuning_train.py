@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -134,19 +133,7 @@ def test_lora_with_prompt_completion_jsonl_text_json_and_csv(models, tmp_path):
 def test_cli_end_to_end_and_output_holds_only_the_adapter(models, chat_data, tmp_path):
     (tmp_path / "cfg.yaml").write_text(tiny.training_yaml("qlora"))
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tuning.train",
-            "--config",
-            str(tmp_path / "cfg.yaml"),
-            "--model",
-            models["llama"],
-            "--data",
-            chat_data,
-            "--output",
-            str(tmp_path / "out"),
-        ],
+        tiny.train_argv(tmp_path / "cfg.yaml", models["llama"], chat_data, tmp_path / "out"),
         cwd=REPO,
         capture_output=True,
         text=True,

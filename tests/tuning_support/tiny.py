@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -142,3 +143,10 @@ def training_yaml(method: str, **overrides) -> str:
     for section, values in overrides.items():
         cfg[section].update(values)
     return yaml.safe_dump({"training_config": cfg})
+
+
+def train_argv(config, model, data, output, *flags: str) -> list[str]:
+    """`python -m tuning.train` on `config` (a training YAML), the base `model`, the `data` folder and the
+    adapter `output` folder, with any further flags (e.g. --processes)."""
+    return [sys.executable, "-m", "tuning.train", "--config", str(config), "--model", str(model), "--data", str(data),
+            "--output", str(output), *flags]  # fmt: skip
