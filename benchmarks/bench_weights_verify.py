@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inference.weights_cache import Listing, RepoFile, WeightsCache  # noqa: E402
+from inference.weights_cache.cache import Listing, RepoFile, WeightsCache  # noqa: E402
 
 
 def build_entry(root: str, gib: float, shards: int) -> Listing:

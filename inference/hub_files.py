@@ -14,7 +14,7 @@ import os
 import time
 from urllib.parse import quote
 
-from inference.weights_cache import PARTIAL_DIR, RepoFile
+from inference.weights_cache.cache import PARTIAL_DIR, RepoFile
 
 CHUNK = 1 << 20  # written (and so kept) every MiB
 

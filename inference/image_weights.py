@@ -7,7 +7,7 @@ container asks the registry for the image itself (the OCI distribution API: mani
 blob, with Bearer or Basic auth from the pod's pull secrets) and streams every layer through gunzip
 and tar, keeping only the files under data/, so nothing but the weights lands on disk. Each layer's
 sha256 is checked as it streams. The entry is keyed by the manifest digest, shared by the node's pods,
-locked and marked complete like the HuggingFace entries (inference/weights_cache.py), in the folder
+locked and marked complete like the HuggingFace entries (inference/weights_cache/), in the folder
 `models/image--<hash of the reference>` the model container mounts read-only; an interrupted
 pull starts that image again (layers are not resumable mid-stream). `--link` makes PATH a symlink to
 the entry's files, so the launcher's --weights-dir stays fixed.
@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from inference.weights_cache import CacheError, Entry, WeightsCache
+from inference.weights_cache.cache import CacheError, Entry, WeightsCache
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",

@@ -16,8 +16,8 @@ import os
 import sys
 import time
 
-from inference.weights_cache import CacheError, Entry, Listing, RepoFile, WeightsCache
-from inference.weights_cache_access import NO_NAMESPACE, check_namespace, record_access, was_accepted
+from inference.weights_cache.access import NO_NAMESPACE, check_namespace, record_access, was_accepted
+from inference.weights_cache.cache import CacheError, Entry, Listing, RepoFile, WeightsCache
 
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -128,7 +128,7 @@ def fetch_into_cache(
     namespace: str | None = None,
 ) -> Entry:
     """The verified cache entry of model@revision, downloaded if needed. Release it (or exec) when done.
-    `namespace` is whose request this is (the pod's): see inference.weights_cache_access."""
+    `namespace` is whose request this is (the pod's): see inference.weights_cache.access."""
     cache = WeightsCache(cache_dir, reserve_bytes=reserve_bytes, max_bytes=max_bytes, log=log)
     listing = resolve(cache, model, revision, token, prefer_local, log, namespace)
     return cache.ensure(listing, hub_fetcher(model, listing.commit, token), full_verify=full_verify)

@@ -295,7 +295,7 @@ def test_download_failure_names_the_model(tmp_path):
 
 def test_weights_decisions():
     from inference.weights import ignore_patterns, select_files
-    from inference.weights_cache import RepoFile
+    from inference.weights_cache.cache import RepoFile
 
     st = ignore_patterns(["config.json", "model-00001.safetensors", "pytorch_model.bin", "original/consolidated.pth"])
     assert "*.bin" in st and "original/*" in st

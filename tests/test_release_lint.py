@@ -121,8 +121,15 @@ def test_every_published_image_runs_as_a_numeric_non_root_user(image):
     assert int(uid) == IMAGE_UID, f"{image.dockerfile}: USER {user}, but the weights cache is chowned to {IMAGE_UID}"
 
 
-def inference_modules_imported_by(folder: Path) -> set[str]:
-    """The inference.* modules that the code in `folder` imports, at any depth, with what they import in turn."""
+def module_source(module: str) -> str:
+    """The file a module is loaded from, relative to the repository: `a/b.py`, or `a/b/__init__.py` for a package."""
+    path = module.replace(".", "/")
+    return f"{path}.py" if (REPO / f"{path}.py").is_file() else f"{path}/__init__.py"
+
+
+def inference_sources_imported_by(folder: Path) -> set[str]:
+    """The files of the inference.* modules that the code in `folder` imports, at any depth, with what they
+    import in turn, and the `__init__.py` of every package on the way (importing a module runs its packages')."""
     needed: set[str] = set()
     todo = list(folder.glob("*.py"))
     while todo:
@@ -132,9 +139,14 @@ def inference_modules_imported_by(folder: Path) -> set[str]:
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             for name in names:
-                if name.startswith("inference.") and name not in needed:
-                    needed.add(name)
-                    todo.append(REPO / (name.replace(".", "/") + ".py"))
+                parts = name.split(".")
+                if parts[0] != "inference":
+                    continue
+                for depth in range(1, len(parts) + 1):
+                    source = module_source(".".join(parts[:depth]))
+                    if source not in needed:
+                        needed.add(source)
+                        todo.append(REPO / source)
     return needed
 
 
@@ -152,11 +164,11 @@ def copied_sources(dockerfile: Path) -> set[str]:
 
 def test_the_tuning_image_carries_the_inference_modules_the_trainer_imports():
     copied = copied_sources(REPO / "tuning/Dockerfile")
-    needed = inference_modules_imported_by(REPO / "tuning")
-    assert needed, "tuning imports inference.weights (the node-local weights cache)"
-    for module in sorted(needed | {"inference.__init__"}):
-        path = module.replace(".", "/") + ".py"
-        assert path in copied or "inference/" in copied, f"tuning/Dockerfile does not COPY {path}"
+    needed = inference_sources_imported_by(REPO / "tuning")
+    assert {"inference/weights.py", "inference/__init__.py"} <= needed, "tuning imports inference.weights"
+    for path in sorted(needed):
+        in_folder = any(source.endswith("/") and path.startswith(source) for source in copied)
+        assert path in copied or in_folder, f"tuning/Dockerfile does not COPY {path}"
 
 
 def linter(tool: str) -> Path:

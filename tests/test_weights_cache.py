@@ -23,8 +23,8 @@ from weights_support.fetch import fetch_argv
 from weights_support.loopback_hub import LoopbackHub
 
 from inference.weights import fetch_into_cache
-from inference.weights_cache import CacheError
-from inference.weights_cache_locks import SHARED, Lock
+from inference.weights_cache.cache import CacheError
+from inference.weights_cache.locks import SHARED, Lock
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # loopback servers and subprocesses

@@ -29,8 +29,8 @@ pytest.importorskip("huggingface_hub")
 from weights_support.loopback_hub import LoopbackHub
 
 from inference.weights import fetch_into_cache
-from inference.weights_cache import CacheError, Listing, RepoFile, WeightsCache
-from inference.weights_cache_files import listing_path_problem
+from inference.weights_cache.cache import CacheError, Listing, RepoFile, WeightsCache
+from inference.weights_cache.files import listing_path_problem
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # loopback servers and subprocesses
@@ -126,7 +126,7 @@ def test_ensure_refuses_a_bad_name_before_calling_the_fetcher(tmp_path):
 READER = r"""
 import json, os, sys
 from inference.weights import ensure_weights
-from inference.weights_cache_locks import EXCLUSIVE, Lock
+from inference.weights_cache.locks import EXCLUSIVE, Lock
 from tuning.base_model import ensure_model
 cache, model, who = sys.argv[1], sys.argv[2], sys.argv[3]
 if who == "trainer":  # the tuning Job's trainer: --model-repo with --weights-cache, as the hook renders it

@@ -29,7 +29,7 @@ from tuning_support.tiny import make_tokenizer, tiny_config  # noqa: E402
 from weights_support.fetch import fetch_argv  # noqa: E402
 from weights_support.loopback_hub import LoopbackHub  # noqa: E402
 
-from inference.weights_cache_locks import EXCLUSIVE, Lock  # noqa: E402
+from inference.weights_cache.locks import EXCLUSIVE, Lock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # loopback servers and subprocesses

@@ -17,7 +17,7 @@ import os
 import re
 import time
 
-from inference.weights_cache_files import CacheError, check_commit, safe_name
+from inference.weights_cache.files import CacheError, check_commit, safe_name
 
 # Outside a cluster (a developer's machine, the tests without --namespace): a name no namespace can have.
 NO_NAMESPACE = "-"

@@ -8,7 +8,7 @@ Layout under the cache root (a hostPath shared by the pods on the node):
     models/<org>--<name>/.refs/<revision>     the commit a revision name resolved to (offline fallback)
     models/<org>--<name>/.locks/<commit>.use  held shared by every process serving from the entry
     locks/<org>--<name>/<commit>.download     held exclusively while one process downloads/verifies
-    access/<org>--<name>/<commit>/<namespace> the Hub accepted this namespace's own request (weights_cache_access)
+    access/<org>--<name>/<commit>/<namespace> the Hub accepted this namespace's own request (weights_cache.access)
 
 Writers and readers are separate: only the `model-weights` init container writes (it mounts the root
 read-write); the model container mounts its own model's `models/<org>--<name>` read-only, so it can read
@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from urllib.parse import quote
 
-from inference.weights_cache_files import (
+from inference.weights_cache.files import (
     PARTIAL_DIR,
     CacheError,
     FetchStats,
@@ -53,7 +53,7 @@ from inference.weights_cache_files import (
     stamp,
     unchanged_since,
 )
-from inference.weights_cache_locks import EXCLUSIVE, SHARED, Lock, hold_entry
+from inference.weights_cache.locks import EXCLUSIVE, SHARED, Lock, hold_entry
 
 __all__ = ["PARTIAL_DIR", "CacheError", "Entry", "FetchStats", "Listing", "RepoFile", "WeightsCache"]
 
@@ -256,7 +256,7 @@ class WeightsCache:
 
     @contextlib.contextmanager
     def _hold(self, repo: str, commit: str, doing: str):
-        """One writer per entry, no eviction under it (weights_cache_locks.hold_entry)."""
+        """One writer per entry, no eviction under it (locks.hold_entry)."""
         with hold_entry(
             self._download_lock_path(repo, commit),
             self.use_lock_path(repo, commit),

@@ -1,7 +1,7 @@
 """Where a pod's model weights come from, and how long its startup probe waits for the model to load.
 
 - HuggingFace presets: the node-local weights cache (a hostPath on the SKU's NVMe where it has one, else
-  on the OS disk; inference/weights_cache.py describes it), filled by the `model-weights` init container
+  on the OS disk; inference/weights_cache/cache.py describes it), filled by the `model-weights` init container
   (`python -m inference.weights`), whose termination message reports the cold-start "weights" phase.
   With KAITO_WEIGHTS_CACHE=pod the cache is an emptyDir instead (no hostPath; every pod downloads).
 - presetOptions.image: an image volume (Kubernetes >= 1.35, beta, on by default) mounts the image's
@@ -64,7 +64,7 @@ def cache_mount(read_only: bool = False) -> dict:
 
 
 def model_folder(hf_repo: str | None, preset_image: str | None) -> str:
-    """The cache folder of one model, relative to the cache root (inference/weights_cache.py's layout;
+    """The cache folder of one model, relative to the cache root (inference/weights_cache/cache.py's layout;
     for an image, inference.image_weights.cache_repo: a hash of the reference as written)."""
     if hf_repo:
         return "models/" + hf_repo.replace("/", "--")
@@ -100,7 +100,7 @@ def fetch_container(image: str, preset: Preset, env: list[dict]) -> dict:
     return container
 
 
-# Whose Hub access the cache records and checks (inference/weights_cache_access.py).
+# Whose Hub access the cache records and checks (inference/weights_cache/access.py).
 NAMESPACE_ENV = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
 
 
