@@ -70,6 +70,7 @@ def pool_from_rest(body: Any, expected_name: str | None = None) -> Pool:
     if expected_name is not None and body.get("name") not in (None, expected_name):
         raise MalformedAnswer(f"ARM answered agent pool {body.get('name')!r} when asked for {expected_name!r}")
     error = (props.get("status") or {}).get("provisioningError") or {}
+    count = props.get("count")
     system = body.get("systemData") or {}
     return Pool(
         name=str(body.get("name") or expected_name or ""),
@@ -80,6 +81,8 @@ def pool_from_rest(body: Any, expected_name: str | None = None) -> Pool:
         error_message=str(error.get("message") or ""),
         last_modified=str(system.get("lastModifiedAt") or system.get("createdAt") or ""),
         tags={str(k): str(v) for k, v in (props.get("tags") or body.get("tags") or {}).items()},
+        count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+        scale_down_mode=str(props.get("scaleDownMode") or "Delete"),
     )
 
 
@@ -255,6 +258,21 @@ class AgentPools:
                 return
             if isinstance(translated, PoolNotFound):
                 # A 404 on PUT means the cluster or resource group is not there: a refusal to show.
+                raise ArmRefused(translated.code, translated.message, 404) from error
+            raise translated from error
+
+    def update(self, name: str, body: dict[str, Any]) -> None:
+        """PUT the full body over an existing pool (e.g. a new count) without waiting: one round trip.
+
+        No ``If-None-Match`` here: the pool exists, and this PUT is meant to change it.
+        """
+        try:
+            self._client.agent_pools.begin_create_or_update(  # type: ignore[call-overload]  # REST-shaped dict body
+                self.resource_group, self.cluster_name, name, body, polling=False
+            )
+        except Exception as error:
+            translated = translate(error)
+            if isinstance(translated, PoolNotFound):
                 raise ArmRefused(translated.code, translated.message, 404) from error
             raise translated from error
 

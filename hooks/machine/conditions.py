@@ -5,8 +5,9 @@
   status "False"   - will not get better without a change (ARM refused or failed, invalid Machine,
                      name clash, deletion); the message quotes ARM's code and message.
 Ready reasons: Ready | Creating | Provisioning | NodeNotFound | NodeNotReady | GPUNotAllocatable |
-Deleting (Unknown or False) and InvalidMachine | ProvisioningRefused | ProvisioningFailed |
-ProvisioningCanceled | PoolNameConflict | DeletionRefused | Deleted | ArmSettingsMissing (False).
+Deleting | Starting (Unknown or False) and InvalidMachine | ProvisioningRefused | ProvisioningFailed |
+ProvisioningCanceled | PoolNameConflict | DeletionRefused | Deleted | ArmSettingsMissing | Deallocated |
+ScaleRefused (False).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from hooks import kube, naming
 from hooks.machine.pools import INSTALL_TAG, MACHINE_NAMESPACE_TAG, MACHINE_TAG, Pool, Refusal, pool_is_ours
-from hooks.machine.request import CONDITION_TYPES, Machine
+from hooks.machine.request import CONDITION_TYPES, DEALLOCATE_ANNOTATION, Machine
 
 RESYNC_PROGRESS_S = 15
 RESYNC_REFUSED_S = 300
@@ -61,11 +62,16 @@ def sync_conditions(
     install_id: str,
     created: bool = False,
     refusal: Refusal | None = None,
+    scaled_to: int | None = None,
 ) -> tuple[Conditions, dict[str, str], int]:
-    """(conditions without timestamps, extra status fields, resync seconds; 0 = none)."""
+    """(conditions without timestamps, extra status fields, resync seconds; 0 = none).
+
+    `scaled_to`: the node count this sync PUT on the existing pool (deallocate or start its VM), if any."""
     name = machine.name
     if machine.problem:
         return _all("False", "InvalidMachine", f"Machine {name}: {machine.problem}"), {}, 0
+    if refusal is not None and refusal.action == "scale" and pool is not None:
+        return _scale_refused(machine, pool, node, refusal)
     if refusal is not None:
         text = refusal.text(name)
         return (
@@ -113,6 +119,10 @@ def sync_conditions(
     if state == "Deleting":
         text = f"AKS agent pool {name} is being deleted; it will be created again once gone"
         return _all("Unknown", "Deleting", text), {}, RESYNC_PROGRESS_S
+    if machine.scale_down_mode == "Deallocate":
+        deallocation = _deallocation_conditions(machine, pool, node, scaled_to)
+        if deallocation is not None:
+            return deallocation
     was_launched = machine.observed_conditions.get("Launched", {}).get("status") == "True"
     if state != "Succeeded" and (state == "Creating" or not was_launched):
         text = f"AKS agent pool {name} is {state}"
@@ -159,6 +169,73 @@ def sync_conditions(
         return [launched, registered, _cond("Ready", "Unknown", "GPUNotAllocatable", text)], extra, RESYNC_PROGRESS_S
     text = f"node {node_name} is Ready" + (f" with {gpus} {naming.GPU_RESOURCE} allocatable" if needs_gpu else "")
     return [launched, registered, _cond("Ready", "True", "Ready", text)], extra, 0
+
+
+def _node_fields(node: dict[str, Any] | None) -> dict[str, str]:
+    if node is None:
+        return {}
+    extra = {"nodeName": node["metadata"].get("name", "")}
+    provider_id = (node.get("spec") or {}).get("providerID")
+    if provider_id:
+        extra["providerID"] = provider_id
+    return extra
+
+
+def _deallocation_conditions(
+    machine: Machine, pool: Pool, node: dict[str, Any] | None, scaled_to: int | None
+) -> tuple[Conditions, dict[str, str], int] | None:
+    """A Deallocate Machine's pool on its way to count 0, at 0, or just asked to start again; None otherwise."""
+    name = machine.name
+    extra = _node_fields(node)
+    if machine.wanted_count == 0 and (scaled_to == 0 or pool.count == 0):
+        settled = scaled_to is None and pool.provisioning_state == "Succeeded"
+        state = "deallocated" if settled else "being deallocated"
+        text = (
+            f"the VM of AKS agent pool {name} is {state} (count 0): no compute is billed, and its OS disk, with "
+            f"the container images and the node's weights cache, is kept (the disk is billed). It starts again "
+            f"when the {DEALLOCATE_ANNOTATION} annotation goes (the Workspace scales above 0); to release the disk "
+            f"for good, delete the Machine (kubectl delete machine {name} -n {machine.namespace})"
+        )
+        launched = _cond("Launched", "True", "Launched", f"AKS agent pool {name} is at count 0 ({state})")
+        if node is not None:
+            registered = _cond(
+                "Registered",
+                "True",
+                "Registered",
+                f"node {extra['nodeName']} stays registered (NotReady) while deallocated",
+            )
+        else:
+            registered = _cond("Registered", "False", "Deallocated", f"agent pool {name} has no running VM")
+        return (
+            [launched, registered, _cond("Ready", "False", "Deallocated", text)],
+            extra,
+            (0 if settled else RESYNC_PROGRESS_S),
+        )
+    if machine.wanted_count == 1 and scaled_to == 1:
+        text = f"starting the deallocated VM of AKS agent pool {name} (count 1; its OS disk was kept)"
+        launched = _cond("Launched", "True", "Launched", f"AKS agent pool {name} is scaling to count 1")
+        registered = (
+            _cond("Registered", "True", "Registered", f"node {extra['nodeName']} is registered")
+            if node is not None
+            else _cond("Registered", "Unknown", "NodeNotFound", f"waiting for the node of agent pool {name}")
+        )
+        return [launched, registered, _cond("Ready", "Unknown", "Starting", text)], extra, RESYNC_PROGRESS_S
+    return None
+
+
+def _scale_refused(
+    machine: Machine, pool: Pool, node: dict[str, Any] | None, refusal: Refusal
+) -> tuple[Conditions, dict[str, str], int]:
+    """ARM refused the count change of an existing pool: it stays as it was, and the Machine says why."""
+    extra = _node_fields(node)
+    text = refusal.text(machine.name) + f" (to count {machine.wanted_count})"
+    launched = _cond("Launched", "True", "Launched", f"AKS agent pool {machine.name} is {pool.provisioning_state}")
+    registered = (
+        _cond("Registered", "True", "Registered", f"node {extra['nodeName']} joined the cluster")
+        if node is not None
+        else _cond("Registered", "Unknown", "NodeNotFound", f"no node of agent pool {machine.name}")
+    )
+    return [launched, registered, _cond("Ready", "False", "ScaleRefused", text)], extra, RESYNC_REFUSED_S
 
 
 def finalize_conditions(

@@ -74,6 +74,8 @@ class Pool:
     error_message: str = ""
     last_modified: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    count: int | None = None  # the pool's node count as ARM last recorded it (None: ARM did not say)
+    scale_down_mode: str = "Delete"
 
 
 class PoolsAPI(Protocol):
@@ -85,6 +87,8 @@ class PoolsAPI(Protocol):
     def get(self, name: str) -> Pool | None: ...
 
     def create(self, name: str, body: dict[str, Any]) -> None: ...
+
+    def update(self, name: str, body: dict[str, Any]) -> None: ...
 
     def delete(self, name: str) -> bool: ...
 
@@ -111,8 +115,8 @@ def install_id_problem(value: str) -> str | None:
     )
 
 
-def pool_body(machine: Machine, install_id: str) -> dict[str, Any]:
-    """The REST body of the agent pool PUT for this Machine."""
+def pool_body(machine: Machine, install_id: str, count: int = 1) -> dict[str, Any]:
+    """The REST body of the agent pool PUT for this Machine, asking for `count` nodes (0 or 1)."""
     node_labels = dict(machine.labels)
     node_labels[naming.MACHINE_LABEL] = machine.name
     tags = {MACHINE_TAG: machine.name, MACHINE_NAMESPACE_TAG: machine.namespace, INSTALL_TAG: install_id}
@@ -125,7 +129,7 @@ def pool_body(machine: Machine, install_id: str) -> dict[str, Any]:
         "properties": {
             "type": "VirtualMachineScaleSets",
             "vmSize": machine.vm_size,
-            "count": 1,
+            "count": count,
             "mode": "User",
             "osType": "Linux",
             "osDiskSizeGB": machine.os_disk_gb,
@@ -136,6 +140,11 @@ def pool_body(machine: Machine, install_id: str) -> dict[str, Any]:
     }
     if machine.gpu_instance_profile:  # MIG: AKS splits the pool's GPUs into this profile's slices
         body["properties"]["gpuInstanceProfile"] = machine.gpu_instance_profile
+    if machine.scale_down_mode == "Deallocate":
+        # AKS refuses Deallocate with Ephemeral OS disks (the default where the VM size allows them), and
+        # osDiskType cannot change after creation: a Deallocate pool is created Managed.
+        body["properties"]["scaleDownMode"] = "Deallocate"
+        body["properties"]["osDiskType"] = "Managed"
     return body
 
 
@@ -156,6 +165,21 @@ def should_create(machine: Machine, pool: Pool | None) -> bool:
     return machine.problem is None and pool is None
 
 
+def count_to_put(machine: Machine, pool: Pool | None, install_id: str) -> int | None:
+    """The node count to PUT on this Machine's existing pool to deallocate or start its VM, or None.
+
+    Only a Deallocate Machine, only its own pool, only once ARM has finished the last change (Succeeded: a
+    second PUT while it is Updating would repeat the first), and only when the count ARM records differs.
+    """
+    if machine.problem is not None or machine.scale_down_mode != "Deallocate" or pool is None:
+        return None
+    if not pool_is_ours(machine, pool, install_id) or pool.provisioning_state != "Succeeded":
+        return None
+    if pool.count is None or pool.count == machine.wanted_count:
+        return None
+    return machine.wanted_count
+
+
 def should_delete(machine: Machine, pool: Pool | None, install_id: str) -> bool:
     return pool is not None and pool_is_ours(machine, pool, install_id) and pool.provisioning_state != "Deleting"
 
@@ -164,7 +188,7 @@ def should_delete(machine: Machine, pool: Pool | None, install_id: str) -> bool:
 class Refusal:
     code: str
     message: str
-    action: str  # "create", "read" or "delete"
+    action: str  # "create", "read", "scale" or "delete"
 
     @classmethod
     def of(cls, error: ArmRefused, action: str) -> Refusal:

@@ -21,6 +21,13 @@ CONDITION_TYPES = ("Launched", "Registered", "Ready")
 MIN_OS_DISK_GIB = 30
 MAX_OS_DISK_GIB = 2048
 
+# How a Machine's pool gives its GPU back at count 0 (ARM's scaleDownMode enum). Delete removes the VM and its
+# OS disk; Deallocate stops the VM and keeps its OS disk (images, the node's weights cache), billing only the disk.
+SCALE_DOWN_MODES = ("Delete", "Deallocate")
+# Set by the Workspace hook on a Deallocate Machine whose node it does not need: the pool goes to count 0 and the
+# VM is deallocated. The spec is immutable, so the wish lives in an annotation; removing it starts the VM again.
+DEALLOCATE_ANNOTATION = "kaito.sh/deallocate"
+
 
 class InvalidRequest(metacontroller.BadRequest):
     """The body is not a Metacontroller DecoratorController request for a Machine."""
@@ -37,6 +44,13 @@ class Machine:
     problem: str | None
     observed_conditions: dict[str, dict[str, Any]]
     gpu_instance_profile: str | None = None  # ARM's MIG profile of the pool (MIG1g..MIG7g)
+    scale_down_mode: str = "Delete"  # one of SCALE_DOWN_MODES
+    deallocate: bool = False  # a Deallocate Machine asked to hold no running VM (DEALLOCATE_ANNOTATION)
+
+    @property
+    def wanted_count(self) -> int:
+        """The pool's node count this Machine asks for: 0 only for a Deallocate Machine marked to deallocate."""
+        return 0 if self.scale_down_mode == "Deallocate" and self.deallocate else 1
 
 
 def machine_object(request: Any) -> dict[str, Any]:
@@ -136,6 +150,11 @@ def read_machine(obj: dict[str, Any]) -> Machine:
             problems.append(f"spec.taints entry {taint!r} needs key and effect")
             continue
         taints.append(f"{taint['key']}={taint.get('value', '')}:{taint['effect']}")
+    scale_down_mode = spec.get("scaleDownMode", "Delete")
+    if scale_down_mode not in SCALE_DOWN_MODES:
+        problems.append(f"spec.scaleDownMode {scale_down_mode!r} must be one of {', '.join(SCALE_DOWN_MODES)}")
+        scale_down_mode = "Delete"
+    annotations = metadata.get("annotations") or {}
     observed = {}
     for condition in (obj.get("status") or {}).get("conditions") or []:
         if isinstance(condition, dict) and condition.get("type") in CONDITION_TYPES:
@@ -150,6 +169,8 @@ def read_machine(obj: dict[str, Any]) -> Machine:
         problem="; ".join(problems) or None,
         observed_conditions=observed,
         gpu_instance_profile=str(spec["gpuInstanceProfile"]) if spec.get("gpuInstanceProfile") else None,
+        scale_down_mode=scale_down_mode,
+        deallocate=str(annotations.get(DEALLOCATE_ANNOTATION, "")).lower() == "true",
     )
 
 

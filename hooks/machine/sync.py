@@ -18,7 +18,16 @@ from typing import Any
 from hooks import naming
 from hooks.machine import conditions
 from hooks.machine.observed_time import observed_time
-from hooks.machine.pools import ArmRefused, Pool, PoolsAPI, Refusal, pool_body, should_create, should_delete
+from hooks.machine.pools import (
+    ArmRefused,
+    Pool,
+    PoolsAPI,
+    Refusal,
+    count_to_put,
+    pool_body,
+    should_create,
+    should_delete,
+)
 from hooks.machine.request import InvalidRequest, MachineRequest, read_request
 
 
@@ -34,6 +43,7 @@ def sync_machine(request: MachineRequest, pools: PoolsAPI) -> dict[str, Any]:
     obj, machine, node = request.object, request.machine, request.node
     pool: Pool | None = None
     created = False
+    scaled_to: int | None = None
     refusal: Refusal | None = None
     if machine.problem is None:
         try:
@@ -46,8 +56,15 @@ def sync_machine(request: MachineRequest, pools: PoolsAPI) -> dict[str, Any]:
                 created = True
             except ArmRefused as error:
                 refusal = Refusal.of(error, "create")
+        count = count_to_put(machine, pool, pools.install_id) if refusal is None else None
+        if count is not None:
+            try:
+                pools.update(machine.name, pool_body(machine, pools.install_id, count))
+                scaled_to = count
+            except ArmRefused as error:
+                refusal = Refusal.of(error, "scale")
     conds, extra, resync = conditions.sync_conditions(
-        machine, pool, node, install_id=pools.install_id, created=created, refusal=refusal
+        machine, pool, node, install_id=pools.install_id, created=created, refusal=refusal, scaled_to=scaled_to
     )
     response: dict[str, Any] = {"status": conditions.status(conds, machine, observed_time(obj, pool, node), extra)}
     if resync:
