@@ -36,6 +36,19 @@ def serve_argv(port: int, workers: int = 1, threads: int | None = None, tls_dir:
     return argv
 
 
+def run_hooks_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`python -m hooks ARGS` in the hook server's environment, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "hooks", *args],
+        cwd=REPO,
+        env=hooks_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
 def make_certs(directory: Path) -> Path:
     """The CA, server and Metacontroller client certificates from `python -m hooks certs`, valid for 127.0.0.1."""
     subprocess.run(

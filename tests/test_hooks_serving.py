@@ -19,7 +19,7 @@ pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 pytest.importorskip("cryptography", reason="cryptography is not installed")
 
 from arm_support.fake_arm import FakeArm
-from hook_server_support import REPO, HookServer, hooks_env, make_certs, serve_argv, serve_tls
+from hook_server_support import REPO, HookServer, hooks_env, make_certs, run_hooks_cli, serve_argv, serve_tls
 from loopback_support import free_port
 from machine_support import hook_request, make_machine
 
@@ -136,30 +136,14 @@ def test_unauthenticated_machine_calls_reach_no_arm_call(tls_machine_hooks, fake
 
 
 def test_serve_refuses_a_non_loopback_bind_without_tls():
-    p = subprocess.run(
-        [sys.executable, "-m", "hooks", "serve", "--bind", "0.0.0.0:1"],
-        cwd=REPO,
-        env=hooks_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    p = run_hooks_cli("serve", "--bind", "0.0.0.0:1")
     assert p.returncode == 2 and "--tls-dir" in p.stderr
 
 
 def test_certs_prints_the_two_secrets_the_install_names():
     import yaml
 
-    p = subprocess.run(
-        [sys.executable, "-m", "hooks", "certs", "--namespace", "kaito-system"],
-        cwd=REPO,
-        env=hooks_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    p = run_hooks_cli("certs", "--namespace", "kaito-system", check=True)
     secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(p.stdout)}
     assert set(secrets) == {"kaito-hooks-tls", "kaito-hooks-client"}
     for secret in secrets.values():

@@ -75,6 +75,14 @@ def timed_calls(server: HookServer, rounds: int = 3) -> list[tuple[str, int, flo
     return out
 
 
+def assert_answered_in_time(server: HookServer, label: str) -> None:
+    """Every probe and Metacontroller call answers 200 within ANSWER_WITHIN_S (timings printed under `label`)."""
+    calls = timed_calls(server)
+    print(f"{label}:", [(c, s, round(t, 3)) for c, s, t in calls])
+    assert all(status == 200 for _, status, _ in calls), calls
+    assert max(seconds for _, _, seconds in calls) < ANSWER_WITHIN_S, calls
+
+
 @pytest.mark.parametrize(("workers", "threads", "stalled"), [(1, 4, 100), (2, 8, 100)])
 def test_stalled_handshakes_hold_no_thread(certs, workers, threads, stalled):
     server = serve(certs, workers, threads)
@@ -82,10 +90,7 @@ def test_stalled_handshakes_hold_no_thread(certs, workers, threads, stalled):
     try:
         held = stall_handshakes(server, stalled)
         time.sleep(0.5)
-        calls = timed_calls(server)
-        print(f"{workers}x{threads}, {stalled} stalled handshakes:", [(c, s, round(t, 3)) for c, s, t in calls])
-        assert all(status == 200 for _, status, _ in calls), calls
-        assert max(seconds for _, _, seconds in calls) < ANSWER_WITHIN_S, calls
+        assert_answered_in_time(server, f"{workers}x{threads}, {stalled} stalled handshakes")
     finally:
         for s in held:
             s.close()
@@ -115,10 +120,7 @@ def test_strangers_stalling_after_the_handshake_starve_neither_metacontroller_no
     try:
         held = stall_after_handshake(server, certs, 12) + stall_handshakes(server, 100)
         time.sleep(0.5)
-        calls = timed_calls(server)
-        print("1x4, 12 stalled requests and 100 stalled handshakes:", [(c, s, round(t, 3)) for c, s, t in calls])
-        assert all(status == 200 for _, status, _ in calls), calls
-        assert max(seconds for _, _, seconds in calls) < ANSWER_WITHIN_S, calls
+        assert_answered_in_time(server, "1x4, 12 stalled requests and 100 stalled handshakes")
     finally:
         for s in held:
             s.close()

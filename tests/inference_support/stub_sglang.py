@@ -46,33 +46,25 @@ class StubSGLang:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(("/v1/chat/completions", body))
-        text = self._text(body, body["messages"][-1]["content"])
-        if body.get("stream"):
-            return await self._stream(request, body, text, chat=True)
-        return web.json_response(
-            {
-                "id": "cmpl-1",
-                "object": "chat.completion",
-                "created": 1,
-                "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
-            }
-        )
+        return await self._answer(request, body, self._text(body, body["messages"][-1]["content"]), chat=True)
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(("/v1/completions", body))
-        text = self._text(body, body["prompt"])
+        return await self._answer(request, body, self._text(body, body["prompt"]), chat=False)
+
+    async def _answer(self, request, body, text, chat: bool) -> web.StreamResponse:
+        """The whole answer, or a stream of it when the request asks for one, shaped as SGLang's."""
         if body.get("stream"):
-            return await self._stream(request, body, text, chat=False)
+            return await self._stream(request, body, text, chat=chat)
+        content = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
         return web.json_response(
             {
-                "id": "cmpl-2",
-                "object": "text_completion",
+                "id": "cmpl-1" if chat else "cmpl-2",
+                "object": "chat.completion" if chat else "text_completion",
                 "created": 1,
                 "model": body.get("model"),
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "choices": [{"index": 0, **content, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
             }
         )
