@@ -14,7 +14,7 @@ SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0
 EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run run-setup setup test test-setup system-packages e2e cluster cluster-down bench clean
+.PHONY: run run-setup setup test test-setup system-packages e2e cluster cluster-down keda bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,16 @@ cluster: test-setup
 
 cluster-down:
 	$(PY) tests/cluster/up.py stop
+
+# KEDA's operator and metrics adapter for tests/cluster/test_scale_to_zero_keda.py, from the Go module proxy into
+# the control plane's cache (about 30 minutes cold on 2 cores, so not part of `make test`; the test skips without it).
+KEDA_VERSION := v2.21.1
+KEDA_BIN := $(HOME)/.cache/kaito-sglang/keda-$(KEDA_VERSION)/bin
+keda:
+	@if [ -x $(KEDA_BIN)/operator ] && [ -x $(KEDA_BIN)/adapter ]; then echo "KEDA $(KEDA_VERSION): $(KEDA_BIN)"; \
+	else cd tests/cluster/go/keda && GOTOOLCHAIN=go1.27.4 CGO_ENABLED=0 GOFLAGS=-mod=mod \
+		go build -trimpath -ldflags "-s -w" -o $(KEDA_BIN)/ \
+		github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter; fi
 
 # The benchmarks, like the tests, never ask the HuggingFace Hub (the set in inference/offline_env.py);
 # bench_weights serves a Hub of its own on loopback and turns HF_HUB_OFFLINE off for that process only.

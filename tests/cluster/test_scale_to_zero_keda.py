@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from controlplane import Process
 from loopback_support import free_port
 from observe import WAIT_S, condition, get
 from operator_stack import REPO
+from scale_to_zero_support import scale_to_zero_workspace, wake_front_argv
 from tls_support import self_signed
 
 pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
@@ -63,10 +63,7 @@ class Keda:
     work: Path
 
 
-BUILD_HINT = (
-    "build it from tests/cluster/go/keda/ with GOTOOLCHAIN=go1.27.4 go build -o <dir>/bin/ "
-    "github.com/kedacore/keda/v2/cmd/operator github.com/kedacore/keda/v2/cmd/adapter"
-)
+BUILD_HINT = "build it with `make keda` (about 30 minutes cold; tests/cluster/go/keda/)"
 
 
 def serving(process: Process, url: str, **kwargs) -> bool:
@@ -204,14 +201,7 @@ def spec_replicas(cluster, namespace: str) -> int:
 
 
 def apply_workspace(cluster, namespace: str, replicas: int) -> None:
-    doc = {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": NAME, "annotations": {"kaito.sh/scale-to-zero-after": "15m"}},
-        "spec": {"replicas": replicas},
-        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": NAME}}},
-        "inference": {"preset": {"name": MODEL}},
-    }
+    doc = scale_to_zero_workspace(NAME, MODEL, replicas)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
 
 
@@ -222,32 +212,9 @@ def start_front(cluster, namespace: str, tmp_path: Path, upstream: str, max_wait
     token.write_text(cluster.kubectl("create", "token", "default", "-n", namespace).stdout.strip())
     port = free_port()
     log = open(tmp_path / "front.log", "wb")  # noqa: SIM115 - the front writes it until it stops
+    flags = ["--idle-seconds", "3600", "--max-wait-seconds", str(max_wait_s), "--ca-file", str(cluster.ca)]
     front = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inference.wake_front",
-            "--served-model-name",
-            MODEL,
-            "--upstream",
-            upstream,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workspace",
-            f"{namespace}/{NAME}",
-            "--idle-seconds",
-            "3600",
-            "--max-wait-seconds",
-            str(max_wait_s),
-            "--apiserver",
-            cluster.server,
-            "--ca-file",
-            str(cluster.ca),
-            "--token-file",
-            str(token),
-        ],
+        wake_front_argv(MODEL, upstream, port, f"{namespace}/{NAME}", cluster.server, token, *flags),
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
