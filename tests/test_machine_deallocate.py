@@ -16,6 +16,7 @@ from test_machine_sync import machine_schema  # noqa: F401  (fixture)
 
 from hooks.machine import sync as machine_sync
 from hooks.machine.arm_client import pool_from_rest
+from hooks.machine.deadline import DeadlinePools
 from hooks.machine.pools import Pool, count_to_put, pool_body
 from hooks.machine.request import DEALLOCATE_ANNOTATION, read_machine
 
@@ -44,13 +45,14 @@ def pools(arm):
 
 
 class Metacontroller:
-    """Calls the sync hook and writes the status back, as Metacontroller does."""
+    """Calls the sync hook as the hook server does (ARM calls under one per-request deadline) and writes the
+    status back, as Metacontroller does."""
 
     def __init__(self, pools, schema, machine):
         self.pools, self.schema, self.machine, self.nodes = pools, schema, machine, []
 
     def sync(self):
-        response = machine_sync.sync(hook_request(self.machine, self.nodes), self.pools)
+        response = machine_sync.sync(hook_request(self.machine, self.nodes), DeadlinePools(self.pools))
         jsonschema.validate({**self.machine, "status": response["status"]}, self.schema)
         self.machine["status"] = response["status"]
         return response

@@ -62,6 +62,9 @@ class DeadlinePools:
     def create(self, name: str, body: dict[str, Any]) -> None:
         return self._call(f"PUT agent pool {name}", lambda: self._pools.create(name, body))
 
+    def update(self, name: str, body: dict[str, Any]) -> None:
+        return self._call(f"PUT agent pool {name} (update)", lambda: self._pools.update(name, body))
+
     def delete(self, name: str) -> bool:
         return self._call(f"DELETE agent pool {name}", lambda: self._pools.delete(name))
 
