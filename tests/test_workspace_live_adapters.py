@@ -244,7 +244,7 @@ def test_adapters_are_pending_while_their_files_are_fetched():
 def test_a_pull_error_of_a_fetch_pod_fails_that_adapter_with_the_kubelets_message():
     ws = serving(FIN, DOLLY)
     first = run(ws)
-    fin_key = live_adapters.adapter_key(planned_adapter(FIN))
+    fin_key = planned_adapter(FIN).key
     fetch_pod = {
         "metadata": {
             "name": "ws1-fetch-x",
@@ -277,7 +277,7 @@ def test_a_pull_error_of_a_fetch_pod_fails_that_adapter_with_the_kubelets_messag
 
 def test_a_failed_fetch_job_fails_the_adapter():
     ws = serving(FIN)
-    fin_key = live_adapters.adapter_key(planned_adapter(FIN))
+    fin_key = planned_adapter(FIN).key
     resp = run(ws, jobs=_jobs_with(run(ws), failed_key=fin_key))
     assert states(resp) == {"fin": ("Failed", "FetchFailed")}
 

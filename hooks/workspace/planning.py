@@ -9,6 +9,8 @@ check for None again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +27,9 @@ TEMPLATE_DISK_GIB = 1024
 Runtime = Literal["sglang", "transformers"]
 
 
+KEY_LENGTH = 12  # hex digits of an adapter key and of the desired adapter set's revision
+
+
 @dataclass(frozen=True)
 class Adapter:
     """A LoRA adapter that passed validation: a name and exactly one of image or volume_source."""
@@ -34,6 +39,13 @@ class Adapter:
     image: str | None
     volume_source: dict[str, Any] | None
     pull_secrets: tuple[str, ...]
+    # The adapter's files folder, decided once: a short hash of where the files come from, so a changed image
+    # (or volume) is a new folder that the old one keeps serving until it is ready, and a re-weight keeps it.
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        source = self.image if self.image else json.dumps(self.volume_source, sort_keys=True)
+        object.__setattr__(self, "key", hashlib.sha256(source.encode()).hexdigest()[:KEY_LENGTH])
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,9 @@ class _Plan:
     mig: partition.MigPartition | None = field(default=None, kw_only=True)
     # The scale-to-zero annotations, read once while planning (None: the Workspace does not opt in).
     scale_to_zero: ScaleToZero | None = field(default=None, kw_only=True)
+    # kaito.sh/scale-down-mode, read once while planning: how new Machines give their GPU back (Delete or
+    # Deallocate), and whether the weights cache must stay on the OS disk (local NVMe is lost on deallocation).
+    scale_down_mode: str = field(default="Delete", kw_only=True)
 
     @property
     def gpus_per_node(self) -> int:
@@ -125,9 +140,10 @@ def parse_and_plan(obj: dict[str, Any]) -> tuple[PlannedWorkspace | None, list[P
         return None, problems
     workload, problems = plan(ws)
     wake, wake_problems = scale_to_zero.parse(ws)
-    if workload is None or wake_problems:
-        return None, problems + wake_problems
-    return PlannedWorkspace(ws, dataclasses.replace(workload, scale_to_zero=wake)), []
+    mode, mode_problems = scale_to_zero.scale_down_mode(ws)
+    if workload is None or wake_problems or mode_problems:
+        return None, problems + wake_problems + mode_problems
+    return PlannedWorkspace(ws, dataclasses.replace(workload, scale_to_zero=wake, scale_down_mode=mode)), []
 
 
 def live_adapters_on(runtime: Runtime, preset: catalog.Preset) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 from hooks.workspace.api import Workspace
 from hooks.workspace.children import pod_parts as m
-from hooks.workspace.planning import Adapter, PresetServing
+from hooks.workspace.planning import KEY_LENGTH, Adapter, PresetServing
 from hooks.workspace.validation import max_lora_rank
 
 DESIRED_DIR = "/etc/kaito/adapters"
@@ -47,7 +47,6 @@ FETCH_LABEL = "kaito.sh/adapter-fetch"
 KEY_LABEL = "kaito.sh/adapter-key"
 NODE_ANNOTATION = "kaito.sh/node"
 SOURCE_ANNOTATION = "kaito.sh/adapter-source"
-KEY_LENGTH = 12
 FETCH_BACKOFF_LIMIT = 3
 MAX_NAME = 63
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
@@ -57,16 +56,9 @@ def config_map_name(workspace: str) -> str:
     return f"{workspace}-adapters"
 
 
-def adapter_key(adapter: Adapter) -> str:
-    """The adapter's files folder: a short hash of where the files come from, so a changed image (or volume)
-    is a new folder that the old one keeps serving until it is ready, and a re-weight keeps the folder."""
-    source = adapter.image if adapter.image else json.dumps(adapter.volume_source, sort_keys=True)
-    return hashlib.sha256(source.encode()).hexdigest()[:KEY_LENGTH]
-
-
 def desired_set(plan: PresetServing) -> dict[str, Any]:
     """What the pod's agent reads; `revision` identifies the set so that a pod's report can be matched to it."""
-    adapters = [{"name": a.name, "key": adapter_key(a), "strength": float(a.strength)} for a in plan.adapters]
+    adapters = [{"name": a.name, "key": a.key, "strength": float(a.strength)} for a in plan.adapters]
     revision = hashlib.sha256(json.dumps(adapters, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
     return {"adapters": adapters, "revision": revision}
 
@@ -187,7 +179,7 @@ def pinned_node(pod_spec: dict) -> str | None:
 
 
 def fetch_job(ws: Workspace, adapter: Adapter, node: str, runtime_image: str) -> dict:
-    key = adapter_key(adapter)
+    key = adapter.key
     copy_container, extra_volumes = _copy_step(adapter, key, runtime_image)
     source = adapter.image or "volumeSource"
     labels = {FETCH_LABEL: ws.name, KEY_LABEL: key}

@@ -130,7 +130,7 @@ def adapter_states(
     serving = _serving(replicas)
     out = []
     for adapter in plan.adapters:
-        key = live.adapter_key(adapter)
+        key = adapter.key
         out.append(_fetch_state(adapter.name, key, jobs, fetch_pods) or _replica_state(adapter.name, revision, serving))
     return out
 
