@@ -169,6 +169,45 @@ class Replica:
                 self.stop_locked()
 
 
+def scale_to_zero_workspace(name: str, served: str, replicas: int) -> dict:
+    """A one-node Workspace of `served` that scales to zero after 15 idle minutes, at `replicas`."""
+    return {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name, "annotations": {"kaito.sh/scale-to-zero-after": "15m"}},
+        "spec": {"replicas": replicas},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": name}}},
+        "inference": {"preset": {"name": served}},
+    }
+
+
+def wake_front_argv(
+    served: str, upstream: str, port: int, workspace: str, apiserver: str, token_file: Path, *flags: str
+) -> list[str]:
+    """`python -m inference.wake_front` for `served` in front of `upstream` on loopback `port`, scaling
+    `workspace` (namespace/name) through `apiserver` with the token in `token_file`, plus any `flags`."""
+    return [
+        sys.executable,
+        "-m",
+        "inference.wake_front",
+        "--served-model-name",
+        served,
+        "--upstream",
+        upstream,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workspace",
+        workspace,
+        "--apiserver",
+        apiserver,
+        "--token-file",
+        str(token_file),
+        *flags,
+    ]
+
+
 def start_front(
     workspace: ScaledWorkspace,
     apiserver: str,
@@ -184,32 +223,9 @@ def start_front(
     token.write_text(TOKEN + "\n")
     port = free_port()
     log = open(tmp / f"front-{workspace.name}.log", "wb")  # noqa: SIM115 - the process writes it until it stops
+    limits = ["--idle-seconds", str(idle_seconds), "--queue-size", str(queue_size), "--max-wait-seconds", str(max_wait)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inference.wake_front",
-            "--served-model-name",
-            served,
-            "--upstream",
-            upstream,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workspace",
-            f"{workspace.namespace}/{workspace.name}",
-            "--idle-seconds",
-            str(idle_seconds),
-            "--queue-size",
-            str(queue_size),
-            "--max-wait-seconds",
-            str(max_wait),
-            "--apiserver",
-            apiserver,
-            "--token-file",
-            str(token),
-        ],
+        wake_front_argv(served, upstream, port, f"{workspace.namespace}/{workspace.name}", apiserver, token, *limits),
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -18,6 +18,7 @@ import requests
 from inference_support.launcher import ONE_NODE, transformers_launch
 from observe import WAIT_S, get, items, printed_columns
 from operator_stack import REPO
+from scale_to_zero_support import scale_to_zero_workspace
 
 pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
 
@@ -26,14 +27,7 @@ SERVED = "phi-3-mini-4k-instruct"
 
 
 def workspace(replicas: int) -> dict:
-    return {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": NAME, "annotations": {"kaito.sh/scale-to-zero-after": "15m"}},
-        "spec": {"replicas": replicas},
-        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": NAME}}},
-        "inference": {"preset": {"name": SERVED}},
-    }
+    return scale_to_zero_workspace(NAME, SERVED, replicas)
 
 
 @pytest.fixture(scope="module")
