@@ -41,6 +41,11 @@ def adapter_state(cluster, namespace: str, name: str, adapter: str) -> dict:
     return next((a for a in (ws.get("status") or {}).get("adapters") or [] if a["name"] == adapter), {})
 
 
+def patch_workspace(cluster, namespace: str, name: str, patch_type: str, patch) -> None:
+    """`kubectl patch workspace` with a merge or JSON patch, as a user changes a Workspace."""
+    cluster.kubectl("patch", "workspace", name, "-n", namespace, "--type", patch_type, "-p", json.dumps(patch))
+
+
 def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cluster, byo, namespace):
     selector = {"apps": f"live-{namespace}"}
     doc = yaml.safe_load((REPO / "examples" / "inference-phi-3.yaml").read_text())
@@ -81,17 +86,7 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
 
         # A re-weight changes the set, not the Jobs.
         adapters[0]["strength"] = "0.9"
-        cluster.kubectl(
-            "patch",
-            "workspace",
-            name,
-            "-n",
-            namespace,
-            "--type",
-            "merge",
-            "-p",
-            json.dumps({"inference": {**doc["inference"], "adapters": adapters}}),
-        )
+        patch_workspace(cluster, namespace, name, "merge", {"inference": {**doc["inference"], "adapters": adapters}})
         cluster.wait_for(
             "the desired set has strength 0.9",
             lambda: desired_set(cluster, namespace, name)["adapters"][0]["strength"] == 0.9,
@@ -129,17 +124,7 @@ def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cl
         assert condition(ws, "WorkspaceReady")["status"] == "True"
 
         # Removing the adapter removes its Job (Metacontroller deletes the child no longer returned).
-        cluster.kubectl(
-            "patch",
-            "workspace",
-            name,
-            "-n",
-            namespace,
-            "--type",
-            "json",
-            "-p",
-            json.dumps([{"op": "remove", "path": "/inference/adapters"}]),
-        )
+        patch_workspace(cluster, namespace, name, "json", [{"op": "remove", "path": "/inference/adapters"}])
         cluster.wait_for(
             "the fetch Job is deleted",
             lambda: (

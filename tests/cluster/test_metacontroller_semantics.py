@@ -57,6 +57,12 @@ def versions(cluster, namespace: str) -> dict[tuple[str, str], str]:
     }
 
 
+def sync_errors(cluster, namespace: str, name: str) -> list[dict]:
+    """The SyncError events Metacontroller recorded on the object `name`."""
+    selector = f"involvedObject.name={name},reason=SyncError"
+    return items(cluster, "events", "-n", namespace, "--field-selector", selector)
+
+
 def test_a_deleted_child_is_recreated_and_a_stray_with_our_selector_is_adopted_then_deleted(cluster, byo, namespace):
     ws = byo_workspace(cluster, namespace, "owned")
     service = get(cluster, "service", "owned", "-n", namespace)
@@ -138,17 +144,7 @@ def test_an_unreachable_hook_changes_nothing_and_leaves_a_sync_error_event(clust
         cluster.kubectl("annotate", "workspace", "lonely", "-n", namespace, "touched=1")
         events = cluster.wait_for(
             "a SyncError event on the Workspace",
-            lambda: [
-                e
-                for e in items(
-                    cluster,
-                    "events",
-                    "-n",
-                    namespace,
-                    "--field-selector",
-                    "involvedObject.name=lonely,reason=SyncError",
-                )
-            ],
+            lambda: sync_errors(cluster, namespace, "lonely"),
             timeout=WAIT_S,
         )
         assert events[0]["type"] == "Warning", events[0]
@@ -180,14 +176,7 @@ def test_a_frozen_hook_server_times_out_and_nothing_is_deleted(cluster, byo, nam
             "a SyncError event naming the client timeout",
             lambda: [
                 e
-                for e in items(
-                    cluster,
-                    "events",
-                    "-n",
-                    namespace,
-                    "--field-selector",
-                    "involvedObject.name=frozen,reason=SyncError",
-                )
+                for e in sync_errors(cluster, namespace, "frozen")
                 if "Client.Timeout" in e["message"] or "deadline" in e["message"]
             ],
             timeout=WAIT_S,
