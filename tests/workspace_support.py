@@ -78,7 +78,7 @@ def render_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def request(parent: dict, children: dict | None = None, nodes: dict | None = None, pods: dict | None = None) -> dict:
-    observed = {k: {} for k in (MACHINES, CONFIGMAPS, STATEFULSETS, DEPLOYMENTS, JOBS, SERVICES)}
+    observed: dict[str, dict] = {k: {} for k in (MACHINES, CONFIGMAPS, STATEFULSETS, DEPLOYMENTS, JOBS, SERVICES)}
     for kind, objs in (children or {}).items():
         observed[kind] = {f"{o['metadata'].get('namespace', 'team')}/{o['metadata']['name']}": o for o in objs}
     return {

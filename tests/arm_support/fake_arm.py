@@ -415,6 +415,7 @@ def _err(code: str, message: str) -> dict[str, Any]:
 def _handler_for(arm: FakeArm):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's pending header lines (send_header appends)
 
         def log_message(self, *_args: Any) -> None:  # keep pytest output clean
             pass

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ScriptedUpstream:
-    def __init__(self):
+    def __init__(self) -> None:
         self.script: dict[str, tuple[int, str, bytes | list[bytes]]] = {}
         self.requests: list[tuple[str, str, bytes]] = []
         upstream = self

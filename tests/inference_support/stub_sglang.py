@@ -131,7 +131,7 @@ class StubSGLang:
         return self
 
     def stop(self) -> None:
-        if self._loop is None:
+        if self._loop is None or self._runner is None or self._thread is None:
             return
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -170,7 +170,9 @@ def running_registry(directory: str, auth: str | None = None, user: str = "alice
     with open(config, "w") as f:
         f.write("\n".join(lines) + "\n")
     log = open(os.path.join(directory, "registry.log"), "w")  # noqa: SIM115 - the registry writes it until the finally closes it
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", config], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [installed(REGISTRY_BIN, "registry"), "serve", config], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.time() + 20
         while True:
@@ -198,4 +200,13 @@ def running_registry(directory: str, auth: str | None = None, user: str = "alice
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SKOPEO_BIN, *args], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [installed(SKOPEO_BIN, "skopeo"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def installed(path: str | None, name: str) -> str:
+    """The tool's path; the tests that need it skip where it is absent, so None here is a test bug."""
+    if path is None:
+        raise RuntimeError(f"{name} is not installed")
+    return path

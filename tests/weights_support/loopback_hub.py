@@ -101,7 +101,8 @@ class LoopbackHub:
             return self._model_info(h, m.group(1), m.group(2), m.group(3) or "main", head)
         m = re.fullmatch(r"/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", path)
         if m:
-            return self._resolve(h, *m.groups(), head=head)
+            org, name, rev, fname = m.groups()
+            return self._resolve(h, org, name, rev, fname, head)
         self._send(h, 404, b'{"error": "not found"}', {"Content-Type": "application/json"}, head)
 
     def _model_info(self, h, org, name, rev, head):
