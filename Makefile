@@ -122,8 +122,8 @@ lint-release: lint-release-tools
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 # Python lint: ruff's rules and the formatter's check on the product, its tests and benchmarks; mypy on hooks,
-# inference, tuning and workload_contract (its scope is set in pyproject.toml). `make format` applies the
-# formatter and ruff's safe fixes.
+# inference, tuning, workload_contract and the tests' *_support helpers (its scope is set in pyproject.toml).
+# `make format` applies the formatter and ruff's safe fixes.
 .PHONY: lint lint-python format test-fast
 PY_SOURCES := hooks inference tuning workload_contract release tests benchmarks
 
