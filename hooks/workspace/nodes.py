@@ -12,6 +12,12 @@ from hooks.workspace.api import Workspace
 # until the grace period (Settings.scale_in_grace_seconds) has passed, so a flapping scaler re-uses nodes
 # instead of deleting and creating agent pools.
 IDLE_SINCE_ANNOTATION = "kaito.sh/idle-since"
+# On a Deallocate Machine (spec.scaleDownMode) the Workspace does not need: its pool goes to count 0, the VM
+# deallocated with its OS disk kept (the Machine hook reads it; hooks/machine/request.py).
+DEALLOCATE_ANNOTATION = "kaito.sh/deallocate"
+# Machine Ready reasons that mean "held back on purpose", not a failure: a deallocated VM.
+DEALLOCATED_REASON = "Deallocated"
+STARTING_REASON = "Starting"  # the Machine hook asked ARM to start its deallocated VM
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,11 @@ class MachineState:
     reason: str
     message: str
     idle_since: str | None = None
+    scale_down_mode: str = "Delete"  # the Machine's spec.scaleDownMode, fixed when it was created
+
+    @property
+    def deallocated(self) -> bool:
+        return self.reason == DEALLOCATED_REASON
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,20 @@ class NodePlan:
     machine_states: tuple[MachineState, ...] = field(default_factory=tuple)
     byo: bool = False
     idle: tuple[IdleMachine, ...] = ()  # surplus Machines kept through the scale-in grace period
+    # Surplus Deallocate Machines of a Deallocate Workspace: kept, their VMs deallocated, reused first by a scale-out.
+    deallocated: tuple[str, ...] = ()
+
+    @property
+    def starting_deallocated(self) -> bool:
+        """A Machine the Workspace needs is a deallocated VM on its way back (its OS disk kept)."""
+        return any(
+            m.name in self.machines and m.reason in (DEALLOCATED_REASON, STARTING_REASON) for m in self.machine_states
+        )
+
+    @property
+    def machine_modes(self) -> dict[str, str]:
+        """Each observed Machine's spec.scaleDownMode: a Machine's spec never changes once created."""
+        return {m.name: m.scale_down_mode for m in self.machine_states}
 
     @property
     def release_in_s(self) -> float | None:
@@ -82,6 +107,8 @@ def machine_state(machine: dict) -> MachineState:
     ready = kube.condition(machine, "Ready") or {}
     launched = kube.condition(machine, "Launched") or {}
     failing = next((c for c in (ready, launched) if c.get("status") == "False" and c.get("message")), None)
+    if ready.get("reason") == DEALLOCATED_REASON:
+        failing = None
     latest = failing or ready or launched
     annotations = machine["metadata"].get("annotations") or {}
     return MachineState(
@@ -92,6 +119,7 @@ def machine_state(machine: dict) -> MachineState:
         reason=latest.get("reason", "Provisioning"),
         message=latest.get("message", "waiting for the AKS agent pool"),
         idle_since=annotations.get(IDLE_SINCE_ANNOTATION),
+        scale_down_mode=str((machine.get("spec") or {}).get("scaleDownMode") or "Delete"),
     )
 
 
@@ -122,10 +150,12 @@ def plan_nodes(
     settings: Settings,
     nodes_with_pods: frozenset[str] = frozenset(),
     now: str | None = None,
+    scale_down_mode: str = "Delete",
 ) -> NodePlan:
     """`nodes`: related Node objects by name; `machines`: observed Machine children by name;
     `nodes_with_pods`: nodes where a pod of the Workspace still exists; `now`: for the scale-in grace period
-    (None: surplus Machines are released at once)."""
+    (None: surplus Machines are released at once); `scale_down_mode`: the Workspace's (Deallocate keeps its
+    surplus Deallocate Machines, deallocated, instead of releasing them after the grace period)."""
     byo = settings.node_provisioning == "byo"
     preferred = list(ws.resource.preferredNodes or [])
     candidates = []
@@ -166,5 +196,10 @@ def plan_nodes(
             keep.append(name)
             taken.add(name)
         index += 1
-    idle = idle_machines(observed, taken, now, settings.scale_in_grace_seconds)
-    return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed), idle=idle)
+    deallocated: tuple[str, ...] = ()
+    if scale_down_mode == "Deallocate":
+        deallocated = tuple(
+            m.name for m in observed if m.name not in taken and m.scale_down_mode == "Deallocate" and not m.failed
+        )
+    idle = idle_machines(observed, taken | set(deallocated), now, settings.scale_in_grace_seconds)
+    return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed), idle=idle, deallocated=deallocated)

@@ -18,6 +18,11 @@ from hooks.workspace.validation import Problem
 AFTER_ANNOTATION = "kaito.sh/scale-to-zero-after"
 QUEUE_ANNOTATION = "kaito.sh/scale-to-zero-queue-size"
 MAX_WAIT_ANNOTATION = "kaito.sh/scale-to-zero-max-wait"
+# How an AKS node the Workspace no longer needs gives its GPU back: Delete (the default) deletes its agent pool
+# after the scale-in grace period; Deallocate keeps the pool at count 0, the VM deallocated and its OS disk
+# (images, the weights cache) kept, so the next start skips node creation. No effect with bring-your-own nodes.
+SCALE_DOWN_MODE_ANNOTATION = "kaito.sh/scale-down-mode"
+SCALE_DOWN_MODES = ("Delete", "Deallocate")
 
 # A cold start from a new AKS node takes ~16 minutes (node 284 s, init 126 s, image 101 s, framework 74 s,
 # weights 62 s, warm-up 195 s): a request held for less would never be answered on the first wake.
@@ -47,6 +52,22 @@ def parse_duration(text: str) -> int | None:
 
 def _field(annotation: str) -> str:
     return f"metadata.annotations[{annotation}]"
+
+
+def scale_down_mode(ws: Workspace) -> tuple[str, list[Problem]]:
+    """The Workspace's scale-down mode (Delete unless it opts in to Deallocate), or the problem."""
+    raw = ws.annotations.get(SCALE_DOWN_MODE_ANNOTATION)
+    if raw is None:
+        return "Delete", []
+    if raw not in SCALE_DOWN_MODES:
+        return "Delete", [
+            Problem(
+                _field(SCALE_DOWN_MODE_ANNOTATION),
+                f"{raw!r} is not a scale-down mode; use {' or '.join(SCALE_DOWN_MODES)} (Deallocate keeps an idle "
+                "node's VM deallocated with its OS disk and weights cache; Delete, the default, deletes its pool)",
+            )
+        ]
+    return raw, []
 
 
 def parse(ws: Workspace) -> tuple[ScaleToZero | None, list[Problem]]:

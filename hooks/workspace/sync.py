@@ -57,9 +57,12 @@ def sync(request: dict, settings: Settings, now: str) -> dict:
         settings,
         nodes_with_pods(pods),
         now,
+        plan.scale_down_mode,
     )
     adapter_nodes = live_adapters.fetch_nodes(nodes.worker_nodes, pods)
-    children = desired_children(ws, plan, nodes.machines, settings, adapter_nodes, nodes.idle)
+    children = desired_children(
+        ws, plan, nodes.machines, settings, adapter_nodes, nodes.idle, nodes.machine_modes, nodes.deallocated
+    )
     seen = decision.Observed(
         workload=workload.observed(request, ws, plan),
         pods=pods,

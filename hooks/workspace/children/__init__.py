@@ -25,12 +25,22 @@ def desired_children(
     settings: Settings,
     adapter_nodes: list[str] | None = None,
     idle_machines: tuple[IdleMachine, ...] = (),
+    machine_modes: dict[str, str] | None = None,
+    deallocated: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Machines for missing nodes, then the tuning ConfigMap and Job, or the serving workload and its Services
+    """Machines for missing nodes (and the idle or deallocated ones kept, each with its own scaleDownMode from
+    `machine_modes`), then the tuning ConfigMap and Job, or the serving workload and its Services
     (and, for several SGLang replicas, the router in front of them), then a preset's desired adapter set and
     the Jobs fetching its adapters onto `adapter_nodes`."""
-    children = [machines.machine(ws, name, plan) for name in machine_names]
-    children += [machines.machine(ws, m.name, plan, idle_since=m.since) for m in idle_machines]
+    modes = machine_modes or {}
+    children = [machines.machine(ws, name, plan, scale_down_mode=modes.get(name)) for name in machine_names]
+    children += [
+        machines.machine(ws, m.name, plan, idle_since=m.since, scale_down_mode=modes.get(m.name), deallocate=True)
+        for m in idle_machines
+    ]
+    children += [
+        machines.machine(ws, name, plan, scale_down_mode=modes.get(name), deallocate=True) for name in deallocated
+    ]
     if isinstance(plan, TuningPlan):
         cm = tuning_job.config_map(ws, plan)
         if cm is not None:

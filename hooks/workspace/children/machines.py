@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from hooks import naming
 from hooks.workspace.api import Workspace
-from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
+from hooks.workspace.nodes import DEALLOCATE_ANNOTATION, IDLE_SINCE_ANNOTATION
 from hooks.workspace.planning import WorkloadPlan
 
 
-def machine(ws: Workspace, name: str, plan: WorkloadPlan, idle_since: str | None = None) -> dict:
+def machine(
+    ws: Workspace,
+    name: str,
+    plan: WorkloadPlan,
+    idle_since: str | None = None,
+    scale_down_mode: str | None = None,
+    deallocate: bool = False,
+) -> dict:
+    """`scale_down_mode`: an existing Machine's own (its spec is immutable), else the plan's for a new one.
+    A Deallocate Machine that is not running the workload (idle or kept at zero) is marked to deallocate."""
     labels = {
         **ws.match_labels,
         naming.WORKSPACE_LABEL: ws.name,
@@ -26,7 +35,15 @@ def machine(ws: Workspace, name: str, plan: WorkloadPlan, idle_since: str | None
     }
     if plan.mig is not None:  # the pool's GPUs are split into the profile's MIG slices when AKS creates it
         spec["gpuInstanceProfile"] = plan.mig.gpu_instance_profile
+    mode = scale_down_mode or plan.scale_down_mode
+    if mode == "Deallocate":  # the Machine hook creates the pool with a Managed OS disk
+        spec["scaleDownMode"] = "Deallocate"
     metadata: dict = {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))}
+    annotations = {}
     if idle_since:  # freed by a scale-in: kept through the grace period (hooks/workspace/nodes.py)
-        metadata["annotations"] = {IDLE_SINCE_ANNOTATION: idle_since}
+        annotations[IDLE_SINCE_ANNOTATION] = idle_since
+    if mode == "Deallocate" and deallocate:
+        annotations[DEALLOCATE_ANNOTATION] = "true"
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": "kaito.sh/v1alpha1", "kind": "Machine", "metadata": metadata, "spec": spec}

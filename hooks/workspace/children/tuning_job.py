@@ -96,7 +96,7 @@ def _weights_from_cache(
     init container (our code, with the job's token and namespace) downloads and verifies it; the trainer
     mounts only that model's folder, read-only, so a tuning pod cannot change a file, marker or lock that
     another namespace's pods trust. Returns (the trainer's mount, its flags)."""
-    volumes.append(weights.cache_volume(plan.sku, settings))
+    volumes.append(weights.cache_volume(plan.sku, settings, os_disk_only=plan.scale_down_mode == "Deallocate"))
     init += weights.cache_owner_container(settings.tuning_image, settings)
     init.append(weights.fetch_container(settings.tuning_image, plan.preset, token_env))
     flags = ["--model-repo", plan.preset.hf_repo, "--weights-cache", weights.CACHE_MOUNT]

@@ -46,14 +46,19 @@ def startup_budget_seconds(preset: Preset) -> int:
     return int(min(STARTUP_CAP_SECONDS, max(preset.readiness_timeout_minutes * 60, math.ceil(by_size))))
 
 
-def node_cache_path(sku: Sku, settings: Settings) -> str:
-    return settings.weights_cache_nvme_path if sku.nvme else settings.weights_cache_path
+def node_cache_path(sku: Sku, settings: Settings, os_disk_only: bool = False) -> str:
+    """`os_disk_only`: the node may be deallocated (scaleDownMode Deallocate), which keeps the OS disk and
+    loses local NVMe; the cache is worth keeping only where it survives."""
+    return settings.weights_cache_nvme_path if sku.nvme and not os_disk_only else settings.weights_cache_path
 
 
-def cache_volume(sku: Sku, settings: Settings) -> dict:
+def cache_volume(sku: Sku, settings: Settings, os_disk_only: bool = False) -> dict:
     if settings.weights_cache == "pod":
         return {"name": CACHE_VOLUME, "emptyDir": {}}
-    return {"name": CACHE_VOLUME, "hostPath": {"path": node_cache_path(sku, settings), "type": "DirectoryOrCreate"}}
+    return {
+        "name": CACHE_VOLUME,
+        "hostPath": {"path": node_cache_path(sku, settings, os_disk_only), "type": "DirectoryOrCreate"},
+    }
 
 
 def cache_mount(read_only: bool = False) -> dict:

@@ -71,7 +71,7 @@ def _preset_pod(ws: Workspace, plan: PresetServing, settings: Settings) -> dict:
         volumes.append(volume)
         mounts.append(mount)
     else:
-        volumes.append(weights.cache_volume(plan.sku, settings))
+        volumes.append(weights.cache_volume(plan.sku, settings, os_disk_only=plan.scale_down_mode == "Deallocate"))
         mounts.append(weights.reader_mount(None if opts.image else plan.preset.hf_repo, opts.image))
         init += weights.cache_owner_container(image, settings)
         if opts.image:  # no image volumes: the image's /data streamed from the registry into the node cache

@@ -129,7 +129,13 @@ def resource(nodes: NodePlan) -> Condition:
                 f"; {len(nodes.idle)} idle GPU node(s) kept for the scale-in grace period, the first released in "
                 f"{nodes.release_in_s:.0f} s"
             )
-        what = "no pod runs" if nodes.machines or nodes.idle else "no GPU node is held"
+        if nodes.deallocated:  # a wake starts these VMs instead of creating nodes
+            held += (
+                f"; {len(nodes.deallocated)} GPU node(s) deallocated ({', '.join(nodes.deallocated)}): no compute is "
+                "billed, their OS disks with the weights cache are kept and started again on a scale-up; delete "
+                "those Machines to release the disks"
+            )
+        what = "no pod runs" if nodes.machines or nodes.idle or nodes.deallocated else "no GPU node is held"
         return true("ResourceReady", "ScaledToZero", f"scaled to zero: {what}{held}")
     if ready >= target:
         return true(

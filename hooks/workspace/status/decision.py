@@ -77,7 +77,13 @@ def planned_status(
         observed_state = observed.get("scaleToZero")
         if wakes_on_demand or plan.replicas == 0 or observed_state:
             status["scaleToZero"] = scale_to_zero.state(
-                status["replicas"], status["readyReplicas"], status.get("coldStart"), observed_state, now
+                status["replicas"],
+                status["readyReplicas"],
+                status.get("coldStart"),
+                observed_state,
+                now,
+                deallocated_nodes=len(nodes.deallocated),
+                node_start=nodes.starting_deallocated,
             )
     resync: float = 0 if done else resync_seconds
     if nodes.release_in_s is not None:  # come back when the first idle Machine's grace period ends
