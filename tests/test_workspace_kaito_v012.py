@@ -7,25 +7,16 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 from test_workspace_corpus import render, validate_child
-from workspace_support import SHARED, need_shared, workspace
+from workspace_support import KAITO_V012_EXAMPLES, kaito_v012_documents, need_shared, workspace
 
 from hooks.workspace.validation import parse_workspace
 
-KAITO_V012_EXAMPLES = SHARED / "reference" / "kaito-v0.12.0-examples"
 FIELD_PATH = re.compile(r"^(metadata|resource|inference|tuning|spec)[\w.\[\]/'-]*: ")
 
 
 def v012_documents() -> list[tuple[str, dict]]:
-    if not KAITO_V012_EXAMPLES.exists():
-        return []
-    out = []
-    for path in sorted(KAITO_V012_EXAMPLES.rglob("*.yaml")):
-        for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
-            if doc.get("kind") == "Workspace":
-                out.append((f"{path.name}#{i}", doc))
-    return out
+    return kaito_v012_documents("Workspace")
 
 
 def test_a_v1beta1_workspace_parses_like_its_v1alpha1_twin():

@@ -25,6 +25,21 @@ JOBS = "Job.batch/v1"
 CONFIGMAPS = "ConfigMap.v1"
 
 
+KAITO_V012_EXAMPLES = SHARED / "reference" / "kaito-v0.12.0-examples"
+
+
+def kaito_v012_documents(*kinds: str) -> list[tuple[str, dict]]:
+    """(file#index, doc) of every object of `kinds` in Kaito v0.12.0's examples, as written (none without them)."""
+    if not KAITO_V012_EXAMPLES.exists():
+        return []
+    out = []
+    for path in sorted(KAITO_V012_EXAMPLES.rglob("*.yaml")):
+        for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
+            if doc.get("kind") in kinds:
+                out.append((f"{path.name}#{i}", doc))
+    return out
+
+
 def need_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared, the reference folder beside the checkout, is not there)")

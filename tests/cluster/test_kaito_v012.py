@@ -15,23 +15,16 @@ import pytest
 import yaml
 from observe import WAIT_S, condition, get, items, printed_columns, wait_condition
 from operator_stack import REPO
-from workspace_support import SHARED, need_shared
+from workspace_support import KAITO_V012_EXAMPLES, kaito_v012_documents, need_shared
 
-V012 = SHARED / "reference" / "kaito-v0.12.0-examples"
+V012 = KAITO_V012_EXAMPLES
 SERVED_KINDS = ("Workspace", "InferenceSet")
 FIELD_FIRST = re.compile(r"^(metadata|resource|inference|tuning|spec)[\w.\[\]/'-]*: ")
 
 
 def v012_documents() -> list[tuple[str, dict]]:
     """(file#index, doc) of every Workspace and InferenceSet in Kaito's examples, as written."""
-    if not V012.exists():
-        return []
-    out = []
-    for path in sorted(V012.rglob("*.yaml")):
-        for i, doc in enumerate(d for d in yaml.safe_load_all(path.read_text()) if d):
-            if doc.get("kind") in SERVED_KINDS:
-                out.append((f"{path.name}#{i}", doc))
-    return out
+    return kaito_v012_documents(*SERVED_KINDS)
 
 
 def companions(name: str) -> list[dict]:
