@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "real_sglang"), str(REPO / "tests")]  # the harness and its helpers
 
 from harness import Stack, free_port, sglang_python, start_stack  # noqa: E402
+from inference_support.procs import stop  # noqa: E402
 from tiny_models import CORPUS, LLAMA_PRESET, train_tokenizer  # noqa: E402
 
 PREFIX_WORDS = 600
@@ -199,12 +200,7 @@ class Router:
         return Path(self.log.name).read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop(self.proc, grace_s=30, after_kill_s=10)
         self.log.close()
 
 

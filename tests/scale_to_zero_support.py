@@ -20,7 +20,8 @@ from pathlib import Path
 
 import requests
 from inference_support.launcher import ONE_NODE, transformers_launch
-from loopback_support import free_port
+from inference_support.procs import stop
+from loopback_support import free_port, send_json
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "front-token"
@@ -59,12 +60,7 @@ class ScaleEndpoint:
                 pass
 
             def _answer(self, status: int, doc: dict) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, doc)
 
             def do_GET(self):
                 self._answer(403, {"kind": "Status", "code": 403, "message": "forbidden: the front may only patch"})
@@ -155,12 +151,7 @@ class Replica:
 
     def stop_locked(self) -> None:
         assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop(self.proc, grace_s=15)
         self.proc = None
 
     def close(self) -> None:

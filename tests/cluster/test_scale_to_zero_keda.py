@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 from controlplane import Process
-from loopback_support import free_port
+from loopback_support import free_port, send_json
 from observe import WAIT_S, condition, get
 from operator_stack import REPO
 from scale_to_zero_support import scale_to_zero_workspace, wake_front_argv
@@ -312,12 +312,7 @@ class SlowModel:
                 self._answer(200, {"object": "chat.completion", "model": MODEL, "choices": [{"message": message}]})
 
             def _answer(self, status: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, *_args):
                 pass

@@ -31,13 +31,14 @@ def start_module(args: list[str], health_url: str, timeout: float = 30.0, env: d
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, grace_s: float = 10, after_kill_s: float = 5) -> None:
+    """SIGTERM, `grace_s` to exit, then SIGKILL."""
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(5)
+        proc.wait(after_kill_s)
 
 
 def start_gateway(
