@@ -260,8 +260,9 @@ def node_for_pool(pool_name: str, props: dict) -> dict:
 class AksSimulator:
     """What AKS does after ARM accepts or deletes an agent pool.
 
-    `provision(pool)`: the pool succeeds and its Node joins; `remove(pool)`: the pool is gone (ARM
-    answers 404) and its Node leaves. A background thread does both on its own: with `delay` set, for
+    `provision(pool)`: the pool succeeds and its Node joins; `scale(pool)`: a count change (0: the Node stays,
+    NotReady; 1: Ready again) and the pool succeeds, done by the thread for every Updating pool; `remove(pool)`:
+    the pool is gone (ARM answers 404) and its Node leaves. A background thread does both on its own: with `delay` set, for
     every new pool `delay` seconds after its PUT (make cluster); with `finish_deletes`, for every pool
     ARM is deleting (so the Machines of a finished test go away; a test that checks the finalizer
     turns it off)."""
@@ -280,6 +281,21 @@ class AksSimulator:
         self.arm.set_state(pool_name, "Succeeded")
         return node
 
+    def scale(self, pool_name: str) -> None:
+        """A count-change PUT took effect: at count 0 (scaleDownMode Deallocate) the VM is deallocated and its Node
+        stays registered, NotReady (kwok stops managing it); at count 1 the VM runs again and kwok marks the same
+        Node Ready. Then the pool is Succeeded."""
+        node = node_name_for_pool(pool_name)
+        label = f"{KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}"
+        if self.arm.state.pools[pool_name]["properties"].get("count", 1) == 0:
+            self.cluster.kubectl("label", "node", node, f"{KWOK_NODE_LABEL[0]}-")
+            not_ready = {"type": "Ready", "status": "False", "reason": "NodeDeallocated", "message": "VM deallocated"}
+            patch = {"status": {"conditions": [not_ready]}}
+            self.cluster.kubectl("patch", "node", node, "--subresource=status", "-p", json.dumps(patch))
+        else:
+            self.cluster.kubectl("label", "node", node, label, "--overwrite")
+        self.arm.set_state(pool_name, "Succeeded")
+
     def remove(self, pool_name: str) -> None:
         self.cluster.kubectl("delete", "node", node_name_for_pool(pool_name), "--ignore-not-found", "--wait=false")
         self.arm.finish_delete(pool_name)
@@ -296,6 +312,8 @@ class AksSimulator:
                     first_seen = self._seen.setdefault(name, time.monotonic())
                     if state == "Creating" and self.delay is not None and time.monotonic() - first_seen >= self.delay:
                         self.provision(name)
+                    elif state == "Updating":
+                        self.scale(name)
                     elif state == "Deleting" and self.finish_deletes:
                         self.remove(name)
                         self._seen.pop(name, None)
