@@ -7,9 +7,7 @@ one part that needs an API server), in front of a replica's gateway and a stub o
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+from inference_support.aiohttp_thread import BackgroundApp
 from inference_support.launcher import dry_run_gateway, make_adapter
 from inference_support.procs import start_gateway, start_module, stop
 from inference_support.stub_sglang import StubSGLang, free_port
@@ -250,25 +249,11 @@ class Upstream:
         app.router.add_get("/readiness", readiness)
         app.router.add_get("/server_info", info)
         app.router.add_get("/model_info", info)
-        started = threading.Event()
-
-        def run():
-            self.loop = asyncio.new_event_loop()
-            self.runner = web.AppRunner(app, access_log=None)
-            self.loop.run_until_complete(self.runner.setup())
-            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        started.wait(10)
+        self.server = BackgroundApp(app, self.port).start()
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop()
 
 
 def test_gateway_health_follows_the_upstream_health_path_and_passes_info_through():

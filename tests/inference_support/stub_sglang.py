@@ -17,6 +17,8 @@ import time
 from aiohttp import web
 from loopback_support import free_port
 
+from inference_support.aiohttp_thread import BackgroundApp
+
 
 class StubSGLang:
     def __init__(self, served: str):
@@ -26,9 +28,7 @@ class StubSGLang:
         self.release: threading.Event | None = None
         self.release_timed_out = False
         self.port = free_port()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundApp | None = None
 
     @property
     def url(self) -> str:
@@ -115,27 +115,12 @@ class StubSGLang:
         app.router.add_post("/load_lora_adapter", self._load_lora)
         app.router.add_post("/unload_lora_adapter", self._unload_lora)
         app.router.add_get("/metrics", self._metrics)
-        ready = threading.Event()
-
-        def run():
-            self._loop = asyncio.new_event_loop()
-            self._runner = web.AppRunner(app, access_log=None)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._server = BackgroundApp(app, self.port).start()
         return self
 
     def stop(self) -> None:
-        if self._loop is None or self._runner is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
