@@ -109,6 +109,7 @@ class Replica:
     runtime_url: str  # SGLang itself, on loopback
     gateway_pid: int
 
+    # The replica's addresses as the benchmark reads them; alike in shape to other property pairs, nothing shared.
     @property
     def gateway_url(self) -> str:
         return self.stack.url

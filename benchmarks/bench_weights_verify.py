@@ -72,6 +72,7 @@ def main() -> int:
             assert not cache.problems(listing, full=True)
             full.append(time.perf_counter() - started)
     total = listing.total_bytes
+    # The report reads like bench_weights.py's on purpose: medians, then the figure its goal is about.
     q, f = statistics.median(quick), statistics.median(full)
     print(f"entry: {args.shards} files, {total / (1 << 30):.2f} GiB")
     print(f"quick check (stat per file): {q * 1e3:.2f} ms")

@@ -28,6 +28,7 @@ RND = random.Random(7)
 WEIGHTS = {"config.json": b'{"model_type": "llama"}', "model.safetensors": RND.randbytes(3 << 20)}
 
 
+# Not test_images_definition's layer(): an OCI layer needs the digest of the uncompressed tar (its diff_id).
 def _layer(entries: dict[str, bytes]) -> tuple[bytes, str]:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:

@@ -22,6 +22,7 @@ peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
 
+# Smaller than tuning_support.tiny's models on purpose: adapter arithmetic needs no tokenizer, 32 wide is enough.
 def tiny_llama(seed=0):
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(

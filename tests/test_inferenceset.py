@@ -229,6 +229,7 @@ def test_without_keda_the_set_serves_and_says_autoscaling_is_not_installed():
     assert auto["status"] == "False" and auto["reason"] == "KEDANotInstalled" and "overlays/keda/" in auto["message"]
 
 
+# Shaped like the Kaito annotation refusals in test_workspace_kaito_v012 on purpose: annotation, value, reason.
 @pytest.mark.parametrize(
     "annotation, value, says",
     [

@@ -33,6 +33,7 @@ def machine_hook(env_extra: dict[str, str]) -> HookServer:
     return HookServer(argv, f"http://127.0.0.1:{port}", hooks_env(**env_extra), start_within_s=20)
 
 
+# Module-scoped (conftest's arm is per test): the gunicorn app below is started once with this ARM's URL.
 @pytest.fixture(scope="module")
 def arm():
     with FakeArm() as server:

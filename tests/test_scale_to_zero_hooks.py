@@ -82,6 +82,7 @@ def test_the_machine_is_released_only_once_the_pod_has_left_its_node():
     assert machines(gone) == []  # the Machine's finalizer deletes its agent pool
 
 
+# The same multi-node Workspace as test_workspace_replicas' count test, here at replicas 0.
 def test_a_multi_node_preset_scales_to_zero_too():
     ws = workspace(
         resource={"instanceType": "Standard_NC96ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},

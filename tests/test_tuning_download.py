@@ -208,6 +208,7 @@ def test_download_all_refuses_everything_before_fetching_anything(server, tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["a.parquet", "b.parquet"] and len(paths) == 2
 
 
+# Runs the module as a user does, like test_inference_launch.launch does for its own module.
 def _cli(*args):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(

@@ -30,6 +30,7 @@ INTERNAL = {
 }
 
 
+# The same table-driven check as test_tuning_config's static refusals, over internal address ranges.
 @pytest.mark.parametrize("host, why", sorted(INTERNAL.items()))
 def test_internal_addresses_are_refused_statically(host, why):
     problem = url_problem(f"https://{host}/train.parquet")

@@ -10,6 +10,7 @@ def self_signed(common_name: str, *, ip: str | None = None, ca: bool = False) ->
     """A P-256 certificate for localhost (and `ip`, when given) valid for a day, and its key, both PEM.
 
     With `ca` the certificate also says it is a CA, so a client can trust it as its own root."""
+    # Built here, not with hooks/cli/certs.py, so a stand-in server's certificate does not depend on the code under test.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

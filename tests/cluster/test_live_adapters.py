@@ -47,6 +47,7 @@ def patch_workspace(cluster, namespace: str, name: str, patch_type: str, patch) 
 
 
 def test_editing_adapters_changes_the_desired_set_and_fetch_jobs_not_the_pods(cluster, byo, namespace):
+    # Starts as test_operator_byo does on purpose: both put the README's phi-3 example on labelled nodes.
     selector = {"apps": f"live-{namespace}"}
     doc = yaml.safe_load((REPO / "examples" / "inference-phi-3.yaml").read_text())
     doc["resource"]["labelSelector"] = {"matchLabels": selector}

@@ -53,6 +53,7 @@ class LoopbackHub:
     def __enter__(self) -> LoopbackHub:
         hub = self
 
+        # The preamble every stand-in HTTP server here has (HTTP/1.1 keep-alive, quiet log), kept with its server.
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
