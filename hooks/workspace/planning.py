@@ -12,19 +12,17 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from hooks import naming
 from hooks.workspace import catalog, kaito_annotations, partition, replicas, scale_to_zero
 from hooks.workspace.api import PresetOptions, TuningSpec, Workspace
+from hooks.workspace.runtime_choice import RUNTIME_ANNOTATION, Runtime, choose_runtime, live_adapters_on
 from hooks.workspace.scale_to_zero import ScaleToZero
 from hooks.workspace.validation import Problem, parse_workspace
 
-RUNTIME_ANNOTATION = "kaito.sh/runtime"
 # The OS disk of a node running the user's pod template: we do not know its model's size.
 TEMPLATE_DISK_GIB = 1024
-
-Runtime = Literal["sglang", "transformers"]
 
 
 KEY_LENGTH = 12  # hex digits of an adapter key and of the desired adapter set's revision
@@ -146,12 +144,6 @@ def parse_and_plan(obj: dict[str, Any]) -> tuple[PlannedWorkspace | None, list[P
     return PlannedWorkspace(ws, dataclasses.replace(workload, scale_to_zero=wake, scale_down_mode=mode)), []
 
 
-def live_adapters_on(runtime: Runtime, preset: catalog.Preset) -> bool:
-    """Whether the runtime is started ready for adapters. SGLang cannot apply some families' adapters at all
-    (validation refuses adapters there), and enabling LoRA for them could break the server's start."""
-    return runtime == "transformers" or preset.sglang_lora
-
-
 def _sku_problems(ws: Workspace) -> tuple[catalog.Sku | None, list[Problem]]:
     name = ws.resource.instanceType
     sku = catalog.find_sku(name)
@@ -231,48 +223,6 @@ def _fit_problem(need: catalog.Need, sku: catalog.Sku, nodes: int, what: str, *,
     )
 
 
-def _choose_runtime(ws: Workspace, sku: catalog.Sku) -> tuple[Runtime | None, str, list[Problem]]:
-    asked = ws.annotations.get(RUNTIME_ANNOTATION, "").strip().lower()
-    if asked not in ("", "sglang", "vllm", "transformers"):
-        return (
-            None,
-            "",
-            [
-                Problem(
-                    f"metadata.annotations[{RUNTIME_ANNOTATION}]",
-                    f"{asked!r} is not a runtime; use sglang or transformers",
-                )
-            ],
-        )
-    if asked == "transformers":
-        return "transformers", "the kaito.sh/runtime annotation asks for transformers", []
-    if sku.runs_sglang:
-        why = f"{sku.gpu} has compute capability {sku.compute_capability:.1f} (SGLang needs 8.0 or newer)"
-        if asked == "vllm":
-            why += "; kaito.sh/runtime: vllm is served by SGLang here"
-        return "sglang", why, []
-    if asked in ("sglang", "vllm"):
-        ampere = catalog.skus_that_fit(catalog.Need(0, 0, 1), sglang_only=True)
-        return (
-            None,
-            "",
-            [
-                Problem(
-                    "resource.instanceType",
-                    f"kaito.sh/runtime: {asked} needs an Ampere or newer GPU, but {sku.name} has {sku.gpu} "
-                    f"(compute capability {sku.compute_capability:.1f}); use e.g. {ampere[0].name}, or drop the annotation "
-                    "to use the transformers runtime",
-                )
-            ],
-        )
-    return (
-        "transformers",
-        f"{sku.gpu} has compute capability {sku.compute_capability:.1f}, below the 8.0 SGLang needs; "
-        "serving with the transformers runtime (same endpoints, single node)",
-        [],
-    )
-
-
 def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     sku, problems = _sku_problems(ws)
     problems += kaito_annotations.problems(ws)
@@ -317,7 +267,7 @@ def plan(ws: Workspace) -> tuple[WorkloadPlan | None, list[Problem]]:
     problems += p
     if preset is None or sku is None:
         return None, problems
-    runtime, why, p = _choose_runtime(ws, sku)
+    runtime, why, p = choose_runtime(ws, sku)
     problems += p
     if runtime is None:
         return None, problems
