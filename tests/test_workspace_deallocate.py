@@ -199,3 +199,15 @@ def test_a_scale_in_deallocates_the_freed_machine_and_a_scale_out_starts_it_firs
     assert sorted(cluster.machines) == [first, second]  # no new pool: the deallocated one is started
     assert [p.body["properties"]["count"] for p in arm.calls("PUT", second)] == [1, 0, 1]
     assert len(arm.calls("PUT")) == 4 and arm.calls("DELETE") == []
+
+
+def test_bring_your_own_nodes_say_the_mode_has_no_effect():
+    byo = Settings(node_provisioning="byo")
+    answer = sync(request(deallocating_workspace()), byo, stamp(0))
+    assert (
+        "scale-down-mode Deallocate has no effect with bring-your-own nodes"
+        in condition(answer, "ResourceReady")["message"]
+    )
+    assert not [c for c in answer["children"] if c["kind"] == "Machine"]
+    plain = sync(request(deallocating_workspace(None)), byo, stamp(0))
+    assert "scale-down-mode" not in condition(plain, "ResourceReady")["message"]

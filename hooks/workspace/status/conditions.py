@@ -67,6 +67,8 @@ def workspace_status(
     Done means nothing will change without an event: served and ready, or tuning finished.
     """
     resource_ready = resource(nodes)
+    if nodes.byo and plan.scale_down_mode == "Deallocate":
+        resource_ready = byo_ignores_scale_down_mode(resource_ready)
     conds = [resource_ready]
     if isinstance(plan, TuningPlan):
         conds += tuning(workload, pods)
@@ -118,6 +120,16 @@ def scaled_to_zero(wakes_on_demand: bool) -> Condition:
         else "requests fail until it is scaled up (kubectl scale workspace --replicas=1)"
     )
     return false("InferenceReady", "ScaledToZero", f"spec.replicas is 0: no model server runs; {then}")
+
+
+def byo_ignores_scale_down_mode(condition: Condition) -> Condition:
+    """Bring-your-own nodes are not ours to deallocate: the opt-in is accepted (the Workspace may move to a
+    cluster that provisions nodes) and the status says it does nothing here."""
+    note = (
+        "; kaito.sh/scale-down-mode Deallocate has no effect with bring-your-own nodes (no agent pool is created, "
+        "deallocated or deleted)"
+    )
+    return Condition(condition.type, condition.status, condition.reason, condition.message + note)
 
 
 def resource(nodes: NodePlan) -> Condition:
