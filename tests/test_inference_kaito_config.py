@@ -13,7 +13,8 @@ import yaml
 from inference_support.launcher import base_args, dry_run, sglang_parse, sglang_prefix
 from workspace_support import SHARED, need_shared
 
-from inference.runtime_config import RuntimeConfigError, check_with_sglang_parser, flags_from_config
+from inference.server_args_check import check_with_sglang_parser
+from workload_contract.inference_config import RuntimeConfigError, flags_from_config
 
 KAITO_V012_INFERENCE = SHARED / "reference" / "kaito-v0.12.0-examples" / "inference"
 
@@ -158,7 +159,7 @@ def test_every_mapped_tool_and_reasoning_parser_is_one_sglang_knows():
     parsers = pytest.importorskip("sglang.srt.server_args", reason="sglang is not installed")
     import argparse
 
-    from inference.runtime_config import REASONING_PARSERS, TOOL_CALL_PARSERS
+    from workload_contract.inference_config import REASONING_PARSERS, TOOL_CALL_PARSERS
 
     parser = argparse.ArgumentParser()
     parsers.ServerArgs.add_cli_args(parser)
