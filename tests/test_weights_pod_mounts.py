@@ -138,8 +138,7 @@ def test_the_model_server_has_a_memory_limit_from_the_presets_footprint(preset, 
     p = catalog.presets()[preset]
     ws = serving({"name": preset, "presetOptions": {"modelAccessSecret": "hf"}}, sku, count)
     planned, problems = parse_and_plan(ws)
-    if planned is None:
-        pytest.skip(f"{preset} does not fit {count} x {sku}: {problems}")
+    assert planned is not None, f"{preset} must fit {count} x {sku}: {problems}"
     main = rendered_pod(ws)["containers"][0]
     limit = main["resources"]["limits"]["memory"]
     assert limit.endswith("Gi")

@@ -57,8 +57,7 @@ def a_valid_workspace(name: str) -> dict | None:
 def test_startup_probe_budget_follows_the_weights_size(name):
     preset = catalog.presets()[name]
     ws = a_valid_workspace(name)
-    if ws is None:
-        pytest.skip(f"{name} has no valid placement on the largest SKU")
+    assert ws is not None, f"{name} has no valid placement on the largest SKU"
     probe = pod_of(render(ws))["containers"][0]["startupProbe"]
     assert probe["failureThreshold"] * probe["periodSeconds"] >= expected_budget_seconds(preset)
     assert probe["failureThreshold"] == math.ceil(expected_budget_seconds(preset) / probe["periodSeconds"])
