@@ -11,10 +11,13 @@ from __future__ import annotations
 import copy
 import datetime
 
+import jsonschema
 import pytest
+import yaml
 from arm_support.pools import agent_pools
+from crd_support import cel_violations, schema_root, workspace_schema
 from machine_support import hook_request
-from workspace_support import MACHINES, condition, find, request, workspace
+from workspace_support import MACHINES, REPO, condition, find, request, workspace
 
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
@@ -211,3 +214,13 @@ def test_bring_your_own_nodes_say_the_mode_has_no_effect():
     assert not [c for c in answer["children"] if c["kind"] == "Machine"]
     plain = sync(request(deallocating_workspace(None)), byo, stamp(0))
     assert "scale-down-mode" not in condition(plain, "ResourceReady")["message"]
+
+
+def test_the_example_passes_the_crd_and_opts_in():
+    example = yaml.safe_load((REPO / "examples" / "scale-to-zero" / "workspace-phi-3-deallocate.yaml").read_text())
+    jsonschema.validate(example, workspace_schema())
+    assert cel_violations(schema_root(), example) == []
+    ws = {**example, "metadata": {**example["metadata"], "namespace": "default", "uid": "u"}}
+    children = sync(request(ws), Settings(), stamp(0))["children"]
+    assert find(children, "Machine")["spec"]["scaleDownMode"] == "Deallocate"
+    assert find(children, "Deployment", "workspace-phi-3-deallocate-front")
