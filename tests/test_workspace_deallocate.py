@@ -22,8 +22,8 @@ from workspace_support import MACHINES, REPO, condition, find, request, workspac
 pytest.importorskip("azure.mgmt.containerservice", reason="azure-mgmt-containerservice is not installed")
 
 from hooks.machine import sync as machine_sync
+from hooks.machine.request import DEALLOCATE_ANNOTATION
 from hooks.settings import Settings
-from hooks.workspace.nodes import DEALLOCATE_ANNOTATION
 from hooks.workspace.scale_to_zero import SCALE_DOWN_MODE_ANNOTATION
 from hooks.workspace.sync import sync
 

@@ -12,9 +12,6 @@ from hooks.workspace.api import Workspace
 # until the grace period (Settings.scale_in_grace_seconds) has passed, so a flapping scaler re-uses nodes
 # instead of deleting and creating agent pools.
 IDLE_SINCE_ANNOTATION = "kaito.sh/idle-since"
-# On a Deallocate Machine (spec.scaleDownMode) the Workspace does not need: its pool goes to count 0, the VM
-# deallocated with its OS disk kept (the Machine hook reads it; hooks/machine/request.py).
-DEALLOCATE_ANNOTATION = "kaito.sh/deallocate"
 # Machine Ready reasons that mean "held back on purpose", not a failure: a deallocated VM.
 DEALLOCATED_REASON = "Deallocated"
 STARTING_REASON = "Starting"  # the Machine hook asked ARM to start its deallocated VM

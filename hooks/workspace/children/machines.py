@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from hooks import naming
+from hooks.machine.request import DEALLOCATE_ANNOTATION
 from hooks.workspace.api import Workspace
-from hooks.workspace.nodes import DEALLOCATE_ANNOTATION, IDLE_SINCE_ANNOTATION
+from hooks.workspace.nodes import IDLE_SINCE_ANNOTATION
 from hooks.workspace.planning import WorkloadPlan
 
 
