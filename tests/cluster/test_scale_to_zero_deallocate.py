@@ -66,7 +66,8 @@ def test_zero_deallocates_the_node_and_one_starts_the_same_vm(cluster, cluster_a
     cluster.wait_for("the count-0 PUT", lambda: counts(cluster_arm, pool) == [1, 0], timeout=WAIT_S)
     (vm,) = cluster_arm.pool_nodes(pool)
     assert vm["power"] == "Deallocated" and vm["disk"] == {"weights:phi-3": True}
-    cluster.wait_for("the node NotReady, still registered", lambda: node_ready(cluster, node) == "False")
+    # NotReady: False as the simulator leaves it, or Unknown once the node lifecycle controller misses its heartbeats.
+    cluster.wait_for("the node NotReady, still registered", lambda: node_ready(cluster, node) in ("False", "Unknown"))
     cluster.wait_for(
         "the Machine Deallocated", lambda: machine_ready(cluster, namespace, pool).get("reason") == "Deallocated"
     )
