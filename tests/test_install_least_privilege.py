@@ -24,9 +24,9 @@ def readme_role() -> dict:
     return json.loads(block.group(1).replace("$CLUSTER_ID", "/subscriptions/s/x").replace("$CLUSTER", "c"))
 
 
-def adapter_operations() -> set[str]:
-    """Every `self._client.<group>.<operation>(...)` call in the ARM adapter."""
-    tree = ast.parse((REPO / "hooks" / "adapters" / "aks.py").read_text())
+def arm_client_operations() -> set[str]:
+    """Every `self._client.<group>.<operation>(...)` call in the ARM client."""
+    tree = ast.parse((REPO / "hooks" / "machine" / "arm_client.py").read_text())
     calls = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -40,8 +40,8 @@ def adapter_operations() -> set[str]:
     return calls
 
 
-def test_the_role_covers_exactly_the_adapters_arm_calls():
-    operations = adapter_operations()
+def test_the_role_covers_exactly_the_arm_clients_calls():
+    operations = arm_client_operations()
     assert operations and all(op.startswith("agent_pools.") for op in operations), operations
     needed = {ACTION_OF_OPERATION[op.split(".", 1)[1]] for op in operations}
     role = readme_role()
