@@ -43,12 +43,16 @@ run: run-setup
 run-setup: $(PY)
 	$(PIP) install --quiet -e '.[azure]' requests
 
-# Debian packages the tests use for real: an OCI registry, a registry client, htpasswd for its auth.
+# Debian packages the tests use for real: an OCI registry, a registry client, htpasswd for its auth, and
+# Prometheus (run as a loopback process by the KEDA prometheus-trigger tests; no service is started).
 system-packages:
-	@if command -v docker-registry >/dev/null && command -v skopeo >/dev/null && command -v htpasswd >/dev/null; then :; \
+	@if command -v docker-registry >/dev/null && command -v skopeo >/dev/null && command -v htpasswd >/dev/null \
+		&& [ -x /usr/bin/prometheus ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null; \
-	else echo "note: docker-registry/skopeo missing and not root: the registry tests will skip"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils >/dev/null \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "note: docker-registry/skopeo/prometheus missing and not root: the registry tests and the" \
+		"KEDA prometheus-trigger tests will skip"; fi
 
 test-setup: $(PY) system-packages image-tools
 	$(PIP) install --quiet -e '.[test]'
