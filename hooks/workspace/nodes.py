@@ -1,12 +1,16 @@
-"""Which GPU nodes a Workspace runs on: existing nodes first, Machines only for the shortfall."""
+"""Which GPU nodes a Workspace runs on: existing nodes first, Machines only for the shortfall; and the
+Machine child itself, observed (``machine_state``) and desired (``machine``: the Machine hook makes each an
+AKS agent pool)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from hooks import kube, naming
+from hooks.machine.request import DEALLOCATE_ANNOTATION
 from hooks.settings import Settings
 from hooks.workspace.api import Workspace
+from hooks.workspace.planning import WorkloadPlan
 
 # On a Machine the Workspace no longer needs (a scale-in): since when. It is kept, and reused by a scale-out,
 # until the grace period (Settings.scale_in_grace_seconds) has passed, so a flapping scaler re-uses nodes
@@ -200,3 +204,44 @@ def plan_nodes(
         )
     idle = idle_machines(observed, taken | set(deallocated), now, settings.scale_in_grace_seconds)
     return NodePlan(target, existing, tuple(sorted(keep)), tuple(observed), idle=idle, deallocated=deallocated)
+
+
+def machine(
+    ws: Workspace,
+    name: str,
+    plan: WorkloadPlan,
+    idle_since: str | None = None,
+    scale_down_mode: str | None = None,
+    deallocate: bool = False,
+) -> dict:
+    """`scale_down_mode`: an existing Machine's own (its spec is immutable), else the plan's for a new one.
+    A Deallocate Machine that is not running the workload (idle or kept at zero) is marked to deallocate."""
+    labels = {
+        **ws.match_labels,
+        naming.WORKSPACE_LABEL: ws.name,
+        naming.WORKSPACE_NAMESPACE_LABEL: ws.namespace,
+        naming.MACHINE_TYPE_LABEL: "gpu",
+    }
+    spec: dict = {
+        "requirements": [
+            {"key": naming.INSTANCE_TYPE_LABEL, "operator": "In", "values": [plan.sku.name]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ],
+        "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+        "resources": {"requests": {"storage": f"{plan.disk_gib}Gi"}},
+    }
+    if plan.mig is not None:  # the pool's GPUs are split into the profile's MIG slices when AKS creates it
+        spec["gpuInstanceProfile"] = plan.mig.gpu_instance_profile
+    mode = scale_down_mode or plan.scale_down_mode
+    if mode == "Deallocate":  # the Machine hook creates the pool with a Managed OS disk
+        spec["scaleDownMode"] = "Deallocate"
+    metadata: dict = {"name": name, "namespace": ws.namespace, "labels": dict(sorted(labels.items()))}
+    annotations = {}
+    if idle_since:  # freed by a scale-in: kept through the grace period (idle_machines)
+        annotations[IDLE_SINCE_ANNOTATION] = idle_since
+    if mode == "Deallocate" and deallocate:
+        annotations[DEALLOCATE_ANNOTATION] = "true"
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "kaito.sh/v1alpha1", "kind": "Machine", "metadata": metadata, "spec": spec}

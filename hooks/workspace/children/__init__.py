@@ -7,14 +7,13 @@ from hooks.workspace.api import Workspace
 from hooks.workspace.children import (
     adapter_report,
     live_adapters,
-    machines,
     router,
     services,
     tuning_job,
     wake_front,
     workload,
 )
-from hooks.workspace.nodes import IdleMachine
+from hooks.workspace.nodes import IdleMachine, machine
 from hooks.workspace.planning import PresetServing, TuningPlan, WorkloadPlan
 
 
@@ -33,14 +32,12 @@ def desired_children(
     (and, for several SGLang replicas, the router in front of them), then a preset's desired adapter set and
     the Jobs fetching its adapters onto `adapter_nodes`."""
     modes = machine_modes or {}
-    children = [machines.machine(ws, name, plan, scale_down_mode=modes.get(name)) for name in machine_names]
+    children = [machine(ws, name, plan, scale_down_mode=modes.get(name)) for name in machine_names]
     children += [
-        machines.machine(ws, m.name, plan, idle_since=m.since, scale_down_mode=modes.get(m.name), deallocate=True)
+        machine(ws, m.name, plan, idle_since=m.since, scale_down_mode=modes.get(m.name), deallocate=True)
         for m in idle_machines
     ]
-    children += [
-        machines.machine(ws, name, plan, scale_down_mode=modes.get(name), deallocate=True) for name in deallocated
-    ]
+    children += [machine(ws, name, plan, scale_down_mode=modes.get(name), deallocate=True) for name in deallocated]
     if isinstance(plan, TuningPlan):
         cm = tuning_job.config_map(ws, plan)
         if cm is not None:
