@@ -174,6 +174,13 @@ def aks(operators):
 
 
 @pytest.fixture
+def aks_with_keda(operators):
+    """The operator as `kubectl apply -k overlays/keda/` installs it: AKS mode, and the InferenceSet
+    controller owns ScaledObjects (KEDA's CRDs must be there first: the `keda` fixture)."""
+    return operators.use("keda")
+
+
+@pytest.fixture
 def byo(operators):
     """The operator as `kubectl apply -k overlays/byo/` installs it (bring your own nodes)."""
     return operators.use("byo")
@@ -201,3 +208,21 @@ def simulator(cluster, cluster_arm):
     sim = AksSimulator(cluster_arm, cluster)
     yield sim
     sim.stop()
+
+
+@pytest.fixture(scope="module")
+def keda(cluster, tmp_path_factory):
+    """KEDA's operator on loopback (keda_support.py); skipped, naming `make keda`, where it is not built."""
+    from keda_support import keda_operator
+
+    with keda_operator(cluster, tmp_path_factory.mktemp("keda")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keda_metrics_adapter(cluster, keda):
+    """KEDA's metrics adapter, registered as external.metrics.k8s.io (for KEDA's HPA above 1 replica)."""
+    from keda_support import keda_metrics_adapter as adapter
+
+    with adapter(cluster, keda) as process:
+        yield process
