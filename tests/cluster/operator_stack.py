@@ -10,7 +10,8 @@ CRDs, the hook server's namespace, ServiceAccount, Service and ConfigMaps, the a
 applied, run as local processes instead: Metacontroller's StatefulSet (the binary runs with its container's
 args, listeners on 127.0.0.1) and the hook Deployment. Each controller's `webhook.service` becomes
 `webhook.url` on loopback; everything else in them (mutual TLS included) stays as shipped.
-Bring-your-own-nodes mode renders overlays/byo/ the same way.
+Bring-your-own-nodes mode renders overlays/byo/ the same way, and the KEDA mode overlays/keda/ (the AKS
+install whose InferenceSet controller also owns ScaledObjects).
 
 Azure's servers and Azure AD cannot exist here. The hook server runs unchanged (`python -m hooks
 serve`, DefaultAzureCredential); ARM_ENDPOINT points at tests/arm_support/fake_arm.py, REQUESTS_CA_BUNDLE at its
@@ -39,6 +40,10 @@ from controlplane import KWOK_NODE_LABEL, ClusterError, ControlPlane, Process, f
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "metacontroller"
 BYO = REPO / "overlays" / "byo"
+KEDA = REPO / "overlays" / "keda"
+# The kustomization each mode renders, relative to the copied checkout; 'keda' is AKS mode with KEDA installed.
+MODE_TARGETS = {"aks": "metacontroller", "byo": "overlays/byo", "keda": "overlays/keda"}
+AKS_MODES = ("aks", "keda")
 SHARED = REPO.parent / "shared"
 METACONTROLLER_SOURCE = SHARED / "third_party" / "metacontroller-v4.17.2"
 METACONTROLLER_MANIFESTS = METACONTROLLER_SOURCE / "manifests" / "production"
@@ -60,21 +65,22 @@ def yaml_stream(docs: list[dict]) -> str:
 
 @functools.cache
 def rendered_install(kubectl: Path, mode: str) -> tuple[dict, ...]:
-    """`kubectl kustomize metacontroller/` ('aks') or `overlays/byo/` ('byo'), with Metacontroller's
-    upstream manifests read from its source folder instead of the pinned URL."""
+    """`kubectl kustomize metacontroller/` ('aks'), `overlays/byo/` ('byo') or `overlays/keda/` ('keda'), with
+    Metacontroller's upstream manifests read from its source folder instead of the pinned URL."""
     if not METACONTROLLER_MANIFESTS.is_dir():
         raise ClusterError(f"{METACONTROLLER_MANIFESTS} is absent: Metacontroller's manifests come from ../shared")
     with tempfile.TemporaryDirectory(prefix="kaito-install-") as tmp:
         root = Path(tmp)
         shutil.copytree(INSTALL, root / "metacontroller")
         shutil.copytree(BYO, root / "overlays" / "byo")
+        shutil.copytree(KEDA, root / "overlays" / "keda")
         shutil.copytree(METACONTROLLER_MANIFESTS, root / "metacontroller-upstream")
         kustomization = root / "metacontroller" / "kustomization.yaml"
         text = kustomization.read_text()
         if METACONTROLLER_URL not in text:
             raise ClusterError(f"metacontroller/kustomization.yaml no longer names {METACONTROLLER_URL}")
         kustomization.write_text(text.replace(METACONTROLLER_URL, "../metacontroller-upstream"))
-        target = root / ("overlays/byo" if mode == "byo" else "metacontroller")
+        target = root / MODE_TARGETS[mode]
         out = subprocess.run([str(kubectl), "kustomize", str(target)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise ClusterError(f"kubectl kustomize {mode} failed:\n{out.stderr}")
@@ -473,7 +479,7 @@ def install_metacontroller(cluster: ControlPlane, install: Install) -> None:
 
 
 class Operator:
-    """The install's objects, controller configs and a hook server on `cluster`, in mode 'aks' or 'byo'
+    """The install's objects, controller configs and a hook server on `cluster`, in mode 'aks', 'byo' or 'keda'
     (Metacontroller itself runs once per session: `Metacontroller`)."""
 
     def __init__(self, cluster: ControlPlane, arm, tls_dir: Path, mode: str = "aks", resync_seconds: str = "2"):
@@ -483,7 +489,7 @@ class Operator:
         # Machine freed by a scale-in is kept for a scale-out that may follow.
         env = {**self.setup.hook_env(), "KAITO_RESYNC_SECONDS": resync_seconds, "KAITO_SCALE_IN_GRACE_SECONDS": "5"}
         self.token_server = None
-        if mode == "aks":
+        if mode in AKS_MODES:
             from arm_support.fake_arm import CLUSTER, RESOURCE_GROUP, SUBSCRIPTION
 
             self.token_server = TokenServer(arm.token)
