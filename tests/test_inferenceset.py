@@ -222,6 +222,32 @@ def test_node_count_limit_bounds_the_autoscaler():
     assert the(sync(iset, keda=True)["children"], "ScaledObject")["spec"]["maxReplicaCount"] == 4
 
 
+def keda_reports(status: str, reason: str = "", message: str = "") -> dict:
+    """A ScaledObject as Metacontroller observes it once KEDA's operator has written its Ready condition."""
+    so = the(sync(annotated(), keda=True)["children"], "ScaledObject")
+    so["status"] = {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message}]}
+    return so
+
+
+def autoscaler_condition(iset: dict, scaled_object: dict | None) -> dict:
+    observed = {} if scaled_object is None else {f"team/{scaled_object['metadata']['name']}": scaled_object}
+    children = {inferenceset_sync.WORKSPACES: {}, KEDA: observed}
+    req = {"controller": {"metadata": {"name": "inferenceset"}}, "parent": iset, "children": children, "related": {}}
+    conditions = inferenceset_sync.sync(req, NOW)["status"]["conditions"]
+    return next(c for c in conditions if c["type"] == "AutoscalerReady")
+
+
+def test_the_autoscaler_is_ready_only_once_keda_reports_the_scaled_object_ready():
+    iset = annotated()
+    waiting = autoscaler_condition(iset, None)
+    assert waiting["status"] == "False" and waiting["reason"] == "WaitingForKEDA", waiting
+    ready = autoscaler_condition(iset, keda_reports("True", "ScaledObjectReady", "ScaledObject is defined correctly"))
+    assert ready["status"] == "True" and "sglang:num_queue_reqs" in ready["message"], ready
+    refused = autoscaler_condition(iset, keda_reports("False", "ScaledObjectCheckFailed", "no scale subresource"))
+    assert refused["status"] == "False" and refused["reason"] == "ScaledObjectNotReady", refused
+    assert "no scale subresource" in refused["message"], refused
+
+
 def test_without_keda_the_set_serves_and_says_autoscaling_is_not_installed():
     response = sync(annotated())
     assert [c["kind"] for c in response["children"]] == ["Workspace"]

@@ -16,6 +16,7 @@ from typing import Any
 from hooks import naming
 from hooks.inferenceset.api import MAX_REPLICAS, InferenceSet
 from hooks.inferenceset.workspace import SCALEDOBJECT_PREFIX
+from hooks.workspace.status.conditions import Condition, false, true
 from hooks.workspace.validation import Problem
 
 SCALEDOBJECTS = "ScaledObject.keda.sh/v1alpha1"
@@ -126,3 +127,25 @@ def scaled_object(iset: InferenceSet, auto: Autoscaling, max_replicas: int) -> d
             ],
         },
     }
+
+
+def autoscaler_ready(auto: Autoscaling, name: str, observed: dict[str, Any] | None) -> Condition:
+    """AutoscalerReady from KEDA's own Ready condition on the ScaledObject (`observed`, None before it
+    exists): True only once KEDA has read it and accepted its trigger and target, so a ScaledObject that
+    no KEDA operator reads does not pass for a working autoscaler."""
+    found = ((observed or {}).get("status") or {}).get("conditions") or []
+    ready: dict[str, Any] = next((c for c in found if c.get("type") == "Ready"), {})
+    if ready.get("status") == "True":
+        return true("AutoscalerReady", "ScaledObjectReady", f"KEDA scales on {auto.metric} from {auto.server_address}")
+    if ready.get("status") == "False":
+        return false(
+            "AutoscalerReady",
+            "ScaledObjectNotReady",
+            f"KEDA reports ScaledObject {name} not ready ({ready.get('reason', '')}): {ready.get('message', '')}",
+        )
+    return false(
+        "AutoscalerReady",
+        "WaitingForKEDA",
+        f"ScaledObject {name} on {auto.metric} is created; KEDA has not reported it Ready yet "
+        "(is KEDA's operator running?)",
+    )

@@ -69,7 +69,8 @@ def sync(request: dict, now: str) -> dict[str, Any]:
             if limit:
                 most = max((r for r in range(1, MAX_REPLICAS + 1) if _nodes_for(plan, r) <= limit), default=1)
             children.append(autoscaling.scaled_object(iset, auto, most))
-            found.append(conditions.true("AutoscalerReady", "ScaledObjectCreated", f"KEDA scales on {auto.metric}"))
+            scaled = mc.by_name(mc.observed(request, autoscaling.SCALEDOBJECTS)).get(iset.name)
+            found.append(autoscaling.autoscaler_ready(auto, iset.name, scaled))
         else:
             found.append(
                 conditions.false(
