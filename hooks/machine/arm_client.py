@@ -1,4 +1,4 @@
-"""Thin adapter over the AKS agentPools API (azure-mgmt-containerservice).
+"""Thin client of the AKS agentPools API (azure-mgmt-containerservice).
 
 The Machine hook runs inside Metacontroller's 10 s webhook timeout, so every call here is a single
 HTTP round trip with short connect/read timeouts and no SDK retries, and no call waits on a

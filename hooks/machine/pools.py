@@ -1,6 +1,6 @@
 """Agent pools as the Machine hook sees them: what ARM can answer, and the pure pool decisions.
 
-The ARM adapter (hooks/machine/arm_client.py) returns ``Pool`` and raises these errors; ``PoolsAPI`` is
+The ARM client (hooks/machine/arm_client.py) returns ``Pool`` and raises these errors; ``PoolsAPI`` is
 all the hooks need of it, so tests pass a fake with the same three methods.
 """
 
@@ -15,7 +15,7 @@ from hooks.machine.request import Machine
 
 
 class ArmError(Exception):
-    """Base class of everything the ARM adapter raises."""
+    """Base class of everything the ARM client raises."""
 
 
 class PoolNotFound(ArmError):

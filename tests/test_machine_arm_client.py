@@ -1,7 +1,7 @@
 """hooks/machine/arm_client.py against the real azure-mgmt-containerservice client and a local fake ARM (HTTPS).
 
 Azure's servers cannot exist here, so tests/arm_support/fake_arm.py plays ARM's documented agentPools
-contract; everything between our adapter and the socket is the real SDK.
+contract; everything between our client and the socket is the real SDK.
 """
 
 import os
