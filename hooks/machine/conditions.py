@@ -54,6 +54,15 @@ def conflict_text(machine: Machine, pool: Pool) -> str:
     )
 
 
+def _not_launched(status: str, reason: str, text: str, registered: str) -> Conditions:
+    """Launched and Ready in one state, for one reason; Registered waits for a pool that is not there."""
+    return [
+        _cond("Launched", status, reason, text),
+        _cond("Registered", status, "NotLaunched", registered),
+        _cond("Ready", status, reason, text),
+    ]
+
+
 def sync_conditions(
     machine: Machine,
     pool: Pool | None,
@@ -75,22 +84,14 @@ def sync_conditions(
     if refusal is not None:
         text = refusal.text(name)
         return (
-            [
-                _cond("Launched", "False", "ProvisioningRefused", text),
-                _cond("Registered", "False", "NotLaunched", f"agent pool {name} was not created"),
-                _cond("Ready", "False", "ProvisioningRefused", text),
-            ],
+            _not_launched("False", "ProvisioningRefused", text, f"agent pool {name} was not created"),
             {},
             RESYNC_REFUSED_S,
         )
     if created or pool is None:
         text = f"creating AKS agent pool {name} (vmSize {machine.vm_size}, 1 node)"
         return (
-            [
-                _cond("Launched", "Unknown", "Creating", text),
-                _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
-                _cond("Ready", "Unknown", "Creating", text),
-            ],
+            _not_launched("Unknown", "Creating", text, f"waiting for agent pool {name}"),
             {},
             RESYNC_PROGRESS_S,
         )
@@ -108,11 +109,7 @@ def sync_conditions(
         # workspace hook creates the Machine again.
         text += f"; to retry, delete the Machine (kubectl delete machine {name} -n {machine.namespace})"
         return (
-            [
-                _cond("Launched", "False", reason, text),
-                _cond("Registered", "False", "NotLaunched", f"agent pool {name} is {state}"),
-                _cond("Ready", "False", reason, text),
-            ],
+            _not_launched("False", reason, text, f"agent pool {name} is {state}"),
             {},
             RESYNC_REFUSED_S,
         )
@@ -127,11 +124,7 @@ def sync_conditions(
     if state != "Succeeded" and (state == "Creating" or not was_launched):
         text = f"AKS agent pool {name} is {state}"
         return (
-            [
-                _cond("Launched", "Unknown", "Provisioning", text),
-                _cond("Registered", "Unknown", "NotLaunched", f"waiting for agent pool {name}"),
-                _cond("Ready", "Unknown", "Provisioning", text),
-            ],
+            _not_launched("Unknown", "Provisioning", text, f"waiting for agent pool {name}"),
             {},
             RESYNC_PROGRESS_S,
         )
