@@ -171,10 +171,12 @@ def test_an_inferencesets_keda_annotations_scale_it_up_on_the_mapped_sglang_metr
                 lambda: scaled_object_ready(cluster, name, namespace),
                 timeout=WAIT_S,
             )
+            # KEDA's operator has read the ScaledObject and says Ready: the hook reports it on the set.
             autoscaler = condition(
-                wait_condition(cluster, namespace, "inferenceset", name, "AutoscalerReady"), "AutoscalerReady"
+                wait_condition(cluster, namespace, "inferenceset", name, "AutoscalerReady", reason="ScaledObjectReady"),
+                "AutoscalerReady",
             )
-            assert autoscaler["status"] == "True" and "sglang:num_queue_reqs" in autoscaler["message"], autoscaler
+            assert prom.url in autoscaler["message"] and "sglang:num_queue_reqs" in autoscaler["message"], autoscaler
             took = drive_to_two(cluster, prom, stand_in, "inferenceset", name, namespace, queue=25)
             cluster.wait_for(
                 "the InferenceSet's Workspace at 2 replicas",
