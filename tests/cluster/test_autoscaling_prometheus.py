@@ -29,10 +29,15 @@ import pytest
 import yaml
 from observe import WAIT_S, condition, get, wait_condition
 from operator_stack import REPO
-from prometheus_support import SGLangMetricsStandIn, Target, prometheus
+from prometheus_support import INSTALL_HINT, PROMETHEUS, SGLangMetricsStandIn, Target, prometheus
 from workspace_support import KAITO_V012_EXAMPLES, need_shared
 
-pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
+pytestmark = [
+    pytest.mark.scale_to_zero,
+    pytest.mark.cluster,
+    # Before the control plane and KEDA start: without Prometheus there is nothing to test.
+    pytest.mark.skipif(not PROMETHEUS.exists(), reason=f"{PROMETHEUS} is absent: {INSTALL_HINT}"),
+]
 
 EXAMPLE = REPO / "examples" / "autoscaling"
 KAITO_INFERENCESET = KAITO_V012_EXAMPLES / "inference" / "kaito_inferenceset_phi_4_mini.yaml"
