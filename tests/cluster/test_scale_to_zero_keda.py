@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 from loopback_support import free_port, send_json
-from observe import WAIT_S, get
+from observe import WAIT_S, condition, get
 from operator_stack import REPO
 from scale_to_zero_support import scale_to_zero_workspace, wake_front_argv
 
@@ -121,8 +121,12 @@ def test_a_scaled_object_on_the_fronts_queue_wakes_the_workspace_and_scales_it_b
         )
         report = requests.get(f"{url}/queue", timeout=5).json()
         assert report["queued"] == 1 and report["lastAsk"].startswith("error"), report  # the front could not
-        so = get(cluster, "scaledobject", NAME, "-n", namespace)
-        assert any(c["type"] == "Active" and c["status"] == "True" for c in so["status"]["conditions"]), so["status"]
+        # KEDA writes the Active condition after it has patched the scale subresource, so it may lag by a moment.
+        cluster.wait_for(
+            "KEDA reports the ScaledObject Active",
+            lambda: condition(get(cluster, "scaledobject", NAME, "-n", namespace), "Active").get("status") == "True",
+            timeout=30,
+        )
         client.join(60)  # nothing serves here: the held request gives up after its 40 s, demand falls to 0
         assert answers == [503]
         cluster.wait_for(
