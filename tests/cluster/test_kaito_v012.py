@@ -110,12 +110,18 @@ def test_a_v1beta1_workspace_reads_back_unchanged_in_both_versions_with_the_same
     assert alpha["inference"]["adapters"] == doc["inference"]["adapters"]
     assert alpha["inference"]["preset"]["name"] == doc["inference"]["preset"]["name"]
     assert alpha["metadata"]["uid"] == beta["metadata"]["uid"]
-    columns = {
-        v: printed_columns(cluster, namespace, f"workspaces.{v}.kaito.sh", name) for v in ("v1alpha1", "v1beta1")
-    }
-    for version in columns.values():
-        version.pop("AGE")  # the clock moves between the two gets
-    assert columns["v1alpha1"] == columns["v1beta1"]
+
+    def both_columns() -> dict[str, dict[str, str]] | None:
+        """Both versions' columns, read again until they agree: where the operator runs in the same session,
+        its first status can land between the two gets (and AGE moves with the clock)."""
+        columns = {
+            v: printed_columns(cluster, namespace, f"workspaces.{v}.kaito.sh", name) for v in ("v1alpha1", "v1beta1")
+        }
+        for version in columns.values():
+            version.pop("AGE")
+        return columns if columns["v1alpha1"] == columns["v1beta1"] else None
+
+    columns = cluster.wait_for("the same columns in both versions", both_columns, timeout=WAIT_S)
     crd = yaml.safe_load((REPO / "metacontroller" / "workspace-crd.yaml").read_text())
     shown = [c["name"].upper() for c in crd["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
     assert list(columns["v1alpha1"]) == ["NAME", *(c for c in shown if c != "AGE")], columns
