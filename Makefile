@@ -14,7 +14,7 @@ SGLANG_LIGHT_DEPS := orjson==3.13.0 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0
 EXAMPLE ?= examples/inference-phi-3-with-adapters.yaml
 BIND ?= 127.0.0.1:8080
 
-.PHONY: run run-setup setup test test-setup system-packages e2e cluster cluster-down keda bench clean
+.PHONY: run run-setup setup test test-setup system-packages e2e cluster cluster-down cluster-front keda bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ cluster: test-setup
 
 cluster-down:
 	$(PY) tests/cluster/up.py stop
+
+# On a running `make cluster`: the wake front of Workspace $(WORKSPACE) on loopback, with a model server standing in
+# for its pod (kwok runs none); prints the URL to curl and runs until Ctrl-C. README "Local control plane".
+NAMESPACE ?= default
+cluster-front: test-setup
+	$(PY) tests/cluster/up.py front --workspace $(WORKSPACE) --namespace $(NAMESPACE)
 
 # KEDA's operator and metrics adapter for tests/cluster/test_scale_to_zero_keda.py, from the Go module proxy into
 # the control plane's cache (about 30 minutes cold on 2 cores, so not part of `make test`; the test skips without it).

@@ -160,6 +160,17 @@ class Replica:
                 self.stop_locked()
 
 
+def stand_in_weights(root: Path) -> Path:
+    """A random 2-layer model in `root` for the stand-in replica; it never stops at an end-of-sequence token, so
+    every answer has `max_tokens` tokens of content."""
+    from tuning_support import tiny
+
+    model, _ = tiny.make_model(str(root))
+    model.generation_config.eos_token_id = None
+    model.generation_config.save_pretrained(str(root))
+    return root
+
+
 def scale_to_zero_workspace(name: str, served: str, replicas: int) -> dict:
     """A one-node Workspace of `served` that scales to zero after 15 idle minutes, at `replicas`."""
     return {

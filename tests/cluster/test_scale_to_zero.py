@@ -18,7 +18,7 @@ import requests
 from inference_support.launcher import ONE_NODE, transformers_launch
 from observe import WAIT_S, get, items, printed_columns
 from operator_stack import REPO
-from scale_to_zero_support import scale_to_zero_workspace
+from scale_to_zero_support import scale_to_zero_workspace, stand_in_weights
 
 pytestmark = [pytest.mark.scale_to_zero, pytest.mark.cluster]
 
@@ -34,14 +34,7 @@ def workspace(replicas: int) -> dict:
 def model_dir(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    sys.path.insert(0, str(REPO / "tests"))
-    from tuning_support import tiny
-
-    root = tmp_path_factory.mktemp("zero-weights")
-    model, _ = tiny.make_model(str(root))
-    model.generation_config.eos_token_id = None
-    model.generation_config.save_pretrained(str(root))
-    return root
+    return stand_in_weights(tmp_path_factory.mktemp("zero-weights"))
 
 
 def free_port() -> int:

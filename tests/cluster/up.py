@@ -6,6 +6,9 @@
     python tests/cluster/up.py run --example FILE
                                        # `make run`: also apply FILE, show `kubectl get workspace -w` until
                                        # WORKSPACEREADY, print the export KUBECONFIG=... line, run until Ctrl-C
+    python tests/cluster/up.py front --workspace NAME [--namespace NS]
+                                       # `make cluster-front`: the Workspace's wake front on loopback and a
+                                       # model server standing in for its pod; prints the URL; until Ctrl-C
 
 What runs: the control plane of tests/cluster/controlplane.py, the operator as installed by
 `kubectl apply -k metacontroller/` (hooks on loopback, Machines against the fake ARM server), and an
@@ -17,6 +20,7 @@ and logs: $KAITO_CLUSTER_STATE (default ~/.cache/kaito-sglang/cluster-run).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -129,6 +133,78 @@ def run(state: Path, example: Path | None = None) -> int:
             cluster.stop()
 
 
+def front(state: Path, name: str, namespace: str) -> int:
+    """Run the wake front of Workspace namespace/name as its `<name>-front` Deployment would, on loopback.
+
+    kwok runs no process, so two things stand in for pods: the front is the real `python -m
+    inference.wake_front` with the Deployment's own arguments and a token of the `<name>-front`
+    ServiceAccount (whose Role allows only `patch` on this Workspace's scale subresource), listening on
+    127.0.0.1 and relaying to the second, a real model server (the transformers runtime on a tiny random
+    model) that serves while the Workspace's Deployment has a Ready replica, as its pod would."""
+    import yaml
+    from loopback_support import free_port
+    from scale_to_zero_support import Replica, stand_in_weights, wake_front_argv
+
+    cluster = ControlPlane(state, build())
+    config = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]
+    deployment = json.loads(cluster.kubectl("get", "deployment", f"{name}-front", "-n", namespace, "-o", "json").stdout)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    rendered = container["args"]
+    served = rendered[rendered.index("--served-model-name") + 1]
+    work = state / "fronts" / f"{namespace}-{name}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    token = work / "token"
+    token.write_text(cluster.kubectl("create", "token", f"{name}-front", "-n", namespace).stdout.strip() + "\n")
+    print(f"stand-in model ({served}, a tiny random model) in {work / 'weights'}...", flush=True)
+    replica = Replica(stand_in_weights(work / "weights"), served, work)
+    port = free_port()
+    # The rendered arguments first; the loopback upstream, address and API server credentials override them.
+    argv = wake_front_argv(
+        served,
+        replica.url,
+        port,
+        f"{namespace}/{name}",
+        config["server"],
+        token,
+        "--ca-file",
+        config["certificate-authority"],
+    )
+    argv[3:3] = rendered
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with open(work / "front.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=HERE.parents[1], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            print(
+                f"front of {namespace}/{name}: curl http://127.0.0.1:{port}/v1/chat/completions"
+                f" (logs: {work}; Ctrl-C stops the front and the stand-in)",
+                flush=True,
+            )
+            while not stop.wait(2):
+                if proc.poll() is not None:
+                    print(f"the front exited ({proc.returncode}); see {work / 'front.log'}", file=sys.stderr)
+                    return 1
+                replica.follow(_ready_replicas(cluster, name, namespace))
+            return 0
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            replica.close()
+
+
+def _ready_replicas(cluster: ControlPlane, name: str, namespace: str) -> int:
+    """Ready pods of the Workspace's Deployment (0 while it is absent or the apiserver does not answer)."""
+    out = cluster.kubectl(
+        "get", "deployment", name, "-n", namespace, "-o", "jsonpath={.status.readyReplicas}", check=False
+    )
+    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+
+
 def start(state: Path) -> int:
     if (state / "pid").exists() and _alive(int((state / "pid").read_text())):
         print(f"already running (pid {(state / 'pid').read_text().strip()}); export KUBECONFIG={state / 'kubeconfig'}")
@@ -199,13 +275,19 @@ def _alive(pid: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("start", "stop", "run"))
+    parser.add_argument("command", choices=("start", "stop", "run", "front"))
     parser.add_argument("--example", type=Path, help="with run: a Workspace to apply and watch until ready")
+    parser.add_argument("--workspace", help="with front: the Workspace (with kaito.sh/scale-to-zero-after)")
+    parser.add_argument("--namespace", default="default", help="with front: its namespace")
     args = parser.parse_args()
     STATE.mkdir(parents=True, exist_ok=True)
     try:
         if args.command == "run":
             return run(STATE, args.example)
+        if args.command == "front":
+            if not args.workspace:
+                parser.error("front needs --workspace NAME")
+            return front(STATE, args.workspace, args.namespace)
         return {"start": start, "stop": stop}[args.command](STATE)
     except ClusterError as error:
         print(error, file=sys.stderr)
