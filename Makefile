@@ -54,9 +54,15 @@ system-packages:
 	else echo "note: docker-registry/skopeo/prometheus missing and not root: the registry tests and the" \
 		"KEDA prometheus-trigger tests will skip"; fi
 
+# PyPI's CUDA wheels for torch are hundreds of MB each, and a cut-off download is not always resumable:
+# each pip install gets three tries, each starting the failed download afresh.
+PIP_TRIES := 3
+pip_install = for try in $$(seq $(PIP_TRIES)); do $(PIP) install --quiet $(1) && break; \
+	if [ $$try = $(PIP_TRIES) ]; then exit 1; fi; echo "pip install failed (try $$try of $(PIP_TRIES)); trying again"; sleep 10; done
+
 test-setup: $(PY) system-packages image-tools
-	$(PIP) install --quiet -e '.[test]'
-	$(PIP) install --quiet --no-deps sglang==$(SGLANG_VERSION) $(SGLANG_LIGHT_DEPS)
+	$(call pip_install,-e '.[test]')
+	$(call pip_install,--no-deps sglang==$(SGLANG_VERSION) $(SGLANG_LIGHT_DEPS))
 	$(PYTHON) tests/real_sglang/install_sglang.py --quiet
 
 # KAITO_REQUIRE_REAL_SGLANG: the real-SGLang tests fail instead of skipping when its venv is missing.
